@@ -1,0 +1,185 @@
+import Foundation
+import SSH
+
+/// The Docker engine of one machine, driven through its `docker` command line over SSH.
+///
+/// Every argument is validated, then shell-quoted; output is parsed from `--format '{{json .}}'`
+/// and `inspect` JSON into typed values; failures become `DockerError`s.
+public struct RemoteDocker: Sendable {
+    public let endpoint: SSHEndpoint
+    private let pool: SSHConnectionPool
+    /// Deadline for short commands (`ps`, `inspect`, `rm`, `run`).
+    public var commandTimeout: Duration
+    /// Deadline for `build`.
+    public var buildTimeout: Duration
+
+    public init(endpoint: SSHEndpoint, pool: SSHConnectionPool, commandTimeout: Duration = .seconds(60), buildTimeout: Duration = .seconds(1800)) {
+        self.endpoint = endpoint
+        self.pool = pool
+        self.commandTimeout = commandTimeout
+        self.buildTimeout = buildTimeout
+    }
+
+    /// Client and server versions; fails when the machine has no working engine.
+    public func version() async throws(DockerError) -> DockerVersion {
+        let version: DockerVersion = try await json(["version", "--format", "{{json .}}"])
+        guard version.server != nil else {
+            throw .commandFailed(command: "version", status: 1, stderr: "the Docker engine does not answer")
+        }
+        return version
+    }
+
+    /// The engine's CPUs, memory and counts.
+    public func info() async throws(DockerError) -> DockerInfo {
+        try await json(["info", "--format", "{{json .}}"])
+    }
+
+    /// Whether the image `reference` exists on the machine.
+    public func imageExists(_ reference: String) async throws(DockerError) -> Bool {
+        try DockerNames.validateImage(reference)
+        let result = try await run(["image", "inspect", "--format", "{{.Id}}", reference])
+        return result.succeeded
+    }
+
+    /// Builds `dockerfile` (sent on stdin, so no build context) as `tag`, calling `onLine` with
+    /// each line of build output as it arrives. Returns the build's whole log.
+    @discardableResult
+    public func build(
+        tag: String, dockerfile: [UInt8], labels: [String: String] = [:], onLine: (@Sendable (String) -> Void)? = nil
+    ) async throws(DockerError) -> String {
+        try DockerNames.validateImage(tag)
+        for (key, value) in labels { try DockerNames.validateLabel(key: key, value: value) }
+        var argv = ["build", "--force-rm", "--tag", tag]
+        for (key, value) in labels.sorted(by: { $0.key < $1.key }) { argv += ["--label", "\(key)=\(value)"] }
+        argv.append("-")
+        let splitter = LineSplitter()
+        let result = try await run(argv, stdin: dockerfile, timeout: buildTimeout) { chunk in
+            let lines: [String]
+            switch chunk {
+            case .stdout(let bytes): lines = splitter.feed(bytes, from: .stdout)
+            case .stderr(let bytes): lines = splitter.feed(bytes, from: .stderr)
+            }
+            lines.forEach { onLine?($0) }
+        }
+        splitter.finish().forEach { onLine?($0) }
+        guard result.succeeded else { throw .buildFailed(tag: tag, logTail: splitter.tail) }
+        return result.stdoutText + result.stderrText
+    }
+
+    /// Starts a detached container with `--init` and returns its id.
+    public func run(_ spec: ContainerSpec) async throws(DockerError) -> String {
+        try DockerNames.validateContainer(spec.name)
+        try DockerNames.validateImage(spec.image)
+        for (key, value) in spec.labels { try DockerNames.validateLabel(key: key, value: value) }
+        for argument in spec.command { try DockerNames.validateArgument(argument) }
+        var argv = ["run", "--detach", "--init", "--name", spec.name]
+        for (key, value) in spec.labels.sorted(by: { $0.key < $1.key }) { argv += ["--label", "\(key)=\(value)"] }
+        argv.append(spec.image)
+        argv += spec.command
+        let result = try await run(argv)
+        guard result.succeeded else { throw failure("run", result) }
+        guard let id = result.stdoutText.split(separator: "\n").last.map(String.init), id.wholeMatch(of: /[0-9a-f]{64}/) != nil else {
+            throw .unparsable(command: "run", output: result.stdoutText)
+        }
+        return id
+    }
+
+    /// Removes a container, running or not. Returns false when it did not exist.
+    @discardableResult
+    public func remove(_ container: String) async throws(DockerError) -> Bool {
+        try DockerNames.validateContainer(container)
+        let result = try await run(["rm", "--force", container])
+        if result.succeeded { return true }
+        if result.stderrText.contains("No such container") { return false }
+        throw failure("rm", result)
+    }
+
+    /// Containers (running or not) carrying every label in `labels` (`key=value`, or `key` alone
+    /// when the value is nil).
+    public func list(labels: [String: String?]) async throws(DockerError) -> [ContainerSummary] {
+        var argv = ["ps", "--all", "--no-trunc", "--format", "{{json .}}"]
+        for (key, value) in labels.sorted(by: { $0.key < $1.key }) {
+            try DockerNames.validateLabel(key: key, value: value ?? "")
+            argv += ["--filter", value.map { "label=\(key)=\($0)" } ?? "label=\(key)"]
+        }
+        let result = try await run(argv)
+        guard result.succeeded else { throw failure("ps", result) }
+        return try result.stdout.split(separator: UInt8(ascii: "\n")).map { line throws(DockerError) in
+            try decode(ContainerSummary.self, Array(line), command: "ps")
+        }
+    }
+
+    /// Details of containers by name or id; unknown ones are left out.
+    public func inspect(_ containers: [String]) async throws(DockerError) -> [ContainerDetails] {
+        guard !containers.isEmpty else { return [] }
+        for container in containers { try DockerNames.validateContainer(container) }
+        let result = try await run(["container", "inspect"] + containers)
+        // Exit status 1 with partial output when some are missing: keep what was found.
+        let text = result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
+        if !result.succeeded && (text.isEmpty || text == "[]") {
+            if result.stderrText.contains("No such") { return [] }
+            throw failure("inspect", result)
+        }
+        return try decode([ContainerDetails].self, result.stdout, command: "inspect")
+    }
+
+    /// Runs `argv` inside a running container without a terminal; `stdin` is piped in.
+    public func exec(_ container: String, _ argv: [String], stdin: [UInt8]? = nil, timeout: Duration? = nil) async throws(DockerError) -> ExecResult {
+        try DockerNames.validateContainer(container)
+        for argument in argv { try DockerNames.validateArgument(argument) }
+        guard !argv.isEmpty else { throw .invalidArgument("exec needs a command") }
+        let result = try await run(["exec", "--interactive", container] + argv, stdin: stdin ?? [], timeout: timeout ?? commandTimeout)
+        if result.exitStatus == 1 || result.exitStatus >= 125, result.stderrText.contains("No such container") {
+            throw .noSuchContainer(container)
+        }
+        return result
+    }
+
+    /// Opens an interactive shell in a running container on a PTY: bash when the image has it,
+    /// else sh.
+    public func openShell(_ container: String, term: String, size: TerminalSize) async throws(DockerError) -> PTYChannel {
+        try DockerNames.validateContainer(container)
+        try DockerNames.validateEnvironment(name: "TERM", value: term)
+        let argv = [
+            "exec", "--interactive", "--tty", "--env", "TERM=\(term)", container,
+            "sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi",
+        ]
+        do {
+            return try await pool.openPTY(on: endpoint, "docker " + ShellQuote.join(argv), term: term, size: size)
+        } catch {
+            throw .transport(error)
+        }
+    }
+
+    // MARK: - Plumbing
+
+    /// Runs `docker argv…` on the machine; a non-zero exit is returned, not thrown.
+    public func run(
+        _ argv: [String], stdin: [UInt8]? = nil, timeout: Duration? = nil, onOutput: (@Sendable (OutputChunk) -> Void)? = nil
+    ) async throws(DockerError) -> ExecResult {
+        let command = "docker " + ShellQuote.join(argv)
+        do {
+            return try await pool.execute(on: endpoint, command, stdin: stdin, timeout: timeout ?? commandTimeout, onOutput: onOutput)
+        } catch {
+            throw .transport(error)
+        }
+    }
+
+    private func json<T: Decodable>(_ argv: [String]) async throws(DockerError) -> T {
+        let result = try await run(argv)
+        guard result.succeeded else { throw failure(argv[0], result) }
+        return try decode(T.self, result.stdout, command: argv[0])
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], command: String) throws(DockerError) -> T {
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(bytes))
+        } catch {
+            throw .unparsable(command: command, output: String(decoding: bytes.prefix(2000), as: UTF8.self))
+        }
+    }
+
+    private func failure(_ command: String, _ result: ExecResult) -> DockerError {
+        .commandFailed(command: command, status: result.exitStatus, stderr: result.stderrText)
+    }
+}

@@ -1,0 +1,45 @@
+/// A command running on a pseudo-terminal: write keystrokes, read the screen's bytes, resize,
+/// and await the exit status. Over a PTY stderr is merged into the output and lines end in CRLF.
+public final class PTYChannel: Sendable {
+    /// Output as it arrives; finishes when the command has ended and the channel closed.
+    public let output: AsyncStream<[UInt8]>
+    private let operation: ChannelOperation
+    private let loop: SessionLoop
+    private let finished: OneShot<Result<ExecResult, SSHError>>
+
+    init(operation: ChannelOperation, loop: SessionLoop, output: AsyncStream<[UInt8]>, finished: OneShot<Result<ExecResult, SSHError>>) {
+        self.operation = operation
+        self.loop = loop
+        self.output = output
+        self.finished = finished
+    }
+
+    /// Sends bytes (keystrokes) to the command.
+    public func write(_ bytes: [UInt8]) {
+        operation.mailbox.letters.withLock { $0.input.append(contentsOf: bytes) }
+        loop.wake()
+    }
+
+    /// Tells the remote terminal its new size (it sends SIGWINCH to the command).
+    public func resize(_ size: TerminalSize) {
+        operation.mailbox.letters.withLock { $0.resize = size }
+        loop.wake()
+    }
+
+    /// Sends end-of-file on the command's input.
+    public func closeInput() {
+        operation.mailbox.letters.withLock { $0.inputClosed = true }
+        loop.wake()
+    }
+
+    /// Stops the command's channel now; `exitStatus()` then throws.
+    public func close() {
+        operation.mailbox.letters.withLock { $0.abandon = SSHError(.channel, "the terminal was closed", commandStarted: true) }
+        loop.wake()
+    }
+
+    /// Waits for the command to end and returns its exit status.
+    public func exitStatus() async throws(SSHError) -> Int32 {
+        try await finished.value.get().exitStatus
+    }
+}

@@ -1,0 +1,198 @@
+import CLibSSH2
+import Foundation
+import Synchronization
+
+/// The one thread that owns a libssh2 session, its socket and every channel on it.
+///
+/// libssh2 sessions are not thread-safe, and their calls must never run on a NIO event loop or
+/// the cooperative pool, so each connection gets a thread of its own. Callers hand it
+/// `ChannelOperation`s through a lock-protected inbox and an eventfd wake-up; the thread steps
+/// every operation in non-blocking mode and sleeps in `poll` on the socket and the eventfd only
+/// when a whole pass moved nothing. At most `maxChannels` channels are open at once (sshd's
+/// default MaxSessions is 10, and a slot is freed slightly after close; see LIBSSH2.md), and at
+/// most one channel open is in progress, as libssh2 requires in non-blocking mode.
+final class SessionLoop: @unchecked Sendable {
+    static let maxChannels = 9
+
+    private struct Inbox {
+        var submitted: [ChannelOperation] = []
+        var closeRequested = false
+        var stopped = false
+        var stopWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let inbox = Mutex(Inbox())
+    private let wakeFD: Int32
+    private let isAliveFlag = Atomic<Bool>(true)
+    let endpoint: SSHEndpoint
+
+    // Confined to the loop thread.
+    private var session: OpaquePointer?
+    private var socket: Int32 = -1
+    private var queued: [ChannelOperation] = []
+    private var active: [ChannelOperation] = []
+
+    init(endpoint: SSHEndpoint) {
+        self.endpoint = endpoint
+        self.wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+    }
+
+    deinit { Glibc.close(wakeFD) }
+
+    /// False once the connection broke or was closed; a pool then opens a new one.
+    var isAlive: Bool { isAliveFlag.load(ordering: .acquiring) }
+
+    /// Starts the thread, connects and authenticates; returns the host key the machine presented.
+    func start(deadline: ContinuousClock.Instant) async throws(SSHError) -> HostKey {
+        let outcome: Result<HostKey, SSHError> = await withCheckedContinuation { continuation in
+            let thread = Thread { [self] in
+                do throws(SSHError) {
+                    let established = try SessionSetup.establish(endpoint, deadline: deadline)
+                    session = established.session
+                    socket = established.socket
+                    continuation.resume(returning: .success(established.hostKey))
+                } catch {
+                    finishStopped()
+                    continuation.resume(returning: .failure(error))
+                    return
+                }
+                run()
+            }
+            thread.name = "ssh \(endpoint.host):\(endpoint.port)"
+            thread.start()
+        }
+        return try outcome.get()
+    }
+
+    /// Hands an operation to the loop; if the loop has stopped, the operation fails at once.
+    func submit(_ operation: ChannelOperation) {
+        let accepted = inbox.withLock { inbox in
+            guard !inbox.stopped && !inbox.closeRequested else { return false }
+            inbox.submitted.append(operation)
+            return true
+        }
+        if accepted {
+            wake()
+        } else {
+            operation.failWithSession(SSHError(.disconnected, "the connection to \(endpoint.host) is closed"))
+        }
+    }
+
+    /// Wakes the loop so it reads mailboxes and the inbox.
+    func wake() {
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFD, &one, 8)
+    }
+
+    /// Closes the connection: running commands fail with `.disconnected`. Returns once the
+    /// session is freed and the socket closed.
+    func close() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = inbox.withLock { inbox in
+                if inbox.stopped { return true }
+                inbox.closeRequested = true
+                inbox.stopWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() } else { wake() }
+        }
+    }
+
+    // MARK: - The loop thread
+
+    private func run() {
+        guard let session else { return }
+        var failure = SSHError(.disconnected, "the connection to \(endpoint.host) was closed")
+        loop: while true {
+            let (submitted, closing) = inbox.withLock { inbox in
+                defer { inbox.submitted = [] }
+                return (inbox.submitted, inbox.closeRequested)
+            }
+            if closing { break }
+            queued.append(contentsOf: submitted)
+            var progressed = !submitted.isEmpty
+            do throws(SSHError) {
+                admit()
+                for operation in active {
+                    if try operation.step(session) { progressed = true }
+                }
+            } catch {
+                failure = error
+                break loop
+            }
+            active.removeAll { $0.phase == .finished }
+            if progressed { continue }
+            var secondsToKeepalive: Int32 = 15
+            let rc = libssh2_keepalive_send(session, &secondsToKeepalive)
+            if rc != 0 && rc != LIBSSH2_ERROR_EAGAIN {
+                failure = SSHError(.disconnected, "the connection to \(endpoint.host) broke", detail: LibSSH2.lastError(session).text)
+                break
+            }
+            if !waitForWork(session, keepaliveSeconds: secondsToKeepalive) {
+                failure = SSHError(.disconnected, "\(endpoint.host) closed the connection")
+                break
+            }
+        }
+        isAliveFlag.store(false, ordering: .releasing)
+        let leftovers = inbox.withLock { inbox in
+            defer { inbox.submitted = [] }
+            inbox.closeRequested = true
+            return inbox.submitted
+        }
+        for operation in active + queued + leftovers { operation.failWithSession(failure) }
+        active = []
+        queued = []
+        libssh2_session_set_blocking(session, 1)
+        libssh2_session_set_timeout(session, 2000)
+        _ = resalloc_session_disconnect(session, "resalloc: closing")
+        libssh2_session_free(session)
+        self.session = nil
+        Glibc.close(socket)
+        finishStopped()
+    }
+
+    /// Moves queued operations into the open set while a slot is free and no open is in flight.
+    private func admit() {
+        while !queued.isEmpty, active.count < Self.maxChannels, !active.contains(where: { $0.phase == .opening }) {
+            let next = queued.removeFirst()
+            next.beginOpening()
+            active.append(next)
+        }
+    }
+
+    /// Sleeps until the socket or the wake-up fd needs attention, a deadline passes, or the
+    /// keepalive is due. Returns false when the peer hung up while we had nothing to read.
+    private func waitForWork(_ session: OpaquePointer, keepaliveSeconds: Int32) -> Bool {
+        var events = Int16(RESALLOC_POLLRDHUP)
+        if !active.isEmpty {
+            let directions = libssh2_session_block_directions(session)
+            events |= Int16(POLLIN)
+            if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 { events |= Int16(POLLOUT) }
+        }
+        var timeout = max(keepaliveSeconds, 1) * 1000
+        for operation in active + queued {
+            if let deadline = operation.wakeDeadline {
+                timeout = min(timeout, millisecondsLeft(until: deadline))
+            }
+        }
+        var fds = [pollfd(fd: socket, events: events, revents: 0), pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+        resalloc_quickack(socket)
+        _ = poll(&fds, 2, timeout)
+        if fds[1].revents & Int16(POLLIN) != 0 {
+            var value: UInt64 = 0
+            _ = Glibc.read(wakeFD, &value, 8)
+        }
+        let hangup = Int16(POLLHUP | POLLERR) | (active.isEmpty ? Int16(RESALLOC_POLLRDHUP) : 0)
+        return fds[0].revents & hangup == 0
+    }
+
+    private func finishStopped() {
+        isAliveFlag.store(false, ordering: .releasing)
+        let waiters = inbox.withLock { inbox in
+            inbox.stopped = true
+            defer { inbox.stopWaiters = [] }
+            return inbox.stopWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import SSH
+import Testbed
+import Testing
+
+@Suite("Logging in to a real sshd")
+struct AuthenticationTests {
+    @Test("Ed25519 and ECDSA keys log in and run a command", arguments: ["ed25519", "ecdsa"])
+    func modernKeysLogIn(keyType: String) async throws {
+        let testbed = try await Testbed.shared()
+        let connection = try await SSHConnection.connect(to: testbed.endpoint("m1", key: keyType))
+        defer { Task { await connection.close() } }
+        let result = try await connection.execute("echo out; echo err >&2; exit 3")
+        #expect(result.stdoutText == "out\n")
+        #expect(result.stderrText == "err\n")
+        #expect(result.exitStatus == 3)
+    }
+
+    @Test("An RSA key is refused with the SHA-1 explanation")
+    func rsaKeyIsRefusedClearly() async throws {
+        let testbed = try await Testbed.shared()
+        // The key is in authorized_keys; it is the SHA-1 signature that sshd refuses.
+        let error = await #expect(throws: SSHError.self) {
+            try await SSHConnection.connect(to: testbed.endpoint("m1", key: "rsa"))
+        }
+        #expect(error?.kind == .auth)
+        #expect(error?.message.contains("SHA-1") == true)
+        #expect(error?.message.contains("Ed25519 or ECDSA") == true)
+        #expect(testbed.sshdLog("m1").contains("ssh-rsa not in PubkeyAcceptedAlgorithms"))
+    }
+
+    @Test("A key the machine does not know is refused with a sentence naming the key")
+    func unknownKeyIsRefused() async throws {
+        let testbed = try await Testbed.shared()
+        let endpoint = testbed.endpoint("m1", key: "stranger")
+        let error = await #expect(throws: SSHError.self) { try await SSHConnection.connect(to: endpoint) }
+        #expect(error?.kind == .auth)
+        #expect(error?.message.contains("refused the key \(endpoint.privateKeyPath)") == true)
+    }
+
+    @Test("A missing key file is an auth error, not a crash")
+    func missingKeyFile() async throws {
+        let testbed = try await Testbed.shared()
+        var endpoint = testbed.endpoint("m1")
+        endpoint.privateKeyPath = "/nonexistent/resalloc.pem"
+        let error = await #expect(throws: SSHError.self) { try await SSHConnection.connect(to: endpoint) }
+        #expect(error?.kind == .auth)
+        #expect(error?.message.contains("/nonexistent/resalloc.pem") == true)
+    }
+
+    @Test("Nobody listening: a connect error, quickly")
+    func nothingListening() async throws {
+        let endpoint = SSHEndpoint(host: "127.0.0.99", port: 22, user: "nobody", privateKeyPath: "/dev/null")
+        let clock = ContinuousClock()
+        let start = clock.now
+        let error = await #expect(throws: SSHError.self) { try await SSHConnection.connect(to: endpoint, timeout: .seconds(5)) }
+        #expect(error?.kind == .connect)
+        #expect(clock.now - start < .seconds(5))
+    }
+
+    @Test("The host key fingerprint is the one ssh-keygen prints, and a pinned one is accepted")
+    func hostKeyFingerprint() async throws {
+        let testbed = try await Testbed.shared()
+        let connection = try await SSHConnection.connect(to: testbed.endpoint("m1"))
+        await connection.close()
+        #expect(connection.hostKey.type == "ecdsa-sha2-nistp256")
+        #expect(connection.hostKey.fingerprint == (try testbed.hostKeyFingerprint("m1")))
+        let pinned = try await SSHConnection.connect(to: testbed.endpoint("m1", expecting: connection.hostKey))
+        await pinned.close()
+    }
+
+    @Test("A pinned Ed25519 host key makes libssh2 negotiate that type")
+    func pinnedTypeIsNegotiated() async throws {
+        let testbed = try await Testbed.shared()
+        let expected = HostKey(type: "ssh-ed25519", fingerprint: try testbed.hostKeyFingerprint("m1", type: "ed25519"))
+        let connection = try await SSHConnection.connect(to: testbed.endpoint("m1", expecting: expected))
+        await connection.close()
+        #expect(connection.hostKey == expected)
+    }
+
+    @Test("A changed host key is refused")
+    func changedHostKeyIsRefused() async throws {
+        let testbed = try await Testbed.shared()
+        let first = try await SSHConnection.connect(to: testbed.endpoint("m4"))
+        await first.close()
+        try testbed.control("rekey", "m4")
+        let error = await #expect(throws: SSHError.self) {
+            try await SSHConnection.connect(to: testbed.endpoint("m4", expecting: first.hostKey))
+        }
+        #expect(error?.kind == .hostKeyMismatch)
+        #expect(error?.message.contains(first.hostKey.fingerprint) == true)
+        // Without a pin the new key is simply read.
+        let second = try await SSHConnection.connect(to: testbed.endpoint("m4"))
+        await second.close()
+        #expect(second.hostKey != first.hostKey)
+        #expect(second.hostKey.fingerprint == (try testbed.hostKeyFingerprint("m4")))
+    }
+}

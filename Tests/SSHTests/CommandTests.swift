@@ -1,0 +1,119 @@
+import Foundation
+import SSH
+import Testbed
+import Testing
+
+@Suite("Running commands over a shared connection")
+struct CommandTests {
+    @Test("Bytes go in and come out unchanged, invalid UTF-8 included")
+    func binaryRoundTrip() async throws {
+        let testbed = try await Testbed.shared()
+        let connection = try await SSHConnection.connect(to: testbed.endpoint("m1"))
+        defer { Task { await connection.close() } }
+        var bytes = [UInt8](repeating: 0, count: 1_000_000)
+        for index in bytes.indices { bytes[index] = UInt8(truncatingIfNeeded: index &* 2_654_435_761 >> 7) }
+        bytes[10] = 0xC3  // half of a two-byte character, then a byte that is not its second half
+        bytes[11] = 0x28
+        let result = try await connection.execute("cat", stdin: bytes)
+        #expect(result.exitStatus == 0)
+        #expect(result.stdout.count == bytes.count)
+        #expect(result.stdout == bytes)
+    }
+
+    @Test("Large stdout and stderr at once are both read whole")
+    func bothStreamsAtOnce() async throws {
+        let testbed = try await Testbed.shared()
+        let connection = try await SSHConnection.connect(to: testbed.endpoint("m1"))
+        defer { Task { await connection.close() } }
+        let result = try await connection.execute("head -c 4000000 /dev/zero >&2; head -c 3000000 /dev/zero; echo done >&2")
+        #expect(result.stdout.count == 3_000_000)
+        #expect(result.stderr.count == 4_000_005)
+        #expect(result.exitStatus == 0)
+    }
+
+    @Test("Output streams while the command still runs")
+    func outputStreams() async throws {
+        let testbed = try await Testbed.shared()
+        let connection = try await SSHConnection.connect(to: testbed.endpoint("m1"))
+        defer { Task { await connection.close() } }
+        let flag = "/tmp/resalloc-stream-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: flag) }
+        // The command waits for a file that only appears once we have seen its first line: if
+        // output were delivered only at the end, this would time out.
+        let result = try await connection.execute(
+            "echo first; while [ ! -e \(flag) ]; do sleep 0.05; done; echo second", timeout: .seconds(20)
+        ) { chunk in
+            if case .stdout(let bytes) = chunk, String(decoding: bytes, as: UTF8.self).contains("first") {
+                _ = FileManager.default.createFile(atPath: flag, contents: nil)
+            }
+        }
+        #expect(result.stdoutText == "first\nsecond\n")
+    }
+
+    @Test("A command past its deadline fails with timeout, and the connection still works")
+    func timeout() async throws {
+        let testbed = try await Testbed.shared()
+        let connection = try await SSHConnection.connect(to: testbed.endpoint("m1"))
+        defer { Task { await connection.close() } }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let error = await #expect(throws: SSHError.self) { try await connection.execute("sleep 30", timeout: .milliseconds(500)) }
+        #expect(error?.kind == .timeout)
+        #expect(clock.now - start < .seconds(5))
+        #expect(try await connection.execute("echo alive").stdoutText == "alive\n")
+    }
+
+    @Test("A killed process reports its signal")
+    func exitSignal() async throws {
+        let testbed = try await Testbed.shared()
+        let connection = try await SSHConnection.connect(to: testbed.endpoint("m1"))
+        defer { Task { await connection.close() } }
+        let result = try await connection.execute("kill -TERM $$")
+        #expect(result.exitSignal == "TERM")
+        #expect(!result.succeeded)
+    }
+
+    @Test("20 concurrent commands on one machine share one connection")
+    func concurrentOnOneMachine() async throws {
+        let testbed = try await Testbed.shared()
+        let pool = SSHConnectionPool()
+        let endpoint = testbed.endpoint("m2", key: "reuse-a")
+        let loginsBefore = try testbed.acceptedLogins("m2", key: "reuse-a")
+        let outputs = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for index in 0..<20 {
+                group.addTask { (index, try await pool.execute(on: endpoint, "sleep 0.2; echo \(index)").stdoutText) }
+            }
+            return try await group.reduce(into: [Int: String]()) { $0[$1.0] = $1.1 }
+        }
+        await pool.closeAll()
+        #expect(outputs.count == 20)
+        for index in 0..<20 { #expect(outputs[index] == "\(index)\n") }
+        // One login served all 20 (more than sshd's 10 sessions: the rest waited for a channel).
+        #expect(try await testbed.acceptedLogins("m2", key: "reuse-a", reaching: loginsBefore + 1) - loginsBefore == 1)
+    }
+
+    @Test("20 concurrent docker commands across two machines, one connection each")
+    func concurrentAcrossMachines() async throws {
+        let testbed = try await Testbed.shared()
+        let pool = SSHConnectionPool()
+        let before = try ["m1", "m2"].map { try testbed.acceptedLogins($0, key: "reuse-b") }
+        let results = try await withThrowingTaskGroup(of: ExecResult.self) { group in
+            for index in 0..<20 {
+                let endpoint = testbed.endpoint(index % 2 == 0 ? "m1" : "m2", key: "reuse-b")
+                group.addTask { try await pool.execute(on: endpoint, "docker ps -q && docker info --format '{{.DockerRootDir}}'") }
+            }
+            return try await group.reduce(into: [ExecResult]()) { $0.append($1) }
+        }
+        await pool.closeAll()
+        #expect(results.count == 20)
+        #expect(results.allSatisfy { $0.exitStatus == 0 && !$0.stdoutText.isEmpty })
+        let after = [
+            try await testbed.acceptedLogins("m1", key: "reuse-b", reaching: before[0] + 1),
+            try await testbed.acceptedLogins("m2", key: "reuse-b", reaching: before[1] + 1),
+        ]
+        #expect(after[0] - before[0] == 1)
+        #expect(after[1] - before[1] == 1)
+        // Two different engines answered.
+        #expect(Set(results.map { $0.stdoutText.split(separator: "\n").last! }).count == 2)
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import SSH
+
+/// The real local test machines of `scripts/testbed`, for tests and benchmarks: sshd on
+/// 127.0.0.1x with its own dockerd each. Keys are generated per process run, never committed.
+///
+/// Machines m1 and m2 are shared by tests that leave them as they found them; m3 and m4 are for
+/// the tests that stop or re-key sshd, one test each, so no two tests disturb each other.
+public final class Testbed: Sendable {
+    public struct Machine: Sendable {
+        public let name: String
+        public let login: String
+        public let host: String
+        public let port: Int
+        /// Where its state lives (sshd.log, docker.sock).
+        public let directory: String
+    }
+
+    public static let machineCount = 4
+    public let machines: [Machine]
+    /// Authorized keys by type: "ed25519", "ecdsa", "rsa"; "stranger" is an Ed25519 key never
+    /// authorized; "reuse-a" and "reuse-b" are authorized keys that only the connection-reuse tests
+    /// use, so their logins can be counted while other tests run.
+    public let keys: [String: String]
+    public let repositoryRoot: String
+    private let stateRoot: String
+
+    /// Started once per process; later calls share it.
+    public static func shared() async throws -> Testbed { try await SharedTestbed.instance.value }
+
+    fileprivate init() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        repositoryRoot = root
+        let stateRoot = ProcessInfo.processInfo.environment["TESTBED_DIR"] ?? "/var/tmp/resalloc-testbed"
+        self.stateRoot = stateRoot
+        let keyDirectory = "\(stateRoot)/test-keys"
+        try FileManager.default.createDirectory(atPath: keyDirectory, withIntermediateDirectories: true)
+        var keys: [String: String] = [:]
+        for (name, arguments) in [("ed25519", ["-t", "ed25519"]), ("ecdsa", ["-t", "ecdsa", "-b", "256"]), ("rsa", ["-t", "rsa", "-b", "3072"]), ("stranger", ["-t", "ed25519"]),
+            ("reuse-a", ["-t", "ed25519"]), ("reuse-b", ["-t", "ecdsa"])] {
+            let path = "\(keyDirectory)/\(name)"
+            if !FileManager.default.fileExists(atPath: path) {
+                try Self.run(["ssh-keygen", "-q", "-N", "", "-C", "resalloc-test-\(name)", "-f", path] + arguments)
+            }
+            keys[name] = path
+        }
+        self.keys = keys
+        var arguments = ["\(root)/scripts/testbed", "start", String(Self.machineCount)]
+        for name in ["ed25519", "ecdsa", "reuse-a", "reuse-b"] { arguments += ["--key", keys[name]! + ".pub"] }
+        let listing = try Self.run(arguments)
+        // setup.sh rightly refuses RSA keys; the RSA test needs one in authorized_keys to show
+        // that it is sshd's SHA-1 refusal, not a missing key, that stops it.
+        try Self.run([
+            "sh", "-c", "f=$(getent passwd $1 | cut -d: -f6)/.ssh/authorized_keys; grep -qxF \"$(cat $2)\" $f || cat $2 >>$f", "sh",
+            ProcessInfo.processInfo.environment["TESTBED_LOGIN"] ?? "resalloc", keys["rsa"]! + ".pub",
+        ])
+        machines = try listing.split(separator: "\n").map { line in
+            let fields = line.split(separator: " ").map(String.init)
+            guard fields.count == 3, let address = SSHEndpoint.parseAddress(fields[2]) else {
+                throw TestbedError("unexpected testbed line: \(line)")
+            }
+            return Machine(name: fields[0], login: fields[1], host: address.host, port: address.port, directory: "\(stateRoot)/\(fields[0])")
+        }
+    }
+
+    public func machine(_ name: String) -> Machine { machines.first { $0.name == name }! }
+
+    /// An endpoint for `machine` with the key of `keyType`.
+    public func endpoint(_ machine: String = "m1", key keyType: String = "ed25519", expecting hostKey: HostKey? = nil) -> SSHEndpoint {
+        let machine = self.machine(machine)
+        return SSHEndpoint(host: machine.host, port: machine.port, user: machine.login, privateKeyPath: keys[keyType]!, expectedHostKey: hostKey)
+    }
+
+    /// The host's own docker CLI against the machine's engine, over its unix socket: the
+    /// independent check of what the master did.
+    @discardableResult
+    public func docker(_ machine: String, _ arguments: [String]) throws -> String {
+        try Self.run(["docker", "-H", "unix://\(self.machine(machine).directory)/docker.sock"] + arguments)
+    }
+
+    /// Runs a testbed command (`sshd-stop m3`, `rekey m4`, …).
+    public func control(_ arguments: String...) throws {
+        try Self.run(["\(repositoryRoot)/scripts/testbed"] + arguments)
+    }
+
+    /// The machine's sshd log, to count connections ("Accepted publickey").
+    public func sshdLog(_ machine: String) -> String {
+        (try? String(contentsOfFile: "\(self.machine(machine).directory)/sshd.log", encoding: .utf8)) ?? ""
+    }
+
+    /// How many logins with the key `keyType` the machine's sshd has accepted so far.
+    public func acceptedLogins(_ machine: String, key keyType: String) throws -> Int {
+        let line = try Self.run(["ssh-keygen", "-l", "-E", "sha256", "-f", keys[keyType]! + ".pub"])
+        let fingerprint = String(line.split(separator: " ")[1])
+        return sshdLog(machine).split(whereSeparator: \.isNewline).filter { $0.contains("Accepted publickey") && $0.contains(fingerprint) }.count
+    }
+
+    /// The login count once it has reached `expected` (sshd writes its log a moment after the
+    /// login), or whatever it is after two seconds; compare the result with `expected`.
+    public func acceptedLogins(_ machine: String, key keyType: String, reaching expected: Int) async throws -> Int {
+        for _ in 0..<40 {
+            let count = try acceptedLogins(machine, key: keyType)
+            if count >= expected { return count }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return try acceptedLogins(machine, key: keyType)
+    }
+
+    /// SHA-256 fingerprint of the machine's ECDSA host key as `ssh-keygen -l` prints it.
+    public func hostKeyFingerprint(_ machine: String, type: String = "ecdsa") throws -> String {
+        let line = try Self.run(["ssh-keygen", "-l", "-E", "sha256", "-f", "\(self.machine(machine).directory)/ssh_host_\(type)_key.pub"])
+        return String(line.split(separator: " ")[1])
+    }
+
+    /// Runs a program; throws with its stderr unless it exits 0; returns its stdout.
+    @discardableResult
+    public static func run(_ arguments: [String], input: Data? = nil) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        let stdout = Pipe()
+        let stderr = Pipe()
+        let stdin = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        process.standardInput = stdin
+        try process.run()
+        if let input { stdin.fileHandleForWriting.write(input) }
+        try stdin.fileHandleForWriting.close()
+        let output = stdout.fileHandleForReading.readDataToEndOfFile()
+        let errors = stderr.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw TestbedError("\(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: errors, as: UTF8.self))")
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+}
+
+public struct TestbedError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+private enum SharedTestbed {
+    static let instance = Task { try Testbed() }
+}

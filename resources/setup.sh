@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Prepares a Debian or Ubuntu machine to be a resalloc machine. Run as root, on the machine.
+# Idempotent: running it again changes nothing that is already right.
+set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+Usage: setup.sh LOGIN PUBKEY
+       setup.sh --help
+
+Prepares this machine (Debian or Ubuntu, as root) so that a resalloc master can
+lease Docker containers on it over SSH:
+  - installs Docker from the distribution (docker.io) when no docker is present;
+  - creates the login user LOGIN when missing, unlocked for key-only SSH login;
+  - puts LOGIN in the docker group;
+  - adds the master's public key (PUBKEY: a path, or - for stdin) to
+    ~LOGIN/.ssh/authorized_keys, once;
+  - makes sure the Docker engine listens on no TCP port (the master needs none).
+
+Example, on the new machine:
+  sudo ./setup.sh resalloc resalloc.pem.pub
+then, on the master:
+  resalloc machine create m1 resalloc 203.0.113.7
+USAGE
+}
+
+die() { echo "setup.sh: $*" >&2; exit 1; }
+
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+[ $# -eq 2 ] || { usage >&2; exit 2; }
+login=$1 pubkey_source=$2
+
+[ "$(id -u)" -eq 0 ] || die "run me as root (sudo $0 $*)"
+[[ "$login" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "'$login' is not a valid login name (lowercase letters, digits, - and _)"
+
+if [ "$pubkey_source" = - ]; then
+    pubkey=$(cat)
+else
+    [ -r "$pubkey_source" ] || die "cannot read the public key file '$pubkey_source'"
+    pubkey=$(cat "$pubkey_source")
+fi
+pubkey=$(printf '%s\n' "$pubkey" | sed -n '1p')
+case "$pubkey" in
+    ssh-ed25519\ *|ecdsa-sha2-nistp256\ *|ecdsa-sha2-nistp384\ *|ecdsa-sha2-nistp521\ *) ;;
+    ssh-rsa\ *) die "an RSA key cannot be used: libssh2 1.10 signs RSA with SHA-1, which OpenSSH 8.8+ refuses; use the Ed25519 or ECDSA key that 'make keys' makes" ;;
+    *) die "the public key does not look like an OpenSSH public key (ssh-ed25519 … or ecdsa-sha2-… …)" ;;
+esac
+
+# 1. Docker from the distribution.
+if ! command -v docker >/dev/null 2>&1; then
+    echo "installing docker.io"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+fi
+getent group docker >/dev/null || groupadd --system docker
+
+# 2. The login user, unlocked for key login (useradd leaves it locked and sshd refuses it).
+if ! id "$login" >/dev/null 2>&1; then
+    echo "creating user $login"
+    useradd --create-home --shell /bin/sh "$login"
+fi
+if passwd -S "$login" 2>/dev/null | awk '{exit !($2 == "L")}'; then
+    usermod -p '*' "$login"
+fi
+id -nG "$login" | tr ' ' '\n' | grep -qx docker || usermod -aG docker "$login"
+
+# 3. The master's public key, once.
+home=$(getent passwd "$login" | cut -d: -f6)
+install -d -m 0700 -o "$login" -g "$(id -gn "$login")" "$home/.ssh"
+keys="$home/.ssh/authorized_keys"
+touch "$keys"
+if ! grep -qxF "$pubkey" "$keys"; then
+    printf '%s\n' "$pubkey" >>"$keys"
+    echo "authorized the key for $login"
+fi
+chown "$login:$(id -gn "$login")" "$keys"
+chmod 0600 "$keys"
+
+# 4. Docker on no TCP port: the seed opened 5555 to the world; the master only needs SSH.
+if [ -f /etc/default/docker ] && grep -Eq '^[[:space:]]*DOCKER_OPTS=.*tcp://' /etc/default/docker; then
+    sed -i -E 's/^([[:space:]]*DOCKER_OPTS=.*tcp:\/\/.*)$/# disabled by resalloc setup.sh: \1/' /etc/default/docker
+    echo "removed a TCP listener from /etc/default/docker"
+    command -v systemctl >/dev/null && systemctl restart docker 2>/dev/null || true
+fi
+if [ -f /etc/docker/daemon.json ] && grep -q 'tcp://' /etc/docker/daemon.json; then
+    die "/etc/docker/daemon.json makes Docker listen on TCP; remove the tcp:// entry from \"hosts\" and restart docker"
+fi
+if command -v ss >/dev/null 2>&1 && ss -ltnpH 2>/dev/null | grep -q '"dockerd"'; then
+    die "dockerd listens on a TCP port (see 'ss -ltnp'); remove its -H tcp://… option and restart docker"
+fi
+echo "machine ready: login $login, docker $(docker --version 2>/dev/null | cut -d' ' -f3 | tr -d ,)"
