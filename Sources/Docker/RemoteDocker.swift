@@ -89,8 +89,9 @@ public struct RemoteDocker: Sendable {
     public func remove(_ container: String) async throws(DockerError) -> Bool {
         try DockerNames.validateContainer(container)
         let result = try await run(["rm", "--force", container])
-        if result.succeeded { return true }
+        // `rm --force` of a missing container exits 0 on some engines and 1 on others; both say so.
         if result.stderrText.contains("No such container") { return false }
+        if result.succeeded { return true }
         throw failure("rm", result)
     }
 

@@ -1,3 +1,4 @@
+import CLibSSH2
 import Foundation
 
 /// One authenticated SSH connection to a machine; many commands run on it at once as channels.
@@ -79,4 +80,12 @@ public final class SSHConnection: Sendable {
 
     /// Closes the connection; commands still running on it fail with `.disconnected`.
     public func close() async { await loop.close() }
+}
+
+extension SSHConnection {
+    /// The libssh2 version this process runs with.
+    public static var libraryVersion: String {
+        guard let version = libssh2_version(0) else { return "unknown" }
+        return String(cString: version)
+    }
 }

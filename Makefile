@@ -1,0 +1,50 @@
+# resalloc: `make run` and `make test` do all set-up on a fresh Debian or Ubuntu machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+DEBS := libssh2-1-dev libsqlite3-dev pkg-config docker.io openssh-server openssh-client busybox-static tmux procps wrk
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+KEY := resources/resalloc.pem
+TESTBED := scripts/testbed
+
+.PHONY: help deps keys build test run bench stop clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages the project needs, when missing
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v swift >/dev/null || { echo "Swift 6 is not on PATH; install a Swift 6 toolchain (swift.org) first" >&2; exit 1; }
+
+keys: $(KEY) ## create the master's SSH key (Ed25519) when absent
+
+$(KEY):
+	@mkdir -p $(dir $@)
+	ssh-keygen -q -t ed25519 -N '' -C resalloc-master -f $@
+	chmod 600 $@ $@.pub
+
+build: deps ## build everything (debug)
+	swift build
+
+test: deps keys ## run every test against real local machines (needs root for them)
+	@$(SUDO) true
+	$(SUDO) $(TESTBED) start 4 >/dev/null
+	swift build --build-tests
+	swift test --skip-build; status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
+
+run: build keys ## start a local test machine and the master, ready for resalloc calls
+	$(SUDO) $(TESTBED) start 1 --key $(KEY).pub
+
+bench: deps ## benchmarks against a real local machine; prints numbers
+	swift build -c release --product resalloc-bench
+	$(SUDO) .build/release/resalloc-bench; status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
+
+stop: ## stop the local test machines
+	$(SUDO) $(TESTBED) stop
+
+clean: stop ## remove build output (keeps the key)
+	rm -rf .build
