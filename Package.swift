@@ -5,8 +5,19 @@ let package = Package(
     name: "resalloc",
     platforms: [.macOS(.v15)],
     products: [
+        .executable(name: "resalloc-master", targets: ["resalloc-master"]),
         .library(name: "SSH", targets: ["SSH"]),
         .library(name: "Docker", targets: ["Docker"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         .systemLibrary(
@@ -16,10 +27,46 @@ let package = Package(
         ),
         .target(name: "SSH", dependencies: ["CLibSSH2"]),
         .target(name: "Docker", dependencies: ["SSH"]),
+        .target(name: "ResallocAPI"),
+        .target(name: "Store", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
+        .target(
+            name: "Core",
+            dependencies: [
+                "SSH", "Docker", "Store",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "Server",
+            dependencies: [
+                "Core", "ResallocAPI",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("openapi.yaml")]
+        ),
+        .executableTarget(
+            name: "resalloc-master",
+            dependencies: ["Server", "Core", "Store", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .target(name: "Testbed", dependencies: ["SSH"], path: "Tests/Testbed"),
-        .executableTarget(name: "resalloc-bench", dependencies: ["SSH", "Docker", "Testbed"], path: "Benchmarks/resalloc-bench"),
+        .executableTarget(
+            name: "resalloc-bench", dependencies: ["SSH", "Docker", "Testbed", "Server", "Core", "Store",
+                .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            path: "Benchmarks/resalloc-bench"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "Testbed"]),
         .testTarget(name: "DockerTests", dependencies: ["Docker", "SSH", "Testbed"]),
+        .testTarget(
+            name: "MasterTests",
+            dependencies: [
+                "Server", "Core", "Store", "ResallocAPI", "Testbed",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

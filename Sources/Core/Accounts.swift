@@ -1,0 +1,94 @@
+import Crypto
+import Foundation
+import HummingbirdBcrypt
+import Store
+
+/// Registration, approval, login and tokens. Passwords are bcrypt-hashed; tokens are 256 random
+/// bits that the user holds and the database keeps only as SHA-256.
+public struct Accounts: Sendable {
+    let database: AppDatabase
+    public var tokenLifetime: Duration
+    public var bcryptCost: UInt8
+
+    public init(database: AppDatabase, tokenLifetime: Duration = .seconds(30 * 86400), bcryptCost: UInt8 = 10) {
+        self.database = database
+        self.tokenLifetime = tokenLifetime
+        self.bcryptCost = bcryptCost
+    }
+
+    /// Registers `name`; the first user becomes an active admin, later ones are pending.
+    public func register(name: String, password: String) async throws(MasterError) -> User {
+        try Names.validate(name, "user")
+        guard (8...1024).contains(password.utf8.count) else {
+            throw MasterError(.invalid, "a password needs 8 to 1024 characters")
+        }
+        let cost = bcryptCost
+        let hash = await Self.offload { Bcrypt.hash(password, cost: cost) }
+        do { return try database.createUser(name: name, passwordHash: hash) } catch { throw .from(error) }
+    }
+
+    /// Checks the password and returns a new token for an active user.
+    public func login(name: String, password: String) async throws(MasterError) -> (token: String, user: User) {
+        let user: User?
+        do { user = try database.user(named: name) } catch { throw .from(error) }
+        // Verify against a fixed hash for unknown names too, so timing does not tell who exists.
+        let hash = user?.passwordHash
+        let matches = await Self.offload { Bcrypt.verify(password, hash: hash ?? Self.unknownUserHash) }
+        guard let user, matches else { throw MasterError(.unauthorized, "wrong user name or password") }
+        guard user.status == .active else {
+            throw MasterError(.forbidden, "your account waits for an admin's approval (resalloc user approve \(user.name))")
+        }
+        let token = Self.randomToken()
+        do {
+            try database.createToken(userID: user.id!, hash: Self.digest(token), expiresAt: Date() + TimeInterval(tokenLifetime.components.seconds))
+        } catch { throw .from(error) }
+        return (token, user)
+    }
+
+    /// The user holding `token`, if it is valid and unexpired.
+    public func authenticate(token: String) throws(MasterError) -> User {
+        let user: User?
+        do { user = try database.user(forTokenHash: Self.digest(token)) } catch { throw .from(error) }
+        guard let user, user.status == .active else {
+            throw MasterError(.unauthorized, "your token is invalid or has expired: run resalloc login")
+        }
+        return user
+    }
+
+    /// Revokes `token`.
+    public func logout(token: String) throws(MasterError) {
+        do { try database.deleteToken(hash: Self.digest(token)) } catch { throw .from(error) }
+    }
+
+    public func users() throws(MasterError) -> [User] {
+        do { return try database.users() } catch { throw .from(error) }
+    }
+
+    public func approve(_ name: String) throws(MasterError) -> User {
+        do { return try database.updateUser(named: name, status: .active) } catch { throw .from(error) }
+    }
+
+    public func makeAdmin(_ name: String) throws(MasterError) -> User {
+        do { return try database.updateUser(named: name, status: .active, role: .admin) } catch { throw .from(error) }
+    }
+
+    private static let unknownUserHash = Bcrypt.hash("resalloc: no such user", cost: 10)
+
+    static func digest(_ token: String) -> String {
+        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func randomToken() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        return Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// Bcrypt takes tens of milliseconds by design: keep it off the cooperative pool.
+    static func offload<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: work()) }
+        }
+    }
+}

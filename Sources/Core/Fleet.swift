@@ -1,0 +1,96 @@
+import Docker
+import Foundation
+import Logging
+import SSH
+import Store
+
+/// The machines: adding one (connect, pin its host key, ask its engine), listing, deleting,
+/// and reaching one through the shared SSH pool.
+public struct Fleet: Sendable {
+    let database: AppDatabase
+    let pool: SSHConnectionPool
+    let keyPath: String
+    let logger: Logger
+
+    public init(database: AppDatabase, pool: SSHConnectionPool, keyPath: String, logger: Logger) {
+        self.database = database
+        self.pool = pool
+        self.keyPath = keyPath
+        self.logger = logger
+    }
+
+    /// Connects to `address` (`IP` or `IP:PORT`), checks `docker version`, reads its CPUs and
+    /// memory, pins its host key, and only then stores the machine.
+    public func add(name: String, login: String, address: String, capacity: Int? = nil) async throws(MasterError) -> Machine {
+        try Names.validate(name, "machine")
+        guard login.wholeMatch(of: /[a-z_][a-z0-9_-]{0,31}/) != nil else {
+            throw MasterError(.invalid, "'\(login.prefix(40))' is not a valid login name")
+        }
+        guard let (host, port) = SSHEndpoint.parseAddress(address) else {
+            throw MasterError(.invalid, "'\(address.prefix(80))' is not an address: use IP or IP:PORT")
+        }
+        if let capacity, !(1...10_000).contains(capacity) { throw MasterError(.invalid, "capacity must be 1 to 10000") }
+        do {
+            if try database.machine(named: name) != nil { throw MasterError(.conflict, "a machine named \(name) exists already") }
+        } catch { throw .from(error) }
+        let endpoint = SSHEndpoint(host: host, port: port, user: login, privateKeyPath: keyPath)
+        let docker = RemoteDocker(endpoint: endpoint, pool: pool, commandTimeout: .seconds(20))
+        let hostKey: HostKey
+        let info: DockerInfo
+        do {
+            hostKey = try await pool.connection(to: endpoint).hostKey
+            _ = try await docker.version()
+            info = try await docker.info()
+        } catch {
+            await pool.disconnect(endpoint)
+            logger.warning("machine create failed", metadata: ["machine": "\(name)", "address": "\(address)", "error": "\(error)"])
+            throw .from(error, machine: "\(name) (\(address))")
+        }
+        // The pool keys connections by endpoint, pinned key included: hand over to the pinned one.
+        await pool.disconnect(endpoint)
+        let machine = Machine(
+            name: name, login: login, host: host, port: port, hostKeyType: hostKey.type, hostKeyFingerprint: hostKey.fingerprint,
+            cpus: info.cpus, memoryBytes: info.memoryBytes, capacity: capacity ?? max(4, info.cpus * 4))
+        do { return try database.createMachine(machine) } catch { throw .from(error) }
+    }
+
+    public func machines() throws(MasterError) -> [Machine] {
+        do { return try database.machines() } catch { throw .from(error) }
+    }
+
+    /// Deletes a machine. With live leases this is refused unless `force`, which removes their
+    /// containers (best effort) and their rows first.
+    public func delete(name: String, force: Bool) async throws(MasterError) {
+        let machine: Machine
+        let leases: [LeaseListing]
+        do {
+            guard let found = try database.machine(named: name) else { throw MasterError(.notFound, "no machine \(name)") }
+            machine = found
+            leases = try database.leaseListings(ownerID: nil, machineID: found.id)
+        } catch { throw .from(error) }
+        let live = leases.filter { $0.lease.state != .failed }
+        if !live.isEmpty && !force {
+            throw MasterError(.conflict, "machine \(name) has \(live.count) live lease(s); delete them first or force the deletion")
+        }
+        let docker = self.docker(on: machine)
+        for listing in leases {
+            do { _ = try await docker.remove(listing.lease.containerName) } catch {
+                logger.warning("could not remove a container of a deleted machine", metadata: ["machine": "\(name)", "error": "\(error)"])
+            }
+            do { try database.deleteLease(id: listing.lease.id!) } catch { throw .from(error) }
+        }
+        do { try database.deleteMachine(id: machine.id!) } catch { throw .from(error) }
+        await pool.disconnect(endpoint(for: machine))
+    }
+
+    /// How the master logs in to `machine`, with its pinned host key.
+    public func endpoint(for machine: Machine) -> SSHEndpoint {
+        SSHEndpoint(
+            host: machine.host, port: machine.port, user: machine.login, privateKeyPath: keyPath,
+            expectedHostKey: HostKey(type: machine.hostKeyType, fingerprint: machine.hostKeyFingerprint))
+    }
+
+    public func docker(on machine: Machine) -> RemoteDocker {
+        RemoteDocker(endpoint: endpoint(for: machine), pool: pool)
+    }
+}

@@ -1,0 +1,168 @@
+import Docker
+import Foundation
+import Logging
+import Store
+
+/// Creating and deleting leases so that a failure at any step leaves nothing behind: the row is
+/// written first (`creating`), the container carries labels that name its lease, owner and
+/// master, and every failure removes what was started and marks the lease `failed`.
+public struct LeaseSaga: Sendable {
+    let database: AppDatabase
+    let fleet: Fleet
+    let masterID: String
+    let logger: Logger
+    public var defaultTTL: Duration
+    public var maxTTL: Duration
+
+    public init(database: AppDatabase, fleet: Fleet, masterID: String, logger: Logger, defaultTTL: Duration = .seconds(86400), maxTTL: Duration = .seconds(7 * 86400)) {
+        self.database = database
+        self.fleet = fleet
+        self.masterID = masterID
+        self.logger = logger
+        self.defaultTTL = defaultTTL
+        self.maxTTL = maxTTL
+    }
+
+    /// Leases `resourceName` as `leaseName` for `owner`. `onBuildLine` receives the image
+    /// build's output when the chosen machine has to build it.
+    public func create(
+        owner: User, resourceName: String, leaseName: String, ttl: Duration? = nil, onBuildLine: (@Sendable (String) -> Void)? = nil
+    ) async throws(MasterError) -> LeaseListing {
+        try Names.validate(leaseName, "lease")
+        try Names.validate(resourceName, "resource")
+        let ttl = ttl ?? defaultTTL
+        guard ttl > .zero, ttl <= maxTTL else {
+            throw MasterError(.invalid, "a lease lasts at most \(TTL.format(maxTTL)); asked for \(TTL.format(ttl))")
+        }
+        let resource: Resource
+        var lease: Lease
+        do {
+            guard let found = try database.resource(named: resourceName) else { throw MasterError(.notFound, "no resource \(resourceName)") }
+            resource = found
+            let now = Date()
+            lease = try database.createLease(
+                Lease(name: leaseName, ownerId: owner.id!, resourceId: found.id!, image: ResourceCatalog.imageTag(for: found),
+                      createdAt: now, expiresAt: now + TimeInterval(ttl.components.seconds)))
+        } catch { throw .from(error) }
+
+        let candidates: [Machine]
+        do {
+            candidates = Placement.candidates(try database.machines(), activeLeases: try database.activeLeaseCounts())
+        } catch { throw fail(&lease, .from(error)) }
+        guard !candidates.isEmpty else {
+            throw fail(&lease, MasterError(.noCapacity, "no machine has room for a lease now; try again later or ask an admin to add one"))
+        }
+        var unreachable: [String] = []
+        for machine in candidates {
+            do {
+                try await start(&lease, resource: resource, owner: owner, on: machine, onBuildLine: onBuildLine)
+                return LeaseListing(lease: lease, owner: owner.name, resource: resource.name, machine: machine.name)
+            } catch where error.kind == .unreachable || error.kind == .timeout {
+                logger.warning("lease placement: machine failed, trying the next", metadata: ["machine": "\(machine.name)", "error": "\(error)"])
+                unreachable.append("\(machine.name): \(error.message)")
+                continue
+            } catch {
+                throw fail(&lease, error)
+            }
+        }
+        throw fail(&lease, MasterError(.unreachable, "no machine could start the lease (\(unreachable.joined(separator: "; ")))"))
+    }
+
+    /// Builds the image if `machine` lacks it, runs the container, and marks the lease running.
+    /// On failure, removes the container if it may have been created.
+    private func start(
+        _ lease: inout Lease, resource: Resource, owner: User, on machine: Machine, onBuildLine: (@Sendable (String) -> Void)?
+    ) async throws(MasterError) {
+        let docker = fleet.docker(on: machine)
+        lease.machineId = machine.id
+        do { try database.updateLease(lease) } catch { throw .from(error) }
+        do {
+            if try await !docker.imageExists(lease.image) {
+                logger.info("building image", metadata: ["image": "\(lease.image)", "machine": "\(machine.name)"])
+                try await docker.build(tag: lease.image, dockerfile: Array(resource.dockerfile), labels: ["resalloc.master": masterID], onLine: onBuildLine)
+            }
+        } catch {
+            throw .from(error, machine: machine.name)
+        }
+        let spec = ContainerSpec(
+            name: lease.containerName, image: lease.image,
+            labels: ["resalloc.lease": String(lease.id!), "resalloc.owner": owner.name, "resalloc.master": masterID])
+        do {
+            lease.containerId = try await docker.run(spec)
+        } catch {
+            // The container may exist although run failed (timeout, broken connection).
+            _ = try? await docker.remove(lease.containerName)
+            throw .from(error, machine: machine.name)
+        }
+        lease.state = .running
+        lease.message = nil
+        do { try database.updateLease(lease) } catch {
+            _ = try? await docker.remove(lease.containerName)
+            throw .from(error)
+        }
+    }
+
+    /// Marks the lease failed with the error's sentence and returns the error to throw.
+    private func fail(_ lease: inout Lease, _ error: MasterError) -> MasterError {
+        lease.state = .failed
+        lease.message = error.message
+        do { try database.updateLease(lease) } catch {
+            logger.error("could not mark a lease failed", metadata: ["lease": "\(lease.id ?? 0)", "error": "\(error)"])
+        }
+        logger.notice("lease failed", metadata: ["lease": "\(lease.name)", "error": "\(error)"])
+        return error
+    }
+
+    /// Removes the lease's container, then its row. If the machine cannot be reached the lease
+    /// stays `deleting` and the error says so; cleanup finishes it later.
+    public func delete(_ listing: LeaseListing) async throws(MasterError) {
+        var lease = listing.lease
+        if let machineID = lease.machineId, lease.state != .failed || lease.containerId != nil {
+            let machine: Machine?
+            do {
+                machine = try database.machine(id: machineID)
+                lease.state = .deleting
+                try database.updateLease(lease)
+            } catch { throw .from(error) }
+            if let machine {
+                do { _ = try await fleet.docker(on: machine).remove(lease.containerName) } catch {
+                    throw .from(error, machine: machine.name)
+                }
+            }
+        }
+        do { try database.deleteLease(id: lease.id!) } catch { throw .from(error) }
+    }
+
+    /// Extends a lease to end `ttl` from now, within the maximum.
+    public func extend(_ listing: LeaseListing, by ttl: Duration) throws(MasterError) -> LeaseListing {
+        guard ttl > .zero, ttl <= maxTTL else {
+            throw MasterError(.invalid, "a lease lasts at most \(TTL.format(maxTTL)); asked for \(TTL.format(ttl))")
+        }
+        var listing = listing
+        listing.lease.expiresAt = Date() + TimeInterval(ttl.components.seconds)
+        do { try database.updateLease(listing.lease) } catch { throw .from(error) }
+        return listing
+    }
+}
+
+/// Lease lifetimes as people write them: `90s`, `15m`, `2h`, `1d`.
+public enum TTL {
+    public static func parse(_ text: String) -> Duration? {
+        guard let unit = text.last, let value = Int(text.dropLast()), value > 0, value < 1_000_000 else { return nil }
+        switch unit {
+        case "s": return .seconds(value)
+        case "m": return .seconds(value * 60)
+        case "h": return .seconds(value * 3600)
+        case "d": return .seconds(value * 86400)
+        default: return nil
+        }
+    }
+
+    public static func format(_ duration: Duration) -> String {
+        let seconds = duration.components.seconds
+        if seconds % 86400 == 0 { return "\(seconds / 86400)d" }
+        if seconds % 3600 == 0 { return "\(seconds / 3600)h" }
+        if seconds % 60 == 0 { return "\(seconds / 60)m" }
+        return "\(seconds)s"
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import Logging
+import SSH
+import Store
+
+/// The master's domain, assembled once: the server and the cron job both start from here.
+public struct Master: Sendable {
+    public let database: AppDatabase
+    public let pool: SSHConnectionPool
+    public let masterID: String
+    public let accounts: Accounts
+    public let fleet: Fleet
+    public let catalog: ResourceCatalog
+    public var saga: LeaseSaga
+    public let logger: Logger
+
+    /// Opens the database at `databasePath`, migrating it to the current schema.
+    public init(databasePath: String, keyPath: String, logger: Logger, bcryptCost: UInt8 = 10) throws {
+        let database = try AppDatabase(path: databasePath)
+        let applied = try database.migrateUp()
+        if !applied.isEmpty { logger.notice("database migrated", metadata: ["path": "\(databasePath)", "versions": "\(applied)"]) }
+        try self.init(database: database, keyPath: keyPath, logger: logger, bcryptCost: bcryptCost)
+    }
+
+    public init(database: AppDatabase, keyPath: String, logger: Logger, bcryptCost: UInt8 = 10) throws {
+        try database.requireCurrentSchema()
+        guard FileManager.default.isReadableFile(atPath: keyPath) else {
+            throw MasterError(.internal, "cannot read the master's SSH key \(keyPath); create it with make keys")
+        }
+        self.database = database
+        self.logger = logger
+        pool = SSHConnectionPool()
+        masterID = try database.masterID()
+        accounts = Accounts(database: database, bcryptCost: bcryptCost)
+        fleet = Fleet(database: database, pool: pool, keyPath: keyPath, logger: logger)
+        catalog = ResourceCatalog(database: database)
+        saga = LeaseSaga(database: database, fleet: fleet, masterID: masterID, logger: logger)
+    }
+
+    /// The lease `name` as `caller` may see it: their own; an admin may name another owner.
+    public func lease(named name: String, for caller: User, owner: String? = nil) throws(MasterError) -> LeaseListing {
+        do {
+            var ownerID = caller.id!
+            if let owner, owner != caller.name {
+                guard caller.isAdmin, let other = try database.user(named: owner) else { throw MasterError(.notFound, "no lease \(name)") }
+                ownerID = other.id!
+            }
+            guard let listing = try database.leaseListing(ownerID: ownerID, name: name) else { throw MasterError(.notFound, "no lease \(name)") }
+            return listing
+        } catch { throw .from(error) }
+    }
+
+    /// The caller's leases, or everyone's for an admin who asks for all.
+    public func leases(for caller: User, all: Bool) throws(MasterError) -> [LeaseListing] {
+        if all && !caller.isAdmin { throw MasterError(.forbidden, "only admins see every lease") }
+        do { return try database.leaseListings(ownerID: all ? nil : caller.id!) } catch { throw .from(error) }
+    }
+
+    /// Active lease counts per machine, for listings.
+    public func activeLeaseCounts() throws(MasterError) -> [Int64: Int] {
+        do { return try database.activeLeaseCounts() } catch { throw .from(error) }
+    }
+
+    /// Closes every SSH connection (graceful shutdown).
+    public func shutdown() async { await pool.closeAll() }
+}

@@ -1,0 +1,66 @@
+import Docker
+import SSH
+import Store
+
+/// A failure of a master operation, with a sentence for the person who asked and, separately,
+/// the technical detail for the log. The server maps `kind` to an HTTP status.
+public struct MasterError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        case invalid, unauthorized, forbidden, notFound, conflict, buildFailed, unreachable, noCapacity, timeout, `internal`
+    }
+
+    public var kind: Kind
+    public var message: String
+    /// For the log only: libssh2, docker or SQLite text.
+    public var detail: String?
+
+    public init(_ kind: Kind, _ message: String, detail: String? = nil) {
+        self.kind = kind
+        self.message = message
+        self.detail = detail
+    }
+
+    public var description: String { detail.map { "\(message) [\($0)]" } ?? message }
+
+    /// Translates store, SSH and docker failures into sentences; anything else is internal.
+    public static func from(_ error: any Error, machine: String? = nil) -> MasterError {
+        let on = machine.map { " \($0)" } ?? ""
+        switch error {
+        case let error as MasterError:
+            return error
+        case let error as StoreError:
+            switch error {
+            case .conflict(let message): return MasterError(.conflict, message)
+            case .notFound(let message): return MasterError(.notFound, message)
+            case .schemaOutdated: return MasterError(.internal, "the server's database needs an upgrade", detail: error.description)
+            }
+        case let error as SSHError:
+            switch error.kind {
+            case .timeout: return MasterError(.timeout, "machine\(on) did not answer in time", detail: error.description)
+            case .hostKeyMismatch: return MasterError(.unreachable, "machine\(on) presented another host key than the one pinned; an admin must check it", detail: error.description)
+            case .auth: return MasterError(.unreachable, "machine\(on) refused the master's key", detail: error.description)
+            default: return MasterError(.unreachable, "machine\(on) cannot be reached over SSH", detail: error.description)
+            }
+        case let error as DockerError:
+            switch error {
+            case .transport(let ssh): return from(ssh, machine: machine)
+            case .invalidArgument(let message): return MasterError(.invalid, message)
+            case .buildFailed(_, let tail): return MasterError(.buildFailed, "the image failed to build:\n\(tail)")
+            case .noSuchContainer: return MasterError(.notFound, "the container is gone", detail: error.description)
+            case .commandFailed, .unparsable: return MasterError(.unreachable, "docker on machine\(on) failed", detail: error.description)
+            }
+        default:
+            return MasterError(.internal, "something went wrong on the server", detail: String(describing: error))
+        }
+    }
+}
+
+/// The rule for every name a user gives: letters, digits, `-` and `_`, 1 to 63 characters.
+public enum Names {
+    public static func validate(_ name: String, _ what: String) throws(MasterError) {
+        guard name.wholeMatch(of: /[A-Za-z0-9_-]{1,63}/) != nil else {
+            let shown = name.isEmpty ? "an empty name" : "'\(String(name.prefix(70)).unicodeScalars.map { $0.value < 0x20 ? "?" : String($0) }.joined())'"
+            throw MasterError(.invalid, "\(shown) is not a valid \(what) name: use 1 to 63 letters, digits, - or _")
+        }
+    }
+}

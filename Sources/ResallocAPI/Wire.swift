@@ -1,0 +1,284 @@
+import Foundation
+
+// The wire types of the master's HTTP API, shared by server and client. Keys are the seed's
+// capitalised ones (`Name`, `Password`, `File`, `Username`, `IP`, `ResourceName`, `LeaseName`,
+// `Success`, `Message`, `Token`, …), so the old client keeps working.
+
+/// `POST /register`, `POST /login`.
+public struct Credentials: Codable, Sendable {
+    public var name: String
+    public var password: String
+    public init(name: String, password: String) {
+        self.name = name
+        self.password = password
+    }
+    enum CodingKeys: String, CodingKey {
+        case name = "Name"
+        case password = "Password"
+    }
+}
+
+/// `POST /resource`.
+public struct ResourceRequest: Codable, Sendable {
+    public var name: String
+    /// The Dockerfile, byte for byte.
+    public var file: String
+    public init(name: String, file: String) {
+        self.name = name
+        self.file = file
+    }
+    enum CodingKeys: String, CodingKey {
+        case name = "Name"
+        case file = "File"
+    }
+}
+
+/// `POST /machine`. `IP` may carry `:port`.
+public struct MachineRequest: Codable, Sendable {
+    public var name: String
+    public var username: String
+    public var ip: String
+    public var capacity: Int?
+    public init(name: String, username: String, ip: String, capacity: Int? = nil) {
+        self.name = name
+        self.username = username
+        self.ip = ip
+        self.capacity = capacity
+    }
+    enum CodingKeys: String, CodingKey {
+        case name = "Name"
+        case username = "Username"
+        case ip = "IP"
+        case capacity = "Capacity"
+    }
+}
+
+/// `POST /lease`. `TTL` is `90s`, `15m`, `2h` or `1d`.
+public struct LeaseRequest: Codable, Sendable {
+    public var resourceName: String
+    public var leaseName: String
+    public var ttl: String?
+    public init(resourceName: String, leaseName: String, ttl: String? = nil) {
+        self.resourceName = resourceName
+        self.leaseName = leaseName
+        self.ttl = ttl
+    }
+    enum CodingKeys: String, CodingKey {
+        case resourceName = "ResourceName"
+        case leaseName = "LeaseName"
+        case ttl = "TTL"
+    }
+}
+
+/// Bodies that name one thing: `DELETE /lease`, `/resource`, `/machine`. The seed's
+/// `LeaseName` is accepted for leases too.
+public struct NameRequest: Codable, Sendable {
+    public var name: String?
+    public var leaseName: String?
+    public var force: Bool?
+    public var ttl: String?
+    public init(name: String, force: Bool? = nil, ttl: String? = nil) {
+        self.name = name
+        self.force = force
+        self.ttl = ttl
+    }
+    enum CodingKeys: String, CodingKey {
+        case name = "Name"
+        case leaseName = "LeaseName"
+        case force = "Force"
+        case ttl = "TTL"
+    }
+}
+
+/// Every reply has these two; failures have only these two.
+public struct Reply: Codable, Sendable {
+    public var success: Bool
+    public var message: String
+    public init(success: Bool, message: String) {
+        self.success = success
+        self.message = message
+    }
+    enum CodingKeys: String, CodingKey {
+        case success = "Success"
+        case message = "Message"
+    }
+}
+
+public struct LoginReply: Codable, Sendable {
+    public var success: Bool
+    public var message: String
+    public var token: String
+    public init(message: String, token: String) {
+        self.success = true
+        self.message = message
+        self.token = token
+    }
+    enum CodingKeys: String, CodingKey {
+        case success = "Success"
+        case message = "Message"
+        case token = "Token"
+    }
+}
+
+public struct ResourceInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var file: String
+    public var image: String
+    public init(name: String, file: String, image: String) {
+        self.name = name
+        self.file = file
+        self.image = image
+    }
+    enum CodingKeys: String, CodingKey {
+        case name = "Name"
+        case file = "File"
+        case image = "Image"
+    }
+}
+
+public struct MachineInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var username: String
+    public var ip: String
+    public var hostKey: String
+    public var cpus: Int
+    public var memoryBytes: Int64
+    public var capacity: Int
+    public var activeLeases: Int
+    public var healthy: Bool
+    public var lastError: String?
+    public init(name: String, username: String, ip: String, hostKey: String, cpus: Int, memoryBytes: Int64, capacity: Int, activeLeases: Int, healthy: Bool, lastError: String?) {
+        self.name = name
+        self.username = username
+        self.ip = ip
+        self.hostKey = hostKey
+        self.cpus = cpus
+        self.memoryBytes = memoryBytes
+        self.capacity = capacity
+        self.activeLeases = activeLeases
+        self.healthy = healthy
+        self.lastError = lastError
+    }
+    enum CodingKeys: String, CodingKey {
+        case name = "Name"
+        case username = "Username"
+        case ip = "IP"
+        case hostKey = "HostKey"
+        case cpus = "CPUs"
+        case memoryBytes = "MemoryBytes"
+        case capacity = "Capacity"
+        case activeLeases = "ActiveLeases"
+        case healthy = "Healthy"
+        case lastError = "LastError"
+    }
+}
+
+public struct LeaseInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var owner: String
+    public var resourceName: String
+    public var machine: String?
+    public var state: String
+    public var message: String?
+    public var container: String?
+    public var createdAt: Date
+    public var expiresAt: Date
+    public init(name: String, owner: String, resourceName: String, machine: String?, state: String, message: String?, container: String?, createdAt: Date, expiresAt: Date) {
+        self.name = name
+        self.owner = owner
+        self.resourceName = resourceName
+        self.machine = machine
+        self.state = state
+        self.message = message
+        self.container = container
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+    enum CodingKeys: String, CodingKey {
+        case name = "Name"
+        case owner = "Owner"
+        case resourceName = "ResourceName"
+        case machine = "Machine"
+        case state = "State"
+        case message = "Message"
+        case container = "Container"
+        case createdAt = "CreatedAt"
+        case expiresAt = "ExpiresAt"
+    }
+}
+
+public struct UserInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var role: String
+    public var status: String
+    public var createdAt: Date
+    public init(name: String, role: String, status: String, createdAt: Date) {
+        self.name = name
+        self.role = role
+        self.status = status
+        self.createdAt = createdAt
+    }
+    enum CodingKeys: String, CodingKey {
+        case name = "Name"
+        case role = "Role"
+        case status = "Status"
+        case createdAt = "CreatedAt"
+    }
+}
+
+/// A reply carrying one payload under a seed-style key (`Resources`, `Leases`, `Machine`, …).
+public struct Payload<Value: Codable & Sendable>: Codable, Sendable {
+    public var success: Bool
+    public var message: String
+    public var value: Value
+    let key: String
+
+    public init(_ key: String, _ value: Value, message: String = "") {
+        self.success = true
+        self.message = message
+        self.value = value
+        self.key = key
+    }
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Key.self)
+        try container.encode(success, forKey: Key(stringValue: "Success"))
+        try container.encode(message, forKey: Key(stringValue: "Message"))
+        try container.encode(value, forKey: Key(stringValue: key))
+    }
+
+    /// Decodes the payload found under `key`.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: Key.self)
+        success = try container.decode(Bool.self, forKey: Key(stringValue: "Success"))
+        message = try container.decodeIfPresent(String.self, forKey: Key(stringValue: "Message")) ?? ""
+        guard let found = container.allKeys.first(where: { $0.stringValue != "Success" && $0.stringValue != "Message" }) else {
+            throw DecodingError.keyNotFound(Key(stringValue: "payload"), .init(codingPath: [], debugDescription: "no payload key"))
+        }
+        key = found.stringValue
+        value = try container.decode(Value.self, forKey: found)
+    }
+}
+
+/// The JSON coders both sides use: ISO 8601 dates.
+public enum WireCoding {
+    public static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+}

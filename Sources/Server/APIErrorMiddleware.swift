@@ -1,0 +1,48 @@
+import Core
+import Hummingbird
+import Logging
+import ResallocAPI
+
+/// Turns every failure into the seed's `{"Success": false, "Message": "…"}` with the right
+/// status. Technical detail (SQLite, libssh2, docker) goes to the log, never to the client.
+struct APIErrorMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as MasterError {
+            let status = Self.status(error.kind)
+            let level: Logger.Level = status.code >= 500 ? .error : .info
+            context.logger.log(level: level, "request failed", metadata: ["status": "\(status.code)", "message": "\(error.message)", "detail": "\(error.detail ?? "")"])
+            return try Body.reply(Reply(success: false, message: error.message), status: status)
+        } catch let error as HTTPError {
+            let message: String
+            switch error.status {
+            case .notFound: message = "no such route: \(request.method) \(request.uri.path)"
+            case .methodNotAllowed: message = "\(request.method) is not allowed on \(request.uri.path)"
+            case .contentTooLarge: message = "the request body is too large"
+            default: message = error.body ?? error.status.reasonPhrase
+            }
+            return try Body.reply(Reply(success: false, message: message), status: error.status)
+        } catch {
+            context.logger.error("request failed unexpectedly", metadata: ["error": "\(error)"])
+            return try Body.reply(Reply(success: false, message: "something went wrong on the server"), status: .internalServerError)
+        }
+    }
+
+    static func status(_ kind: MasterError.Kind) -> HTTPResponse.Status {
+        switch kind {
+        case .invalid: return .badRequest
+        case .unauthorized: return .unauthorized
+        case .forbidden: return .forbidden
+        case .notFound: return .notFound
+        case .conflict: return .conflict
+        case .buildFailed: return .unprocessableContent
+        case .unreachable: return .badGateway
+        case .noCapacity: return .serviceUnavailable
+        case .timeout: return .gatewayTimeout
+        case .internal: return .internalServerError
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import Core
+import Hummingbird
+import ResallocAPI
+import Store
+
+/// `POST /register`, `POST /login`, `POST /logout`, and the admin's user routes.
+struct AccountController {
+    let accounts: Accounts
+
+    var endpoints: [Endpoint] {
+        [
+            .open(.post, "/register") { request, context in
+                let body = try await Body.decode(Credentials.self, from: request, context: context, expecting: "Name and Password")
+                let user = try await accounts.register(name: body.name, password: body.password)
+                let message = user.isAdmin
+                    ? "registered \(user.name), the first user, as an admin"
+                    : "registered \(user.name); an admin must approve the account before it can log in"
+                return try Body.done(message, status: .created)
+            },
+            .open(.post, "/login") { request, context in
+                let body = try await Body.decode(Credentials.self, from: request, context: context, expecting: "Name and Password")
+                let (token, user) = try await accounts.login(name: body.name, password: body.password)
+                return try Body.reply(LoginReply(message: "logged in as \(user.name)", token: token))
+            },
+            .user(.post, "/logout") { _, _, caller in
+                try accounts.logout(token: caller.token)
+                return try Body.done("logged out")
+            },
+            .admin(.get, "/user") { _, _, _ in
+                try Body.reply(Payload("Users", try accounts.users().map(Self.info)))
+            },
+            .admin(.post, "/user/:name/approve") { _, context, _ in
+                let user = try accounts.approve(try context.parameters.require("name"))
+                return try Body.reply(Payload("User", Self.info(user), message: "approved \(user.name)"))
+            },
+            .admin(.post, "/user/:name/admin") { _, context, _ in
+                let user = try accounts.makeAdmin(try context.parameters.require("name"))
+                return try Body.reply(Payload("User", Self.info(user), message: "\(user.name) is an admin"))
+            },
+        ]
+    }
+
+    static func info(_ user: User) -> UserInfo {
+        UserInfo(name: user.name, role: user.role.rawValue, status: user.status.rawValue, createdAt: user.createdAt)
+    }
+}

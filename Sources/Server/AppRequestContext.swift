@@ -1,0 +1,17 @@
+import Foundation
+import Hummingbird
+import ResallocAPI
+
+/// The request context of every route: ISO 8601 dates both ways.
+public struct AppRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+
+    public var requestDecoder: JSONDecoder { WireCoding.decoder() }
+    public var responseEncoder: JSONEncoder { WireCoding.encoder() }
+    /// Dockerfiles are limited to 64 KiB; nothing else is large.
+    public var maxUploadSize: Int { 256 * 1024 }
+}

@@ -1,0 +1,78 @@
+import Core
+import Foundation
+import Hummingbird
+import Logging
+import ResallocAPI
+import ServiceLifecycle
+
+/// What `buildApplication` needs; `resalloc-master serve` and the tests both provide it.
+public protocol AppArguments {
+    var host: String { get }
+    var port: Int { get }
+    var databasePath: String { get }
+    var keyPath: String { get }
+    var logLevel: Logger.Level { get }
+    var bcryptCost: UInt8 { get }
+}
+
+/// The one composition root: opens the database, assembles the domain and the routes.
+public func buildApplication(_ arguments: some AppArguments) async throws -> some ApplicationProtocol {
+    let logger = {
+        var logger = Logger(label: "resalloc-master")
+        logger.logLevel = arguments.logLevel
+        return logger
+    }()
+    let master = try Master(databasePath: arguments.databasePath, keyPath: arguments.keyPath, logger: logger, bcryptCost: arguments.bcryptCost)
+    let router = buildRouter(master)
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(arguments.host, port: arguments.port), serverName: "resalloc-master"),
+        services: [MasterShutdown(master: master)],
+        onServerRunning: { channel in
+            logger.notice("resalloc-master listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")", "master": "\(master.masterID)"])
+        },
+        logger: logger)
+}
+
+/// The routes of every controller, behind the error middleware.
+public func buildRouter(_ master: Master) -> Router<AppRequestContext> {
+    let router = Router(context: AppRequestContext.self)
+    router.add(middleware: APIErrorMiddleware())
+    for endpoint in endpoints(master) {
+        router.on(RouterPath(endpoint.path), method: endpoint.method) { request, context in
+            try await endpoint.respond(request, context, accounts: master.accounts)
+        }
+    }
+    return router
+}
+
+/// Every route the master serves.
+public func endpoints(_ master: Master) -> [Endpoint] {
+    [
+        .open(.get, "/health") { _, _ in try Body.done("ok") },
+        .open(.get, "/openapi.yaml") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: .init(string: OpenAPIDocument.text)))
+        },
+    ] + AccountController(accounts: master.accounts).endpoints + ResourceController(catalog: master.catalog).endpoints
+        + MachineController(master: master).endpoints + LeaseController(master: master).endpoints
+}
+
+/// The API description shipped with the server.
+public enum OpenAPIDocument {
+    public static let text: String = {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml"), let text = try? String(contentsOf: url, encoding: .utf8) else {
+            return "openapi: 3.0.3\n"
+        }
+        return text
+    }()
+}
+
+/// Closes every SSH connection once the server has drained on SIGTERM/SIGINT.
+struct MasterShutdown: Service {
+    let master: Master
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await master.shutdown()
+    }
+}

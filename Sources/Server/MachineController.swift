@@ -1,0 +1,40 @@
+import Core
+import Hummingbird
+import ResallocAPI
+import Store
+
+/// `GET|POST|DELETE /machine`, for admins.
+struct MachineController {
+    let master: Master
+
+    var endpoints: [Endpoint] {
+        [
+            .admin(.get, "/machine") { _, _, _ in
+                let counts = try master.activeLeaseCounts()
+                return try Body.reply(Payload("Machines", try master.fleet.machines().map { Self.info($0, counts) }))
+            },
+            .admin(.post, "/machine") { request, context, _ in
+                let body = try await Body.decode(MachineRequest.self, from: request, context: context, expecting: "Name, Username and IP")
+                let machine = try await master.fleet.add(name: body.name, login: body.username, address: body.ip, capacity: body.capacity)
+                return try Body.reply(Payload("Machine", Self.info(machine, [:]), message: "added machine \(machine.name)"), status: .created)
+            },
+            .admin(.delete, "/machine") { request, context, _ in
+                let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "Name")
+                try await master.fleet.delete(name: body.name ?? "", force: body.force ?? false)
+                return try Body.done("deleted machine \(body.name ?? "")")
+            },
+            .admin(.delete, "/machine/:name") { request, context, _ in
+                let name = try context.parameters.require("name")
+                try await master.fleet.delete(name: name, force: request.uri.queryParameters["force"] == "true")
+                return try Body.done("deleted machine \(name)")
+            },
+        ]
+    }
+
+    static func info(_ machine: Machine, _ counts: [Int64: Int]) -> MachineInfo {
+        MachineInfo(
+            name: machine.name, username: machine.login, ip: machine.port == 22 ? machine.host : "\(machine.host):\(machine.port)",
+            hostKey: "\(machine.hostKeyType) \(machine.hostKeyFingerprint)", cpus: machine.cpus, memoryBytes: machine.memoryBytes,
+            capacity: machine.capacity, activeLeases: counts[machine.id ?? -1, default: 0], healthy: machine.healthy, lastError: machine.lastError)
+    }
+}

@@ -1,0 +1,193 @@
+import Foundation
+import GRDB
+
+// MARK: - Users and tokens
+
+extension AppDatabase {
+    /// Creates a user; the first one ever is an active admin, the others wait for approval.
+    public func createUser(name: String, passwordHash: String) throws -> User {
+        try write(conflict: "the name \(name) is taken") { db in
+            let isFirst = try User.fetchCount(db) == 0
+            var user = User(name: name, passwordHash: passwordHash, role: isFirst ? .admin : .user, status: isFirst ? .active : .pending)
+            try user.insert(db)
+            return user
+        }
+    }
+
+    public func user(named name: String) throws -> User? {
+        try writer.read { db in try User.filter(User.Columns.name == name).fetchOne(db) }
+    }
+
+    public func users() throws -> [User] {
+        try writer.read { db in try User.order(Column("id")).fetchAll(db) }
+    }
+
+    /// Sets a user's status or role; throws `notFound` for an unknown name.
+    public func updateUser(named name: String, status: User.Status? = nil, role: User.Role? = nil) throws -> User {
+        try writer.write { db in
+            guard var user = try User.filter(User.Columns.name == name).fetchOne(db) else { throw StoreError.notFound("no user \(name)") }
+            if let status { user.status = status }
+            if let role { user.role = role }
+            try user.update(db)
+            return user
+        }
+    }
+
+    public func createToken(userID: Int64, hash: String, expiresAt: Date) throws {
+        try writer.write { db in
+            var token = Token(userId: userID, hash: hash, createdAt: Date(), expiresAt: expiresAt)
+            try token.insert(db)
+        }
+    }
+
+    /// The active user holding an unexpired token with this hash.
+    public func user(forTokenHash hash: String, at now: Date = Date()) throws -> User? {
+        try writer.read { db in
+            try User.fetchOne(
+                db,
+                sql: """
+                    SELECT user.* FROM token JOIN user ON user.id = token.userId
+                    WHERE token.hash = ? AND token.expiresAt > ?
+                    """, arguments: [hash, now])
+        }
+    }
+
+    /// Revokes a token; returns whether it existed.
+    @discardableResult
+    public func deleteToken(hash: String) throws -> Bool {
+        try writer.write { db in try Token.filter(Token.Columns.hash == hash).deleteAll(db) > 0 }
+    }
+}
+
+// MARK: - Resources
+
+extension AppDatabase {
+    public func createResource(name: String, dockerfile: Data) throws -> Resource {
+        try write(conflict: "a resource named \(name) exists already") { db in
+            var resource = Resource(name: name, dockerfile: dockerfile)
+            try resource.insert(db)
+            return resource
+        }
+    }
+
+    public func resources() throws -> [Resource] {
+        try writer.read { db in try Resource.order(Resource.Columns.name).fetchAll(db) }
+    }
+
+    public func resource(named name: String) throws -> Resource? {
+        try writer.read { db in try Resource.filter(Resource.Columns.name == name).fetchOne(db) }
+    }
+
+    public func deleteResource(named name: String) throws {
+        try write(conflict: "resource \(name) is used by leases; delete them first") { db in
+            guard try Resource.filter(Resource.Columns.name == name).deleteAll(db) > 0 else { throw StoreError.notFound("no resource \(name)") }
+        }
+    }
+}
+
+// MARK: - Machines
+
+extension AppDatabase {
+    public func createMachine(_ machine: Machine) throws -> Machine {
+        try write(conflict: "a machine named \(machine.name), or at \(machine.host):\(machine.port), exists already") { db in
+            var machine = machine
+            try machine.insert(db)
+            return machine
+        }
+    }
+
+    public func machines() throws -> [Machine] {
+        try writer.read { db in try Machine.order(Machine.Columns.name).fetchAll(db) }
+    }
+
+    public func machine(named name: String) throws -> Machine? {
+        try writer.read { db in try Machine.filter(Machine.Columns.name == name).fetchOne(db) }
+    }
+
+    public func machine(id: Int64) throws -> Machine? {
+        try writer.read { db in try Machine.fetchOne(db, key: id) }
+    }
+
+    public func setMachineHealth(id: Int64, healthy: Bool, error: String?) throws {
+        try writer.write { db in
+            try db.execute(sql: "UPDATE machine SET healthy = ?, lastError = ? WHERE id = ?", arguments: [healthy, error, id])
+        }
+    }
+
+    /// Deletes a machine that no lease uses any more.
+    public func deleteMachine(id: Int64) throws {
+        try write(conflict: "the machine still has leases") { db in _ = try Machine.deleteOne(db, key: id) }
+    }
+
+    /// Active (creating, running, deleting) lease counts per machine id.
+    public func activeLeaseCounts() throws -> [Int64: Int] {
+        try writer.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT machineId, COUNT(*) AS n FROM lease WHERE machineId IS NOT NULL AND state IN ('creating', 'running', 'deleting') GROUP BY machineId"
+            ).reduce(into: [Int64: Int]()) { $0[$1["machineId"]] = $1["n"] }
+        }
+    }
+}
+
+// MARK: - Leases
+
+extension AppDatabase {
+    /// Writes a new lease in state `creating`; a name the owner already uses is a conflict,
+    /// unless that lease failed, when the new one takes its place.
+    public func createLease(_ lease: Lease) throws -> Lease {
+        try write(conflict: "you already have a lease named \(lease.name)") { db in
+            try db.execute(sql: "DELETE FROM lease WHERE ownerId = ? AND name = ? AND state = 'failed'", arguments: [lease.ownerId, lease.name])
+            var lease = lease
+            try lease.insert(db)
+            return lease
+        }
+    }
+
+    public func updateLease(_ lease: Lease) throws {
+        try writer.write { db in try lease.update(db) }
+    }
+
+    public func deleteLease(id: Int64) throws {
+        try writer.write { db in _ = try Lease.deleteOne(db, key: id) }
+    }
+
+    public func lease(id: Int64) throws -> Lease? {
+        try writer.read { db in try Lease.fetchOne(db, key: id) }
+    }
+
+    /// Leases with their owner, resource and machine names; one owner's, or everyone's when nil.
+    public func leaseListings(ownerID: Int64?, name: String? = nil, machineID: Int64? = nil) throws -> [LeaseListing] {
+        try writer.read { db in
+            var conditions: [String] = []
+            var arguments: [any DatabaseValueConvertible] = []
+            if let ownerID {
+                conditions.append("lease.ownerId = ?")
+                arguments.append(ownerID)
+            }
+            if let name {
+                conditions.append("lease.name = ?")
+                arguments.append(name)
+            }
+            if let machineID {
+                conditions.append("lease.machineId = ?")
+                arguments.append(machineID)
+            }
+            let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT lease.*, user.name AS ownerName, resource.name AS resourceName, machine.name AS machineName
+                    FROM lease JOIN user ON user.id = lease.ownerId JOIN resource ON resource.id = lease.resourceId
+                    LEFT JOIN machine ON machine.id = lease.machineId \(filter) ORDER BY lease.id
+                    """, arguments: StatementArguments(arguments))
+            return try rows.map { row in
+                LeaseListing(lease: try Lease(row: row), owner: row["ownerName"], resource: row["resourceName"], machine: row["machineName"])
+            }
+        }
+    }
+
+    /// The lease `name` of `ownerID`.
+    public func leaseListing(ownerID: Int64, name: String) throws -> LeaseListing? {
+        try leaseListings(ownerID: ownerID, name: name).first
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+import GRDB
+
+/// What the store refuses, in words for a person; never SQLite's own text.
+public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A name is taken, or something still uses what is being removed.
+    case conflict(String)
+    case notFound(String)
+    /// The database's schema is older than this program; run `resalloc-master migrate up`.
+    case schemaOutdated(current: Int, needed: Int)
+
+    public var description: String {
+        switch self {
+        case .conflict(let message), .notFound(let message): return message
+        case .schemaOutdated(let current, let needed):
+            return "the database is at schema version \(current), this master needs \(needed): run resalloc-master migrate up"
+        }
+    }
+}
+
+/// resalloc's SQLite database (WAL mode, foreign keys on). Every query is a named method here.
+public struct AppDatabase: Sendable {
+    public let writer: any DatabaseWriter
+
+    /// Opens (creating if needed) the database file at `path`.
+    public init(path: String) throws {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.foreignKeysEnabled = true
+        writer = try DatabasePool(path: path, configuration: configuration)
+    }
+
+    // MARK: - Migrations
+
+    private static func ensureHistoryTable(_ db: Database) throws {
+        try db.execute(sql: "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, appliedAt DATETIME NOT NULL)")
+    }
+
+    /// The schema version the database is at (0 when empty).
+    public func schemaVersion() throws -> Int {
+        try writer.write { db in
+            try Self.ensureHistoryTable(db)
+            return try Int.fetchOne(db, sql: "SELECT MAX(version) FROM schema_version") ?? 0
+        }
+    }
+
+    /// Every known migration and when it was applied.
+    public func migrationStatus() throws -> [MigrationStatus] {
+        try writer.write { db in
+            try Self.ensureHistoryTable(db)
+            let applied = try Row.fetchAll(db, sql: "SELECT version, appliedAt FROM schema_version")
+                .reduce(into: [Int: Date]()) { $0[$1["version"]] = $1["appliedAt"] }
+            return Schema.migrations.map { MigrationStatus(version: $0.version, name: $0.name, appliedAt: applied[$0.version]) }
+        }
+    }
+
+    /// Applies migrations up to `target` (default: the latest), each in its own transaction.
+    /// Returns the versions applied.
+    @discardableResult
+    public func migrateUp(to target: Int? = nil) throws -> [Int] {
+        let target = target ?? Schema.latestVersion
+        var applied: [Int] = []
+        for migration in Schema.migrations where migration.version <= target {
+            let done = try writer.write { db -> Bool in
+                try Self.ensureHistoryTable(db)
+                let current = try Int.fetchOne(db, sql: "SELECT MAX(version) FROM schema_version") ?? 0
+                guard migration.version > current else { return false }
+                try migration.up(db)
+                try db.execute(sql: "INSERT INTO schema_version (version, name, appliedAt) VALUES (?, ?, ?)", arguments: [migration.version, migration.name, Date()])
+                return true
+            }
+            if done { applied.append(migration.version) }
+        }
+        return applied
+    }
+
+    /// Reverts migrations down to `target` (default: one step). Returns the versions reverted.
+    @discardableResult
+    public func migrateDown(to target: Int? = nil) throws -> [Int] {
+        let current = try schemaVersion()
+        let target = target ?? max(current - 1, 0)
+        var reverted: [Int] = []
+        for migration in Schema.migrations.reversed() where migration.version > target && migration.version <= current {
+            try writer.write { db in
+                try migration.down(db)
+                try db.execute(sql: "DELETE FROM schema_version WHERE version = ?", arguments: [migration.version])
+            }
+            reverted.append(migration.version)
+        }
+        return reverted
+    }
+
+    /// Throws unless the schema is the one this program was built for.
+    public func requireCurrentSchema() throws {
+        let version = try schemaVersion()
+        guard version == Schema.latestVersion else { throw StoreError.schemaOutdated(current: version, needed: Schema.latestVersion) }
+    }
+
+    /// This master's identity, set by the migration that created it.
+    public func masterID() throws -> String {
+        try writer.read { db in
+            guard let id = try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = 'masterId'") else {
+                throw StoreError.schemaOutdated(current: 0, needed: Schema.latestVersion)
+            }
+            return id
+        }
+    }
+}
+
+extension AppDatabase {
+    /// Runs a write and turns constraint failures into `StoreError.conflict` with `sentence`.
+    func write<T: Sendable>(conflict sentence: String, _ body: @Sendable (Database) throws -> T) throws -> T {
+        do {
+            return try writer.write(body)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            throw StoreError.conflict(sentence)
+        }
+    }
+}

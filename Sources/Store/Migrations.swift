@@ -1,0 +1,105 @@
+import Foundation
+import GRDB
+
+/// One schema step with its way back. A shipped migration is never edited: add a new one.
+public struct Migration: Sendable {
+    public let version: Int
+    public let name: String
+    let up: @Sendable (Database) throws -> Void
+    let down: @Sendable (Database) throws -> Void
+}
+
+/// resalloc's schema history, oldest first.
+public enum Schema {
+    public static let migrations: [Migration] = [
+        Migration(
+            version: 1, name: "users and tokens",
+            up: { db in
+                try db.create(table: "user") { t in
+                    t.autoIncrementedPrimaryKey("id")
+                    t.column("name", .text).notNull().unique()
+                    t.column("passwordHash", .text).notNull()
+                    t.column("role", .text).notNull().check { ["admin", "user"].contains($0) }
+                    t.column("status", .text).notNull().check { ["pending", "active"].contains($0) }
+                    t.column("createdAt", .datetime).notNull()
+                }
+                try db.create(table: "token") { t in
+                    t.autoIncrementedPrimaryKey("id")
+                    t.belongsTo("user", onDelete: .cascade).notNull()
+                    t.column("hash", .text).notNull().unique()
+                    t.column("createdAt", .datetime).notNull()
+                    t.column("expiresAt", .datetime).notNull().indexed()
+                }
+            },
+            down: { db in
+                try db.drop(table: "token")
+                try db.drop(table: "user")
+            }),
+        Migration(
+            version: 2, name: "resources, machines and leases",
+            up: { db in
+                try db.create(table: "resource") { t in
+                    t.autoIncrementedPrimaryKey("id")
+                    t.column("name", .text).notNull().unique()
+                    t.column("dockerfile", .blob).notNull()
+                    t.column("createdAt", .datetime).notNull()
+                }
+                try db.create(table: "machine") { t in
+                    t.autoIncrementedPrimaryKey("id")
+                    t.column("name", .text).notNull().unique()
+                    t.column("login", .text).notNull()
+                    t.column("host", .text).notNull()
+                    t.column("port", .integer).notNull()
+                    t.column("hostKeyType", .text).notNull()
+                    t.column("hostKeyFingerprint", .text).notNull()
+                    t.column("cpus", .integer).notNull()
+                    t.column("memoryBytes", .integer).notNull()
+                    t.column("capacity", .integer).notNull().check { $0 > 0 }
+                    t.column("healthy", .boolean).notNull()
+                    t.column("lastError", .text)
+                    t.column("createdAt", .datetime).notNull()
+                    t.uniqueKey(["host", "port"])
+                }
+                try db.create(table: "lease") { t in
+                    t.autoIncrementedPrimaryKey("id")
+                    t.column("name", .text).notNull()
+                    t.belongsTo("owner", inTable: "user", onDelete: .restrict).notNull()
+                    t.belongsTo("resource", onDelete: .restrict).notNull()
+                    t.belongsTo("machine", onDelete: .restrict)
+                    t.column("image", .text).notNull()
+                    t.column("containerId", .text)
+                    t.column("state", .text).notNull().check { ["creating", "running", "deleting", "failed", "lost"].contains($0) }
+                    t.column("message", .text)
+                    t.column("createdAt", .datetime).notNull()
+                    t.column("expiresAt", .datetime).notNull()
+                    t.uniqueKey(["ownerId", "name"])
+                }
+            },
+            down: { db in
+                try db.drop(table: "lease")
+                try db.drop(table: "machine")
+                try db.drop(table: "resource")
+            }),
+        Migration(
+            version: 3, name: "master identity",
+            up: { db in
+                try db.create(table: "setting") { t in
+                    t.primaryKey("key", .text)
+                    t.column("value", .text).notNull()
+                }
+                // Labels every container this master starts, so that cleanup never touches
+                // another master's containers on a shared machine.
+                try db.execute(sql: "INSERT INTO setting (key, value) VALUES ('masterId', ?)", arguments: [UUID().uuidString.lowercased()])
+            },
+            down: { db in try db.drop(table: "setting") }),
+    ]
+
+    public static var latestVersion: Int { migrations.last?.version ?? 0 }
+}
+
+/// Where a database stands against `Schema.migrations`.
+public struct MigrationStatus: Sendable, Equatable {
+    public var version: Int
+    public var name: String
+    public var appliedAt: Date?
+}

@@ -1,0 +1,179 @@
+import Foundation
+import GRDB
+
+/// A person who uses resalloc. The first one to register is an active admin; later ones wait
+/// for an admin's approval.
+public struct User: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public enum Role: String, Codable, Sendable { case admin, user }
+    public enum Status: String, Codable, Sendable { case pending, active }
+
+    public var id: Int64?
+    public var name: String
+    public var passwordHash: String
+    public var role: Role
+    public var status: Status
+    public var createdAt: Date
+
+    public static let databaseTableName = "user"
+    public enum Columns {
+        public static let name = Column(CodingKeys.name)
+        public static let role = Column(CodingKeys.role)
+        public static let status = Column(CodingKeys.status)
+    }
+
+    public init(name: String, passwordHash: String, role: Role, status: Status, createdAt: Date = Date()) {
+        self.name = name
+        self.passwordHash = passwordHash
+        self.role = role
+        self.status = status
+        self.createdAt = createdAt
+    }
+
+    public var isAdmin: Bool { role == .admin }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// A login token, kept only as the SHA-256 of the secret the user holds.
+public struct Token: Codable, Sendable, FetchableRecord, MutablePersistableRecord {
+    public var id: Int64?
+    public var userId: Int64
+    public var hash: String
+    public var createdAt: Date
+    public var expiresAt: Date
+
+    public static let databaseTableName = "token"
+    public enum Columns {
+        public static let hash = Column(CodingKeys.hash)
+        public static let expiresAt = Column(CodingKeys.expiresAt)
+    }
+
+    public init(userId: Int64, hash: String, createdAt: Date, expiresAt: Date) {
+        self.userId = userId
+        self.hash = hash
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// A Dockerfile users can lease, stored byte for byte.
+public struct Resource: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public var id: Int64?
+    public var name: String
+    public var dockerfile: Data
+    public var createdAt: Date
+
+    public static let databaseTableName = "resource"
+    public enum Columns { public static let name = Column(CodingKeys.name) }
+
+    public init(name: String, dockerfile: Data, createdAt: Date = Date()) {
+        self.name = name
+        self.dockerfile = dockerfile
+        self.createdAt = createdAt
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// A Docker host the master reaches over SSH, with its host key pinned on creation.
+public struct Machine: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public var id: Int64?
+    public var name: String
+    public var login: String
+    public var host: String
+    public var port: Int
+    public var hostKeyType: String
+    public var hostKeyFingerprint: String
+    public var cpus: Int
+    public var memoryBytes: Int64
+    /// Leases placement puts here at most.
+    public var capacity: Int
+    public var healthy: Bool
+    public var lastError: String?
+    public var createdAt: Date
+
+    public static let databaseTableName = "machine"
+    public enum Columns {
+        public static let name = Column(CodingKeys.name)
+        public static let healthy = Column(CodingKeys.healthy)
+    }
+
+    public init(
+        name: String, login: String, host: String, port: Int, hostKeyType: String, hostKeyFingerprint: String,
+        cpus: Int, memoryBytes: Int64, capacity: Int, healthy: Bool = true, lastError: String? = nil, createdAt: Date = Date()
+    ) {
+        self.name = name
+        self.login = login
+        self.host = host
+        self.port = port
+        self.hostKeyType = hostKeyType
+        self.hostKeyFingerprint = hostKeyFingerprint
+        self.cpus = cpus
+        self.memoryBytes = memoryBytes
+        self.capacity = capacity
+        self.healthy = healthy
+        self.lastError = lastError
+        self.createdAt = createdAt
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// A container leased by a user: written first as `creating`, then `running`, or `failed`.
+public struct Lease: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public enum State: String, Codable, Sendable, CaseIterable {
+        case creating, running, deleting, failed, lost
+    }
+
+    public var id: Int64?
+    public var name: String
+    public var ownerId: Int64
+    public var resourceId: Int64
+    public var machineId: Int64?
+    public var image: String
+    public var containerId: String?
+    public var state: State
+    public var message: String?
+    public var createdAt: Date
+    public var expiresAt: Date
+
+    public static let databaseTableName = "lease"
+    public enum Columns {
+        public static let name = Column(CodingKeys.name)
+        public static let ownerId = Column(CodingKeys.ownerId)
+        public static let machineId = Column(CodingKeys.machineId)
+        public static let state = Column(CodingKeys.state)
+    }
+
+    public init(name: String, ownerId: Int64, resourceId: Int64, image: String, createdAt: Date, expiresAt: Date) {
+        self.name = name
+        self.ownerId = ownerId
+        self.resourceId = resourceId
+        self.image = image
+        self.state = .creating
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+
+    /// The container's name on its machine.
+    public var containerName: String { "resalloc-\(id ?? 0)" }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// A lease with the names people know it by, for listings.
+public struct LeaseListing: Decodable, Sendable, Equatable, FetchableRecord {
+    public var lease: Lease
+    public var owner: String
+    public var resource: String
+    public var machine: String?
+
+    public init(lease: Lease, owner: String, resource: String, machine: String?) {
+        self.lease = lease
+        self.owner = owner
+        self.resource = resource
+        self.machine = machine
+    }
+}
