@@ -60,7 +60,7 @@ public struct Fleet: Sendable {
 
     /// Deletes a machine. With live leases this is refused unless `force`, which removes their
     /// containers (best effort) and their rows first.
-    public func delete(name: String, force: Bool) async throws(MasterError) {
+    public func delete(name: String, force: Bool, masterID: String) async throws(MasterError) {
         let machine: Machine
         let leases: [LeaseListing]
         do {
@@ -74,7 +74,7 @@ public struct Fleet: Sendable {
         }
         let docker = self.docker(on: machine)
         for listing in leases {
-            do { _ = try await docker.remove(listing.lease.containerName) } catch {
+            do { _ = try await docker.remove(listing.lease.containerName(masterID: masterID)) } catch {
                 logger.warning("could not remove a container of a deleted machine", metadata: ["machine": "\(name)", "error": "\(error)"])
             }
             do { try database.deleteLease(id: listing.lease.id!) } catch { throw .from(error) }

@@ -85,19 +85,19 @@ public struct LeaseSaga: Sendable {
             throw .from(error, machine: machine.name)
         }
         let spec = ContainerSpec(
-            name: lease.containerName, image: lease.image,
+            name: lease.containerName(masterID: masterID), image: lease.image,
             labels: ["resalloc.lease": String(lease.id!), "resalloc.owner": owner.name, "resalloc.master": masterID])
         do {
             lease.containerId = try await docker.run(spec)
         } catch {
             // The container may exist although run failed (timeout, broken connection).
-            _ = try? await docker.remove(lease.containerName)
+            _ = try? await docker.remove(lease.containerName(masterID: masterID))
             throw .from(error, machine: machine.name)
         }
         lease.state = .running
         lease.message = nil
         do { try database.updateLease(lease) } catch {
-            _ = try? await docker.remove(lease.containerName)
+            _ = try? await docker.remove(lease.containerName(masterID: masterID))
             throw .from(error)
         }
     }
@@ -125,7 +125,7 @@ public struct LeaseSaga: Sendable {
                 try database.updateLease(lease)
             } catch { throw .from(error) }
             if let machine {
-                do { _ = try await fleet.docker(on: machine).remove(lease.containerName) } catch {
+                do { _ = try await fleet.docker(on: machine).remove(lease.containerName(masterID: masterID)) } catch {
                     throw .from(error, machine: machine.name)
                 }
             }

@@ -35,6 +35,8 @@ public struct ResourceCatalog: Sendable {
     /// an unchanged one is never rebuilt.
     public static func imageTag(for resource: Resource) -> String {
         let digest = SHA256.hash(data: resource.dockerfile).map { String(format: "%02x", $0) }.joined()
-        return "resalloc/\(resource.name.lowercased()):\(digest.prefix(12))"
+        // Docker repositories are lowercase words joined by single separators, never at the ends.
+        let words = resource.name.lowercased().split { !($0.isASCII && ($0.isLetter || $0.isNumber)) }
+        return "resalloc/\(words.isEmpty ? "resource" : words.joined(separator: "-")):\(digest.prefix(12))"
     }
 }

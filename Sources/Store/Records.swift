@@ -157,8 +157,9 @@ public struct Lease: Codable, Sendable, Equatable, FetchableRecord, MutablePersi
         self.expiresAt = expiresAt
     }
 
-    /// The container's name on its machine.
-    public var containerName: String { "resalloc-\(id ?? 0)" }
+    /// The container's name on its machine: `resalloc-<master>-<lease id>`. The master's id
+    /// (first 8 hex) keeps two masters that share a machine from ever colliding.
+    public func containerName(masterID: String) -> String { "resalloc-\(masterID.prefix(8))-\(id ?? 0)" }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }

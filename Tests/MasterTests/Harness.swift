@@ -1,0 +1,96 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import Server
+import Testbed
+
+/// The arguments `resalloc-master serve` would pass, for a fresh SQLite file.
+struct TestArguments: AppArguments {
+    var host = "127.0.0.1"
+    var port = 0
+    var databasePath: String
+    var keyPath: String
+    var logLevel: Logger.Level = .warning
+    var bcryptCost: UInt8 = 4
+}
+
+/// A JSON reply as a user of the API sees it.
+struct APIReply: @unchecked Sendable {
+    let status: HTTPResponse.Status
+    let json: [String: Any]
+
+    var success: Bool { json["Success"] as? Bool ?? false }
+    var message: String { json["Message"] as? String ?? "" }
+    func list(_ key: String) -> [[String: Any]] { json[key] as? [[String: Any]] ?? [] }
+    func object(_ key: String) -> [String: Any] { json[key] as? [String: Any] ?? [:] }
+}
+
+/// Talks to a live master over HTTP on loopback.
+struct API: Sendable {
+    let client: any TestClientProtocol
+
+    func call(_ method: HTTPRequest.Method, _ path: String, token: String? = nil, bearer: Bool = false, body: String? = nil) async throws -> APIReply {
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let token {
+            if bearer { headers[.authorization] = "Bearer \(token)" } else { headers[HTTPField.Name("token")!] = token }
+        }
+        let response = try await client.execute(uri: path, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) })
+        let object = (try? JSONSerialization.jsonObject(with: Data(buffer: response.body))) as? [String: Any]
+        guard let object else { throw TestbedError("\(method) \(path) answered \(response.status) with a body that is not a JSON object: \(String(buffer: response.body))") }
+        return APIReply(status: response.status, json: object)
+    }
+
+    func json(_ object: [String: Any]) -> String {
+        String(decoding: try! JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+    }
+
+    /// Registers and logs in; returns the token.
+    func login(_ name: String, password: String = "password-\(UUID().uuidString.prefix(6))", register: Bool = true) async throws -> String {
+        if register {
+            let registered = try await call(.post, "/register", body: json(["Name": name, "Password": password]))
+            guard registered.status == .created else { throw TestbedError("register \(name): \(registered.status) \(registered.message)") }
+        }
+        let reply = try await call(.post, "/login", body: json(["Name": name, "Password": password]))
+        guard let token = reply.json["Token"] as? String else { throw TestbedError("login \(name): \(reply.status) \(reply.message)") }
+        return token
+    }
+
+    /// Adds a testbed machine as an admin.
+    func addMachine(_ testbed: Testbed, _ name: String, token: String, capacity: Int? = nil) async throws -> APIReply {
+        let machine = testbed.machine(name)
+        var body: [String: Any] = ["Name": name, "Username": machine.login, "IP": "\(machine.host):\(machine.port)"]
+        if let capacity { body["Capacity"] = capacity }
+        return try await call(.post, "/machine", token: token, body: json(body))
+    }
+}
+
+/// Runs `body` against a live master on loopback with a new database file, using the test
+/// machines' key as the master's key.
+func withMaster(_ body: @Sendable (API, Testbed, String) async throws -> Void) async throws {
+    let testbed = try await Testbed.shared()
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-master-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let databasePath = "\(directory)/resalloc.db"
+    let app = try await buildApplication(TestArguments(databasePath: databasePath, keyPath: testbed.keys["ed25519"]!))
+    try await app.test(.live) { client in
+        try await body(API(client: client), testbed, databasePath)
+    }
+}
+
+/// The containers on a machine that carry `resalloc.lease`, by name, as the machine's own docker sees them.
+func leaseContainers(_ testbed: Testbed, _ machine: String, master: String? = nil) throws -> [String] {
+    var arguments = ["ps", "-a", "--format", "{{.Names}}", "--filter", "label=resalloc.lease"]
+    if let master { arguments += ["--filter", "label=resalloc.master=\(master)"] }
+    return try testbed.docker(machine, arguments).split(separator: "\n").map(String.init)
+}
+
+/// The master id a database was given, as its containers are labelled.
+func masterID(_ databasePath: String) throws -> String {
+    try AppDatabase(path: databasePath).masterID()
+}
+
+import Store

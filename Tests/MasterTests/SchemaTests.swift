@@ -1,0 +1,73 @@
+import Core
+import Foundation
+import Logging
+import Server
+import Store
+import Testbed
+import Testing
+
+@Suite("Schema and API description")
+struct SchemaTests {
+    @Test("Migrations go down to 0 and back up, leaving a working database")
+    func downAndUp() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-migrate-\(UUID().uuidString).db").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let database = try AppDatabase(path: path)
+        #expect(try database.migrateUp() == [1, 2, 3])
+        _ = try database.createUser(name: "before", passwordHash: "x")
+        let firstID = try database.masterID()
+        #expect(try database.migrateDown(to: 1) == [3, 2])
+        #expect(try database.schemaVersion() == 1)
+        #expect(throws: StoreError.self) { try database.requireCurrentSchema() }
+        #expect(try database.users().map(\.name) == ["before"])
+        #expect(try database.migrateDown() == [1])
+        #expect(try database.migrationStatus().allSatisfy { $0.appliedAt == nil })
+        #expect(try database.migrateUp(to: 2) == [1, 2])
+        #expect(try database.migrateUp() == [3])
+        #expect(try database.migrateUp().isEmpty)
+        try database.requireCurrentSchema()
+        let user = try database.createUser(name: "after", passwordHash: "x")
+        #expect(user.role == .admin)
+        #expect(try database.masterID() != firstID)
+        let resource = try database.createResource(name: "r", dockerfile: Data("FROM busybox".utf8))
+        #expect(throws: StoreError.conflict("a resource named r exists already")) { try database.createResource(name: "r", dockerfile: Data()) }
+        _ = resource
+    }
+
+    @Test("Every registered route is in openapi.yaml, served at /openapi.yaml")
+    func openAPICoversRoutes() async throws {
+        let testbed = try await Testbed.shared()
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-openapi-\(UUID().uuidString).db").path
+        let master = try Master(databasePath: path, keyPath: testbed.keys["ed25519"]!, logger: Logger(label: "test"))
+        let document = OpenAPIDocument.text
+        let documented = Self.operations(in: document)
+        let registered = endpoints(master).map { "\($0.method.rawValue.lowercased()) \($0.path.replacingOccurrences(of: #":(\w+)"#, with: "{$1}", options: .regularExpression))" }
+        #expect(!registered.isEmpty)
+        for route in registered { #expect(documented.contains(route), "\(route) is not in openapi.yaml") }
+        for operation in documented { #expect(registered.contains(operation), "openapi.yaml documents \(operation), which is not served") }
+        try await withMaster { api, _, _ in
+            let response = try await api.client.execute(uri: "/openapi.yaml", method: .get)
+            #expect(response.status == .ok)
+            #expect(String(buffer: response.body) == document)
+        }
+    }
+
+    /// `method path` pairs of an OpenAPI document's `paths`, read line by line.
+    static func operations(in document: String) -> Set<String> {
+        var operations: Set<String> = []
+        var inPaths = false
+        var currentPath: String?
+        for line in document.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line == "paths:" { inPaths = true; continue }
+            guard inPaths else { continue }
+            if line.hasPrefix("  /"), line.hasSuffix(":") { currentPath = String(line.dropFirst(2).dropLast()) }
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("    "), !line.hasPrefix("     "), let path = currentPath,
+                ["get:", "post:", "delete:", "put:", "patch:"].contains(trimmed)
+            {
+                operations.insert("\(trimmed.dropLast()) \(path)")
+            }
+        }
+        return operations
+    }
+}

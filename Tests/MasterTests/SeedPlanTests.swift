@@ -1,0 +1,56 @@
+import Foundation
+import Testbed
+import Testing
+
+@Suite("The seed's test plan, step by step, over HTTP")
+struct SeedPlanTests {
+    @Test("register, login, POST /resource, POST /machine, POST /lease, GET /lease, DELETE /lease, GET /lease")
+    func seedTestPlan() async throws {
+        try await withMaster { api, testbed, databasePath in
+            let master = try masterID(databasePath)
+            let registered = try await api.call(.post, "/register", body: #"{"Name": "seed", "Password": "seedpassword"}"#)
+            #expect(registered.status == .created)
+            #expect(registered.success)
+
+            let login = try await api.call(.post, "/login", body: #"{"Name": "seed", "Password": "seedpassword"}"#)
+            #expect(login.status == .ok)
+            #expect(login.success)
+            let token = try #require(login.json["Token"] as? String)
+            #expect(token.count >= 43)  // 256 bits
+
+            let resource = try await api.call(.post, "/resource", token: token, body: #"{"Name": "busybox", "File": "FROM busybox \nRUN echo seeded > /seed"}"#)
+            #expect(resource.status == .created)
+            #expect(resource.success)
+
+            let machine = try await api.addMachine(testbed, "m1", token: token)
+            #expect(machine.status == .created)
+            #expect(machine.success)
+            #expect(machine.object("Machine")["HostKey"] as? String == "ecdsa-sha2-nistp256 \(try testbed.hostKeyFingerprint("m1"))")
+
+            let lease = try await api.call(.post, "/lease", token: token, body: #"{"ResourceName": "busybox", "LeaseName": "mylease"}"#)
+            #expect(lease.status == .created)
+            #expect(lease.success)
+            let container = try #require(lease.object("Lease")["Container"] as? String)
+            #expect(try leaseContainers(testbed, "m1", master: master) == [container])
+            #expect(try testbed.docker("m1", ["exec", container, "cat", "/seed"]) == "seeded\n")
+            let labels = try testbed.docker("m1", ["inspect", "--format", "{{json .Config.Labels}}", container])
+            #expect(labels.contains("\"resalloc.owner\":\"seed\""))
+            #expect(labels.contains("\"resalloc.master\":\"\(master)\""))
+
+            let listed = try await api.call(.get, "/lease", token: token)
+            #expect(listed.success)
+            #expect(listed.list("Leases").map { $0["Name"] as? String } == ["mylease"])
+            #expect(listed.list("Leases").first?["State"] as? String == "running")
+            #expect(listed.list("Leases").first?["Machine"] as? String == "m1")
+
+            let deleted = try await api.call(.delete, "/lease", token: token, body: #"{"LeaseName": "mylease"}"#)
+            #expect(deleted.status == .ok)
+            #expect(deleted.success)
+            #expect(try leaseContainers(testbed, "m1", master: master).isEmpty)
+
+            let empty = try await api.call(.get, "/lease", token: token)
+            #expect(empty.success)
+            #expect(empty.list("Leases").isEmpty)
+        }
+    }
+}

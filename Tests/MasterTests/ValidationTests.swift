@@ -1,0 +1,56 @@
+import Foundation
+import Testbed
+import Testing
+
+@Suite("Bad input gets a clear 400 and changes nothing")
+struct ValidationTests {
+    @Test("Malformed JSON, wrong types, missing keys, hostile and oversized names, bad Dockerfiles")
+    func badInput() async throws {
+        try await withMaster { api, _, _ in
+            let admin = try await api.login("admin")
+            let hostile = ["", "a b", "x;rm -rf /", "$(id)", "`id`", "a'b", "new\nline", String(repeating: "n", count: 64), "../etc", "-rf", "ünï"]
+            var cases: [(String, String, String)] = [
+                ("/register", "{not json", "Name and Password"),
+                ("/register", #"{"Name": 5, "Password": "password1"}"#, "Name and Password"),
+                ("/register", #"{"Name": "short"}"#, "Name and Password"),
+                ("/register", #"{"Name": "short", "Password": "123"}"#, "8 to 1024"),
+                ("/resource", #"{"Name": "nofrom", "File": "RUN echo hi"}"#, "no FROM"),
+                ("/resource", #"{"Name": "empty", "File": ""}"#, "empty"),
+                ("/resource", api.json(["Name": "huge", "File": "FROM busybox\n" + String(repeating: "#", count: 70_000)]), "at most 65536"),
+                ("/machine", #"{"Name": "m", "Username": "resalloc", "IP": "127.0.0.11;id"}"#, "not an address"),
+                ("/machine", #"{"Name": "m", "Username": "root;id", "IP": "127.0.0.11"}"#, "not a valid login"),
+                ("/lease", #"{"ResourceName": "busybox", "LeaseName": "x", "TTL": "forever"}"#, "not a lifetime"),
+            ]
+            for name in hostile {
+                cases.append(("/register", api.json(["Name": name, "Password": "password1"]), "not a valid user name"))
+                cases.append(("/resource", api.json(["Name": name, "File": "FROM busybox"]), "not a valid resource name"))
+                cases.append(("/machine", api.json(["Name": name, "Username": "resalloc", "IP": "127.0.0.11"]), "not a valid machine name"))
+                cases.append(("/lease", api.json(["ResourceName": "busybox", "LeaseName": name]), "not a valid lease name"))
+            }
+            for (path, body, expected) in cases {
+                let reply = try await api.call(.post, path, token: admin, body: body)
+                #expect(reply.status == .badRequest, "\(path) \(body.prefix(80))")
+                #expect(reply.message.contains(expected), "\(path): \(reply.message)")
+                #expect(!reply.success)
+            }
+            #expect(try await api.call(.get, "/user", token: admin).list("Users").count == 1)
+            #expect(try await api.call(.get, "/resource", token: admin).list("Resources").isEmpty)
+            #expect(try await api.call(.get, "/machine", token: admin).list("Machines").isEmpty)
+            #expect(try await api.call(.get, "/lease", token: admin).list("Leases").isEmpty)
+            let route = try await api.call(.get, "/no/such/route", token: admin)
+            #expect(route.status == .notFound)
+            #expect(route.message.contains("no such route"))
+        }
+    }
+
+    @Test("A Dockerfile arrives byte for byte")
+    func dockerfileBytes() async throws {
+        try await withMaster { api, _, _ in
+            let admin = try await api.login("admin")
+            let file = "FROM busybox \nRUN printf 'tab\\there' > /x\r\n# ünïcode ✓ \"quotes\" \\backslash\n"
+            #expect(try await api.call(.post, "/resource", token: admin, body: api.json(["Name": "exact", "File": file])).status == .created)
+            let listed = try await api.call(.get, "/resource", token: admin).list("Resources")
+            #expect(listed.first?["File"] as? String == file)
+        }
+    }
+}
