@@ -37,7 +37,7 @@ test: deps keys ## run every test against real local machines (needs root for th
 	swift test --skip-build; status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
 
 run: build keys ## start a local test machine and the master, ready for resalloc calls
-	$(SUDO) $(TESTBED) start 1 --key $(KEY).pub
+	$(SUDO) scripts/run
 
 bench: deps ## benchmarks against a real local machine; prints numbers
 	swift build -c release --product resalloc-bench

@@ -6,12 +6,14 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "resalloc-master", targets: ["resalloc-master"]),
+        .executable(name: "resalloc", targets: ["resalloc"]),
         .library(name: "SSH", targets: ["SSH"]),
         .library(name: "Docker", targets: ["Docker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -43,6 +45,7 @@ let package = Package(
             dependencies: [
                 "Core", "ResallocAPI",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -51,6 +54,19 @@ let package = Package(
         .executableTarget(
             name: "resalloc-master",
             dependencies: ["Server", "Core", "Store", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .target(
+            name: "ResallocClient",
+            dependencies: [
+                "ResallocAPI",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "resalloc",
+            dependencies: ["ResallocClient", "ResallocAPI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .target(name: "Testbed", dependencies: ["SSH"], path: "Tests/Testbed"),
         .executableTarget(
@@ -62,7 +78,7 @@ let package = Package(
         .testTarget(
             name: "MasterTests",
             dependencies: [
-                "Server", "Core", "Store", "ResallocAPI", "Testbed",
+                "Server", "Core", "Store", "ResallocAPI", "ResallocClient", "Testbed",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]

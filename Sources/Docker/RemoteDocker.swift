@@ -138,15 +138,23 @@ public struct RemoteDocker: Sendable {
 
     /// Opens an interactive shell in a running container on a PTY: bash when the image has it,
     /// else sh.
-    public func openShell(_ container: String, term: String, size: TerminalSize) async throws(DockerError) -> PTYChannel {
+    public func openShell(_ container: String, term: String, size: TerminalSize) async throws(DockerError) -> RemoteProcess {
+        try await start(container, ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"], pty: (term, size))
+    }
+
+    /// Starts `argv` in a running container and returns it while it runs: with `pty`, on a
+    /// terminal (`docker exec -it`); without, stdin piped (`docker exec -i`) and stderr apart.
+    public func start(_ container: String, _ argv: [String], pty: (term: String, size: TerminalSize)? = nil) async throws(DockerError) -> RemoteProcess {
         try DockerNames.validateContainer(container)
-        try DockerNames.validateEnvironment(name: "TERM", value: term)
-        let argv = [
-            "exec", "--interactive", "--tty", "--env", "TERM=\(term)", container,
-            "sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi",
-        ]
+        for argument in argv { try DockerNames.validateArgument(argument) }
+        guard !argv.isEmpty else { throw .invalidArgument("exec needs a command") }
+        var options = ["exec", "--interactive"]
+        if let pty {
+            try DockerNames.validateEnvironment(name: "TERM", value: pty.term)
+            options += ["--tty", "--env", "TERM=\(pty.term)"]
+        }
         do {
-            return try await pool.openPTY(on: endpoint, "docker " + ShellQuote.join(argv), term: term, size: size)
+            return try await pool.start(on: endpoint, "docker " + ShellQuote.join(options + [container] + argv), pty: pty)
         } catch {
             throw .transport(error)
         }

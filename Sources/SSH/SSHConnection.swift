@@ -55,27 +55,22 @@ public final class SSHConnection: Sendable {
         return try outcome.get()
     }
 
-    /// Opens a channel with a pseudo-terminal and starts `command` on it (for interactive shells).
-    /// Returns once the command runs; its output arrives on `PTYChannel.output`.
-    public func openPTY(_ command: String, term: String = "xterm", size: TerminalSize, timeout: Duration = .seconds(15)) async throws(SSHError) -> PTYChannel {
-        let (output, continuation) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .unbounded)
+    /// Starts `command` on a channel of its own and returns once it runs; with `pty`, on a
+    /// pseudo-terminal of that type and size (for interactive shells).
+    public func start(_ command: String, pty: (term: String, size: TerminalSize)? = nil, timeout: Duration = .seconds(15)) async throws(SSHError) -> RemoteProcess {
+        let (output, continuation) = AsyncStream.makeStream(of: OutputChunk.self, bufferingPolicy: .unbounded)
         let started = OneShot<Result<Void, SSHError>>()
         let finished = OneShot<Result<ExecResult, SSHError>>()
         let operation = ChannelOperation(
-            command: command, pty: .init(term: term, size: size), startDeadline: .now + timeout, deadline: nil, collectOutput: false,
-            onOutput: { chunk in
-                switch chunk {
-                case .stdout(let bytes), .stderr(let bytes): continuation.yield(bytes)
-                }
-            },
-            onStarted: { started.fulfill($0) },
+            command: command, pty: pty.map { .init(term: $0.term, size: $0.size) }, startDeadline: .now + timeout, deadline: nil,
+            collectOutput: false, onOutput: { continuation.yield($0) }, onStarted: { started.fulfill($0) },
             onFinished: { result in
                 continuation.finish()
                 finished.fulfill(result)
             })
         loop.submit(operation)
         try await started.value.get()
-        return PTYChannel(operation: operation, loop: loop, output: output, finished: finished)
+        return RemoteProcess(operation: operation, loop: loop, output: output, finished: finished)
     }
 
     /// Closes the connection; commands still running on it fail with `.disconnected`.

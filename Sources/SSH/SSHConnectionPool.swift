@@ -44,10 +44,10 @@ public actor SSHConnectionPool {
         }
     }
 
-    /// Opens a PTY on the machine's shared connection (see `SSHConnection.openPTY`).
-    public func openPTY(on endpoint: SSHEndpoint, _ command: String, term: String = "xterm", size: TerminalSize) async throws(SSHError) -> PTYChannel {
+    /// Starts a command that the caller talks to as it runs (see `SSHConnection.start`).
+    public func start(on endpoint: SSHEndpoint, _ command: String, pty: (term: String, size: TerminalSize)? = nil) async throws(SSHError) -> RemoteProcess {
         try await withReconnect(endpoint) { connection throws(SSHError) in
-            try await connection.openPTY(command, term: term, size: size)
+            try await connection.start(command, pty: pty)
         }
     }
 

@@ -5,9 +5,7 @@ import ResallocAPI
 
 /// Turns every failure into the seed's `{"Success": false, "Message": "…"}` with the right
 /// status. Technical detail (SQLite, libssh2, docker) goes to the log, never to the client.
-struct APIErrorMiddleware: RouterMiddleware {
-    typealias Context = AppRequestContext
-
+struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import Logging
 import ResallocAPI
+import HummingbirdWebSocket
 import ServiceLifecycle
 
 /// What `buildApplication` needs; `resalloc-master serve` and the tests both provide it.
@@ -26,6 +27,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     let router = buildRouter(master)
     return Application(
         router: router,
+        server: .http1WebSocketUpgrade(webSocketRouter: ShellController(master: master).router),
         configuration: .init(address: .hostname(arguments.host, port: arguments.port), serverName: "resalloc-master"),
         services: [MasterShutdown(master: master)],
         onServerRunning: { channel in
@@ -37,7 +39,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
 /// The routes of every controller, behind the error middleware.
 public func buildRouter(_ master: Master) -> Router<AppRequestContext> {
     let router = Router(context: AppRequestContext.self)
-    router.add(middleware: APIErrorMiddleware())
+    router.add(middleware: APIErrorMiddleware<AppRequestContext>())
     for endpoint in endpoints(master) {
         router.on(RouterPath(endpoint.path), method: endpoint.method) { request, context in
             try await endpoint.respond(request, context, accounts: master.accounts)

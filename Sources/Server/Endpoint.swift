@@ -39,12 +39,17 @@ public struct Endpoint: Sendable {
     /// Authenticates as `access` requires, then runs the handler.
     func respond(_ request: Request, _ context: AppRequestContext, accounts: Accounts) async throws -> Response {
         guard access != .anyone else { return try await handler(request, context, nil) }
-        guard let token = Self.token(in: request) else {
+        let caller = try Self.authenticate(request, accounts: accounts)
+        if access == .admin && !caller.user.isAdmin { throw MasterError(.forbidden, "only an admin may do this") }
+        return try await handler(request, context, caller)
+    }
+
+    /// The caller a request's token names, or 401.
+    static func authenticate(_ request: Request, accounts: Accounts) throws -> Caller {
+        guard let token = token(in: request) else {
             throw MasterError(.unauthorized, "this needs a login: run resalloc login NAME PASSWORD, then send the token")
         }
-        let user = try accounts.authenticate(token: token)
-        if access == .admin && !user.isAdmin { throw MasterError(.forbidden, "only an admin may do this") }
-        return try await handler(request, context, Caller(user: user, token: token))
+        return Caller(user: try accounts.authenticate(token: token), token: token)
     }
 
     /// The seed's `token:` header, or `Authorization: Bearer …`.

@@ -111,7 +111,9 @@ struct RemoteDockerTests {
         var output = shell.output.makeAsyncIterator()
         func read(until needle: String) async -> String {
             var text = ""
-            while !text.contains(needle), let chunk = await output.next() { text += String(decoding: chunk, as: UTF8.self) }
+            while !text.contains(needle), let chunk = await output.next() {
+                if case .stdout(let bytes) = chunk { text += String(decoding: bytes, as: UTF8.self) }
+            }
             return text
         }
         shell.write(Array("echo $TERM; stty size\n".utf8))

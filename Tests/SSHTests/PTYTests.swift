@@ -6,9 +6,9 @@ import Testing
 /// Collects a PTY's output and waits for text to appear in it.
 final class Screen {
     private var text = ""
-    private var iterator: AsyncStream<[UInt8]>.Iterator
+    private var iterator: AsyncStream<OutputChunk>.Iterator
 
-    init(_ pty: PTYChannel) { iterator = pty.output.makeAsyncIterator() }
+    init(_ pty: RemoteProcess) { iterator = pty.output.makeAsyncIterator() }
 
     /// Reads until `needle` has appeared after everything seen so far; returns the new text.
     func waitFor(_ needle: String, timeout: Duration = .seconds(10)) async throws -> String {
@@ -19,7 +19,9 @@ final class Screen {
             guard ContinuousClock.now < deadline, let chunk = await iterator.next() else {
                 throw TestbedError("'\(needle)' never appeared; the screen had: \(text)\(String(decoding: bytes, as: UTF8.self))")
             }
-            bytes += chunk
+            switch chunk {
+            case .stdout(let data), .stderr(let data): bytes += data
+            }
         }
         text += String(decoding: bytes, as: UTF8.self)
         return String(text[start...])
@@ -33,7 +35,7 @@ struct PTYTests {
         let testbed = try await Testbed.shared()
         let connection = try await SSHConnection.connect(to: testbed.endpoint("m1"))
         defer { Task { await connection.close() } }
-        let pty = try await connection.openPTY("sh", term: "xterm", size: TerminalSize(columns: 80, rows: 24))
+        let pty = try await connection.start("sh", pty: (term: "xterm", size: TerminalSize(columns: 80, rows: 24)))
         let screen = Screen(pty)
         pty.write(Array("echo h''i\n".utf8))
         #expect(try await screen.waitFor("hi\r\n").contains("hi"))
@@ -44,5 +46,28 @@ struct PTYTests {
         #expect(try await screen.waitFor("40 132").contains("40 132"))
         pty.write(Array("exit 7\n".utf8))
         #expect(try await pty.exitStatus() == 7)
+    }
+
+    @Test("Without a PTY: stdin streams in, stdout and stderr stay apart, EOF ends it")
+    func streamingProcess() async throws {
+        let testbed = try await Testbed.shared()
+        let connection = try await SSHConnection.connect(to: testbed.endpoint("m1"))
+        defer { Task { await connection.close() } }
+        let process = try await connection.start("while read line; do echo out:$line; echo err:$line >&2; done; exit 3")
+        var stdout: [UInt8] = []
+        var stderr: [UInt8] = []
+        var output = process.output.makeAsyncIterator()
+        process.write(Array("one\n".utf8))
+        while !String(decoding: stdout, as: UTF8.self).contains("out:one"), let chunk = await output.next() {
+            if case .stdout(let bytes) = chunk { stdout += bytes } else if case .stderr(let bytes) = chunk { stderr += bytes }
+        }
+        process.write(Array("two\n".utf8))
+        process.closeInput()
+        while let chunk = await output.next() {
+            if case .stdout(let bytes) = chunk { stdout += bytes } else if case .stderr(let bytes) = chunk { stderr += bytes }
+        }
+        #expect(String(decoding: stdout, as: UTF8.self) == "out:one\nout:two\n")
+        #expect(String(decoding: stderr, as: UTF8.self) == "err:one\nerr:two\n")
+        #expect(try await process.exitStatus() == 3)
     }
 }

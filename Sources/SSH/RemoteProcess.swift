@@ -1,13 +1,14 @@
-/// A command running on a pseudo-terminal: write keystrokes, read the screen's bytes, resize,
-/// and await the exit status. Over a PTY stderr is merged into the output and lines end in CRLF.
-public final class PTYChannel: Sendable {
+/// A command running on its own channel that the caller talks to as it runs: write its input,
+/// read its output as it arrives, resize its terminal, await its exit status. On a PTY, stderr
+/// is merged into stdout and lines end in CRLF.
+public final class RemoteProcess: Sendable {
     /// Output as it arrives; finishes when the command has ended and the channel closed.
-    public let output: AsyncStream<[UInt8]>
+    public let output: AsyncStream<OutputChunk>
     private let operation: ChannelOperation
     private let loop: SessionLoop
     private let finished: OneShot<Result<ExecResult, SSHError>>
 
-    init(operation: ChannelOperation, loop: SessionLoop, output: AsyncStream<[UInt8]>, finished: OneShot<Result<ExecResult, SSHError>>) {
+    init(operation: ChannelOperation, loop: SessionLoop, output: AsyncStream<OutputChunk>, finished: OneShot<Result<ExecResult, SSHError>>) {
         self.operation = operation
         self.loop = loop
         self.output = output
@@ -20,7 +21,8 @@ public final class PTYChannel: Sendable {
         loop.wake()
     }
 
-    /// Tells the remote terminal its new size (it sends SIGWINCH to the command).
+    /// Tells the remote terminal its new size (it sends SIGWINCH to the command); ignored
+    /// without a PTY.
     public func resize(_ size: TerminalSize) {
         operation.mailbox.letters.withLock { $0.resize = size }
         loop.wake()
@@ -32,7 +34,7 @@ public final class PTYChannel: Sendable {
         loop.wake()
     }
 
-    /// Stops the command's channel now; `exitStatus()` then throws.
+    /// Stops the command's channel now; `exitStatus()` then throws if it had not ended.
     public func close() {
         operation.mailbox.letters.withLock { $0.abandon = SSHError(.channel, "the terminal was closed", commandStarted: true) }
         loop.wake()

@@ -1,0 +1,107 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import ResallocAPI
+
+/// The master's HTTP API as Swift calls. One source of truth for the wire: `ResallocAPI`.
+public struct ResallocClient: Sendable {
+    public let server: String
+    public var token: String?
+    public var timeout: TimeAmount = .minutes(35)
+
+    public init(server: String, token: String?) {
+        self.server = server.hasSuffix("/") ? String(server.dropLast()) : server
+        self.token = token
+    }
+
+    public func register(_ name: String, password: String) async throws -> Reply {
+        try await call(.POST, "/register", body: Credentials(name: name, password: password), authenticated: false)
+    }
+
+    public func login(_ name: String, password: String) async throws -> LoginReply {
+        try await call(.POST, "/login", body: Credentials(name: name, password: password), authenticated: false)
+    }
+
+    public func logout() async throws -> Reply { try await call(.POST, "/logout") }
+
+    public func resources() async throws -> [ResourceInfo] { try await payload(.GET, "/resource") }
+
+    public func createResource(_ name: String, dockerfile: String) async throws -> Payload<ResourceInfo> {
+        try await call(.POST, "/resource", body: ResourceRequest(name: name, file: dockerfile))
+    }
+
+    public func deleteResource(_ name: String) async throws -> Reply { try await call(.DELETE, "/resource/\(escape(name))") }
+
+    public func machines() async throws -> [MachineInfo] { try await payload(.GET, "/machine") }
+
+    public func createMachine(_ name: String, login: String, address: String, capacity: Int?) async throws -> Payload<MachineInfo> {
+        try await call(.POST, "/machine", body: MachineRequest(name: name, username: login, ip: address, capacity: capacity))
+    }
+
+    public func deleteMachine(_ name: String, force: Bool) async throws -> Reply {
+        try await call(.DELETE, "/machine/\(escape(name))\(force ? "?force=true" : "")")
+    }
+
+    public func leases(all: Bool) async throws -> [LeaseInfo] { try await payload(.GET, all ? "/lease?all=true" : "/lease") }
+
+    public func lease(_ name: String) async throws -> LeaseInfo { try await payload(.GET, "/lease/\(escape(name))") }
+
+    public func createLease(_ resource: String, name: String, ttl: String?) async throws -> Payload<LeaseInfo> {
+        try await call(.POST, "/lease", body: LeaseRequest(resourceName: resource, leaseName: name, ttl: ttl))
+    }
+
+    public func deleteLease(_ name: String) async throws -> Reply { try await call(.DELETE, "/lease/\(escape(name))") }
+
+    public func extendLease(_ name: String, ttl: String) async throws -> Payload<LeaseInfo> {
+        try await call(.POST, "/lease/\(escape(name))/extend", body: NameRequest(name: name, ttl: ttl))
+    }
+
+    public func users() async throws -> [UserInfo] { try await payload(.GET, "/user") }
+
+    public func approve(_ name: String) async throws -> Payload<UserInfo> { try await call(.POST, "/user/\(escape(name))/approve") }
+
+    // MARK: - Plumbing
+
+    private func payload<T: Codable & Sendable>(_ method: HTTPMethod, _ path: String) async throws -> T {
+        let reply: Payload<T> = try await call(method, path)
+        return reply.value
+    }
+
+    private func call<R: Decodable>(_ method: HTTPMethod, _ path: String, authenticated: Bool = true) async throws -> R {
+        try await call(method, path, body: Optional<Reply>.none, authenticated: authenticated)
+    }
+
+    private func call<B: Encodable, R: Decodable>(_ method: HTTPMethod, _ path: String, body: B?, authenticated: Bool = true) async throws -> R {
+        var request = HTTPClientRequest(url: server + path)
+        request.method = method
+        request.headers.add(name: "Content-Type", value: "application/json")
+        if authenticated {
+            guard let token else { throw ClientError.notLoggedIn }
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        }
+        if let body { request.body = .bytes(ByteBuffer(bytes: try WireCoding.encoder().encode(body))) }
+        let response: HTTPClientResponse
+        let bytes: ByteBuffer
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+            bytes = try await response.body.collect(upTo: 16 * 1024 * 1024)
+        } catch {
+            throw ClientError.unreachable(url: server, detail: "\(error)")
+        }
+        let data = Data(bytes.readableBytesView)
+        guard (200..<300).contains(response.status.code) else {
+            let message = (try? JSONDecoder().decode(Reply.self, from: data))?.message ?? "HTTP \(response.status.code)"
+            throw ClientError.server(status: Int(response.status.code), message: message)
+        }
+        do {
+            return try WireCoding.decoder().decode(R.self, from: data)
+        } catch {
+            throw ClientError.protocolError("\(error)")
+        }
+    }
+
+    private func escape(_ segment: String) -> String {
+        segment.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_"))) ?? segment
+    }
+}

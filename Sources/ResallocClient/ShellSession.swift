@@ -1,0 +1,87 @@
+import Foundation
+import HTTPTypes
+import HummingbirdWSClient
+import Logging
+import NIOCore
+import ResallocAPI
+
+/// What the local side of `resalloc ssh` feeds into a session.
+public enum ShellInput: Sendable {
+    case bytes([UInt8])
+    case resize(columns: Int, rows: Int)
+    case endOfInput
+}
+
+/// One `resalloc ssh` session over the master's WebSocket: sends `start`, relays `input` out,
+/// hands output to `onOutput`, and returns the remote exit status.
+public struct ShellSession: Sendable {
+    public let client: ResallocClient
+
+    public init(client: ResallocClient) { self.client = client }
+
+    /// Runs the session to its end. Throws when the connection breaks before an exit status.
+    public func run(
+        lease: String, start: ShellStart, input: AsyncStream<ShellInput>, onOutput: @escaping @Sendable (ShellStream, ByteBuffer) -> Void
+    ) async throws -> Int32 {
+        guard let token = client.token else { throw ClientError.notLoggedIn }
+        // A plain GET first: ownership, state and reachability come back as sentences.
+        let info = try await client.lease(lease)
+        guard info.state == "running" else { throw ClientError.server(status: 409, message: "lease \(lease) is \(info.state), not running") }
+        let url = client.server.replacingOccurrences(of: "http://", with: "ws://").replacingOccurrences(of: "https://", with: "wss://")
+            + "/lease/\(lease)/shell"
+        var configuration = WebSocketClientConfiguration()
+        configuration.additionalHeaders = [.authorization: "Bearer \(token)"]
+        configuration.maxFrameSize = 1 << 20
+        let outcome = Outcome()
+        var logger = Logger(label: "resalloc.ssh")
+        logger.logLevel = .critical
+        do {
+            try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
+                try await outbound.write(.text(Self.encode(start)))
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await item in input {
+                            switch item {
+                            case .bytes(let bytes): try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+                            case .resize(let columns, let rows): try await outbound.write(.text(Self.encode(ShellControl(type: .resize, columns: columns, rows: rows))))
+                            case .endOfInput: try await outbound.write(.text(Self.encode(ShellControl(type: .eof))))
+                            }
+                        }
+                    }
+                    for try await message in inbound.messages(maxSize: 1 << 22) {
+                        switch message {
+                        case .binary(var buffer):
+                            guard let tag: UInt8 = buffer.readInteger(), let stream = ShellStream(rawValue: tag) else { continue }
+                            onOutput(stream, buffer)
+                        case .text(let text):
+                            guard let event = try? JSONDecoder().decode(ShellEvent.self, from: Data(text.utf8)) else { continue }
+                            outcome.set(event)
+                        }
+                    }
+                    group.cancelAll()
+                }
+            }
+        } catch {
+            if outcome.event == nil { throw ClientError.unreachable(url: client.server, detail: "the shell connection failed: \(error)") }
+        }
+        guard let event = outcome.event else {
+            throw ClientError.unreachable(url: client.server, detail: "the connection to the master closed before the shell ended")
+        }
+        switch event.type {
+        case .exit: return event.status ?? 255
+        case .error: throw ClientError.server(status: 502, message: event.message ?? "the shell failed")
+        }
+    }
+
+    static func encode<T: Encodable>(_ value: T) -> String {
+        String(decoding: (try? JSONEncoder().encode(value)) ?? Data(), as: UTF8.self)
+    }
+}
+
+/// The last event the master sent, set from the WebSocket handler.
+private final class Outcome: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: ShellEvent?
+    func set(_ event: ShellEvent) { lock.withLock { stored = event } }
+    var event: ShellEvent? { lock.withLock { stored } }
+}

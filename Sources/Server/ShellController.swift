@@ -1,0 +1,130 @@
+import Core
+import Docker
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import ResallocAPI
+import SSH
+import Store
+
+/// The request context of the WebSocket upgrade router.
+struct ShellRequestContext: RequestContext, WebSocketRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let webSocket: WebSocketHandlerReference<Self>
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        webSocket = .init()
+    }
+}
+
+/// `GET /lease/{name}/shell`: a WebSocket bridged to `docker exec` in the lease's container over
+/// the machine's SSH connection. The caller's token and ownership of a running lease are checked
+/// before the upgrade, so a refused request is an ordinary JSON error and opens nothing remote.
+struct ShellController {
+    let master: Master
+
+    var router: Router<ShellRequestContext> {
+        let router = Router(context: ShellRequestContext.self)
+        router.add(middleware: APIErrorMiddleware<ShellRequestContext>())
+        router.ws("/lease/:name/shell") { request, context in
+            _ = try target(request, context.parameters)
+            return .upgrade([:])
+        } onUpgrade: { inbound, outbound, context in
+            let logger = context.logger
+            do {
+                let (machine, container) = try target(context.request, context.requestContext.parameters)
+                try await relay(inbound, outbound, machine: machine, container: container, logger: logger)
+            } catch {
+                let failure = MasterError.from(error)
+                logger.notice("shell failed", metadata: ["error": "\(failure)"])
+                try? await outbound.write(.text(Self.encode(ShellEvent(type: .error, message: failure.message))))
+                try? await outbound.close(.unexpectedServerError, reason: nil)
+            }
+        }
+        return router
+    }
+
+    /// The machine and container of the caller's running lease named in the path.
+    private func target(_ request: Request, _ parameters: Parameters) throws -> (Machine, String) {
+        let caller = try Endpoint.authenticate(request, accounts: master.accounts)
+        let listing = try master.lease(named: try parameters.require("name"), for: caller.user)
+        guard listing.lease.state == .running, let machineID = listing.lease.machineId else {
+            throw MasterError(.conflict, "lease \(listing.lease.name) is \(listing.lease.state.rawValue), not running")
+        }
+        guard let machine = try master.database.machine(id: machineID) else { throw MasterError(.notFound, "the lease's machine is gone") }
+        return (machine, listing.lease.containerName(masterID: master.masterID))
+    }
+
+    private func relay(
+        _ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, machine: Machine, container: String, logger: Logger
+    ) async throws {
+        var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+        guard case .text(let text) = try await messages.next(), let start = try? JSONDecoder().decode(ShellStart.self, from: Data(text.utf8)) else {
+            throw MasterError(.invalid, "the first message must be a ShellStart")
+        }
+        let docker = master.fleet.docker(on: machine)
+        let size = TerminalSize(columns: min(max(start.columns, 1), 1000), rows: min(max(start.rows, 1), 1000))
+        let process: RemoteProcess
+        if start.tty {
+            if let command = start.command, !command.isEmpty {
+                process = try await docker.start(container, command, pty: (start.term, size))
+            } else {
+                process = try await docker.openShell(container, term: start.term, size: size)
+            }
+        } else {
+            guard let command = start.command, !command.isEmpty else { throw MasterError(.invalid, "without a terminal, say which command to run") }
+            process = try await docker.start(container, command)
+        }
+        logger.info("shell opened", metadata: ["machine": "\(machine.name)", "container": "\(container)", "tty": "\(start.tty)"])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await chunk in process.output {
+                    var buffer = ByteBuffer()
+                    switch chunk {
+                    case .stdout(let bytes):
+                        buffer.writeInteger(ShellStream.stdout.rawValue)
+                        buffer.writeBytes(bytes)
+                    case .stderr(let bytes):
+                        buffer.writeInteger(ShellStream.stderr.rawValue)
+                        buffer.writeBytes(bytes)
+                    }
+                    try await outbound.write(.binary(buffer))
+                }
+                let event: ShellEvent
+                do {
+                    event = ShellEvent(type: .exit, status: try await process.exitStatus())
+                } catch {
+                    event = ShellEvent(type: .error, message: MasterError.from(error, machine: machine.name).message)
+                }
+                try await outbound.write(.text(Self.encode(event)))
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+            // The client's side: input, resizes, end of input, until it closes.
+            while let message = try await messages.next() {
+                switch message {
+                case .binary(let buffer):
+                    process.write(Array(buffer: buffer))
+                case .text(let text):
+                    guard let control = try? JSONDecoder().decode(ShellControl.self, from: Data(text.utf8)) else { continue }
+                    switch control.type {
+                    case .resize:
+                        process.resize(TerminalSize(columns: min(max(control.columns ?? 80, 1), 1000), rows: min(max(control.rows ?? 24, 1), 1000)))
+                    case .eof:
+                        process.closeInput()
+                    }
+                }
+            }
+            // The client left: stop the remote side if it still runs.
+            process.close()
+            try await group.waitForAll()
+        }
+        logger.info("shell closed", metadata: ["machine": "\(machine.name)", "container": "\(container)"])
+    }
+
+    static func encode<T: Encodable>(_ value: T) -> String {
+        String(decoding: (try? JSONEncoder().encode(value)) ?? Data(), as: UTF8.self)
+    }
+}

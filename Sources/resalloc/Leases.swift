@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+import ResallocAPI
+import ResallocClient
+
+struct Leases: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lease", abstract: "Your containers.", subcommands: [List.self, Create.self, Delete.self, Extend.self],
+        defaultSubcommand: List.self, aliases: ["leases"])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List your leases (admins: --all).", discussion: "Example: resalloc lease list --json")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var output: OutputOptions
+        @Flag(help: "Everyone's leases (admins).") var all = false
+        func run() async throws {
+            try await Resalloc.perform {
+                let leases = try await global.client.leases(all: all)
+                if output.json { return try Output.json(leases) }
+                let now = Date()
+                Output.table(
+                    (all ? ["OWNER"] : []) + ["NAME", "RESOURCE", "MACHINE", "STATE", "AGE", "LEFT"],
+                    leases.map {
+                        (all ? [$0.owner] : []) + [$0.name, $0.resourceName, $0.machine ?? "-", $0.state,
+                         Output.duration(now.timeIntervalSince($0.createdAt)), Output.duration($0.expiresAt.timeIntervalSince(now))]
+                    })
+            }
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Lease a resource: a machine is picked, the image built there if needed, a container started.",
+            discussion: "Example: resalloc lease create busybox mylease --ttl 2h")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The resource to lease.") var resource: String
+        @Argument(help: "Your name for the lease.") var name: String
+        @Option(help: "How long it lasts: 90s, 15m, 2h, 1d (default: the master's).") var ttl: String?
+        func run() async throws {
+            try await Resalloc.perform {
+                let reply = try await global.client.createLease(resource, name: name, ttl: ttl)
+                print("\(reply.message); it ends in \(Output.duration(reply.value.expiresAt.timeIntervalSinceNow)). Open a shell: resalloc ssh \(name)")
+            }
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a lease and its container.", discussion: "Example: resalloc lease delete mylease")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The lease's name.") var name: String
+        func run() async throws {
+            try await Resalloc.perform { print(try await global.client.deleteLease(name).message) }
+        }
+    }
+
+    struct Extend: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Let a lease end TTL from now.", discussion: "Example: resalloc lease extend mylease --ttl 1h")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The lease's name.") var name: String
+        @Option(help: "90s, 15m, 2h or 1d.") var ttl: String
+        func run() async throws {
+            try await Resalloc.perform {
+                let reply = try await global.client.extendLease(name, ttl: ttl)
+                print("lease \(name) now ends in \(Output.duration(reply.value.expiresAt.timeIntervalSinceNow))")
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import NIOCore
+import ResallocAPI
+import ResallocClient
+
+struct SSH: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Open a shell in one of your leases, or run a command there.",
+        discussion: """
+            With a terminal: an interactive shell (bash if the image has it, else sh); the window size follows
+            yours, Ctrl-C and Ctrl-D go to the remote shell, and resalloc exits with the shell's status.
+            With -- COMMAND, or when stdin is not a terminal: the command runs without a terminal, stdin is
+            piped in and stdout and stderr stay apart.
+            Examples:
+              resalloc ssh mylease
+              resalloc ssh mylease -- ls -l /
+              echo hi | resalloc ssh mylease -- cat
+            """)
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The lease's name.") var name: String
+    @Argument(parsing: .postTerminator, help: "A command to run instead of a shell.") var command: [String] = []
+
+    func run() async throws {
+        let interactive = Terminal.isInteractive && command.isEmpty
+        if !interactive && command.isEmpty {
+            throw ValidationError("stdin is not a terminal: say what to run, as resalloc ssh \(name) -- COMMAND")
+        }
+        let terminal = Terminal()
+        let size = Terminal.size
+        let start = ShellStart(
+            tty: interactive, term: ProcessInfo.processInfo.environment["TERM"] ?? "xterm", columns: size.columns, rows: size.rows,
+            command: command.isEmpty ? nil : command)
+        let (input, continuation) = AsyncStream.makeStream(of: ShellInput.self)
+        var sources: [any DispatchSourceSignal] = []
+        // Leave the terminal as it was on every way out, signals included.
+        for signalNumber in [SIGTERM, SIGHUP, SIGINT] where interactive || signalNumber != SIGINT {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                terminal.restore()
+                FileHandle.standardError.write(Data("\r\nresalloc: interrupted\n".utf8))
+                Foundation.exit(128 + signalNumber)
+            }
+            source.resume()
+            sources.append(source)
+        }
+        if interactive {
+            let resize = DispatchSource.makeSignalSource(signal: SIGWINCH, queue: .global())
+            signal(SIGWINCH, SIG_IGN)
+            resize.setEventHandler {
+                let size = Terminal.size
+                continuation.yield(.resize(columns: size.columns, rows: size.rows))
+            }
+            resize.resume()
+            sources.append(resize)
+        }
+        Self.readStandardInput(into: continuation)
+
+        if interactive { terminal.enterRawMode() }
+        defer { terminal.restore() }
+        let status: Int32
+        do {
+            status = try await ShellSession(client: global.client).run(lease: name, start: start, input: input) { stream, buffer in
+                let bytes = Data(buffer.readableBytesView)
+                (stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput).write(bytes)
+            }
+        } catch let error as ClientError {
+            terminal.restore()
+            FileHandle.standardError.write(Data("\(interactive ? "\r\n" : "")resalloc: \(error)\n".utf8))
+            throw ExitCode(255)
+        }
+        terminal.restore()
+        sources.forEach { $0.cancel() }
+        throw ExitCode(status)
+    }
+
+    /// Standard input on a thread of its own (a blocking read must not hold a Swift task).
+    static func readStandardInput(into continuation: AsyncStream<ShellInput>.Continuation) {
+        let thread = Thread {
+            var buffer = [UInt8](repeating: 0, count: 32 * 1024)
+            while true {
+                let count = read(STDIN_FILENO, &buffer, buffer.count)
+                if count > 0 {
+                    continuation.yield(.bytes(Array(buffer[0..<count])))
+                } else if count < 0 && errno == EINTR {
+                    continue
+                } else {
+                    continuation.yield(.endOfInput)
+                    return
+                }
+            }
+        }
+        thread.start()
+    }
+}
