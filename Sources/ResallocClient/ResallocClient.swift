@@ -84,7 +84,7 @@ public struct ResallocClient: Sendable {
         let response: HTTPClientResponse
         let bytes: ByteBuffer
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+            response = try await Self.http.execute(request, timeout: timeout)
             bytes = try await response.body.collect(upTo: 16 * 1024 * 1024)
         } catch {
             throw ClientError.unreachable(url: server, detail: "\(error)")
@@ -100,6 +100,15 @@ public struct ResallocClient: Sendable {
             throw ClientError.protocolError("\(error)")
         }
     }
+
+    /// Fails at once when nothing listens (the shared client retries until its deadline), and
+    /// gives a master 5 s to accept the connection. Lives as long as the process.
+    private static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(5)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
 
     private func escape(_ segment: String) -> String {
         segment.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_"))) ?? segment

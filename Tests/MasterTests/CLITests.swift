@@ -1,0 +1,224 @@
+import Foundation
+import Testbed
+import Testing
+
+/// The real `resalloc` binary, run as a user would, with its own HOME.
+struct CLI {
+    let server: String
+    let home: String
+
+    static var binary: String { "\(repositoryRoot)/.build/debug/resalloc" }
+    static var masterBinary: String { "\(repositoryRoot)/.build/debug/resalloc-master" }
+    static var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    init(server: String) throws {
+        self.server = server
+        home = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-cli-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+    }
+
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    /// Runs `resalloc arguments…` with `stdin` piped in (not a terminal).
+    @discardableResult
+    func run(_ arguments: [String], stdin: String = "") throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = arguments
+        process.environment = ["HOME": home, "RESALLOC_URL": server, "PATH": "/usr/bin:/bin"]
+        let out = Pipe()
+        let err = Pipe()
+        let input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        input.fileHandleForWriting.write(Data(stdin.utf8))
+        try input.fileHandleForWriting.close()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// Runs and requires exit status 0; returns stdout.
+    @discardableResult
+    func ok(_ arguments: String...) throws -> String {
+        let result = try run(arguments)
+        guard result.status == 0 else { throw TestbedError("resalloc \(arguments.joined(separator: " ")) exited \(result.status): \(result.stderr)") }
+        return result.stdout
+    }
+
+    /// The environment line for a shell that runs the CLI.
+    var exports: String { "export HOME=\(home) RESALLOC_URL=\(server) PATH=\(URL(fileURLWithPath: Self.binary).deletingLastPathComponent().path):/usr/bin:/bin" }
+}
+
+/// A tmux session: a real pseudo-terminal to type into and read from.
+struct TmuxScreen {
+    let name = "resalloc-test-\(UUID().uuidString.prefix(8))"
+
+    init(columns: Int = 100, rows: Int = 30) throws {
+        try Testbed.run(["tmux", "new-session", "-d", "-s", name, "-x", String(columns), "-y", String(rows), "sh"])
+    }
+
+    func type(_ text: String) throws { try Testbed.run(["tmux", "send-keys", "-t", name, "-l", text]); try Testbed.run(["tmux", "send-keys", "-t", name, "Enter"]) }
+    func screen() throws -> String { try Testbed.run(["tmux", "capture-pane", "-p", "-t", name]) }
+    func resize(columns: Int, rows: Int) throws { try Testbed.run(["tmux", "resize-window", "-t", name, "-x", String(columns), "-y", String(rows)]) }
+
+    /// Waits until the screen shows `needle`; returns the screen.
+    func waitFor(_ needle: String, seconds: Double = 20) async throws -> String {
+        let deadline = Date() + seconds
+        while Date() < deadline {
+            let text = try screen()
+            if text.contains(needle) { return text }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestbedError("'\(needle)' never showed; the screen was:\n\(try screen())")
+    }
+
+    func close() { _ = try? Testbed.run(["tmux", "kill-session", "-t", name]) }
+}
+
+@Suite("The resalloc command line", .serialized)
+struct CLITests {
+    @Test("The seed README's journey: register, login, resources create, machine create, lease create, ssh, lease delete")
+    func journey() async throws {
+        try await withMaster { api, testbed, databasePath in
+            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
+            let machine = testbed.machine("m1")
+            #expect(try cli.ok("register", "alice", "alice-password").contains("admin"))
+            #expect(try cli.ok("login", "alice", "alice-password") == "logged in as alice\n")
+            let config = "\(cli.home)/.config/resalloc/config.json"
+            #expect((try FileManager.default.attributesOfItem(atPath: config)[.posixPermissions] as? Int) == 0o600)
+            #expect((try FileManager.default.attributesOfItem(atPath: "\(cli.home)/.config/resalloc")[.posixPermissions] as? Int) == 0o700)
+            try cli.ok("resources", "create", "busybox", #"FROM busybox \nRUN echo journey > /journey"#)
+            let resources = try cli.ok("resources", "list", "--json")
+            #expect(resources.contains(#""File" : "FROM busybox \nRUN echo journey > \/journey""#))
+            try cli.ok("machine", "create", "m1", machine.login, machine.host)
+            #expect(try cli.ok("machines").contains("m1"))
+            #expect(try cli.ok("lease", "create", "busybox", "mylease", "--ttl", "2h").contains("runs on m1"))
+            let table = try cli.ok("leases")
+            #expect(table.hasPrefix("NAME"))
+            #expect(table.contains("mylease") && table.contains("running") && table.contains("1h59m"))
+            #expect(try cli.ok("ssh", "mylease", "--", "cat", "/journey") == "journey\n")
+
+            let piped = try cli.run(["ssh", "mylease", "--", "cat"], stdin: "hi from stdin\n")
+            #expect(piped.stdout == "hi from stdin\n")
+            #expect(piped.status == 0)
+            let split = try cli.run(["ssh", "mylease", "--", "sh", "-c", "echo to-out; echo to-err >&2; exit 4"])
+            #expect(split.stdout == "to-out\n")
+            #expect(split.stderr == "to-err\n")
+            #expect(split.status == 4)
+
+            try cli.ok("lease", "delete", "mylease")
+            #expect(try leaseContainers(testbed, "m1", master: try masterID(databasePath)).isEmpty)
+            try cli.ok("logout")
+            let after = try cli.run(["leases"])
+            #expect(after.status != 0)
+            #expect(after.stderr.contains("resalloc login"))
+        }
+    }
+
+    @Test("Errors are one line on stderr with what to do next")
+    func errors() async throws {
+        let nowhere = try CLI(server: "http://127.0.0.1:1")
+        let down = try nowhere.run(["login", "x", "yyyyyyyy"])
+        #expect(down.status != 0)
+        #expect(down.stderr.contains("cannot reach the master at http://127.0.0.1:1"))
+        #expect(down.stderr.split(separator: "\n").count == 1)
+        let anonymous = try nowhere.run(["leases"])
+        #expect(anonymous.stderr == "resalloc: not logged in: run resalloc login NAME PASSWORD\n")
+        let help = try nowhere.run(["lease", "create", "--help"])
+        #expect(help.stdout.contains("Example: resalloc lease create busybox mylease"))
+    }
+
+    @Test("An interactive shell on a real terminal: type, resize, exit 5, terminal restored; another user's lease refused")
+    func interactive() async throws {
+        try await withMaster { api, testbed, databasePath in
+            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
+            let machine = testbed.machine("m1")
+            try cli.ok("register", "admin", "admin-password")
+            try cli.ok("login", "admin", "admin-password")
+            try cli.ok("resources", "create", "busybox", "FROM busybox")
+            try cli.ok("machine", "create", "m1", machine.login, machine.host)
+            try cli.ok("lease", "create", "busybox", "box")
+            let container = "resalloc-\(try masterID(databasePath).prefix(8))-1"
+
+            let tmux = try TmuxScreen(columns: 100, rows: 30)
+            defer { tmux.close() }
+            try tmux.type("\(cli.exports); stty -g > \(cli.home)/before; resalloc ssh box; echo EXIT=$?; stty -g > \(cli.home)/after")
+            _ = try await tmux.waitFor("/ #")
+            try tmux.type("stty size; echo typed-\("$((6*7))"); touch /typed-here")
+            #expect(try await tmux.waitFor("30 100").contains("typed-42"))
+            try tmux.resize(columns: 120, rows: 40)
+            try await Task.sleep(for: .milliseconds(300))
+            try tmux.type("stty size")
+            _ = try await tmux.waitFor("40 120")
+            try tmux.type("exit 5")
+            _ = try await tmux.waitFor("EXIT=5")
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try String(contentsOfFile: "\(cli.home)/before", encoding: .utf8) == (try String(contentsOfFile: "\(cli.home)/after", encoding: .utf8)))
+            #expect(try testbed.docker("m1", ["exec", container, "ls", "/typed-here"]) == "/typed-here\n")
+
+            // Another user's lease: refused before anything opens on the machine.
+            try cli.ok("register", "mallory", "mallory-password")
+            _ = try await api.call(.post, "/user/mallory/approve", token: try await api.login("admin", password: "admin-password", register: false))
+            let other = try CLI(server: cli.server)
+            try other.ok("login", "mallory", "mallory-password")
+            let sessionsBefore = testbed.sshdLog("m1").components(separatedBy: "Starting session").count
+            let refused = try other.run(["ssh", "box", "--", "id"])
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains("no lease box"))
+            #expect(testbed.sshdLog("m1").components(separatedBy: "Starting session").count == sessionsBefore)
+            try cli.ok("lease", "delete", "box")
+        }
+    }
+
+    @Test("Killing the master mid-session ends the CLI with a clear message and a restored terminal")
+    func masterDies() async throws {
+        let testbed = try await Testbed.shared()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-kill-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let port = Int.random(in: 20000...29999)
+        let master = Process()
+        master.executableURL = URL(fileURLWithPath: CLI.masterBinary)
+        master.arguments = ["serve", "--port", String(port), "--db", "\(directory)/resalloc.db", "--key", testbed.keys["ed25519"]!, "--log-level-name", "warning"]
+        try master.run()
+        defer { if master.isRunning { kill(master.processIdentifier, SIGKILL) } }
+        let cli = try CLI(server: "http://127.0.0.1:\(port)")
+        var ready = false
+        for _ in 0..<100 where !ready {
+            ready = (try? cli.run(["register", "admin", "admin-password"]))?.status == 0
+            if !ready { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(ready)
+        let machine = testbed.machine("m2")
+        try cli.ok("login", "admin", "admin-password")
+        try cli.ok("resources", "create", "busybox", "FROM busybox")
+        try cli.ok("machine", "create", "m2", machine.login, machine.host)
+        try cli.ok("lease", "create", "busybox", "doomed")
+
+        let tmux = try TmuxScreen()
+        defer { tmux.close() }
+        try tmux.type("\(cli.exports); stty -g > \(cli.home)/before; resalloc ssh doomed; echo EX''IT=$?; stty -g > \(cli.home)/after")
+        _ = try await tmux.waitFor("/ #")
+        kill(master.processIdentifier, SIGKILL)
+        let screen = try await tmux.waitFor("EXIT=")
+        #expect(screen.contains("resalloc: cannot reach the master"))
+        #expect(screen.contains("EXIT=255"))
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try String(contentsOfFile: "\(cli.home)/before", encoding: .utf8) == (try String(contentsOfFile: "\(cli.home)/after", encoding: .utf8)))
+        // Leave m2 as we found it.
+        let leftovers = try testbed.docker("m2", ["ps", "-aq", "--filter", "label=resalloc.lease"]).split(separator: "\n").map(String.init)
+        let mine = try leftovers.filter { id in
+            try testbed.docker("m2", ["inspect", "--format", "{{index .Config.Labels \"resalloc.master\"}}", id]).hasPrefix(try masterID("\(directory)/resalloc.db"))
+        }
+        if !mine.isEmpty { try testbed.docker("m2", ["rm", "-f"] + mine) }
+    }
+}
