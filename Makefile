@@ -32,7 +32,7 @@ build: deps ## build everything (debug)
 
 test: deps keys ## run every test against real local machines (needs root for them)
 	@$(SUDO) true
-	$(SUDO) $(TESTBED) start 5 >/dev/null
+	$(SUDO) $(TESTBED) start 6 >/dev/null
 	swift build --build-tests
 	swift test --skip-build; status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
 

@@ -110,3 +110,12 @@ public struct ContainerSpec: Sendable, Equatable {
         self.command = command
     }
 }
+
+/// A container as `RemoteDocker.containers(labelled:_:showing:)` lists it.
+public struct LabelledContainer: Sendable, Equatable {
+    public var name: String
+    /// `running`, `exited`, `created`, …
+    public var state: String
+    /// The value of the label asked for (empty when absent).
+    public var label: String
+}

@@ -110,6 +110,21 @@ public struct RemoteDocker: Sendable {
         }
     }
 
+    /// Containers (running or not) labelled `key=value`, with their name, state and the value of
+    /// the label `show`: one `docker ps` for a whole machine, whatever its size.
+    public func containers(labelled key: String, _ value: String, showing show: String) async throws(DockerError) -> [LabelledContainer] {
+        try DockerNames.validateLabel(key: key, value: value)
+        try DockerNames.validateLabel(key: show, value: "")
+        let format = "{{.Names}}\t{{.State}}\t{{.Label \"\(show)\"}}"
+        let result = try await run(["ps", "--all", "--no-trunc", "--filter", "label=\(key)=\(value)", "--format", format])
+        guard result.succeeded else { throw failure("ps", result) }
+        return result.stdoutText.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            guard fields.count == 3 else { return nil }
+            return LabelledContainer(name: fields[0], state: fields[1], label: fields[2])
+        }
+    }
+
     /// Details of containers by name or id; unknown ones are left out.
     public func inspect(_ containers: [String]) async throws(DockerError) -> [ContainerDetails] {
         guard !containers.isEmpty else { return [] }

@@ -14,6 +14,17 @@ public protocol AppArguments {
     var keyPath: String { get }
     var logLevel: Logger.Level { get }
     var bcryptCost: UInt8 { get }
+    /// A lease's lifetime when the request names none, and the longest one allowed.
+    var defaultTTL: Duration { get }
+    var maxTTL: Duration { get }
+    /// How often the server runs the cleanup pass itself; zero turns it off.
+    var reconcileEvery: Duration { get }
+}
+
+extension AppArguments {
+    public var defaultTTL: Duration { .seconds(86400) }
+    public var maxTTL: Duration { .seconds(7 * 86400) }
+    public var reconcileEvery: Duration { .seconds(60) }
 }
 
 /// The one composition root: opens the database, assembles the domain and the routes.
@@ -23,13 +34,23 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
         logger.logLevel = arguments.logLevel
         return logger
     }()
-    let master = try Master(databasePath: arguments.databasePath, keyPath: arguments.keyPath, logger: logger, bcryptCost: arguments.bcryptCost)
+    var assembled = try Master(databasePath: arguments.databasePath, keyPath: arguments.keyPath, logger: logger, bcryptCost: arguments.bcryptCost)
+    guard arguments.defaultTTL > .zero, arguments.defaultTTL <= arguments.maxTTL else {
+        throw MasterError(.invalid, "the default lease lifetime must be positive and at most the maximum")
+    }
+    assembled.saga.defaultTTL = arguments.defaultTTL
+    assembled.saga.maxTTL = arguments.maxTTL
+    let master = assembled
     let router = buildRouter(master)
+    var services: [any Service] = [MasterShutdown(master: master)]
+    if arguments.reconcileEvery > .zero {
+        services.append(ReconcileService(reconciler: Reconciler(master: master), databasePath: arguments.databasePath, every: arguments.reconcileEvery))
+    }
     return Application(
         router: router,
         server: .http1WebSocketUpgrade(webSocketRouter: ShellController(master: master).router),
         configuration: .init(address: .hostname(arguments.host, port: arguments.port), serverName: "resalloc-master"),
-        services: [MasterShutdown(master: master)],
+        services: services,
         onServerRunning: { channel in
             logger.notice("resalloc-master listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")", "master": "\(master.masterID)"])
         },
@@ -76,5 +97,28 @@ struct MasterShutdown: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await master.shutdown()
+    }
+}
+
+/// The cleanup pass, run by the server every `every` so that cron is a safety net. It takes the
+/// same lock as `resalloc-master cleanup`, so the two never overlap.
+struct ReconcileService: Service {
+    let reconciler: Reconciler
+    let databasePath: String
+    let every: Duration
+
+    func run() async throws {
+        let logger = reconciler.master.logger
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: every)
+                guard !Task.isCancelled else { return }
+                guard let lock = try? CleanupLock(databasePath: databasePath) else { continue }
+                let summary = await reconciler.run(dryRun: false)
+                withExtendedLifetime(lock) {}
+                let level: Logger.Level = summary.problems.isEmpty ? (summary.actions.isEmpty ? .debug : .info) : .warning
+                logger.log(level: level, "reconcile: \(summary.line)", metadata: summary.problems.isEmpty ? nil : ["problems": "\(summary.problems)"])
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ struct ResallocMaster: AsyncParsableCommand {
             Every option also reads from the environment: RESALLOC_DB, RESALLOC_KEY, RESALLOC_HOST, RESALLOC_PORT.
             Example: resalloc-master serve --db /var/lib/resalloc/resalloc.db --key /etc/resalloc/resalloc.pem
             """,
-        subcommands: [Serve.self, Migrate.self, Users.self])
+        subcommands: [Serve.self, Cleanup.self, Migrate.self, Users.self])
 }
 
 /// `--db`, shared by every command.
@@ -45,13 +45,28 @@ extension ResallocMaster {
         @Option(help: "trace, debug, info, notice, warning, error or critical.")
         var logLevelName: String = ProcessInfo.processInfo.environment["RESALLOC_LOG_LEVEL"] ?? "info"
 
+        @Option(name: .customLong("default-ttl"), help: "A lease's lifetime when none is asked for: 90s, 15m, 2h, 1d.")
+        var defaultTTLText = "24h"
+        @Option(name: .customLong("max-ttl"), help: "The longest lease lifetime allowed.")
+        var maxTTLText = "7d"
+        @Option(name: .customLong("reconcile-every"), help: "Run the cleanup pass this often (0 turns it off; cron's resalloc-master cleanup still works).")
+        var reconcileEveryText = "60s"
+
         var databasePath: String { database.path }
         var logLevel: Logger.Level { Logger.Level(rawValue: logLevelName) ?? .info }
         var bcryptCost: UInt8 { 10 }
+        var defaultTTL: Duration { TTL.parse(defaultTTLText) ?? .seconds(86400) }
+        var maxTTL: Duration { TTL.parse(maxTTLText) ?? .seconds(7 * 86400) }
+        var reconcileEvery: Duration { reconcileEveryText == "0" ? .zero : TTL.parse(reconcileEveryText) ?? .seconds(60) }
 
         func validate() throws {
             guard (1...65535).contains(port) else { throw ValidationError("--port must be 1 to 65535") }
             guard Logger.Level(rawValue: logLevelName) != nil else { throw ValidationError("unknown log level \(logLevelName)") }
+            for (flag, text) in [("--default-ttl", defaultTTLText), ("--max-ttl", maxTTLText)] where TTL.parse(text) == nil {
+                throw ValidationError("\(flag) takes 90s, 15m, 2h or 1d; got \(text)")
+            }
+            guard reconcileEveryText == "0" || TTL.parse(reconcileEveryText) != nil else { throw ValidationError("--reconcile-every takes 0, 30s, 5m, …") }
+            guard defaultTTL <= maxTTL else { throw ValidationError("--default-ttl must not exceed --max-ttl") }
             guard FileManager.default.isReadableFile(atPath: keyPath) else {
                 throw ValidationError("cannot read the SSH key \(keyPath): create it with 'make keys' or pass --key")
             }
@@ -60,6 +75,62 @@ extension ResallocMaster {
         func run() async throws {
             let app = try await buildApplication(self)
             try await app.runService()
+        }
+    }
+
+    struct Cleanup: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "One pass that makes the fleet and the database agree, then exit; safe from cron every minute.",
+            discussion: """
+                Expires leases past their time, removes containers labelled with this master's id that no live lease
+                explains, marks leases whose container vanished 'lost', finishes or fails leases stuck mid-creation,
+                purges old failed leases, and marks unreachable machines unhealthy (and healthy again). Containers of
+                other masters are never touched. A lock keeps two passes from overlapping: the second says so and
+                exits 0. Exit status is non-zero only when something could not be done.
+                crontab: * * * * * cd /srv/resalloc && resalloc-master cleanup --db resalloc.db --key resources/resalloc.pem
+                """)
+
+        @OptionGroup var database: DatabaseOptions
+        @Option(name: .customLong("key"), help: "The master's private SSH key (env RESALLOC_KEY).")
+        var keyPath: String = ProcessInfo.processInfo.environment["RESALLOC_KEY"] ?? "resources/resalloc.pem"
+        @Flag(help: "Say what would be done, change nothing.") var dryRun = false
+        @Flag(help: "List every action, not only the summary.") var verbose = false
+        @Option(help: "A lease still being created or deleted after this is finished or failed.") var stuckAfter = "10m"
+        @Option(help: "Each machine's deadline.") var machineTimeout = "20s"
+
+        func validate() throws {
+            guard TTL.parse(stuckAfter) != nil || stuckAfter == "0s" else { throw ValidationError("--stuck-after takes 0s, 30s, 10m, …") }
+            guard TTL.parse(machineTimeout) != nil else { throw ValidationError("--machine-timeout takes 5s, 1m, …") }
+        }
+
+        func run() async throws {
+            guard let lock = try CleanupLock(databasePath: database.path) else {
+                print("another cleanup is running; nothing to do")
+                return
+            }
+            defer { withExtendedLifetime(lock) {} }
+            var logger = Logger(label: "resalloc-master")
+            logger.logLevel = .error
+            let master: Master
+            do {
+                let db = try database.open()
+                try db.requireCurrentSchema()
+                master = try Master(database: db, keyPath: keyPath, logger: logger)
+            } catch {
+                FileHandle.standardError.write(Data("resalloc-master cleanup: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+            var reconciler = Reconciler(master: master)
+            reconciler.stuckAfter = TTL.parse(stuckAfter) ?? .zero
+            reconciler.machineDeadline = TTL.parse(machineTimeout)!
+            let summary = await reconciler.run(dryRun: dryRun)
+            await master.shutdown()
+            if dryRun || verbose {
+                for action in summary.actions { print("\(dryRun ? "would " : "")\(action)") }
+            }
+            for problem in summary.problems { FileHandle.standardError.write(Data("resalloc-master cleanup: \(problem)\n".utf8)) }
+            print((dryRun ? "dry run: " : "") + summary.line)
+            if !summary.problems.isEmpty { throw ExitCode(1) }
         }
     }
 

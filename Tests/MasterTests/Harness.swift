@@ -15,6 +15,7 @@ struct TestArguments: AppArguments {
     var keyPath: String
     var logLevel: Logger.Level = .warning
     var bcryptCost: UInt8 = 4
+    var reconcileEvery: Duration = .zero
 }
 
 /// A JSON reply as a user of the API sees it.

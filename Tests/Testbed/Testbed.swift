@@ -4,7 +4,7 @@ import SSH
 /// The real local test machines of `scripts/testbed`, for tests and benchmarks: sshd on
 /// 127.0.0.1x with its own dockerd each. Keys are generated per process run, never committed.
 ///
-/// Machines m1 and m2 are shared by tests that leave them as they found them; m3, m4 and m5 are
+/// Machines m1 and m2 are shared by tests that leave them as they found them; m3 to m6 are
 /// for the tests that stop or re-key sshd, one test each, so no two tests disturb each other.
 public final class Testbed: Sendable {
     public struct Machine: Sendable {
@@ -16,7 +16,7 @@ public final class Testbed: Sendable {
         public let directory: String
     }
 
-    public static let machineCount = 5
+    public static let machineCount = 6
     public let machines: [Machine]
     /// Authorized keys by type: "ed25519", "ecdsa", "rsa"; "stranger" is an Ed25519 key never
     /// authorized; "reuse-a" and "reuse-b" are authorized keys that only the connection-reuse tests
