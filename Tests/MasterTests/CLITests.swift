@@ -25,9 +25,18 @@ struct CLI {
         let stderr: String
     }
 
-    /// Runs `resalloc arguments…` with `stdin` piped in (not a terminal).
+    /// Runs `resalloc arguments…` with `stdin` piped in (not a terminal). The wait happens on a
+    /// Dispatch thread: the in-process master answering the CLI needs the cooperative pool free.
     @discardableResult
-    func run(_ arguments: [String], stdin: String = "") throws -> Result {
+    func run(_ arguments: [String], stdin: String = "") async throws -> Result {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Swift.Result { try runBlocking(arguments, stdin: stdin) })
+            }
+        }
+    }
+
+    private func runBlocking(_ arguments: [String], stdin: String) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = arguments
@@ -49,8 +58,8 @@ struct CLI {
 
     /// Runs and requires exit status 0; returns stdout.
     @discardableResult
-    func ok(_ arguments: String...) throws -> String {
-        let result = try run(arguments)
+    func ok(_ arguments: String...) async throws -> String {
+        let result = try await run(arguments)
         guard result.status == 0 else { throw TestbedError("resalloc \(arguments.joined(separator: " ")) exited \(result.status): \(result.stderr)") }
         return result.stdout
     }
@@ -92,34 +101,35 @@ struct CLITests {
         try await withMaster { api, testbed, databasePath in
             let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
             let machine = testbed.machine("m1")
-            #expect(try cli.ok("register", "alice", "alice-password").contains("admin"))
-            #expect(try cli.ok("login", "alice", "alice-password") == "logged in as alice\n")
+            #expect(try await cli.ok("register", "alice", "alice-password").contains("admin"))
+            let loggedIn = try await cli.ok("login", "alice", "alice-password")
+            #expect(loggedIn == "logged in as alice\n")
             let config = "\(cli.home)/.config/resalloc/config.json"
             #expect((try FileManager.default.attributesOfItem(atPath: config)[.posixPermissions] as? Int) == 0o600)
             #expect((try FileManager.default.attributesOfItem(atPath: "\(cli.home)/.config/resalloc")[.posixPermissions] as? Int) == 0o700)
-            try cli.ok("resources", "create", "busybox", #"FROM busybox \nRUN echo journey > /journey"#)
-            let resources = try cli.ok("resources", "list", "--json")
+            try await cli.ok("resources", "create", "busybox", #"FROM busybox \nRUN echo journey > /journey"#)
+            let resources = try await cli.ok("resources", "list", "--json")
             #expect(resources.contains(#""File" : "FROM busybox \nRUN echo journey > \/journey""#))
-            try cli.ok("machine", "create", "m1", machine.login, machine.host)
-            #expect(try cli.ok("machines").contains("m1"))
-            #expect(try cli.ok("lease", "create", "busybox", "mylease", "--ttl", "2h").contains("runs on m1"))
-            let table = try cli.ok("leases")
+            try await cli.ok("machine", "create", "m1", machine.login, machine.host)
+            #expect(try await cli.ok("machines").contains("m1"))
+            #expect(try await cli.ok("lease", "create", "busybox", "mylease", "--ttl", "2h").contains("runs on m1"))
+            let table = try await cli.ok("leases")
             #expect(table.hasPrefix("NAME"))
             #expect(table.contains("mylease") && table.contains("running") && table.contains("1h59m"))
-            #expect(try cli.ok("ssh", "mylease", "--", "cat", "/journey") == "journey\n")
+            #expect(try await cli.ok("ssh", "mylease", "--", "cat", "/journey") == "journey\n")
 
-            let piped = try cli.run(["ssh", "mylease", "--", "cat"], stdin: "hi from stdin\n")
+            let piped = try await cli.run(["ssh", "mylease", "--", "cat"], stdin: "hi from stdin\n")
             #expect(piped.stdout == "hi from stdin\n")
             #expect(piped.status == 0)
-            let split = try cli.run(["ssh", "mylease", "--", "sh", "-c", "echo to-out; echo to-err >&2; exit 4"])
+            let split = try await cli.run(["ssh", "mylease", "--", "sh", "-c", "echo to-out; echo to-err >&2; exit 4"])
             #expect(split.stdout == "to-out\n")
             #expect(split.stderr == "to-err\n")
             #expect(split.status == 4)
 
-            try cli.ok("lease", "delete", "mylease")
+            try await cli.ok("lease", "delete", "mylease")
             #expect(try leaseContainers(testbed, "m1", master: try masterID(databasePath)).isEmpty)
-            try cli.ok("logout")
-            let after = try cli.run(["leases"])
+            try await cli.ok("logout")
+            let after = try await cli.run(["leases"])
             #expect(after.status != 0)
             #expect(after.stderr.contains("resalloc login"))
         }
@@ -128,13 +138,13 @@ struct CLITests {
     @Test("Errors are one line on stderr with what to do next")
     func errors() async throws {
         let nowhere = try CLI(server: "http://127.0.0.1:1")
-        let down = try nowhere.run(["login", "x", "yyyyyyyy"])
+        let down = try await nowhere.run(["login", "x", "yyyyyyyy"])
         #expect(down.status != 0)
         #expect(down.stderr.contains("cannot reach the master at http://127.0.0.1:1"))
         #expect(down.stderr.split(separator: "\n").count == 1)
-        let anonymous = try nowhere.run(["leases"])
+        let anonymous = try await nowhere.run(["leases"])
         #expect(anonymous.stderr == "resalloc: not logged in: run resalloc login NAME PASSWORD\n")
-        let help = try nowhere.run(["lease", "create", "--help"])
+        let help = try await nowhere.run(["lease", "create", "--help"])
         #expect(help.stdout.contains("Example: resalloc lease create busybox mylease"))
     }
 
@@ -143,11 +153,11 @@ struct CLITests {
         try await withMaster { api, testbed, databasePath in
             let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
             let machine = testbed.machine("m1")
-            try cli.ok("register", "admin", "admin-password")
-            try cli.ok("login", "admin", "admin-password")
-            try cli.ok("resources", "create", "busybox", "FROM busybox")
-            try cli.ok("machine", "create", "m1", machine.login, machine.host)
-            try cli.ok("lease", "create", "busybox", "box")
+            try await cli.ok("register", "admin", "admin-password")
+            try await cli.ok("login", "admin", "admin-password")
+            try await cli.ok("resources", "create", "busybox", "FROM busybox")
+            try await cli.ok("machine", "create", "m1", machine.login, machine.host)
+            try await cli.ok("lease", "create", "busybox", "box")
             let container = "resalloc-\(try masterID(databasePath).prefix(8))-1"
 
             let tmux = try TmuxScreen(columns: 100, rows: 30)
@@ -167,16 +177,16 @@ struct CLITests {
             #expect(try testbed.docker("m1", ["exec", container, "ls", "/typed-here"]) == "/typed-here\n")
 
             // Another user's lease: refused before anything opens on the machine.
-            try cli.ok("register", "mallory", "mallory-password")
+            try await cli.ok("register", "mallory", "mallory-password")
             _ = try await api.call(.post, "/user/mallory/approve", token: try await api.login("admin", password: "admin-password", register: false))
             let other = try CLI(server: cli.server)
-            try other.ok("login", "mallory", "mallory-password")
+            try await other.ok("login", "mallory", "mallory-password")
             let sessionsBefore = testbed.sshdLog("m1").components(separatedBy: "Starting session").count
-            let refused = try other.run(["ssh", "box", "--", "id"])
+            let refused = try await other.run(["ssh", "box", "--", "id"])
             #expect(refused.status != 0)
             #expect(refused.stderr.contains("no lease box"))
             #expect(testbed.sshdLog("m1").components(separatedBy: "Starting session").count == sessionsBefore)
-            try cli.ok("lease", "delete", "box")
+            try await cli.ok("lease", "delete", "box")
         }
     }
 
@@ -194,15 +204,15 @@ struct CLITests {
         let cli = try CLI(server: "http://127.0.0.1:\(port)")
         var ready = false
         for _ in 0..<100 where !ready {
-            ready = (try? cli.run(["register", "admin", "admin-password"]))?.status == 0
+            ready = (try? await cli.run(["register", "admin", "admin-password"]))?.status == 0
             if !ready { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(ready)
         let machine = testbed.machine("m2")
-        try cli.ok("login", "admin", "admin-password")
-        try cli.ok("resources", "create", "busybox", "FROM busybox")
-        try cli.ok("machine", "create", "m2", machine.login, machine.host)
-        try cli.ok("lease", "create", "busybox", "doomed")
+        try await cli.ok("login", "admin", "admin-password")
+        try await cli.ok("resources", "create", "busybox", "FROM busybox")
+        try await cli.ok("machine", "create", "m2", machine.login, machine.host)
+        try await cli.ok("lease", "create", "busybox", "doomed")
 
         let tmux = try TmuxScreen()
         defer { tmux.close() }

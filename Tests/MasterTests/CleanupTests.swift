@@ -3,7 +3,14 @@ import Testbed
 import Testing
 
 /// `resalloc-master cleanup` as cron runs it: the real binary on the master's database file.
-func cleanup(_ databasePath: String, _ testbed: Testbed, _ extra: String...) throws -> CLI.Result {
+func cleanup(_ databasePath: String, _ testbed: Testbed, _ extra: String...) async throws -> CLI.Result {
+    let arguments = extra
+    return try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try cleanupBlocking(databasePath, testbed, arguments) }) }
+    }
+}
+
+private func cleanupBlocking(_ databasePath: String, _ testbed: Testbed, _ extra: [String]) throws -> CLI.Result {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: CLI.masterBinary)
     process.arguments = ["cleanup", "--db", databasePath, "--key", testbed.keys["ed25519"]!] + extra
@@ -47,7 +54,7 @@ struct CleanupTests {
             defer { _ = try? testbed.docker("m1", ["rm", "-f", foreign]) }
             try await Task.sleep(for: .milliseconds(3500))
 
-            let dry = try cleanup(databasePath, testbed, "--dry-run")
+            let dry = try await cleanup(databasePath, testbed, "--dry-run")
             #expect(dry.status == 0)
             #expect(dry.stdout.contains("would remove container \(orphan)"))
             #expect(dry.stdout.contains("would remove container \(shortContainer)"))
@@ -56,7 +63,7 @@ struct CleanupTests {
             #expect(try exists(testbed, "m1", shortContainer))
             #expect(try await api.call(.get, "/lease/short", token: admin).status == .ok)
 
-            let real = try cleanup(databasePath, testbed)
+            let real = try await cleanup(databasePath, testbed)
             #expect(real.status == 0, "\(real.stderr)")
             #expect(real.stdout == "expired 1, orphans removed 1, lost 0, stuck 0, failed purged 0, machines 1 ok / 0 down\n")
             #expect(try !exists(testbed, "m1", orphan))
@@ -65,7 +72,7 @@ struct CleanupTests {
             #expect(try await api.call(.get, "/lease/short", token: admin).status == .notFound)
             #expect(try await api.call(.get, "/lease/long", token: admin).object("Lease")["State"] as? String == "running")
             // Idempotent.
-            #expect(try cleanup(databasePath, testbed).stdout.hasPrefix("expired 0, orphans removed 0, lost 0"))
+            #expect(try await cleanup(databasePath, testbed).stdout.hasPrefix("expired 0, orphans removed 0, lost 0"))
             #expect(try await api.call(.delete, "/lease/long", token: admin).status == .ok)
         }
     }
@@ -80,7 +87,7 @@ struct CleanupTests {
             #expect(extended.status == .ok)
             #expect(try await api.call(.post, "/lease/fragile/extend", token: admin, body: #"{"TTL": "8d"}"#).status == .badRequest)
             try testbed.docker("m2", ["rm", "-f", container])
-            let result = try cleanup(databasePath, testbed)
+            let result = try await cleanup(databasePath, testbed)
             #expect(result.stdout.contains("lost 1"))
             let lease = try await api.call(.get, "/lease/fragile", token: admin).object("Lease")
             #expect(lease["State"] as? String == "lost")
@@ -96,7 +103,7 @@ struct CleanupTests {
             let master = try masterID(databasePath)
             let orphans = try (0..<3).map { try plantContainer(testbed, "m1", master: master, lease: "9000\($0)") }
             let results = try await withThrowingTaskGroup(of: CLI.Result.self) { group in
-                for _ in 0..<2 { group.addTask { try cleanup(databasePath, testbed) } }
+                for _ in 0..<2 { group.addTask { try await cleanup(databasePath, testbed) } }
                 return try await group.reduce(into: [CLI.Result]()) { $0.append($1) }
             }
             #expect(results.allSatisfy { $0.status == 0 })
@@ -117,7 +124,7 @@ struct CleanupTests {
             defer { try? testbed.control("sshd-start", "m6") }
             let clock = ContinuousClock()
             let start = clock.now
-            let result = try cleanup(databasePath, testbed, "--machine-timeout", "5s")
+            let result = try await cleanup(databasePath, testbed, "--machine-timeout", "5s")
             #expect(clock.now - start < .seconds(15))
             #expect(result.status == 1)
             #expect(result.stdout.contains("machines 1 ok / 1 down (m6)"))
@@ -131,7 +138,7 @@ struct CleanupTests {
             #expect(try await api.call(.delete, "/lease/skip", token: admin).status == .ok)
 
             try testbed.control("sshd-start", "m6")
-            let again = try cleanup(databasePath, testbed)
+            let again = try await cleanup(databasePath, testbed)
             #expect(again.status == 0)
             #expect(again.stdout.contains("machines 2 ok / 0 down"))
             let healed = try await api.call(.get, "/machine", token: admin).list("Machines")

@@ -1,0 +1,98 @@
+import Foundation
+import Testbed
+import Testing
+
+/// A `resalloc-master serve` process that the test can kill -9 and start again on the same
+/// database and port.
+final class MasterProcess {
+    let databasePath: String
+    let port = Int.random(in: 30000...39999)
+    let keyPath: String
+    private var process: Process?
+
+    init(databasePath: String, keyPath: String) {
+        self.databasePath = databasePath
+        self.keyPath = keyPath
+    }
+
+    func start(_ cli: CLI) async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CLI.masterBinary)
+        process.arguments = [
+            "serve", "--port", String(port), "--db", databasePath, "--key", keyPath, "--log-level-name", "error", "--reconcile-every", "0",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        for _ in 0..<100 {
+            if (try? await cli.run(["resources", "list"]))?.stderr.contains("cannot reach") == false { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestbedError("the master did not start on port \(port)")
+    }
+
+    func kill9() {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
+@Suite("Crash safety")
+struct CrashTests {
+    @Test("kill -9 of the master at several points of lease creation leaks nothing once cleanup ran")
+    func killDuringCreation() async throws {
+        let testbed = try await Testbed.shared()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-crash-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let databasePath = "\(directory)/resalloc.db"
+        let master = MasterProcess(databasePath: databasePath, keyPath: testbed.keys["ed25519"]!)
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
+        defer { master.kill9() }
+        try await master.start(cli)
+        let machine = testbed.machine("m2")
+        try await cli.ok("register", "admin", "admin-password")
+        try await cli.ok("login", "admin", "admin-password")
+        // A resource that is new to the machine, so the first creations build as well as run.
+        try await cli.ok("resources", "create", "crashy", "FROM busybox\nRUN echo \(UUID().uuidString) > /id")
+        try await cli.ok("machine", "create", "m2", machine.login, machine.host)
+        let id = try masterID(databasePath)
+
+        for (index, delay) in [0, 30, 80, 150, 250, 400, 700, 1200].enumerated() {
+            let create = Process()
+            create.executableURL = URL(fileURLWithPath: CLI.binary)
+            create.arguments = ["lease", "create", "crashy", "crash\(index)"]
+            create.environment = ["HOME": cli.home, "RESALLOC_URL": cli.server]
+            create.standardOutput = FileHandle.nullDevice
+            create.standardError = FileHandle.nullDevice
+            try create.run()
+            try await Task.sleep(for: .milliseconds(delay))
+            master.kill9()
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                DispatchQueue.global().async {
+                    create.waitUntilExit()
+                    done.resume()
+                }
+            }
+            try await master.start(cli)
+        }
+        master.kill9()
+
+        let result = try await cleanup(databasePath, testbed, "--stuck-after", "0s")
+        #expect(result.status == 0, "\(result.stderr)")
+        let store = try AppDatabase(path: databasePath)
+        let leases = try store.leaseListings(ownerID: nil).map(\.lease)
+        let live = Set(leases.filter { $0.state == .running }.map { $0.containerName(masterID: id) })
+        let containers = Set(try leaseContainers(testbed, "m2", master: id))
+        #expect(live == containers, "leases \(leases.map { "\($0.name):\($0.state)" }), containers \(containers)")
+        #expect(leases.allSatisfy { $0.state == .running || $0.state == .failed })
+        // Running ones really run.
+        for container in containers {
+            #expect(try testbed.docker("m2", ["inspect", "--format", "{{.State.Running}}", container]) == "true\n")
+        }
+        if !containers.isEmpty { try testbed.docker("m2", ["rm", "-f"] + Array(containers)) }
+    }
+}
+
+import Store
