@@ -70,7 +70,7 @@ let package = Package(
         ),
         .target(name: "Testbed", dependencies: ["SSH"], path: "Tests/Testbed"),
         .executableTarget(
-            name: "resalloc-bench", dependencies: ["SSH", "Docker", "Testbed", "Server", "Core", "Store",
+            name: "resalloc-bench", dependencies: ["SSH", "Docker", "Testbed", "Server", "Core", "Store", "ResallocAPI", "ResallocClient",
                 .product(name: "AsyncHTTPClient", package: "async-http-client")],
             path: "Benchmarks/resalloc-bench"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "Testbed"]),

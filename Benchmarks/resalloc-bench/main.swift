@@ -8,7 +8,12 @@ import Testbed
 // Prints medians over repeated runs; it asserts nothing, it reports.
 
 let runs = Int(ProcessInfo.processInfo.environment["BENCH_RUNS"] ?? "") ?? 30
+let only = CommandLine.arguments.dropFirst().first ?? "all"
 let testbed = try await Testbed.shared()
+if only == "all" || only == "transport" { try await transportBenchmark() }
+if only == "all" || only == "master" { try await masterBenchmarks(testbed: testbed, runs: runs, only: only) }
+
+func transportBenchmark() async throws {
 let machine = testbed.machine("m1")
 let endpoint = testbed.endpoint("m1")
 let socket = "unix://\(machine.directory)/docker.sock"
@@ -80,5 +85,7 @@ let runOverhead = runRemote.median.milliseconds / runLocal.median.milliseconds
 verdict("reused connection / local engine (run + rm)", ratio: runOverhead, target: "<= 1.15", met: runOverhead <= 1.15)
 let parallel = sequential.median.milliseconds / concurrent.median.milliseconds
 verdict("sequential / concurrent (10x docker ps)", ratio: parallel, target: ">= 1.5 ", met: parallel >= 1.5)
+
+}
 
 func libssh2Version() -> String { SSHConnection.libraryVersion }

@@ -165,7 +165,7 @@ struct CLITests {
             try tmux.type("\(cli.exports); stty -g > \(cli.home)/before; resalloc ssh box; echo EXIT=$?; stty -g > \(cli.home)/after")
             _ = try await tmux.waitFor("/ #")
             try tmux.type("stty size; echo typed-\("$((6*7))"); touch /typed-here")
-            #expect(try await tmux.waitFor("30 100").contains("typed-42"))
+            #expect(try await tmux.waitFor("typed-42").contains("30 100"))
             try tmux.resize(columns: 120, rows: 40)
             try await Task.sleep(for: .milliseconds(300))
             try tmux.type("stty size")

@@ -1,0 +1,76 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import ResallocAPI
+import ResallocClient
+import Server
+import Testbed
+
+/// Arguments for an in-process master on a loopback port, as `serve` would pass them.
+struct BenchArguments: AppArguments {
+    var host = "127.0.0.1"
+    var port: Int
+    var databasePath: String
+    var keyPath: String
+    var logLevel: Logger.Level = .error
+    var bcryptCost: UInt8 = 10
+    var reconcileEvery: Duration = .zero
+}
+
+/// The master's HTTP path, measured against the machine's own engine. The master runs in this
+/// process on a loopback port; every request is real HTTP.
+func masterBenchmarks(testbed: Testbed, runs: Int, only: String) async throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-bench-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let port = Int.random(in: 40000...49999)
+    let app = try await buildApplication(BenchArguments(port: port, databasePath: "\(directory)/bench.db", keyPath: testbed.keys["ed25519"]!))
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await app.runService() }
+        defer { group.cancelAll() }
+        let server = "http://127.0.0.1:\(port)"
+        var client = ResallocClient(server: server, token: nil)
+        for _ in 0..<100 {
+            if (try? await client.register("bench", password: "bench-password")) != nil { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        client.token = try await client.login("bench", password: "bench-password").token
+        _ = try await client.createResource("busybox", dockerfile: "FROM busybox\n")
+        let machine = testbed.machine("m1")
+        _ = try await client.createMachine("m1", login: machine.login, address: machine.host, capacity: 500)
+        _ = try await client.createLease("busybox", name: "warmup", ttl: nil)  // builds the image once
+        _ = try await client.deleteLease("warmup")
+        let socket = "unix://\(machine.directory)/docker.sock"
+
+        do {
+            print("\nmaster benchmark: lease round trip over HTTP, image already built, \(runs) runs")
+            var counter = 0
+            let lease = try await measure("POST /lease + DELETE /lease", runs: runs) {
+                counter += 1
+                _ = try await client.createLease("busybox", name: "rt\(counter)", ttl: nil)
+                _ = try await client.deleteLease("rt\(counter)")
+            }
+            let local = try await measure("docker run -d + rm -f, machine's own engine", runs: runs) {
+                let name = "resalloc-bench-\(UUID().uuidString.prefix(12).lowercased())"
+                try Testbed.run(["docker", "-H", socket, "run", "-d", "--init", "--name", name, "busybox", "sleep", "infinity"])
+                try Testbed.run(["docker", "-H", socket, "rm", "-f", name])
+            }
+            printTable([lease, local])
+            let ratio = lease.median.milliseconds / local.median.milliseconds
+            verdict("lease round trip / local docker run + rm", ratio: ratio, target: "<= 1.3 ", met: ratio <= 1.3)
+
+            for index in 0..<100 { _ = try await client.createLease("busybox", name: "load\(index)", ttl: nil) }
+            print("\nGET /lease with 100 leases, wrk -t2 -c32 -d5s (2 cores shared by wrk and the master):")
+            let token = client.token!
+            for (label, path) in [("GET /lease (100 leases)", "/lease"), ("GET /health (trivial route)", "/health")] {
+                let output = try Testbed.run(["wrk", "-t2", "-c32", "-d5s", "--latency", "-H", "token: \(token)", server + path])
+                let rps = output.firstMatch(of: /Requests\/sec:\s+([\d.]+)/).map { String($0.1) } ?? "?"
+                let p99 = output.firstMatch(of: /99%\s+([\d.]+\w+)/).map { String($0.1) } ?? "?"
+                let errors = output.contains("Non-2xx") ? " (non-2xx responses!)" : ""
+                print("\(pad(label, 32)) \(rps) requests/s, p99 \(p99)\(errors)")
+            }
+            for index in 0..<100 { _ = try await client.deleteLease("load\(index)") }
+        }
+    }
+    try? FileManager.default.removeItem(atPath: directory)
+}
