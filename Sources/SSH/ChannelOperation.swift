@@ -73,7 +73,6 @@ final class ChannelOperation: @unchecked Sendable {
         if reported { return nil }
         return startReported ? deadline : [startDeadline, deadline].compactMap { $0 }.min()
     }
-    var isRunning: Bool { phase == .running }
 
     func beginOpening() { phase = .opening }
 
