@@ -34,7 +34,7 @@ test: deps keys ## run every test against real local machines (needs root for th
 	@$(SUDO) true
 	$(SUDO) $(TESTBED) start 6 >/dev/null
 	swift build --build-tests
-	swift test --skip-build; status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
+	scripts/run-tests; status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
 
 run: build keys ## start a local test machine and the master, ready for resalloc calls
 	$(SUDO) scripts/run

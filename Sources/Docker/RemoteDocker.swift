@@ -153,9 +153,18 @@ public struct RemoteDocker: Sendable {
 
     /// Opens an interactive shell in a running container on a PTY: bash when the image has it,
     /// else sh.
+    ///
+    /// `docker exec -it` (20.10, Debian's) sets the terminal's size only a moment after the
+    /// shell has started, so a first command could see 0 rows and columns; the wrapper sets
+    /// the size first unless docker already has.
     public func openShell(_ container: String, term: String, size: TerminalSize) async throws(DockerError) -> RemoteProcess {
-        try await start(container, ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"], pty: (term, size))
+        try await start(container, ["sh", "-c", Self.shellLauncher, "sh", String(size.rows), String(size.columns)], pty: (term, size))
     }
+
+    static let shellLauncher = """
+        case "$(stty size 2>/dev/null)" in ""|"0 0") stty rows "$1" cols "$2" 2>/dev/null;; esac
+        if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi
+        """
 
     /// Starts `argv` in a running container and returns it while it runs: with `pty`, on a
     /// terminal (`docker exec -it`); without, stdin piped (`docker exec -i`) and stderr apart.

@@ -4,7 +4,7 @@ import SSH
 import Testbed
 import Testing
 
-@Suite("The remote Docker driver against a real machine")
+@Suite("The remote Docker driver against a real machine", .timeLimit(.minutes(3)))
 struct RemoteDockerTests {
     let testbed: Testbed
     let docker: RemoteDocker
@@ -108,19 +108,11 @@ struct RemoteDockerTests {
         _ = try await docker.run(ContainerSpec(name: name, image: "busybox"))
         defer { _ = try? testbed.docker("m1", ["rm", "-f", name]) }
         let shell = try await docker.openShell(name, term: "xterm-256color", size: TerminalSize(columns: 100, rows: 30))
-        var output = shell.output.makeAsyncIterator()
-        func read(until needle: String) async -> String {
-            var text = ""
-            while !text.contains(needle), let chunk = await output.next() {
-                if case .stdout(let bytes) = chunk { text += String(decoding: bytes, as: UTF8.self) }
-            }
-            return text
-        }
+        let screen = Screen(shell)
         shell.write(Array("echo $TERM; stty size\n".utf8))
-        let screen = await read(until: "30 100")
-        #expect(screen.contains("xterm-256color"))
+        #expect(try await screen.waitFor("30 100").contains("xterm-256color"))
         shell.write(Array("touch /from-pty; exit 5\n".utf8))
-        #expect(try await shell.exitStatus() == 5)
+        #expect(try await within(.seconds(15), "the shell's exit status") { try await shell.exitStatus() } == 5)
         #expect(try testbed.docker("m1", ["exec", name, "ls", "/from-pty"]).contains("/from-pty"))
     }
 

@@ -3,7 +3,7 @@ import Store
 import Testbed
 import Testing
 
-@Suite("Accounts, approval and roles")
+@Suite("Accounts, approval and roles", .timeLimit(.minutes(3)))
 struct AccountTests {
     @Test("The first user is an admin; later ones wait for approval, by API or from the server's shell")
     func approvalFlow() async throws {

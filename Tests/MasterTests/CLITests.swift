@@ -25,36 +25,16 @@ struct CLI {
         let stderr: String
     }
 
-    /// Runs `resalloc arguments…` with `stdin` piped in (not a terminal). The wait happens on a
-    /// Dispatch thread: the in-process master answering the CLI needs the cooperative pool free.
+    /// Runs `resalloc arguments…` with `stdin` piped in (not a terminal), on a Dispatch thread:
+    /// the in-process master answering the CLI needs the cooperative pool free.
     @discardableResult
-    func run(_ arguments: [String], stdin: String = "") async throws -> Result {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(with: Swift.Result { try runBlocking(arguments, stdin: stdin) })
-            }
-        }
+    func run(_ arguments: [String], stdin: String = "", timeout: Duration = .seconds(60)) async throws -> Result {
+        let outcome = try await Subprocess.run([Self.binary] + arguments, environment: environment, input: Data(stdin.utf8), timeout: timeout)
+        if outcome.timedOut { throw TestbedError("resalloc \(arguments.joined(separator: " ")) did not finish within \(timeout): \(outcome.errors)") }
+        return Result(status: outcome.status, stdout: outcome.output, stderr: outcome.errors)
     }
 
-    private func runBlocking(_ arguments: [String], stdin: String) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = arguments
-        process.environment = ["HOME": home, "RESALLOC_URL": server, "PATH": "/usr/bin:/bin"]
-        let out = Pipe()
-        let err = Pipe()
-        let input = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
-        try process.run()
-        input.fileHandleForWriting.write(Data(stdin.utf8))
-        try input.fileHandleForWriting.close()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
-    }
+    var environment: [String: String] { ["HOME": home, "RESALLOC_URL": server, "PATH": "/usr/bin:/bin"] }
 
     /// Runs and requires exit status 0; returns stdout.
     @discardableResult
@@ -94,7 +74,7 @@ struct TmuxScreen {
     func close() { _ = try? Testbed.run(["tmux", "kill-session", "-t", name]) }
 }
 
-@Suite("The resalloc command line", .serialized)
+@Suite("The resalloc command line", .serialized, .timeLimit(.minutes(5)))
 struct CLITests {
     @Test("The seed README's journey: register, login, resources create, machine create, lease create, ssh, lease delete")
     func journey() async throws {
@@ -196,11 +176,10 @@ struct CLITests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-kill-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let port = Int.random(in: 20000...29999)
-        let master = Process()
-        master.executableURL = URL(fileURLWithPath: CLI.masterBinary)
-        master.arguments = ["serve", "--port", String(port), "--db", "\(directory)/resalloc.db", "--key", testbed.keys["ed25519"]!, "--log-level-name", "warning"]
-        try master.run()
-        defer { if master.isRunning { kill(master.processIdentifier, SIGKILL) } }
+        let master = try Subprocess.start(
+            [CLI.masterBinary, "serve", "--port", String(port), "--db", "\(directory)/resalloc.db", "--key", testbed.keys["ed25519"]!, "--log-level-name", "warning"],
+            stderr: .file("\(directory)/master.log"))
+        defer { master.kill9() }
         let cli = try CLI(server: "http://127.0.0.1:\(port)")
         var ready = false
         for _ in 0..<100 where !ready {
@@ -218,7 +197,7 @@ struct CLITests {
         defer { tmux.close() }
         try tmux.type("\(cli.exports); stty -g > \(cli.home)/before; resalloc ssh doomed; echo EX''IT=$?; stty -g > \(cli.home)/after")
         _ = try await tmux.waitFor("/ #")
-        kill(master.processIdentifier, SIGKILL)
+        master.kill9()
         let screen = try await tmux.waitFor("EXIT=")
         #expect(screen.contains("resalloc: cannot reach the master"))
         #expect(screen.contains("EXIT=255"))

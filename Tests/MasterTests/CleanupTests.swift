@@ -4,25 +4,10 @@ import Testing
 
 /// `resalloc-master cleanup` as cron runs it: the real binary on the master's database file.
 func cleanup(_ databasePath: String, _ testbed: Testbed, _ extra: String...) async throws -> CLI.Result {
-    let arguments = extra
-    return try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(with: Result { try cleanupBlocking(databasePath, testbed, arguments) }) }
-    }
-}
-
-private func cleanupBlocking(_ databasePath: String, _ testbed: Testbed, _ extra: [String]) throws -> CLI.Result {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: CLI.masterBinary)
-    process.arguments = ["cleanup", "--db", databasePath, "--key", testbed.keys["ed25519"]!] + extra
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let stdout = out.fileHandleForReading.readDataToEndOfFile()
-    let stderr = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return CLI.Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+    let arguments = [CLI.masterBinary, "cleanup", "--db", databasePath, "--key", testbed.keys["ed25519"]!] + extra
+    let outcome = try await Subprocess.run(arguments, timeout: .seconds(90))
+    if outcome.timedOut { throw TestbedError("\(arguments.joined(separator: " ")) did not finish within 90 s") }
+    return CLI.Result(status: outcome.status, stdout: outcome.output, stderr: outcome.errors)
 }
 
 /// Starts a container on `machine` with resalloc's labels, as a crashed master would leave it.
@@ -36,7 +21,7 @@ func exists(_ testbed: Testbed, _ machine: String, _ container: String) throws -
     !(try testbed.docker(machine, ["ps", "-aq", "--filter", "name=^\(container)$"]).isEmpty)
 }
 
-@Suite("Lease lifetimes and resalloc-master cleanup")
+@Suite("Lease lifetimes and resalloc-master cleanup", .timeLimit(.minutes(3)))
 struct CleanupTests {
     @Test("A 3-second lease expires; an orphan of this master goes, another master's stays; dry run changes nothing")
     func expiryOrphansDryRun() async throws {

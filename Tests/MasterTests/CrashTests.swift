@@ -8,7 +8,7 @@ final class MasterProcess {
     let databasePath: String
     let port = Int.random(in: 30000...39999)
     let keyPath: String
-    private var process: Process?
+    private var process: Subprocess?
 
     init(databasePath: String, keyPath: String) {
         self.databasePath = databasePath
@@ -16,15 +16,9 @@ final class MasterProcess {
     }
 
     func start(_ cli: CLI) async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: CLI.masterBinary)
-        process.arguments = [
-            "serve", "--port", String(port), "--db", databasePath, "--key", keyPath, "--log-level-name", "error", "--reconcile-every", "0",
-        ]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        self.process = process
+        process = try Subprocess.start([
+            CLI.masterBinary, "serve", "--port", String(port), "--db", databasePath, "--key", keyPath, "--log-level-name", "error", "--reconcile-every", "0",
+        ])
         for _ in 0..<100 {
             if (try? await cli.run(["resources", "list"]))?.stderr.contains("cannot reach") == false { return }
             try await Task.sleep(for: .milliseconds(50))
@@ -32,14 +26,10 @@ final class MasterProcess {
         throw TestbedError("the master did not start on port \(port)")
     }
 
-    func kill9() {
-        guard let process, process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
+    func kill9() { process?.kill9() }
 }
 
-@Suite("Crash safety")
+@Suite("Crash safety", .timeLimit(.minutes(5)))
 struct CrashTests {
     @Test("kill -9 of the master at several points of lease creation leaks nothing once cleanup ran")
     func killDuringCreation() async throws {
@@ -60,21 +50,11 @@ struct CrashTests {
         let id = try masterID(databasePath)
 
         for (index, delay) in [0, 30, 80, 150, 250, 400, 700, 1200].enumerated() {
-            let create = Process()
-            create.executableURL = URL(fileURLWithPath: CLI.binary)
-            create.arguments = ["lease", "create", "crashy", "crash\(index)"]
-            create.environment = ["HOME": cli.home, "RESALLOC_URL": cli.server]
-            create.standardOutput = FileHandle.nullDevice
-            create.standardError = FileHandle.nullDevice
-            try create.run()
+            let create = try Subprocess.start([CLI.binary, "lease", "create", "crashy", "crash\(index)"], environment: cli.environment)
             try await Task.sleep(for: .milliseconds(delay))
             master.kill9()
-            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-                DispatchQueue.global().async {
-                    create.waitUntilExit()
-                    done.resume()
-                }
-            }
+            // The CLI sees the connection drop and exits.
+            try await create.wait(timeout: .seconds(30))
             try await master.start(cli)
         }
         master.kill9()

@@ -2,7 +2,7 @@ import Foundation
 import Testbed
 import Testing
 
-@Suite("Leases against real machines")
+@Suite("Leases against real machines", .timeLimit(.minutes(3)))
 struct LeaseTests {
     /// An admin with a busybox resource and machine m1; returns the admin's token.
     static func setUp(_ api: API, _ testbed: Testbed, machines: [String] = ["m1"], capacity: Int? = nil) async throws -> String {

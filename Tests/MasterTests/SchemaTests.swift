@@ -6,7 +6,7 @@ import Store
 import Testbed
 import Testing
 
-@Suite("Schema and API description")
+@Suite("Schema and API description", .timeLimit(.minutes(3)))
 struct SchemaTests {
     @Test("Migrations go down to 0 and back up, leaving a working database")
     func downAndUp() async throws {

@@ -2,7 +2,7 @@ import Foundation
 import Testbed
 import Testing
 
-@Suite("The seed's test plan, step by step, over HTTP")
+@Suite("The seed's test plan, step by step, over HTTP", .timeLimit(.minutes(3)))
 struct SeedPlanTests {
     @Test("register, login, POST /resource, POST /machine, POST /lease, GET /lease, DELETE /lease, GET /lease")
     func seedTestPlan() async throws {

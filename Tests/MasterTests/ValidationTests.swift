@@ -2,7 +2,7 @@ import Foundation
 import Testbed
 import Testing
 
-@Suite("Bad input gets a clear 400 and changes nothing")
+@Suite("Bad input gets a clear 400 and changes nothing", .timeLimit(.minutes(3)))
 struct ValidationTests {
     @Test("Malformed JSON, wrong types, missing keys, hostile and oversized names, bad Dockerfiles")
     func badInput() async throws {

@@ -3,7 +3,7 @@ import SSH
 import Testbed
 import Testing
 
-@Suite("Logging in to a real sshd")
+@Suite("Logging in to a real sshd", .timeLimit(.minutes(3)))
 struct AuthenticationTests {
     @Test("Ed25519 and ECDSA keys log in and run a command", arguments: ["ed25519", "ecdsa"])
     func modernKeysLogIn(keyType: String) async throws {

@@ -3,7 +3,7 @@ import SSH
 import Testbed
 import Testing
 
-@Suite("Running commands over a shared connection")
+@Suite("Running commands over a shared connection", .timeLimit(.minutes(3)))
 struct CommandTests {
     @Test("Bytes go in and come out unchanged, invalid UTF-8 included")
     func binaryRoundTrip() async throws {

@@ -3,7 +3,7 @@ import SSH
 import Testbed
 import Testing
 
-@Suite("A machine that goes away and comes back", .serialized)
+@Suite("A machine that goes away and comes back", .serialized, .timeLimit(.minutes(3)))
 struct FailureTests {
     @Test("A dropped connection is re-opened once; a stopped sshd fails in bounded time; it works again after")
     func machineGoesAwayAndComesBack() async throws {

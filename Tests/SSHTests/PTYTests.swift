@@ -3,32 +3,7 @@ import SSH
 import Testbed
 import Testing
 
-/// Collects a PTY's output and waits for text to appear in it.
-final class Screen {
-    private var text = ""
-    private var iterator: AsyncStream<OutputChunk>.Iterator
-
-    init(_ pty: RemoteProcess) { iterator = pty.output.makeAsyncIterator() }
-
-    /// Reads until `needle` has appeared after everything seen so far; returns the new text.
-    func waitFor(_ needle: String, timeout: Duration = .seconds(10)) async throws -> String {
-        let start = text.endIndex
-        let deadline = ContinuousClock.now + timeout
-        var bytes: [UInt8] = []
-        while !String(decoding: bytes, as: UTF8.self).contains(needle) {
-            guard ContinuousClock.now < deadline, let chunk = await iterator.next() else {
-                throw TestbedError("'\(needle)' never appeared; the screen had: \(text)\(String(decoding: bytes, as: UTF8.self))")
-            }
-            switch chunk {
-            case .stdout(let data), .stderr(let data): bytes += data
-            }
-        }
-        text += String(decoding: bytes, as: UTF8.self)
-        return String(text[start...])
-    }
-}
-
-@Suite("Pseudo-terminals")
+@Suite("Pseudo-terminals", .timeLimit(.minutes(3)))
 struct PTYTests {
     @Test("Type, read the echo, resize, read stty size, exit 7")
     func interactiveShell() async throws {
@@ -45,7 +20,7 @@ struct PTYTests {
         pty.write(Array("stty size\n".utf8))
         #expect(try await screen.waitFor("40 132").contains("40 132"))
         pty.write(Array("exit 7\n".utf8))
-        #expect(try await pty.exitStatus() == 7)
+        #expect(try await within(.seconds(15), "exit status") { try await pty.exitStatus() } == 7)
     }
 
     @Test("Without a PTY: stdin streams in, stdout and stderr stay apart, EOF ends it")

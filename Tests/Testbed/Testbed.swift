@@ -112,28 +112,15 @@ public final class Testbed: Sendable {
         return String(line.split(separator: " ")[1])
     }
 
-    /// Runs a program; throws with its stderr unless it exits 0; returns its stdout.
+    /// Runs a program; throws with its stderr unless it exits 0 within `timeout`; returns its
+    /// stdout.
     @discardableResult
-    public static func run(_ arguments: [String], input: Data? = nil) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        let stdout = Pipe()
-        let stderr = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.standardInput = stdin
-        try process.run()
-        if let input { stdin.fileHandleForWriting.write(input) }
-        try stdin.fileHandleForWriting.close()
-        let output = stdout.fileHandleForReading.readDataToEndOfFile()
-        let errors = stderr.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw TestbedError("\(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: errors, as: UTF8.self))")
-        }
-        return String(decoding: output, as: UTF8.self)
+    public static func run(_ arguments: [String], input: Data? = nil, timeout: Duration = .seconds(120)) throws -> String {
+        let outcome = try Subprocess.runBlocking(arguments, input: input ?? Data(), timeout: timeout)
+        let command = arguments.joined(separator: " ")
+        if outcome.timedOut { throw TestbedError("\(command) did not finish within \(timeout) and was killed: \(outcome.errors)") }
+        guard outcome.status == 0 else { throw TestbedError("\(command) exited \(outcome.status): \(outcome.errors)") }
+        return outcome.output
     }
 }
 
