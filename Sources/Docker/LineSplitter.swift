@@ -20,8 +20,9 @@ final class LineSplitter: Sendable {
             var buffer = state.pending[stream, default: []] + bytes
             var lines: [String] = []
             while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                var line = buffer[..<newline]
-                if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
+                // A carriage return rewrites the line on a terminal (docker's progress does it):
+                // keep what a terminal would show last.
+                let line = buffer[..<newline].split(separator: UInt8(ascii: "\r"), omittingEmptySubsequences: true).last ?? []
                 lines.append(String(decoding: line, as: UTF8.self))
                 buffer.removeSubrange(...newline)
             }

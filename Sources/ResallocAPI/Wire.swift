@@ -70,6 +70,44 @@ public struct LeaseRequest: Codable, Sendable {
     }
 }
 
+/// `POST /lease` with `Accept: application/x-ndjson`: the reply streams one JSON object a line
+/// while the lease is made. Lines with `Build` carry the image build's output as it happens;
+/// the last line has `Success` and `Message`, and `Lease` on success or `Status` (the HTTP
+/// status the plain request would have had) on failure.
+public struct LeaseProgress: Codable, Sendable, Equatable {
+    public static let mediaType = "application/x-ndjson"
+
+    public var build: String?
+    public var success: Bool?
+    public var message: String?
+    public var status: Int?
+    public var lease: LeaseInfo?
+
+    public static func buildLine(_ line: String) -> LeaseProgress { LeaseProgress(build: line) }
+
+    public static func created(_ lease: LeaseInfo, message: String) -> LeaseProgress {
+        LeaseProgress(success: true, message: message, lease: lease)
+    }
+
+    public static func failed(_ message: String, status: Int) -> LeaseProgress { LeaseProgress(success: false, message: message, status: status) }
+
+    public init(build: String? = nil, success: Bool? = nil, message: String? = nil, status: Int? = nil, lease: LeaseInfo? = nil) {
+        self.build = build
+        self.success = success
+        self.message = message
+        self.status = status
+        self.lease = lease
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case build = "Build"
+        case success = "Success"
+        case message = "Message"
+        case status = "Status"
+        case lease = "Lease"
+    }
+}
+
 /// Bodies that name one thing: `DELETE /lease`, `/resource`, `/machine`. The seed's
 /// `LeaseName` is accepted for leases too.
 public struct NameRequest: Codable, Sendable {

@@ -47,8 +47,38 @@ public struct ResallocClient: Sendable {
 
     public func lease(_ name: String) async throws -> LeaseInfo { try await payload(.GET, "/lease/\(escape(name))") }
 
-    public func createLease(_ resource: String, name: String, ttl: String?) async throws -> Payload<LeaseInfo> {
-        try await call(.POST, "/lease", body: LeaseRequest(resourceName: resource, leaseName: name, ttl: ttl))
+    /// Creates a lease. With `onBuildLine`, the master streams the image build's output, a line
+    /// at a time as it happens, while the lease is made.
+    public func createLease(_ resource: String, name: String, ttl: String?, onBuildLine: (@Sendable (String) -> Void)? = nil) async throws -> Payload<LeaseInfo> {
+        let body = LeaseRequest(resourceName: resource, leaseName: name, ttl: ttl)
+        guard let onBuildLine else { return try await call(.POST, "/lease", body: body) }
+        let response = try await send(.POST, "/lease", body: body, accept: LeaseProgress.mediaType)
+        guard response.headers.first(name: "Content-Type")?.hasPrefix(LeaseProgress.mediaType) == true else {
+            // Refused before anything started (bad input, not logged in), or a master that
+            // does not stream: a plain reply.
+            return try await decode(response)
+        }
+        var pending: [UInt8] = []
+        do {
+            for try await chunk in response.body {
+                pending += chunk.readableBytesView
+                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = Data(pending[..<newline])
+                    pending.removeSubrange(...newline)
+                    let progress: LeaseProgress
+                    do { progress = try WireCoding.decoder().decode(LeaseProgress.self, from: line) } catch { throw ClientError.protocolError("\(error)") }
+                    if let build = progress.build { onBuildLine(build) }
+                    guard let success = progress.success else { continue }
+                    if success, let lease = progress.lease { return Payload("Lease", lease, message: progress.message ?? "") }
+                    throw ClientError.server(status: progress.status ?? 500, message: progress.message ?? "the lease could not be made")
+                }
+            }
+        } catch let error as ClientError {
+            throw error
+        } catch {
+            throw ClientError.unreachable(url: server, detail: "the connection broke while the lease was being made; resalloc leases shows whether it was: \(error)")
+        }
+        throw ClientError.unreachable(url: server, detail: "the reply ended while the lease was being made; resalloc leases shows whether it was")
     }
 
     public func deleteLease(_ name: String) async throws -> Reply { try await call(.DELETE, "/lease/\(escape(name))") }
@@ -73,18 +103,32 @@ public struct ResallocClient: Sendable {
     }
 
     private func call<B: Encodable, R: Decodable>(_ method: HTTPMethod, _ path: String, body: B?, authenticated: Bool = true) async throws -> R {
+        try await decode(try await send(method, path, body: body, authenticated: authenticated))
+    }
+
+    /// Sends a request; the response's body is still to be read.
+    private func send<B: Encodable>(_ method: HTTPMethod, _ path: String, body: B?, authenticated: Bool = true, accept: String? = nil) async throws -> HTTPClientResponse {
         var request = HTTPClientRequest(url: server + path)
         request.method = method
         request.headers.add(name: "Content-Type", value: "application/json")
+        if let accept { request.headers.add(name: "Accept", value: accept) }
         if authenticated {
             guard let token else { throw ClientError.notLoggedIn }
             request.headers.add(name: "Authorization", value: "Bearer \(token)")
         }
         if let body { request.body = .bytes(ByteBuffer(bytes: try WireCoding.encoder().encode(body))) }
-        let response: HTTPClientResponse
+        do {
+            return try await Self.http.execute(request, timeout: timeout)
+        } catch {
+            throw ClientError.unreachable(url: server, detail: "\(error)")
+        }
+    }
+
+    /// Reads a whole JSON reply: the value on success, `ClientError.server` with the master's
+    /// sentence otherwise.
+    private func decode<R: Decodable>(_ response: HTTPClientResponse) async throws -> R {
         let bytes: ByteBuffer
         do {
-            response = try await Self.http.execute(request, timeout: timeout)
             bytes = try await response.body.collect(upTo: 16 * 1024 * 1024)
         } catch {
             throw ClientError.unreachable(url: server, detail: "\(error)")

@@ -10,10 +10,8 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let error as MasterError {
-            let status = Self.status(error.kind)
-            let level: Logger.Level = status.code >= 500 ? .error : .info
-            context.logger.log(level: level, "request failed", metadata: ["status": "\(status.code)", "message": "\(error.message)", "detail": "\(error.detail ?? "")"])
-            return try Body.reply(Reply(success: false, message: error.message), status: status)
+            error.log(to: context.logger)
+            return try Body.reply(Reply(success: false, message: error.message), status: error.httpStatus)
         } catch let error as HTTPError {
             let message: String
             switch error.status {
@@ -28,8 +26,11 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try Body.reply(Reply(success: false, message: "something went wrong on the server"), status: .internalServerError)
         }
     }
+}
 
-    static func status(_ kind: MasterError.Kind) -> HTTPResponse.Status {
+extension MasterError {
+    /// The status a client gets for this failure.
+    var httpStatus: HTTPResponse.Status {
         switch kind {
         case .invalid: return .badRequest
         case .unauthorized: return .unauthorized
@@ -42,5 +43,13 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         case .timeout: return .gatewayTimeout
         case .internal: return .internalServerError
         }
+    }
+
+    /// Logs the failure with the detail the client is not told.
+    func log(to logger: Logger) {
+        let status = httpStatus
+        logger.log(
+            level: status.code >= 500 ? .error : .info, "request failed",
+            metadata: ["status": "\(status.code)", "message": "\(message)", "detail": "\(detail ?? "")"])
     }
 }

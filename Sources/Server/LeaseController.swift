@@ -1,5 +1,7 @@
 import Core
+import Foundation
 import Hummingbird
+import Logging
 import ResallocAPI
 import Store
 
@@ -17,8 +19,11 @@ struct LeaseController {
             .user(.post, "/lease") { request, context, caller in
                 let body = try await Body.decode(LeaseRequest.self, from: request, context: context, expecting: "ResourceName and LeaseName")
                 let ttl = try Self.ttl(body.ttl)
+                if request.headers[.accept]?.contains(LeaseProgress.mediaType) == true {
+                    return streamedCreate(owner: caller.user, body, ttl: ttl, logger: context.logger)
+                }
                 let listing = try await master.saga.create(owner: caller.user, resourceName: body.resourceName, leaseName: body.leaseName, ttl: ttl)
-                return try Body.reply(Payload("Lease", info(listing), message: "lease \(listing.lease.name) runs on \(listing.machine ?? "?")"), status: .created)
+                return try Body.reply(Payload("Lease", info(listing), message: Self.created(listing)), status: .created)
             },
             .user(.delete, "/lease") { request, context, caller in
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "Name (or LeaseName)")
@@ -43,6 +48,40 @@ struct LeaseController {
             },
         ]
     }
+
+    /// `POST /lease` for a client that asked for `application/x-ndjson`: a line for each line
+    /// of the image build as it happens, then the outcome. The creation runs in a task of its
+    /// own, so a client that goes away mid-build does not leave a lease half made: it is
+    /// finished, or failed and cleaned up, and shows in the owner's list either way.
+    func streamedCreate(owner: User, _ body: LeaseRequest, ttl: Duration?, logger: Logger) -> Response {
+        let (progress, sink) = AsyncStream.makeStream(of: LeaseProgress.self, bufferingPolicy: .bufferingNewest(10_000))
+        Task {
+            do {
+                let listing = try await master.saga.create(owner: owner, resourceName: body.resourceName, leaseName: body.leaseName, ttl: ttl) { line in
+                    sink.yield(.buildLine(line))
+                }
+                sink.yield(.created(info(listing), message: Self.created(listing)))
+            } catch {
+                let failure = MasterError.from(error)
+                failure.log(to: logger)
+                sink.yield(.failed(failure.message, status: Int(failure.httpStatus.code)))
+            }
+            sink.finish()
+        }
+        return Response(
+            status: .ok, headers: [.contentType: LeaseProgress.mediaType],
+            body: ResponseBody { writer in
+                let encoder = WireCoding.encoder()
+                for await line in progress {
+                    var buffer = ByteBuffer(bytes: try encoder.encode(line))
+                    buffer.writeString("\n")
+                    try await writer.write(buffer)
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    static func created(_ listing: LeaseListing) -> String { "lease \(listing.lease.name) runs on \(listing.machine ?? "?")" }
 
     static func ttl(_ text: String?) throws(MasterError) -> Duration? {
         guard let text else { return nil }

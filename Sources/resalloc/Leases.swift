@@ -31,14 +31,22 @@ struct Leases: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Lease a resource: a machine is picked, the image built there if needed, a container started.",
-            discussion: "Example: resalloc lease create busybox mylease --ttl 2h")
+            discussion: """
+                When the machine has to build the image first, the build's output is shown on stderr as it \
+                happens; the lease is printed on stdout.
+                Example: resalloc lease create busybox mylease --ttl 2h
+                """)
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The resource to lease.") var resource: String
         @Argument(help: "Your name for the lease.") var name: String
         @Option(help: "How long it lasts: 90s, 15m, 2h, 1d (default: the master's).") var ttl: String?
+        @Flag(name: .shortAndLong, help: "Do not show the image build's output.") var quiet = false
+
+        /// A line of the image build, on stderr as it arrives.
+        @Sendable static func show(_ line: String) { FileHandle.standardError.write(Data("  | \(line)\n".utf8)) }
         func run() async throws {
             try await Resalloc.perform {
-                let reply = try await global.client.createLease(resource, name: name, ttl: ttl)
+                let reply = try await global.client.createLease(resource, name: name, ttl: ttl, onBuildLine: quiet ? nil : Self.show)
                 print("\(reply.message); it ends in \(Output.duration(reply.value.expiresAt.timeIntervalSinceNow)). Open a shell: resalloc ssh \(name)")
             }
         }

@@ -1,4 +1,4 @@
-import Docker
+@testable import Docker
 import Foundation
 import Testbed
 import Testing
@@ -53,5 +53,19 @@ struct DockerNamesTests {
         try DockerNames.validateLabel(key: "resalloc.owner", value: "$(touch /tmp/x) `id` 'q'")
         #expect(throws: DockerError.self) { try DockerNames.validateLabel(key: "resalloc.owner", value: "a\nb") }
         #expect(throws: DockerError.self) { try DockerNames.validateLabel(key: "Bad Key", value: "x") }
+    }
+}
+
+@Suite("Build output lines")
+struct LineSplitterTests {
+    @Test("Lines split across reads stay whole; a carriage return keeps what a terminal shows last")
+    func splitting() {
+        let splitter = LineSplitter()
+        let euro = Array("€".utf8)
+        #expect(splitter.feed(Array("Step 1/2 : FROM busybox\nhalf a ".utf8) + euro.prefix(1), from: .stdout) == ["Step 1/2 : FROM busybox"])
+        #expect(splitter.feed(Array(euro.dropFirst()) + Array(" line\r\n".utf8), from: .stdout) == ["half a € line"])
+        #expect(splitter.feed(Array("Sending build context  1kB\rSending build context  2.048kB\r\r\n".utf8), from: .stderr) == ["Sending build context  2.048kB"])
+        #expect(splitter.feed(Array("no end".utf8), from: .stdout).isEmpty)
+        #expect(splitter.finish() == ["no end"])
     }
 }
