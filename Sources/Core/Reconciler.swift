@@ -51,8 +51,12 @@ public struct Reconciler: Sendable {
     public var stuckAfter: Duration = .seconds(600)
     /// Failed leases are kept this long so their owner can read why.
     public var failedKeptFor: Duration = .seconds(3600)
-    /// Each machine's share of the pass.
+    /// How long a machine has to list its containers before it is counted down.
     public var machineDeadline: Duration = .seconds(20)
+    /// How long removing containers on one machine may take in one pass.
+    public var workDeadline: Duration = .seconds(300)
+    /// Containers removed by one `docker rm --force`.
+    public var batchSize = 50
 
     public init(master: Master) { self.master = master }
 
@@ -94,19 +98,36 @@ public struct Reconciler: Sendable {
         return summary
     }
 
-    /// One machine under its deadline: a timeout counts it down and leaves its rows alone.
+    /// One machine: it must list its containers within `machineDeadline`, else it is counted
+    /// down and its rows are left alone. The work that follows (removals, row updates) has its
+    /// own budget, `workDeadline`: a long backlog is not a machine that does not answer.
     private func reconcile(_ machine: Machine, leases: [Lease], dryRun: Bool, now: Date) async -> CleanupSummary {
-        let deadline = machineDeadline
-        return await withTaskGroup(of: CleanupSummary?.self) { group in
-            group.addTask { await self.reconcileReachable(machine, leases: leases, dryRun: dryRun, now: now) }
+        let docker = master.fleet.docker(on: machine)
+        let masterID = master.masterID
+        let listing = await race(machineDeadline) { try await docker.containers(labelled: "resalloc.master", masterID, showing: "resalloc.lease") }
+        switch listing {
+        case nil:
+            return markDown(machine, reason: "did not answer within \(TTL.format(machineDeadline))", dryRun: dryRun)
+        case .failure(let error):
+            return markDown(machine, reason: MasterError.from(error, machine: machine.name).message, dryRun: dryRun)
+        case .success(let containers):
+            return await settle(machine, containers: containers, leases: leases, dryRun: dryRun, now: now)
+        }
+    }
+
+    /// `body`'s result, or nil once `deadline` has passed (`body` is then cancelled).
+    private func race<T: Sendable>(_ deadline: Duration, _ body: @escaping @Sendable () async throws -> T) async -> Result<T, any Error>? {
+        await withTaskGroup(of: Result<T, any Error>?.self) { group in
+            group.addTask {
+                do { return .success(try await body()) } catch { return .failure(error) }
+            }
             group.addTask {
                 try? await Task.sleep(for: deadline)
                 return nil
             }
             let first = await group.next()!
             group.cancelAll()
-            if let first { return first }
-            return markDown(machine, reason: "did not answer within \(TTL.format(deadline))", dryRun: dryRun)
+            return first
         }
     }
 
@@ -119,31 +140,16 @@ public struct Reconciler: Sendable {
         return summary
     }
 
-    private func reconcileReachable(_ machine: Machine, leases: [Lease], dryRun: Bool, now: Date) async -> CleanupSummary {
-        let docker = master.fleet.docker(on: machine)
-        let containers: [LabelledContainer]
-        do {
-            containers = try await docker.containers(labelled: "resalloc.master", master.masterID, showing: "resalloc.lease")
-        } catch {
-            return markDown(machine, reason: MasterError.from(error, machine: machine.name).message, dryRun: dryRun)
-        }
+    /// Compares what runs on a machine that answered with its leases, and acts.
+    private func settle(_ machine: Machine, containers: [LabelledContainer], leases: [Lease], dryRun: Bool, now: Date) async -> CleanupSummary {
         var summary = CleanupSummary()
         summary.machinesOK = [machine.name]
         if !machine.healthy && !dryRun { try? master.database.setMachineHealth(id: machine.id!, healthy: true, error: nil) }
         let present = Dictionary(containers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var explained: Set<String> = []
+        /// Containers to remove, in order, and the lease row to delete once each is gone.
+        var removals: [(name: String, lease: Lease?)] = []
 
-        func remove(_ name: String, because why: String) async -> Bool {
-            summary.actions.append("remove container \(name) on \(machine.name) (\(why))")
-            guard !dryRun else { return true }
-            do {
-                _ = try await docker.remove(name)
-                return true
-            } catch {
-                summary.problems.append("could not remove \(name) on \(machine.name): \(MasterError.from(error, machine: machine.name).message)")
-                return false
-            }
-        }
         func update(_ lease: Lease, to state: Lease.State, _ message: String) {
             summary.actions.append("mark lease \(lease.name) (#\(lease.id!)) \(state.rawValue)")
             guard !dryRun else { return }
@@ -155,6 +161,7 @@ public struct Reconciler: Sendable {
         func delete(_ lease: Lease) {
             summary.actions.append("delete lease \(lease.name) (#\(lease.id!), \(lease.state.rawValue))")
             if !dryRun { try? master.database.deleteLease(id: lease.id!) }
+            if lease.expiresAt <= now { summary.expired += 1 } else { summary.stuckFinished += 1 }
         }
 
         for lease in leases {
@@ -163,11 +170,11 @@ public struct Reconciler: Sendable {
             let age = now.timeIntervalSince(lease.createdAt)
             if lease.expiresAt <= now || lease.state == .deleting {
                 explained.insert(name)  // handled here, not again as an orphan
-                var gone = container == nil
-                if !gone { gone = await remove(name, because: lease.state == .deleting ? "lease being deleted" : "lease expired") }
-                if gone {
+                if container == nil {
                     delete(lease)
-                    if lease.expiresAt <= now { summary.expired += 1 } else { summary.stuckFinished += 1 }
+                } else {
+                    summary.actions.append("remove container \(name) on \(machine.name) (\(lease.state == .deleting ? "lease being deleted" : "lease expired"))")
+                    removals.append((name, lease))
                 }
                 continue
             }
@@ -197,7 +204,8 @@ public struct Reconciler: Sendable {
                 }
             case .failed:
                 if age >= seconds(failedKeptFor) {
-                    delete(lease)
+                    summary.actions.append("delete lease \(lease.name) (#\(lease.id!), failed)")
+                    if !dryRun { try? master.database.deleteLease(id: lease.id!) }
                     summary.failedPurged += 1
                 }
             case .deleting:
@@ -205,9 +213,40 @@ public struct Reconciler: Sendable {
             }
         }
         for container in containers where !explained.contains(container.name) {
-            if await remove(container.name, because: "no live lease #\(container.label)") { summary.orphansRemoved += 1 }
+            summary.actions.append("remove container \(container.name) on \(machine.name) (no live lease #\(container.label))")
+            removals.append((container.name, nil))
+        }
+
+        let gone = dryRun ? Set(removals.map(\.name)) : await removeInBatches(removals.map(\.name), on: machine, summary: &summary)
+        for removal in removals where gone.contains(removal.name) {
+            if let lease = removal.lease { delete(lease) } else { summary.orphansRemoved += 1 }
         }
         return summary
+    }
+
+    /// Removes containers `batchSize` at a time until done or `workDeadline` has passed;
+    /// returns the names that are gone. What is left waits for the next pass, said as a problem.
+    private func removeInBatches(_ names: [String], on machine: Machine, summary: inout CleanupSummary) async -> Set<String> {
+        let docker = master.fleet.docker(on: machine)
+        let deadline = ContinuousClock.now + workDeadline
+        var gone: Set<String> = []
+        var failures: [String] = []
+        var remaining = names[...]
+        while !remaining.isEmpty && ContinuousClock.now < deadline {
+            let batch = Array(remaining.prefix(batchSize))
+            remaining = remaining.dropFirst(batchSize)
+            do {
+                gone.formUnion(try await docker.remove(batch))
+            } catch {
+                failures.append(MasterError.from(error, machine: machine.name).message)
+            }
+        }
+        let left = names.count - gone.count
+        if left > 0 {
+            let why = failures.first.map { ": \($0)" } ?? (remaining.isEmpty ? "" : ": the pass ran out of time (\(TTL.format(workDeadline)))")
+            summary.problems.append("\(left) of \(names.count) containers on \(machine.name) could not be removed\(why); the next pass tries again")
+        }
+        return gone
     }
 
     private func seconds(_ duration: Duration) -> TimeInterval { TimeInterval(duration.components.seconds) }

@@ -95,6 +95,23 @@ public struct RemoteDocker: Sendable {
         throw failure("rm", result)
     }
 
+    /// Removes many containers, running or not, with one `docker rm --force` (the docker CLI
+    /// removes them in parallel). Returns the names that are gone: removed now, or not there.
+    /// Throws only when none could be removed and docker said why.
+    public func remove(_ containers: [String]) async throws(DockerError) -> Set<String> {
+        guard !containers.isEmpty else { return [] }
+        for container in containers { try DockerNames.validateContainer(container) }
+        let result = try await run(["rm", "--force"] + containers)
+        let asked = Set(containers)
+        var gone = Set(result.stdoutText.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }).intersection(asked)
+        // "Error: No such container: NAME" (20.10) or "Error response from daemon: No such container: NAME".
+        for line in result.stderrText.split(whereSeparator: \.isNewline) where line.contains("No such container") {
+            if let name = line.split(separator: ":").last?.trimmingCharacters(in: .whitespaces), asked.contains(name) { gone.insert(name) }
+        }
+        if gone.isEmpty && !result.succeeded { throw failure("rm", result) }
+        return gone
+    }
+
     /// Containers (running or not) carrying every label in `labels` (`key=value`, or `key` alone
     /// when the value is nil).
     public func list(labels: [String: String?]) async throws(DockerError) -> [ContainerSummary] {

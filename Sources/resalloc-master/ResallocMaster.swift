@@ -96,11 +96,13 @@ extension ResallocMaster {
         @Flag(help: "Say what would be done, change nothing.") var dryRun = false
         @Flag(help: "List every action, not only the summary.") var verbose = false
         @Option(help: "A lease still being created or deleted after this is finished or failed.") var stuckAfter = "10m"
-        @Option(help: "Each machine's deadline.") var machineTimeout = "20s"
+        @Option(help: "How long a machine has to list its containers before it is counted down.") var machineTimeout = "20s"
+        @Option(help: "How long removing containers may take on one machine; what is left waits for the next pass.") var workTimeout = "5m"
 
         func validate() throws {
             guard TTL.parse(stuckAfter) != nil || stuckAfter == "0s" else { throw ValidationError("--stuck-after takes 0s, 30s, 10m, …") }
             guard TTL.parse(machineTimeout) != nil else { throw ValidationError("--machine-timeout takes 5s, 1m, …") }
+            guard TTL.parse(workTimeout) != nil else { throw ValidationError("--work-timeout takes 30s, 5m, …") }
         }
 
         func run() async throws {
@@ -123,6 +125,7 @@ extension ResallocMaster {
             var reconciler = Reconciler(master: master)
             reconciler.stuckAfter = TTL.parse(stuckAfter) ?? .zero
             reconciler.machineDeadline = TTL.parse(machineTimeout)!
+            reconciler.workDeadline = TTL.parse(workTimeout)!
             let summary = await reconciler.run(dryRun: dryRun)
             await master.shutdown()
             if dryRun || verbose {

@@ -22,7 +22,7 @@ struct RemoteDockerTests {
         let info = try await docker.info()
         #expect(info.cpus == ProcessInfo.processInfo.activeProcessorCount)
         #expect(info.memoryBytes > 1_000_000_000)
-        let local = try testbed.docker("m1", ["info", "--format", "{{.ServerVersion}}"])
+        let local = try await testbed.docker("m1", ["info", "--format", "{{.ServerVersion}}"])
         #expect(info.serverVersion == local.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
@@ -37,19 +37,19 @@ struct RemoteDockerTests {
         }
         #expect(lines.all.contains { $0.contains("Successfully tagged \(tag)") || $0.contains("naming to docker.io/\(tag)") })
         #expect(try await docker.imageExists(tag))
-        #expect(try testbed.docker("m1", ["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).contains(tag))
+        #expect(try await testbed.docker("m1", ["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).contains(tag))
 
         let id = try await docker.run(ContainerSpec(name: name, image: tag, labels: ["resalloc.lease": "42", "resalloc.owner": "alice"]))
-        defer { _ = try? testbed.docker("m1", ["rm", "-f", name]) }
+        defer { testbed.removeContainers("m1", [name]) }
         // The image's CMD is `false`; the keep-alive replaced it, so the container is up.
-        let state = try testbed.docker("m1", ["inspect", "--format", "{{.State.Status}} {{.HostConfig.Init}} {{index .Config.Labels \"resalloc.owner\"}}", id])
+        let state = try await testbed.docker("m1", ["inspect", "--format", "{{.State.Status}} {{.HostConfig.Init}} {{index .Config.Labels \"resalloc.owner\"}}", id])
         #expect(state.trimmingCharacters(in: .whitespacesAndNewlines) == "running true alice")
 
         let exec = try await docker.exec(name, ["cat", "/marker"])
         #expect(exec.stdoutText == "built-\(suffix)\n")
         let piped = try await docker.exec(name, ["sh", "-c", "cat > /typed; wc -c < /typed"], stdin: Array("hello".utf8))
         #expect(piped.stdoutText.trimmingCharacters(in: .whitespaces) == "5\n")
-        #expect(try testbed.docker("m1", ["exec", name, "cat", "/typed"]) == "hello")
+        #expect(try await testbed.docker("m1", ["exec", name, "cat", "/typed"]) == "hello")
 
         let listed = try await docker.list(labels: ["resalloc.lease": "42", "resalloc.owner": "alice"])
         #expect(listed.map(\.id).contains(id))
@@ -63,8 +63,8 @@ struct RemoteDockerTests {
 
         #expect(try await docker.remove(name))
         #expect(try await docker.remove(name) == false)
-        #expect(try testbed.docker("m1", ["ps", "-aq", "--filter", "name=^\(name)$"]).isEmpty)
-        _ = try? testbed.docker("m1", ["rmi", tag])
+        #expect(try await testbed.docker("m1", ["ps", "-aq", "--filter", "name=^\(name)$"]).isEmpty)
+        _ = try? await testbed.docker("m1", ["rmi", tag])
     }
 
     @Test("A failing build throws with the log's tail")
@@ -93,27 +93,27 @@ struct RemoteDockerTests {
         let name = "resalloc-hostile-\(UUID().uuidString.prefix(8).lowercased())"
         let value = "$(touch \(marker)) `touch \(marker)` '; touch \(marker)'"
         _ = try await docker.run(ContainerSpec(name: name, image: "busybox", labels: ["resalloc.owner": value]))
-        defer { _ = try? testbed.docker("m1", ["rm", "-f", name]) }
+        defer { testbed.removeContainers("m1", [name]) }
         #expect(try await docker.inspect([name]).first?.labels["resalloc.owner"] == value)
         let echoed = try await docker.exec(name, ["echo", "$(touch \(marker))", "`id`", "a;b", "x\ny", "-n"])
         #expect(echoed.stdoutText == "$(touch \(marker)) `id` a;b x\ny -n\n")
         await #expect(throws: DockerError.self) { try await docker.exec(name, ["echo", "nul\0byte"]) }
         #expect(!FileManager.default.fileExists(atPath: marker))
-        #expect(try testbed.docker("m1", ["exec", name, "ls", "/tmp"]).isEmpty)
+        #expect(try await testbed.docker("m1", ["exec", name, "ls", "/tmp"]).isEmpty)
     }
 
     @Test("An interactive shell in a container: echo, stty size, exit 5")
     func interactiveShell() async throws {
         let name = "resalloc-pty-\(UUID().uuidString.prefix(8).lowercased())"
         _ = try await docker.run(ContainerSpec(name: name, image: "busybox"))
-        defer { _ = try? testbed.docker("m1", ["rm", "-f", name]) }
+        defer { testbed.removeContainers("m1", [name]) }
         let shell = try await docker.openShell(name, term: "xterm-256color", size: TerminalSize(columns: 100, rows: 30))
         let screen = Screen(shell)
         shell.write(Array("echo $TERM; stty size\n".utf8))
         #expect(try await screen.waitFor("30 100").contains("xterm-256color"))
         shell.write(Array("touch /from-pty; exit 5\n".utf8))
         #expect(try await within(.seconds(15), "the shell's exit status") { try await shell.exitStatus() } == 5)
-        #expect(try testbed.docker("m1", ["exec", name, "ls", "/from-pty"]).contains("/from-pty"))
+        #expect(try await testbed.docker("m1", ["exec", name, "ls", "/from-pty"]).contains("/from-pty"))
     }
 
     @Test("A command on a container that does not exist says so")

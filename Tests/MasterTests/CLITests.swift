@@ -38,10 +38,18 @@ struct CLI {
 
     /// Runs and requires exit status 0; returns stdout.
     @discardableResult
-    func ok(_ arguments: String...) async throws -> String {
-        let result = try await run(arguments)
+    func ok(_ arguments: String..., stdin: String = "") async throws -> String {
+        let result = try await run(arguments, stdin: stdin)
         guard result.status == 0 else { throw TestbedError("resalloc \(arguments.joined(separator: " ")) exited \(result.status): \(result.stderr)") }
         return result.stdout
+    }
+
+    /// Registers and logs in the first user (the admin), adds `resource` and `machine`.
+    func setUpAdmin(resource: String, dockerfile: String, machine: Testbed.Machine) async throws {
+        try await ok("register", "admin", "admin-password")
+        try await ok("login", "admin", "admin-password")
+        try await ok("resources", "create", resource, "-f", "-", stdin: dockerfile)
+        try await ok("machine", "create", machine.name, machine.login, machine.host)
     }
 
     /// The environment line for a shell that runs the CLI.
@@ -56,19 +64,22 @@ struct TmuxScreen {
         try Testbed.run(["tmux", "new-session", "-d", "-s", name, "-x", String(columns), "-y", String(rows), "sh"])
     }
 
-    func type(_ text: String) throws { try Testbed.run(["tmux", "send-keys", "-t", name, "-l", text]); try Testbed.run(["tmux", "send-keys", "-t", name, "Enter"]) }
-    func screen() throws -> String { try Testbed.run(["tmux", "capture-pane", "-p", "-t", name]) }
-    func resize(columns: Int, rows: Int) throws { try Testbed.run(["tmux", "resize-window", "-t", name, "-x", String(columns), "-y", String(rows)]) }
+    func type(_ text: String) async throws {
+        try await Testbed.run(["tmux", "send-keys", "-t", name, "-l", text])
+        try await Testbed.run(["tmux", "send-keys", "-t", name, "Enter"])
+    }
+    func screen() async throws -> String { try await Testbed.run(["tmux", "capture-pane", "-p", "-t", name]) }
+    func resize(columns: Int, rows: Int) async throws { try await Testbed.run(["tmux", "resize-window", "-t", name, "-x", String(columns), "-y", String(rows)]) }
 
     /// Waits until the screen shows `needle`; returns the screen.
     func waitFor(_ needle: String, seconds: Double = 20) async throws -> String {
         let deadline = Date() + seconds
         while Date() < deadline {
-            let text = try screen()
+            let text = try await screen()
             if text.contains(needle) { return text }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw TestbedError("'\(needle)' never showed; the screen was:\n\(try screen())")
+        throw TestbedError("'\(needle)' never showed; the screen was:\n\(try await screen())")
     }
 
     func close() { _ = try? Testbed.run(["tmux", "kill-session", "-t", name]) }
@@ -107,7 +118,7 @@ struct CLITests {
             #expect(split.status == 4)
 
             try await cli.ok("lease", "delete", "mylease")
-            #expect(try leaseContainers(testbed, "m1", master: try masterID(databasePath)).isEmpty)
+            #expect(try await leaseContainers(testbed, "m1", master: try masterID(databasePath)).isEmpty)
             try await cli.ok("logout")
             let after = try await cli.run(["leases"])
             #expect(after.status != 0)
@@ -133,28 +144,25 @@ struct CLITests {
         try await withMaster { api, testbed, databasePath in
             let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
             let machine = testbed.machine("m1")
-            try await cli.ok("register", "admin", "admin-password")
-            try await cli.ok("login", "admin", "admin-password")
-            try await cli.ok("resources", "create", "busybox", "FROM busybox")
-            try await cli.ok("machine", "create", "m1", machine.login, machine.host)
+            try await cli.setUpAdmin(resource: "busybox", dockerfile: "FROM busybox", machine: machine)
             try await cli.ok("lease", "create", "busybox", "box")
             let container = "resalloc-\(try masterID(databasePath).prefix(8))-1"
 
             let tmux = try TmuxScreen(columns: 100, rows: 30)
             defer { tmux.close() }
-            try tmux.type("\(cli.exports); stty -g > \(cli.home)/before; resalloc ssh box; echo EXIT=$?; stty -g > \(cli.home)/after")
+            try await tmux.type("\(cli.exports); stty -g > \(cli.home)/before; resalloc ssh box; echo EXIT=$?; stty -g > \(cli.home)/after")
             _ = try await tmux.waitFor("/ #")
-            try tmux.type("stty size; echo typed-\("$((6*7))"); touch /typed-here")
+            try await tmux.type("stty size; echo typed-\("$((6*7))"); touch /typed-here")
             #expect(try await tmux.waitFor("typed-42").contains("30 100"))
-            try tmux.resize(columns: 120, rows: 40)
+            try await tmux.resize(columns: 120, rows: 40)
             try await Task.sleep(for: .milliseconds(300))
-            try tmux.type("stty size")
+            try await tmux.type("stty size")
             _ = try await tmux.waitFor("40 120")
-            try tmux.type("exit 5")
+            try await tmux.type("exit 5")
             _ = try await tmux.waitFor("EXIT=5")
             try await Task.sleep(for: .milliseconds(200))
             #expect(try String(contentsOfFile: "\(cli.home)/before", encoding: .utf8) == (try String(contentsOfFile: "\(cli.home)/after", encoding: .utf8)))
-            #expect(try testbed.docker("m1", ["exec", container, "ls", "/typed-here"]) == "/typed-here\n")
+            #expect(try await testbed.docker("m1", ["exec", container, "ls", "/typed-here"]) == "/typed-here\n")
 
             // Another user's lease: refused before anything opens on the machine.
             try await cli.ok("register", "mallory", "mallory-password")
@@ -195,7 +203,7 @@ struct CLITests {
 
         let tmux = try TmuxScreen()
         defer { tmux.close() }
-        try tmux.type("\(cli.exports); stty -g > \(cli.home)/before; resalloc ssh doomed; echo EX''IT=$?; stty -g > \(cli.home)/after")
+        try await tmux.type("\(cli.exports); stty -g > \(cli.home)/before; resalloc ssh doomed; echo EX''IT=$?; stty -g > \(cli.home)/after")
         _ = try await tmux.waitFor("/ #")
         master.kill9()
         let screen = try await tmux.waitFor("EXIT=")
@@ -204,10 +212,7 @@ struct CLITests {
         try await Task.sleep(for: .milliseconds(200))
         #expect(try String(contentsOfFile: "\(cli.home)/before", encoding: .utf8) == (try String(contentsOfFile: "\(cli.home)/after", encoding: .utf8)))
         // Leave m2 as we found it.
-        let leftovers = try testbed.docker("m2", ["ps", "-aq", "--filter", "label=resalloc.lease"]).split(separator: "\n").map(String.init)
-        let mine = try leftovers.filter { id in
-            try testbed.docker("m2", ["inspect", "--format", "{{index .Config.Labels \"resalloc.master\"}}", id]).hasPrefix(try masterID("\(directory)/resalloc.db"))
-        }
-        if !mine.isEmpty { try testbed.docker("m2", ["rm", "-f"] + mine) }
+        let mine = try await leaseContainers(testbed, "m2", master: try masterID("\(directory)/resalloc.db"))
+        if !mine.isEmpty { try await testbed.docker("m2", ["rm", "-f"] + mine) }
     }
 }

@@ -11,14 +11,14 @@ func cleanup(_ databasePath: String, _ testbed: Testbed, _ extra: String...) asy
 }
 
 /// Starts a container on `machine` with resalloc's labels, as a crashed master would leave it.
-func plantContainer(_ testbed: Testbed, _ machine: String, master: String, lease: String) throws -> String {
+func plantContainer(_ testbed: Testbed, _ machine: String, master: String, lease: String) async throws -> String {
     let name = "resalloc-planted-\(UUID().uuidString.prefix(8).lowercased())"
-    try testbed.docker(machine, ["run", "-d", "--name", name, "--label", "resalloc.master=\(master)", "--label", "resalloc.lease=\(lease)", "busybox", "sleep", "600"])
+    try await testbed.docker(machine, ["run", "-d", "--name", name, "--label", "resalloc.master=\(master)", "--label", "resalloc.lease=\(lease)", "busybox", "sleep", "600"])
     return name
 }
 
-func exists(_ testbed: Testbed, _ machine: String, _ container: String) throws -> Bool {
-    !(try testbed.docker(machine, ["ps", "-aq", "--filter", "name=^\(container)$"]).isEmpty)
+func exists(_ testbed: Testbed, _ machine: String, _ container: String) async throws -> Bool {
+    !(try await testbed.docker(machine, ["ps", "-aq", "--filter", "name=^\(container)$"]).isEmpty)
 }
 
 @Suite("Lease lifetimes and resalloc-master cleanup", .timeLimit(.minutes(3)))
@@ -34,9 +34,9 @@ struct CleanupTests {
             #expect(try await api.call(.post, "/lease", token: admin, body: #"{"ResourceName": "busybox", "LeaseName": "long"}"#).status == .created)
             let tooLong = try await api.call(.post, "/lease", token: admin, body: #"{"ResourceName": "busybox", "LeaseName": "x", "TTL": "30d"}"#)
             #expect(tooLong.status == .badRequest)
-            let orphan = try plantContainer(testbed, "m1", master: master, lease: "424242")
-            let foreign = try plantContainer(testbed, "m1", master: "another-master", lease: "1")
-            defer { _ = try? testbed.docker("m1", ["rm", "-f", foreign]) }
+            let orphan = try await plantContainer(testbed, "m1", master: master, lease: "424242")
+            let foreign = try await plantContainer(testbed, "m1", master: "another-master", lease: "1")
+            defer { testbed.removeContainers("m1", [foreign]) }
             try await Task.sleep(for: .milliseconds(3500))
 
             let dry = try await cleanup(databasePath, testbed, "--dry-run")
@@ -44,21 +44,47 @@ struct CleanupTests {
             #expect(dry.stdout.contains("would remove container \(orphan)"))
             #expect(dry.stdout.contains("would remove container \(shortContainer)"))
             #expect(dry.stdout.contains("dry run: expired 1, orphans removed 1, lost 0"))
-            #expect(try exists(testbed, "m1", orphan))
-            #expect(try exists(testbed, "m1", shortContainer))
+            #expect(try await exists(testbed, "m1", orphan))
+            #expect(try await exists(testbed, "m1", shortContainer))
             #expect(try await api.call(.get, "/lease/short", token: admin).status == .ok)
 
             let real = try await cleanup(databasePath, testbed)
             #expect(real.status == 0, "\(real.stderr)")
             #expect(real.stdout == "expired 1, orphans removed 1, lost 0, stuck 0, failed purged 0, machines 1 ok / 0 down\n")
-            #expect(try !exists(testbed, "m1", orphan))
-            #expect(try !exists(testbed, "m1", shortContainer))
-            #expect(try exists(testbed, "m1", foreign))
+            #expect(try await !exists(testbed, "m1", orphan))
+            #expect(try await !exists(testbed, "m1", shortContainer))
+            #expect(try await exists(testbed, "m1", foreign))
             #expect(try await api.call(.get, "/lease/short", token: admin).status == .notFound)
             #expect(try await api.call(.get, "/lease/long", token: admin).object("Lease")["State"] as? String == "running")
             // Idempotent.
             #expect(try await cleanup(databasePath, testbed).stdout.hasPrefix("expired 0, orphans removed 0, lost 0"))
             #expect(try await api.call(.delete, "/lease/long", token: admin).status == .ok)
+        }
+    }
+
+    @Test("A backlog of 60 orphans goes in batches without counting the machine down; a spent work budget leaves the rest for the next pass")
+    func backlog() async throws {
+        try await withMaster { api, testbed, databasePath in
+            _ = try await LeaseTests.setUp(api, testbed, machines: ["m1"])
+            let master = try masterID(databasePath)
+            let socket = "unix://\(testbed.machine("m1").directory)/docker.sock"
+            try await Testbed.run(
+                ["sh", "-c", "seq 60 | xargs -P 6 -I{} docker -H \(socket) run -d --init --label resalloc.master=\(master) --label resalloc.lease=backlog-{} busybox sleep 600 >/dev/null"],
+                timeout: .seconds(120))
+            #expect(try await leaseContainers(testbed, "m1", master: master).count == 60)
+
+            // One batch of 50 spends a 1-second budget: 10 wait, said as a problem, exit 1.
+            let first = try await cleanup(databasePath, testbed, "--machine-timeout", "5s", "--work-timeout", "1s")
+            #expect(first.status == 1)
+            #expect(first.stdout == "expired 0, orphans removed 50, lost 0, stuck 0, failed purged 0, machines 1 ok / 0 down\n")
+            #expect(first.stderr.contains("10 of 60 containers on m1 could not be removed"))
+            #expect(first.stderr.contains("the next pass tries again"))
+            #expect(try await leaseContainers(testbed, "m1", master: master).count == 10)
+
+            let second = try await cleanup(databasePath, testbed, "--machine-timeout", "5s")
+            #expect(second.status == 0, "\(second.stderr)")
+            #expect(second.stdout.hasPrefix("expired 0, orphans removed 10, lost 0"))
+            #expect(try await leaseContainers(testbed, "m1", master: master).isEmpty)
         }
     }
 
@@ -71,7 +97,7 @@ struct CleanupTests {
             let extended = try await api.call(.post, "/lease/fragile/extend", token: admin, body: #"{"TTL": "2d"}"#)
             #expect(extended.status == .ok)
             #expect(try await api.call(.post, "/lease/fragile/extend", token: admin, body: #"{"TTL": "8d"}"#).status == .badRequest)
-            try testbed.docker("m2", ["rm", "-f", container])
+            try await testbed.docker("m2", ["rm", "-f", container])
             let result = try await cleanup(databasePath, testbed)
             #expect(result.stdout.contains("lost 1"))
             let lease = try await api.call(.get, "/lease/fragile", token: admin).object("Lease")
@@ -86,7 +112,8 @@ struct CleanupTests {
         try await withMaster { api, testbed, databasePath in
             _ = try await LeaseTests.setUp(api, testbed, machines: ["m1"])
             let master = try masterID(databasePath)
-            let orphans = try (0..<3).map { try plantContainer(testbed, "m1", master: master, lease: "9000\($0)") }
+            var orphans: [String] = []
+            for index in 0..<3 { orphans.append(try await plantContainer(testbed, "m1", master: master, lease: "9000\(index)")) }
             let results = try await withThrowingTaskGroup(of: CLI.Result.self) { group in
                 for _ in 0..<2 { group.addTask { try await cleanup(databasePath, testbed) } }
                 return try await group.reduce(into: [CLI.Result]()) { $0.append($1) }
@@ -96,7 +123,7 @@ struct CleanupTests {
                 result.stdout.firstMatch(of: /orphans removed (\d+)/).map { Int($0.1)! }
             }.reduce(0, +)
             #expect(removed == 3)
-            for orphan in orphans { #expect(try !exists(testbed, "m1", orphan)) }
+            for orphan in orphans { #expect(try await !exists(testbed, "m1", orphan)) }
         }
     }
 
@@ -104,9 +131,9 @@ struct CleanupTests {
     func machineDown() async throws {
         try await withMaster { api, testbed, databasePath in
             let admin = try await LeaseTests.setUp(api, testbed, machines: ["m1", "m6"])
-            let orphan = try plantContainer(testbed, "m1", master: try masterID(databasePath), lease: "777")
-            try testbed.control("sshd-stop", "m6")
-            defer { try? testbed.control("sshd-start", "m6") }
+            let orphan = try await plantContainer(testbed, "m1", master: try masterID(databasePath), lease: "777")
+            try await testbed.control("sshd-stop", "m6")
+            defer { testbed.restartSSHD("m6") }
             let clock = ContinuousClock()
             let start = clock.now
             let result = try await cleanup(databasePath, testbed, "--machine-timeout", "5s")
@@ -114,7 +141,7 @@ struct CleanupTests {
             #expect(result.status == 1)
             #expect(result.stdout.contains("machines 1 ok / 1 down (m6)"))
             #expect(result.stderr.contains("machine m6"))
-            #expect(try !exists(testbed, "m1", orphan))
+            #expect(try await !exists(testbed, "m1", orphan))
             let machines = try await api.call(.get, "/machine", token: admin).list("Machines")
             #expect(machines.first { $0["Name"] as? String == "m6" }?["Healthy"] as? Bool == false)
             // Placement skips it: every new lease goes to m1.
@@ -122,7 +149,7 @@ struct CleanupTests {
             #expect(placed.object("Lease")["Machine"] as? String == "m1")
             #expect(try await api.call(.delete, "/lease/skip", token: admin).status == .ok)
 
-            try testbed.control("sshd-start", "m6")
+            try await testbed.control("sshd-start", "m6")
             let again = try await cleanup(databasePath, testbed)
             #expect(again.status == 0)
             #expect(again.stdout.contains("machines 2 ok / 0 down"))

@@ -42,11 +42,8 @@ struct CrashTests {
         defer { master.kill9() }
         try await master.start(cli)
         let machine = testbed.machine("m2")
-        try await cli.ok("register", "admin", "admin-password")
-        try await cli.ok("login", "admin", "admin-password")
         // A resource that is new to the machine, so the first creations build as well as run.
-        try await cli.ok("resources", "create", "crashy", "FROM busybox\nRUN echo \(UUID().uuidString) > /id")
-        try await cli.ok("machine", "create", "m2", machine.login, machine.host)
+        try await cli.setUpAdmin(resource: "crashy", dockerfile: "FROM busybox\nRUN echo \(UUID().uuidString) > /id", machine: machine)
         let id = try masterID(databasePath)
 
         for (index, delay) in [0, 30, 80, 150, 250, 400, 700, 1200].enumerated() {
@@ -64,14 +61,14 @@ struct CrashTests {
         let store = try AppDatabase(path: databasePath)
         let leases = try store.leaseListings(ownerID: nil).map(\.lease)
         let live = Set(leases.filter { $0.state == .running }.map { $0.containerName(masterID: id) })
-        let containers = Set(try leaseContainers(testbed, "m2", master: id))
+        let containers = Set(try await leaseContainers(testbed, "m2", master: id))
         #expect(live == containers, "leases \(leases.map { "\($0.name):\($0.state)" }), containers \(containers)")
         #expect(leases.allSatisfy { $0.state == .running || $0.state == .failed })
         // Running ones really run.
         for container in containers {
-            #expect(try testbed.docker("m2", ["inspect", "--format", "{{.State.Running}}", container]) == "true\n")
+            #expect(try await testbed.docker("m2", ["inspect", "--format", "{{.State.Running}}", container]) == "true\n")
         }
-        if !containers.isEmpty { try testbed.docker("m2", ["rm", "-f"] + Array(containers)) }
+        if !containers.isEmpty { try await testbed.docker("m2", ["rm", "-f"] + Array(containers)) }
     }
 }
 

@@ -83,10 +83,10 @@ func withMaster(_ body: @Sendable (API, Testbed, String) async throws -> Void) a
 }
 
 /// The containers on a machine that carry `resalloc.lease`, by name, as the machine's own docker sees them.
-func leaseContainers(_ testbed: Testbed, _ machine: String, master: String? = nil) throws -> [String] {
+func leaseContainers(_ testbed: Testbed, _ machine: String, master: String? = nil) async throws -> [String] {
     var arguments = ["ps", "-a", "--format", "{{.Names}}", "--filter", "label=resalloc.lease"]
     if let master { arguments += ["--filter", "label=resalloc.master=\(master)"] }
-    return try testbed.docker(machine, arguments).split(separator: "\n").map(String.init)
+    return try await testbed.docker(machine, arguments).split(separator: "\n").map(String.init)
 }
 
 /// The master id a database was given, as its containers are labelled.

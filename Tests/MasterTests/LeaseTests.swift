@@ -38,11 +38,11 @@ struct LeaseTests {
             #expect(try await api.call(.post, "/lease", token: bob, body: #"{"ResourceName": "busybox", "LeaseName": "box"}"#).status == .created)
             let all = try await api.call(.get, "/lease?all=true", token: admin)
             #expect(Set(all.list("Leases").map { $0["Owner"] as? String ?? "" }) == ["alice", "bob"])
-            #expect(try leaseContainers(testbed, "m1", master: try masterID(databasePath)).count == 2)
+            #expect(try await leaseContainers(testbed, "m1", master: try masterID(databasePath)).count == 2)
             for token in [alice, bob] {
                 #expect(try await api.call(.delete, "/lease/box", token: token).status == .ok)
             }
-            #expect(try leaseContainers(testbed, "m1", master: try masterID(databasePath)).isEmpty)
+            #expect(try await leaseContainers(testbed, "m1", master: try masterID(databasePath)).isEmpty)
         }
     }
 
@@ -62,11 +62,11 @@ struct LeaseTests {
             let again = try await api.call(.post, "/lease", token: admin, body: #"{"ResourceName": "busybox", "LeaseName": "twin"}"#)
             #expect(again.status == .conflict)
             #expect(again.message == "you already have a lease named twin")
-            #expect(try leaseContainers(testbed, "m1", master: try masterID(databasePath)).count == 1)
+            #expect(try await leaseContainers(testbed, "m1", master: try masterID(databasePath)).count == 1)
             #expect(try await api.call(.delete, "/resource/busybox", token: admin).status == .conflict)
             #expect(try await api.call(.delete, "/machine/m1", token: admin).status == .conflict)
             #expect(try await api.call(.delete, "/machine/m1?force=true", token: admin).status == .ok)
-            #expect(try leaseContainers(testbed, "m1", master: try masterID(databasePath)).isEmpty)
+            #expect(try await leaseContainers(testbed, "m1", master: try masterID(databasePath)).isEmpty)
             #expect(try await api.call(.get, "/lease", token: admin).list("Leases").isEmpty)
         }
     }
@@ -90,7 +90,7 @@ struct LeaseTests {
             #expect(broken.message.contains("non-zero code: 7"))
             let listed = try await api.call(.get, "/lease", token: admin).list("Leases")
             #expect(listed.first { $0["Name"] as? String == "b" }?["State"] as? String == "failed")
-            #expect(try leaseContainers(testbed, "m2", master: try masterID(databasePath)).isEmpty)
+            #expect(try await leaseContainers(testbed, "m2", master: try masterID(databasePath)).isEmpty)
             // A failed lease's name can be used again.
             _ = try await api.call(.post, "/resource", token: admin, body: #"{"Name": "fixed", "File": "FROM busybox\n"}"#)
             #expect(try await api.call(.post, "/lease", token: admin, body: #"{"ResourceName": "fixed", "LeaseName": "b"}"#).status == .created)
@@ -107,15 +107,15 @@ struct LeaseTests {
                 #expect(reply.status == .created)
             }
             let master = try masterID(databasePath)
-            #expect(try leaseContainers(testbed, "m1", master: master).count == 2)
-            #expect(try leaseContainers(testbed, "m2", master: master).count == 2)
+            #expect(try await leaseContainers(testbed, "m1", master: master).count == 2)
+            #expect(try await leaseContainers(testbed, "m2", master: master).count == 2)
             let full = try await api.call(.post, "/lease", token: admin, body: #"{"ResourceName": "busybox", "LeaseName": "spread4"}"#)
             #expect(full.status == .serviceUnavailable)
             let machines = try await api.call(.get, "/machine", token: admin).list("Machines")
             #expect(machines.map { $0["ActiveLeases"] as? Int } == [2, 2])
             for index in 0..<4 { _ = try await api.call(.delete, "/lease/spread\(index)", token: admin) }
-            #expect(try leaseContainers(testbed, "m1", master: master).isEmpty)
-            #expect(try leaseContainers(testbed, "m2", master: master).isEmpty)
+            #expect(try await leaseContainers(testbed, "m1", master: master).isEmpty)
+            #expect(try await leaseContainers(testbed, "m2", master: master).isEmpty)
         }
     }
 
@@ -129,8 +129,8 @@ struct LeaseTests {
             #expect(!nowhere.message.contains("libssh2"))
             #expect(try await api.call(.get, "/machine", token: admin).list("Machines").count == 2)
 
-            try testbed.control("sshd-stop", "m5")
-            defer { try? testbed.control("sshd-start", "m5") }
+            try await testbed.control("sshd-stop", "m5")
+            defer { testbed.restartSSHD("m5") }
             // m5 sorts first at equal load; it is down, so m2 gets the lease.
             let moved = try await api.call(.post, "/lease", token: admin, body: #"{"ResourceName": "busybox", "LeaseName": "moved"}"#)
             #expect(moved.status == .created)

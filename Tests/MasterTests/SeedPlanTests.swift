@@ -25,15 +25,15 @@ struct SeedPlanTests {
             let machine = try await api.addMachine(testbed, "m1", token: token)
             #expect(machine.status == .created)
             #expect(machine.success)
-            #expect(machine.object("Machine")["HostKey"] as? String == "ecdsa-sha2-nistp256 \(try testbed.hostKeyFingerprint("m1"))")
+            #expect(machine.object("Machine")["HostKey"] as? String == "ecdsa-sha2-nistp256 \(try await testbed.hostKeyFingerprint("m1"))")
 
             let lease = try await api.call(.post, "/lease", token: token, body: #"{"ResourceName": "busybox", "LeaseName": "mylease"}"#)
             #expect(lease.status == .created)
             #expect(lease.success)
             let container = try #require(lease.object("Lease")["Container"] as? String)
-            #expect(try leaseContainers(testbed, "m1", master: master) == [container])
-            #expect(try testbed.docker("m1", ["exec", container, "cat", "/seed"]) == "seeded\n")
-            let labels = try testbed.docker("m1", ["inspect", "--format", "{{json .Config.Labels}}", container])
+            #expect(try await leaseContainers(testbed, "m1", master: master) == [container])
+            #expect(try await testbed.docker("m1", ["exec", container, "cat", "/seed"]) == "seeded\n")
+            let labels = try await testbed.docker("m1", ["inspect", "--format", "{{json .Config.Labels}}", container])
             #expect(labels.contains("\"resalloc.owner\":\"seed\""))
             #expect(labels.contains("\"resalloc.master\":\"\(master)\""))
 
@@ -46,7 +46,7 @@ struct SeedPlanTests {
             let deleted = try await api.call(.delete, "/lease", token: token, body: #"{"LeaseName": "mylease"}"#)
             #expect(deleted.status == .ok)
             #expect(deleted.success)
-            #expect(try leaseContainers(testbed, "m1", master: master).isEmpty)
+            #expect(try await leaseContainers(testbed, "m1", master: master).isEmpty)
 
             let empty = try await api.call(.get, "/lease", token: token)
             #expect(empty.success)

@@ -64,7 +64,7 @@ struct AuthenticationTests {
         let connection = try await SSHConnection.connect(to: testbed.endpoint("m1"))
         await connection.close()
         #expect(connection.hostKey.type == "ecdsa-sha2-nistp256")
-        #expect(connection.hostKey.fingerprint == (try testbed.hostKeyFingerprint("m1")))
+        #expect(connection.hostKey.fingerprint == (try await testbed.hostKeyFingerprint("m1")))
         let pinned = try await SSHConnection.connect(to: testbed.endpoint("m1", expecting: connection.hostKey))
         await pinned.close()
     }
@@ -72,7 +72,7 @@ struct AuthenticationTests {
     @Test("A pinned Ed25519 host key makes libssh2 negotiate that type")
     func pinnedTypeIsNegotiated() async throws {
         let testbed = try await Testbed.shared()
-        let expected = HostKey(type: "ssh-ed25519", fingerprint: try testbed.hostKeyFingerprint("m1", type: "ed25519"))
+        let expected = HostKey(type: "ssh-ed25519", fingerprint: try await testbed.hostKeyFingerprint("m1", type: "ed25519"))
         let connection = try await SSHConnection.connect(to: testbed.endpoint("m1", expecting: expected))
         await connection.close()
         #expect(connection.hostKey == expected)
@@ -83,7 +83,7 @@ struct AuthenticationTests {
         let testbed = try await Testbed.shared()
         let first = try await SSHConnection.connect(to: testbed.endpoint("m4"))
         await first.close()
-        try testbed.control("rekey", "m4")
+        try await testbed.control("rekey", "m4")
         let error = await #expect(throws: SSHError.self) {
             try await SSHConnection.connect(to: testbed.endpoint("m4", expecting: first.hostKey))
         }
@@ -93,6 +93,6 @@ struct AuthenticationTests {
         let second = try await SSHConnection.connect(to: testbed.endpoint("m4"))
         await second.close()
         #expect(second.hostKey != first.hostKey)
-        #expect(second.hostKey.fingerprint == (try testbed.hostKeyFingerprint("m4")))
+        #expect(second.hostKey.fingerprint == (try await testbed.hostKeyFingerprint("m4")))
     }
 }

@@ -78,7 +78,7 @@ struct CommandTests {
         let testbed = try await Testbed.shared()
         let pool = SSHConnectionPool()
         let endpoint = testbed.endpoint("m2", key: "reuse-a")
-        let loginsBefore = try testbed.acceptedLogins("m2", key: "reuse-a")
+        let loginsBefore = try await testbed.acceptedLogins("m2", key: "reuse-a")
         let outputs = try await withThrowingTaskGroup(of: (Int, String).self) { group in
             for index in 0..<20 {
                 group.addTask { (index, try await pool.execute(on: endpoint, "sleep 0.2; echo \(index)").stdoutText) }
@@ -96,7 +96,7 @@ struct CommandTests {
     func concurrentAcrossMachines() async throws {
         let testbed = try await Testbed.shared()
         let pool = SSHConnectionPool()
-        let before = try ["m1", "m2"].map { try testbed.acceptedLogins($0, key: "reuse-b") }
+        let before = [try await testbed.acceptedLogins("m1", key: "reuse-b"), try await testbed.acceptedLogins("m2", key: "reuse-b")]
         let results = try await withThrowingTaskGroup(of: ExecResult.self) { group in
             for index in 0..<20 {
                 let endpoint = testbed.endpoint(index % 2 == 0 ? "m1" : "m2", key: "reuse-b")

@@ -74,13 +74,26 @@ public final class Testbed: Sendable {
     /// The host's own docker CLI against the machine's engine, over its unix socket: the
     /// independent check of what the master did.
     @discardableResult
-    public func docker(_ machine: String, _ arguments: [String]) throws -> String {
-        try Self.run(["docker", "-H", "unix://\(self.machine(machine).directory)/docker.sock"] + arguments)
+    public func docker(_ machine: String, _ arguments: [String]) async throws -> String {
+        try await Self.run(["docker", "-H", "unix://\(self.machine(machine).directory)/docker.sock"] + arguments)
+    }
+
+    /// Removes containers from a machine, waiting on this thread: for `defer` blocks, which
+    /// cannot await. Failures are ignored; it is tidying up.
+    public func removeContainers(_ machine: String, _ names: [String]) {
+        guard !names.isEmpty else { return }
+        _ = try? Self.run(["docker", "-H", "unix://\(self.machine(machine).directory)/docker.sock", "rm", "-f"] + names) as String
+    }
+
+    /// Starts the machine's sshd again if it is stopped, waiting on this thread: for `defer`
+    /// blocks, so a test that stops it always leaves it running.
+    public func restartSSHD(_ machine: String) {
+        _ = try? Self.run(["\(repositoryRoot)/scripts/testbed", "sshd-start", machine]) as String
     }
 
     /// Runs a testbed command (`sshd-stop m3`, `rekey m4`, …).
-    public func control(_ arguments: String...) throws {
-        try Self.run(["\(repositoryRoot)/scripts/testbed"] + arguments)
+    public func control(_ arguments: String...) async throws {
+        try await Self.run(["\(repositoryRoot)/scripts/testbed"] + arguments)
     }
 
     /// The machine's sshd log, to count connections ("Accepted publickey").
@@ -89,8 +102,8 @@ public final class Testbed: Sendable {
     }
 
     /// How many logins with the key `keyType` the machine's sshd has accepted so far.
-    public func acceptedLogins(_ machine: String, key keyType: String) throws -> Int {
-        let line = try Self.run(["ssh-keygen", "-l", "-E", "sha256", "-f", keys[keyType]! + ".pub"])
+    public func acceptedLogins(_ machine: String, key keyType: String) async throws -> Int {
+        let line = try await Self.run(["ssh-keygen", "-l", "-E", "sha256", "-f", keys[keyType]! + ".pub"])
         let fingerprint = String(line.split(separator: " ")[1])
         return sshdLog(machine).split(whereSeparator: \.isNewline).filter { $0.contains("Accepted publickey") && $0.contains(fingerprint) }.count
     }
@@ -99,16 +112,16 @@ public final class Testbed: Sendable {
     /// login), or whatever it is after two seconds; compare the result with `expected`.
     public func acceptedLogins(_ machine: String, key keyType: String, reaching expected: Int) async throws -> Int {
         for _ in 0..<40 {
-            let count = try acceptedLogins(machine, key: keyType)
+            let count = try await acceptedLogins(machine, key: keyType)
             if count >= expected { return count }
             try await Task.sleep(for: .milliseconds(50))
         }
-        return try acceptedLogins(machine, key: keyType)
+        return try await acceptedLogins(machine, key: keyType)
     }
 
     /// SHA-256 fingerprint of the machine's ECDSA host key as `ssh-keygen -l` prints it.
-    public func hostKeyFingerprint(_ machine: String, type: String = "ecdsa") throws -> String {
-        let line = try Self.run(["ssh-keygen", "-l", "-E", "sha256", "-f", "\(self.machine(machine).directory)/ssh_host_\(type)_key.pub"])
+    public func hostKeyFingerprint(_ machine: String, type: String = "ecdsa") async throws -> String {
+        let line = try await Self.run(["ssh-keygen", "-l", "-E", "sha256", "-f", "\(self.machine(machine).directory)/ssh_host_\(type)_key.pub"])
         return String(line.split(separator: " ")[1])
     }
 
@@ -121,6 +134,17 @@ public final class Testbed: Sendable {
         if outcome.timedOut { throw TestbedError("\(command) did not finish within \(timeout) and was killed: \(outcome.errors)") }
         guard outcome.status == 0 else { throw TestbedError("\(command) exited \(outcome.status): \(outcome.errors)") }
         return outcome.output
+    }
+
+    /// ``run(_:input:timeout:)`` on a Dispatch thread. Tests call this one: a blocked thread of
+    /// the cooperative pool (two on a 2-core machine) stalls the in-process master too.
+    @discardableResult
+    public static func run(_ arguments: [String], input: Data? = nil, timeout: Duration = .seconds(120)) async throws -> String {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try run(arguments, input: input, timeout: timeout) as String })
+            }
+        }
     }
 }
 
