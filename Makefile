@@ -39,9 +39,11 @@ test: deps keys ## run every test against real local machines (needs root for th
 run: build keys ## start a local test machine and the master, ready for resalloc calls
 	$(SUDO) scripts/run
 
-bench: deps ## benchmarks against a real local machine; prints numbers
+BENCH ?= all
+bench: deps ## benchmarks on real local machines; prints numbers (BENCH=transport|master|shell|cleanup)
+	swift build -c release --product resalloc-master
 	swift build -c release --product resalloc-bench
-	$(SUDO) .build/release/resalloc-bench; status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
+	$(SUDO) .build/release/resalloc-bench $(BENCH); status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
 
 stop: ## stop the local test machines
 	$(SUDO) $(TESTBED) stop

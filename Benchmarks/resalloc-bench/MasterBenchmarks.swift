@@ -18,13 +18,18 @@ struct BenchArguments: AppArguments {
     var reconcileEvery: Duration = .zero
 }
 
-/// The master's HTTP path, measured against the machine's own engine. The master runs in this
-/// process on a loopback port; every request is real HTTP.
-func masterBenchmarks(testbed: Testbed, runs: Int, only: String) async throws {
+/// Runs `body` with a master in this process on a loopback port (every request is real HTTP),
+/// logged in as its admin, with a `busybox` resource and `machines` added. `body` gets the
+/// client, the server's URL and the database's path.
+func withBenchMaster(
+    _ testbed: Testbed, machines: [String] = ["m1"], _ body: (ResallocClient, String, String) async throws -> Void
+) async throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-bench-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: directory) }
     let port = Int.random(in: 40000...49999)
-    let app = try await buildApplication(BenchArguments(port: port, databasePath: "\(directory)/bench.db", keyPath: testbed.keys["ed25519"]!))
+    let databasePath = "\(directory)/bench.db"
+    let app = try await buildApplication(BenchArguments(port: port, databasePath: databasePath, keyPath: testbed.keys["ed25519"]!))
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await app.runService() }
         defer { group.cancelAll() }
@@ -36,11 +41,20 @@ func masterBenchmarks(testbed: Testbed, runs: Int, only: String) async throws {
         }
         client.token = try await client.login("bench", password: "bench-password").token
         _ = try await client.createResource("busybox", dockerfile: "FROM busybox\n")
-        let machine = testbed.machine("m1")
-        _ = try await client.createMachine("m1", login: machine.login, address: machine.host, capacity: 500)
+        for name in machines {
+            let machine = testbed.machine(name)
+            _ = try await client.createMachine(name, login: machine.login, address: machine.host, capacity: 500)
+        }
+        try await body(client, server, databasePath)
+    }
+}
+
+/// The master's HTTP path, measured against the machine's own engine.
+func masterBenchmarks(testbed: Testbed, runs: Int, only: String) async throws {
+    try await withBenchMaster(testbed) { client, server, _ in
         _ = try await client.createLease("busybox", name: "warmup", ttl: nil)  // builds the image once
         _ = try await client.deleteLease("warmup")
-        let socket = "unix://\(machine.directory)/docker.sock"
+        let socket = "unix://\(testbed.machine("m1").directory)/docker.sock"
 
         do {
             print("\nmaster benchmark: lease round trip over HTTP, image already built, \(runs) runs")
@@ -52,8 +66,8 @@ func masterBenchmarks(testbed: Testbed, runs: Int, only: String) async throws {
             }
             let local = try await measure("docker run -d + rm -f, machine's own engine", runs: runs) {
                 let name = "resalloc-bench-\(UUID().uuidString.prefix(12).lowercased())"
-                try Testbed.run(["docker", "-H", socket, "run", "-d", "--init", "--name", name, "busybox", "sleep", "infinity"])
-                try Testbed.run(["docker", "-H", socket, "rm", "-f", name])
+                try await Testbed.run(["docker", "-H", socket, "run", "-d", "--init", "--name", name, "busybox", "sleep", "infinity"])
+                try await Testbed.run(["docker", "-H", socket, "rm", "-f", name])
             }
             printTable([lease, local])
             let ratio = lease.median.milliseconds / local.median.milliseconds
@@ -63,7 +77,7 @@ func masterBenchmarks(testbed: Testbed, runs: Int, only: String) async throws {
             print("\nGET /lease with 100 leases, wrk -t2 -c32 -d5s (2 cores shared by wrk and the master):")
             let token = client.token!
             for (label, path) in [("GET /lease (100 leases)", "/lease"), ("GET /health (trivial route)", "/health")] {
-                let output = try Testbed.run(["wrk", "-t2", "-c32", "-d5s", "--latency", "-H", "token: \(token)", server + path])
+                let output = try await Testbed.run(["wrk", "-t2", "-c32", "-d5s", "--latency", "-H", "token: \(token)", server + path])
                 let rps = output.firstMatch(of: /Requests\/sec:\s+([\d.]+)/).map { String($0.1) } ?? "?"
                 let p99 = output.firstMatch(of: /99%\s+([\d.]+\w+)/).map { String($0.1) } ?? "?"
                 let errors = output.contains("Non-2xx") ? " (non-2xx responses!)" : ""
@@ -72,5 +86,4 @@ func masterBenchmarks(testbed: Testbed, runs: Int, only: String) async throws {
             for index in 0..<100 { _ = try await client.deleteLease("load\(index)") }
         }
     }
-    try? FileManager.default.removeItem(atPath: directory)
 }

@@ -12,6 +12,8 @@ let only = CommandLine.arguments.dropFirst().first ?? "all"
 let testbed = try await Testbed.shared()
 if only == "all" || only == "transport" { try await transportBenchmark() }
 if only == "all" || only == "master" { try await masterBenchmarks(testbed: testbed, runs: runs, only: only) }
+if only == "all" || only == "shell" { try await shellBenchmark(testbed: testbed) }
+if only == "all" || only == "cleanup" { try await cleanupBenchmark(testbed: testbed) }
 
 func transportBenchmark() async throws {
 let machine = testbed.machine("m1")
@@ -38,10 +40,10 @@ let reusedPs = try await measure("docker ps -q, reused connection", runs: runs) 
     precondition(result.exitStatus == 0, result.stderrText)
 }
 let sshPs = try await measure("docker ps -q, one ssh process per call", runs: runs) {
-    try Testbed.run(sshArguments + ["docker ps -q"])
+    try await Testbed.run(sshArguments + ["docker ps -q"])
 }
 let localPs = try await measure("docker ps -q, machine's own engine (local CLI)", runs: runs) {
-    try Testbed.run(["docker", "-H", socket, "ps", "-q"])
+    try await Testbed.run(["docker", "-H", socket, "ps", "-q"])
 }
 samples += [reusedPs, sshPs, localPs]
 
@@ -53,13 +55,13 @@ let runRemote = try await measure("docker run -d + rm -f, reused connection", ru
 }
 let runSsh = try await measure("docker run -d + rm -f, one ssh process per call", runs: runs) {
     let name = nextName()
-    try Testbed.run(sshArguments + ["docker run -d --name \(name) busybox sleep 60"])
-    try Testbed.run(sshArguments + ["docker rm -f \(name)"])
+    try await Testbed.run(sshArguments + ["docker run -d --name \(name) busybox sleep 60"])
+    try await Testbed.run(sshArguments + ["docker rm -f \(name)"])
 }
 let runLocal = try await measure("docker run -d + rm -f, machine's own engine", runs: runs) {
     let name = nextName()
-    try Testbed.run(["docker", "-H", socket, "run", "-d", "--name", name, "busybox", "sleep", "60"])
-    try Testbed.run(["docker", "-H", socket, "rm", "-f", name])
+    try await Testbed.run(["docker", "-H", socket, "run", "-d", "--name", name, "busybox", "sleep", "60"])
+    try await Testbed.run(["docker", "-H", socket, "rm", "-f", name])
 }
 samples += [runRemote, runSsh, runLocal]
 

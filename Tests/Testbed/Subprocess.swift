@@ -65,6 +65,33 @@ public final class Subprocess: @unchecked Sendable {
         return Subprocess(pid: pid, arguments: arguments)
     }
 
+    /// Starts `arguments` with pipes on its stdin and stdout, to be driven as it runs (stderr
+    /// goes to `stderr`). Returns the child and this process's ends of the two pipes.
+    public static func startPiped(_ arguments: [String], environment: [String: String]? = nil, stderr: Stream = .null) throws -> (child: Subprocess, input: FileHandle, output: FileHandle) {
+        let input = try makePipe()
+        let output = try makePipe()
+        var errors: Int32?
+        switch stderr {
+        case .inherit: errors = nil
+        case .null: errors = try openOrThrow("/dev/null", O_RDWR)
+        case .file(let path): errors = try openOrThrow(path, O_WRONLY | O_CREAT | O_APPEND)
+        }
+        defer {
+            close(input.read)
+            close(output.write)
+            if let errors { close(errors) }
+        }
+        let pid: pid_t
+        do {
+            pid = try spawn(arguments, environment: environment, stdin: input.read, stdout: output.write, stderr: errors)
+        } catch {
+            close(input.write)
+            close(output.read)
+            throw error
+        }
+        return (Subprocess(pid: pid, arguments: arguments), FileHandle(fileDescriptor: input.write, closeOnDealloc: true), FileHandle(fileDescriptor: output.read, closeOnDealloc: true))
+    }
+
     /// The exit status once the child has exited, without waiting.
     public var exitStatus: Int32? {
         lock.withLock {
