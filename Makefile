@@ -43,7 +43,7 @@ BENCH ?= all
 bench: deps ## benchmarks on real local machines; prints numbers (BENCH=transport|master|shell|cleanup)
 	swift build -c release --product resalloc-master
 	swift build -c release --product resalloc-bench
-	$(SUDO) .build/release/resalloc-bench $(BENCH); status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
+	$(SUDO) stdbuf -oL .build/release/resalloc-bench $(BENCH); status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
 
 stop: ## stop the local test machines
 	$(SUDO) $(TESTBED) stop

@@ -13,7 +13,9 @@ struct BenchArguments: AppArguments {
     var port: Int
     var databasePath: String
     var keyPath: String
-    var logLevel: Logger.Level = .error
+    /// Critical only: stopping the in-process master by cancellation logs errors that mean
+    /// nothing here; a real failure reaches the benchmark as a client error.
+    var logLevel: Logger.Level = .critical
     var bcryptCost: UInt8 = 10
     var reconcileEvery: Duration = .zero
 }

@@ -3,9 +3,10 @@ import Foundation
 import SSH
 import Testbed
 
-// resalloc's transport benchmark (make bench): the reused libssh2 connection against one ssh
-// process per call and against the machine's own engine, on a real local test machine.
-// Prints medians over repeated runs; it asserts nothing, it reports.
+// resalloc's benchmarks (make bench [BENCH=transport|master|shell|cleanup]) on real local test
+// machines: the SSH transport against one ssh process per call and the machine's own engine;
+// the master's HTTP path; resalloc ssh through the bridge against ssh -tt; cleanup at scale.
+// Prints medians and ratios against the targets; it asserts nothing, it reports.
 
 let runs = Int(ProcessInfo.processInfo.environment["BENCH_RUNS"] ?? "") ?? 30
 let only = CommandLine.arguments.dropFirst().first ?? "all"
