@@ -11,68 +11,10 @@ import Testbed
 // same container: keystroke round trip and the throughput of `cat` of ~50 MB. Every wait has a
 // deadline; a stuck session fails the benchmark instead of hanging it.
 
-/// The bytes a terminal session has printed, and one waiter for a condition on them.
-final class Arrivals: @unchecked Sendable {
-    private struct Waiter {
-        let id: Int
-        let condition: (Int, [UInt8]) -> Bool
-        let continuation: CheckedContinuation<Void, any Error>
-    }
-
-    private let lock = NSLock()
-    private var total = 0
-    /// The last bytes, to look for markers in.
-    private var tail: [UInt8] = []
-    private var waiter: Waiter?
-    private var nextID = 0
-
-    var count: Int { lock.withLock { total } }
-
-    func append(_ bytes: some Collection<UInt8>) {
-        let ready: Waiter? = lock.withLock {
-            total += bytes.count
-            tail += bytes
-            if tail.count > 8192 { tail.removeFirst(tail.count - 4096) }
-            guard let waiter, waiter.condition(total, tail) else { return nil }
-            self.waiter = nil
-            return waiter
-        }
-        ready?.continuation.resume()
-    }
-
-    /// Waits until `condition(total bytes, last bytes)` holds, for at most `timeout`.
-    func wait(_ what: String, timeout: Duration = .seconds(30), until condition: @escaping (Int, [UInt8]) -> Bool) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let id: Int? = lock.withLock {
-                if condition(total, tail) { return nil }
-                nextID += 1
-                waiter = Waiter(id: nextID, condition: condition, continuation: continuation)
-                return nextID
-            }
-            guard let id else { return continuation.resume() }
-            Task {
-                try? await Task.sleep(for: timeout)
-                let expired: Waiter? = self.lock.withLock {
-                    guard let waiter = self.waiter, waiter.id == id else { return nil }
-                    self.waiter = nil
-                    return waiter
-                }
-                let seen = self.lock.withLock { String(decoding: self.tail.suffix(300), as: UTF8.self) }
-                expired?.continuation.resume(throwing: TestbedError("\(what) did not happen within \(timeout); the end of the screen: \(seen)"))
-            }
-        }
-    }
-
-    func waitFor(_ marker: String, timeout: Duration = .seconds(30)) async throws {
-        let needle = Array(marker.utf8)
-        try await wait("'\(marker)' on the screen", timeout: timeout) { _, tail in tail.contains(needle) }
-    }
-}
-
-/// A terminal session to measure: bytes in, `Arrivals` out.
+/// A terminal session to measure: bytes in, a `Screen` out.
 struct Terminal {
     let label: String
-    let arrivals: Arrivals
+    let screen: Screen
     let write: @Sendable ([UInt8]) -> Void
     let finish: () async throws -> Void
 }
@@ -123,18 +65,18 @@ func shellBenchmark(testbed: Testbed, keystrokes: Int = 200) async throws {
 /// Types into a shell: `cat` of the big file three times (best kept), then `exec cat` and one
 /// byte at a time, each timed from the write to its echo; Ctrl-D ends it.
 func measureShell(_ terminal: Terminal, keystrokes: Int) async throws -> ShellNumbers {
-    let arrivals = terminal.arrivals
-    try await arrivals.waitFor("# ")
+    let screen = terminal.screen
+    try await screen.waitFor("# ")
 
     var best = 0.0
     var bytes = 0
     for round in 0..<3 {
-        let before = arrivals.count
+        let before = screen.count
         let start = ContinuousClock.now
         terminal.write(Array("cat /tmp/big; echo BENCH-''END-\(round)\n".utf8))
-        try await arrivals.waitFor("BENCH-END-\(round)", timeout: .seconds(120))
+        try await screen.waitFor("BENCH-END-\(round)", timeout: .seconds(120))
         let elapsed = ContinuousClock.now - start
-        bytes = arrivals.count - before
+        bytes = screen.count - before
         best = max(best, Double(bytes) / 1e6 / (elapsed.milliseconds / 1000))
     }
 
@@ -147,10 +89,10 @@ func measureShell(_ terminal: Terminal, keystrokes: Int) async throws -> ShellNu
             terminal.write(Array("\n".utf8))
             try await Task.sleep(for: .milliseconds(100))
         }
-        let before = arrivals.count
+        let before = screen.count
         let start = ContinuousClock.now
         terminal.write([UInt8(ascii: "x")])
-        try await arrivals.wait("the echo of keystroke \(index)", timeout: .seconds(10)) { total, _ in total > before }
+        try await screen.waitForMore(than: before, timeout: .seconds(10))
         if index >= 20 { durations.append(ContinuousClock.now - start) }
     }
     terminal.write([0x0A, 0x04])  // end the line, then Ctrl-D: cat ends, and with it the shell
@@ -159,17 +101,17 @@ func measureShell(_ terminal: Terminal, keystrokes: Int) async throws -> ShellNu
 }
 
 func bridgeTerminal(client: ResallocClient, lease: String) throws -> Terminal {
-    let arrivals = Arrivals()
+    let screen = Screen()
     let (input, sink) = AsyncStream.makeStream(of: ShellInput.self)
     let session = Task {
         try await ShellSession(client: client).run(
             lease: lease, start: ShellStart(tty: true, term: "xterm", columns: 200, rows: 50, command: nil), input: input
         ) { _, buffer in
-            arrivals.append(buffer.readableBytesView)
+            screen.append(buffer.readableBytesView)
         }
     }
     return Terminal(
-        label: "bridge", arrivals: arrivals, write: { sink.yield(.bytes($0)) },
+        label: "bridge", screen: screen, write: { sink.yield(.bytes($0)) },
         finish: {
             _ = try await within(.seconds(20), "the bridged shell's end") { try await session.value }
             sink.finish()
@@ -178,37 +120,30 @@ func bridgeTerminal(client: ResallocClient, lease: String) throws -> Terminal {
 
 /// The master's own half of the bridge: its libssh2 PTY channel, read and written in-process.
 func channelTerminal(_ testbed: Testbed, container: String) async throws -> Terminal {
-    let arrivals = Arrivals()
     let pool = SSHConnectionPool()
     let docker = RemoteDocker(endpoint: testbed.endpoint("m1"), pool: pool)
     let process = try await docker.openShell(container, term: "xterm", size: TerminalSize(columns: 200, rows: 50))
-    let reader = Task {
-        for await chunk in process.output {
-            if case .stdout(let bytes) = chunk { arrivals.append(bytes) }
-        }
-    }
     return Terminal(
-        label: "libssh2 channel only", arrivals: arrivals, write: { process.write($0) },
+        label: "libssh2 channel only", screen: Screen(process), write: { process.write($0) },
         finish: {
             _ = try await within(.seconds(20), "the channel's shell to end") { try await process.exitStatus() }
-            await reader.value
             await pool.closeAll()
         })
 }
 
 func directTerminal(_ arguments: [String]) throws -> Terminal {
-    let arrivals = Arrivals()
+    let screen = Screen()
     let (child, input, output) = try Subprocess.startPiped(arguments)
     let reader = Thread {
         while true {
             let data = output.availableData
             if data.isEmpty { break }
-            arrivals.append(data)
+            screen.append(data)
         }
     }
     reader.start()
     return Terminal(
-        label: "direct ssh", arrivals: arrivals, write: { input.write(Data($0)) },
+        label: "direct ssh", screen: screen, write: { input.write(Data($0)) },
         finish: {
             try input.close()
             try await child.wait(timeout: .seconds(20))

@@ -111,7 +111,7 @@ public struct Reconciler: Sendable {
         case .failure(let error):
             return markDown(machine, reason: MasterError.from(error, machine: machine.name).message, dryRun: dryRun)
         case .success(let containers):
-            return await settle(machine, containers: containers, leases: leases, dryRun: dryRun, now: now)
+            return await settle(machine, docker, containers: containers, leases: leases, dryRun: dryRun, now: now)
         }
     }
 
@@ -141,7 +141,7 @@ public struct Reconciler: Sendable {
     }
 
     /// Compares what runs on a machine that answered with its leases, and acts.
-    private func settle(_ machine: Machine, containers: [LabelledContainer], leases: [Lease], dryRun: Bool, now: Date) async -> CleanupSummary {
+    private func settle(_ machine: Machine, _ docker: RemoteDocker, containers: [LabelledContainer], leases: [Lease], dryRun: Bool, now: Date) async -> CleanupSummary {
         var summary = CleanupSummary()
         summary.machinesOK = [machine.name]
         if !machine.healthy && !dryRun { try? master.database.setMachineHealth(id: machine.id!, healthy: true, error: nil) }
@@ -217,7 +217,7 @@ public struct Reconciler: Sendable {
             removals.append((container.name, nil))
         }
 
-        let gone = dryRun ? Set(removals.map(\.name)) : await removeInBatches(removals.map(\.name), on: machine, summary: &summary)
+        let gone = dryRun ? Set(removals.map(\.name)) : await removeInBatches(removals.map(\.name), on: machine, docker, summary: &summary)
         for removal in removals where gone.contains(removal.name) {
             if let lease = removal.lease { delete(lease) } else { summary.orphansRemoved += 1 }
         }
@@ -226,8 +226,7 @@ public struct Reconciler: Sendable {
 
     /// Removes containers `batchSize` at a time until done or `workDeadline` has passed;
     /// returns the names that are gone. What is left waits for the next pass, said as a problem.
-    private func removeInBatches(_ names: [String], on machine: Machine, summary: inout CleanupSummary) async -> Set<String> {
-        let docker = master.fleet.docker(on: machine)
+    private func removeInBatches(_ names: [String], on machine: Machine, _ docker: RemoteDocker, summary: inout CleanupSummary) async -> Set<String> {
         let deadline = ContinuousClock.now + workDeadline
         var gone: Set<String> = []
         var failures: [String] = []

@@ -58,6 +58,7 @@ public struct ResallocClient: Sendable {
             // does not stream: a plain reply.
             return try await decode(response)
         }
+        let decoder = WireCoding.decoder()
         var pending: [UInt8] = []
         do {
             for try await chunk in response.body {
@@ -66,7 +67,7 @@ public struct ResallocClient: Sendable {
                     let line = Data(pending[..<newline])
                     pending.removeSubrange(...newline)
                     let progress: LeaseProgress
-                    do { progress = try WireCoding.decoder().decode(LeaseProgress.self, from: line) } catch { throw ClientError.protocolError("\(error)") }
+                    do { progress = try decoder.decode(LeaseProgress.self, from: line) } catch { throw ClientError.protocolError("\(error)") }
                     if let build = progress.build { onBuildLine(build) }
                     guard let success = progress.success else { continue }
                     if success, let lease = progress.lease { return Payload("Lease", lease, message: progress.message ?? "") }

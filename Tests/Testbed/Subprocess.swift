@@ -49,19 +49,9 @@ public final class Subprocess: @unchecked Sendable {
 
     /// Starts `arguments` (searched on PATH) and returns at once; stdin is `/dev/null`.
     public static func start(_ arguments: [String], environment: [String: String]? = nil, stdout: Stream = .null, stderr: Stream = .null) throws -> Subprocess {
-        var closeAfterSpawn: [Int32] = []
-        defer { closeAfterSpawn.forEach { close($0) } }
-        func descriptor(_ stream: Stream, _ target: Int32) throws -> Int32? {
-            switch stream {
-            case .inherit: return nil
-            case .null: let fd = try openOrThrow("/dev/null", O_RDWR); closeAfterSpawn.append(fd); return fd
-            case .file(let path): let fd = try openOrThrow(path, O_WRONLY | O_CREAT | O_APPEND); closeAfterSpawn.append(fd); return fd
-            }
-        }
-        let input = try descriptor(.null, 0)
-        let output = try descriptor(stdout, 1)
-        let errors = try descriptor(stderr, 2)
-        let pid = try spawn(arguments, environment: environment, stdin: input, stdout: output, stderr: errors)
+        let descriptors = [try descriptor(.null), try descriptor(stdout), try descriptor(stderr)]
+        defer { descriptors.compactMap { $0 }.forEach { close($0) } }
+        let pid = try spawn(arguments, environment: environment, stdin: descriptors[0], stdout: descriptors[1], stderr: descriptors[2])
         return Subprocess(pid: pid, arguments: arguments)
     }
 
@@ -70,12 +60,7 @@ public final class Subprocess: @unchecked Sendable {
     public static func startPiped(_ arguments: [String], environment: [String: String]? = nil, stderr: Stream = .null) throws -> (child: Subprocess, input: FileHandle, output: FileHandle) {
         let input = try makePipe()
         let output = try makePipe()
-        var errors: Int32?
-        switch stderr {
-        case .inherit: errors = nil
-        case .null: errors = try openOrThrow("/dev/null", O_RDWR)
-        case .file(let path): errors = try openOrThrow(path, O_WRONLY | O_CREAT | O_APPEND)
-        }
+        let errors = try descriptor(stderr)
         defer {
             close(input.read)
             close(output.write)
@@ -90,6 +75,16 @@ public final class Subprocess: @unchecked Sendable {
             throw error
         }
         return (Subprocess(pid: pid, arguments: arguments), FileHandle(fileDescriptor: input.write, closeOnDealloc: true), FileHandle(fileDescriptor: output.read, closeOnDealloc: true))
+    }
+
+    /// A descriptor for the child's end of `stream`, which the caller closes after the spawn;
+    /// nil to inherit this process's own.
+    private static func descriptor(_ stream: Stream) throws -> Int32? {
+        switch stream {
+        case .inherit: return nil
+        case .null: return try openOrThrow("/dev/null", O_RDWR)
+        case .file(let path): return try openOrThrow(path, O_WRONLY | O_CREAT | O_APPEND)
+        }
     }
 
     /// The exit status once the child has exited, without waiting.
