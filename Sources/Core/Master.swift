@@ -8,7 +8,7 @@ public struct Master: Sendable {
     public let database: AppDatabase
     public let pool: SSHConnectionPool
     public let masterID: String
-    public let accounts: Accounts
+    public var accounts: Accounts
     public let fleet: Fleet
     public let catalog: ResourceCatalog
     public var saga: LeaseSaga

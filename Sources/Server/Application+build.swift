@@ -19,12 +19,15 @@ public protocol AppArguments {
     var maxTTL: Duration { get }
     /// How often the server runs the cleanup pass itself; zero turns it off.
     var reconcileEvery: Duration { get }
+    /// How long a login token stays valid.
+    var tokenLifetime: Duration { get }
 }
 
 extension AppArguments {
     public var defaultTTL: Duration { .seconds(86400) }
     public var maxTTL: Duration { .seconds(7 * 86400) }
     public var reconcileEvery: Duration { .seconds(60) }
+    public var tokenLifetime: Duration { .seconds(30 * 86400) }
 }
 
 /// The one composition root: opens the database, assembles the domain and the routes.
@@ -40,6 +43,8 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     }
     assembled.saga.defaultTTL = arguments.defaultTTL
     assembled.saga.maxTTL = arguments.maxTTL
+    guard arguments.tokenLifetime > .zero else { throw MasterError(.invalid, "the token lifetime must be positive") }
+    assembled.accounts.tokenLifetime = arguments.tokenLifetime
     let master = assembled
     let router = buildRouter(master)
     var services: [any Service] = [MasterShutdown(master: master)]

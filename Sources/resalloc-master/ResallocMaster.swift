@@ -22,7 +22,12 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("db"), help: "The SQLite database file (env RESALLOC_DB).")
     var path: String = ProcessInfo.processInfo.environment["RESALLOC_DB"] ?? "resalloc.db"
 
-    func open() throws -> AppDatabase {
+    /// Opens the database, creating the file when `create` (serve and migrate up); otherwise a
+    /// mistyped path is an error and leaves no empty database behind.
+    func open(create: Bool = false) throws -> AppDatabase {
+        guard create || FileManager.default.fileExists(atPath: path) else {
+            throw ValidationError("there is no database at \(path): pass --db (or RESALLOC_DB), or create it with resalloc-master migrate up")
+        }
         do { return try AppDatabase(path: path) } catch {
             throw ValidationError("cannot open the database \(path): \(error)")
         }
@@ -37,8 +42,8 @@ extension ResallocMaster {
 
         @Option(help: "Address to listen on (env RESALLOC_HOST).")
         var host: String = ProcessInfo.processInfo.environment["RESALLOC_HOST"] ?? "127.0.0.1"
-        @Option(help: "Port to listen on (env RESALLOC_PORT).")
-        var port: Int = Int(ProcessInfo.processInfo.environment["RESALLOC_PORT"] ?? "") ?? 8080
+        @Option(name: .customLong("port"), help: "Port to listen on (env RESALLOC_PORT).")
+        var portText: String = ProcessInfo.processInfo.environment["RESALLOC_PORT"] ?? "8080"
         @OptionGroup var database: DatabaseOptions
         @Option(name: .customLong("key"), help: "The master's private SSH key (env RESALLOC_KEY).")
         var keyPath: String = ProcessInfo.processInfo.environment["RESALLOC_KEY"] ?? "resources/resalloc.pem"
@@ -49,20 +54,24 @@ extension ResallocMaster {
         var defaultTTLText = "24h"
         @Option(name: .customLong("max-ttl"), help: "The longest lease lifetime allowed.")
         var maxTTLText = "7d"
+        @Option(name: .customLong("token-ttl"), help: "How long a login token stays valid.")
+        var tokenTTLText = "30d"
         @Option(name: .customLong("reconcile-every"), help: "Run the cleanup pass this often (0 turns it off; cron's resalloc-master cleanup still works).")
         var reconcileEveryText = "60s"
 
+        var port: Int { Int(portText) ?? 0 }
         var databasePath: String { database.path }
         var logLevel: Logger.Level { Logger.Level(rawValue: logLevelName) ?? .info }
         var bcryptCost: UInt8 { 10 }
         var defaultTTL: Duration { TTL.parse(defaultTTLText) ?? .seconds(86400) }
         var maxTTL: Duration { TTL.parse(maxTTLText) ?? .seconds(7 * 86400) }
+        var tokenLifetime: Duration { TTL.parse(tokenTTLText) ?? .seconds(30 * 86400) }
         var reconcileEvery: Duration { reconcileEveryText == "0" ? .zero : TTL.parse(reconcileEveryText) ?? .seconds(60) }
 
         func validate() throws {
-            guard (1...65535).contains(port) else { throw ValidationError("--port must be 1 to 65535") }
+            guard (1...65535).contains(port) else { throw ValidationError("--port (or RESALLOC_PORT) must be a number from 1 to 65535; got \(portText)") }
             guard Logger.Level(rawValue: logLevelName) != nil else { throw ValidationError("unknown log level \(logLevelName)") }
-            for (flag, text) in [("--default-ttl", defaultTTLText), ("--max-ttl", maxTTLText)] where TTL.parse(text) == nil {
+            for (flag, text) in [("--default-ttl", defaultTTLText), ("--max-ttl", maxTTLText), ("--token-ttl", tokenTTLText)] where TTL.parse(text) == nil {
                 throw ValidationError("\(flag) takes 90s, 15m, 2h or 1d; got \(text)")
             }
             guard reconcileEveryText == "0" || TTL.parse(reconcileEveryText) != nil else { throw ValidationError("--reconcile-every takes 0, 30s, 5m, …") }
@@ -106,6 +115,10 @@ extension ResallocMaster {
         }
 
         func run() async throws {
+            guard FileManager.default.fileExists(atPath: database.path) else {
+                FileHandle.standardError.write(Data("resalloc-master cleanup: there is no database at \(database.path); pass --db (or RESALLOC_DB)\n".utf8))
+                throw ExitCode(2)
+            }
             guard let lock = try CleanupLock(databasePath: database.path) else {
                 print("another cleanup is running; nothing to do")
                 return
@@ -159,7 +172,7 @@ extension ResallocMaster {
             @OptionGroup var database: DatabaseOptions
             @Option(help: "Stop at this version.") var to: Int?
             func run() throws {
-                let applied = try database.open().migrateUp(to: to)
+                let applied = try database.open(create: true).migrateUp(to: to)
                 print(applied.isEmpty ? "already up to date" : "applied \(applied.map(String.init).joined(separator: ", "))")
             }
         }

@@ -22,10 +22,36 @@ struct AccountTests {
             #expect(approved.status == .ok)
             _ = try await api.login("bob", password: "bobpassword", register: false)
 
-            // From the server's shell: the same database, through the store the CLI uses.
+            // From the server's shell, on the database the running master uses.
             _ = try await api.call(.post, "/register", body: #"{"Name": "carol", "Password": "carolpassword"}"#)
-            _ = try AppDatabase(path: databasePath).updateUser(named: "carol", status: .active)
+            let approve = try await CLI.master("user", "approve", "carol", "--db", databasePath)
+            #expect(approve.status == 0, "\(approve.stderr)")
+            #expect(approve.stdout == "approved carol\n")
             _ = try await api.login("carol", password: "carolpassword", register: false)
+            let nobody = try await CLI.master("user", "approve", "nobody", "--db", databasePath)
+            #expect(nobody.status != 0)
+            #expect(nobody.stderr.contains("nobody"))
+            #expect(try await CLI.master("user", "admin", "carol", "--db", databasePath).status == 0)
+            let listed = try await CLI.master("user", "list", "--db", databasePath)
+            #expect(listed.stdout.split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") } == [
+                "NAME ROLE STATUS", "admin admin active", "bob user active", "carol admin active",
+            ])
+            #expect(try await api.call(.get, "/user", token: admin).list("Users").last?["Role"] as? String == "admin")
+        }
+    }
+
+    @Test("A token stops working when its lifetime is over")
+    func tokenExpiry() async throws {
+        try await withMaster(configure: { $0.tokenLifetime = .seconds(2) }) { api, _, _ in
+            let token = try await api.login("fred", password: "fredpassword")
+            #expect(try await api.call(.get, "/lease", token: token).status == .ok)
+            try await Task.sleep(for: .milliseconds(2500))
+            let expired = try await api.call(.get, "/lease", token: token)
+            #expect(expired.status == .unauthorized)
+            #expect(expired.message == "your token is invalid or has expired: run resalloc login")
+            // Logging in again gives a fresh one.
+            let fresh = try await api.login("fred", password: "fredpassword", register: false)
+            #expect(try await api.call(.get, "/lease", token: fresh).status == .ok)
         }
     }
 

@@ -36,6 +36,17 @@ struct CLI {
 
     var environment: [String: String] { ["HOME": home, "RESALLOC_URL": server, "PATH": "/usr/bin:/bin"] }
 
+    /// Runs `resalloc-master arguments…` as an operator would from the server's shell.
+    static func master(_ arguments: String..., environment: [String: String] = ["PATH": "/usr/bin:/bin"]) async throws -> Result {
+        try await master(arguments, environment: environment)
+    }
+
+    static func master(_ arguments: [String], environment: [String: String] = ["PATH": "/usr/bin:/bin"]) async throws -> Result {
+        let outcome = try await Subprocess.run([masterBinary] + arguments, environment: environment, timeout: .seconds(60))
+        if outcome.timedOut { throw TestbedError("resalloc-master \(arguments.joined(separator: " ")) did not finish within a minute") }
+        return Result(status: outcome.status, stdout: outcome.output, stderr: outcome.errors)
+    }
+
     /// Runs and requires exit status 0; returns stdout.
     @discardableResult
     func ok(_ arguments: String..., stdin: String = "") async throws -> String {

@@ -2,28 +2,42 @@ import Foundation
 import Testbed
 import Testing
 
-/// A `resalloc-master serve` process that the test can kill -9 and start again on the same
-/// database and port.
+/// A `resalloc-master serve` process that the test can stop (SIGTERM or kill -9) and start again
+/// on the same database and port. With `logPath`, its log goes there at level info.
 final class MasterProcess {
     let databasePath: String
     let port = Int.random(in: 30000...39999)
     let keyPath: String
+    let logPath: String?
     private var process: Subprocess?
 
-    init(databasePath: String, keyPath: String) {
+    init(databasePath: String, keyPath: String, logPath: String? = nil) {
         self.databasePath = databasePath
         self.keyPath = keyPath
+        self.logPath = logPath
     }
 
     func start(_ cli: CLI) async throws {
-        process = try Subprocess.start([
-            CLI.masterBinary, "serve", "--port", String(port), "--db", databasePath, "--key", keyPath, "--log-level-name", "error", "--reconcile-every", "0",
-        ])
+        let log: Subprocess.Stream = logPath.map { .file($0) } ?? .null
+        process = try Subprocess.start(
+            [
+                CLI.masterBinary, "serve", "--port", String(port), "--db", databasePath, "--key", keyPath,
+                "--log-level-name", logPath == nil ? "error" : "info", "--reconcile-every", "0",
+            ], stdout: log, stderr: log)
         for _ in 0..<100 {
             if (try? await cli.run(["resources", "list"]))?.stderr.contains("cannot reach") == false { return }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw TestbedError("the master did not start on port \(port)")
+    }
+
+    /// SIGTERM: what systemd or an operator's `kill` sends.
+    func terminate() { process?.signal(SIGTERM) }
+
+    /// Waits for the master to exit; its status.
+    func wait(timeout: Duration) async throws -> Int32 {
+        guard let process else { throw TestbedError("the master was never started") }
+        return try await process.wait(timeout: timeout)
     }
 
     func kill9() { process?.kill9() }

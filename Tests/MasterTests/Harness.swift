@@ -16,6 +16,7 @@ struct TestArguments: AppArguments {
     var logLevel: Logger.Level = .warning
     var bcryptCost: UInt8 = 4
     var reconcileEvery: Duration = .zero
+    var tokenLifetime: Duration = .seconds(30 * 86400)
 }
 
 /// A JSON reply as a user of the API sees it.
@@ -69,14 +70,16 @@ struct API: Sendable {
 }
 
 /// Runs `body` against a live master on loopback with a new database file, using the test
-/// machines' key as the master's key.
-func withMaster(_ body: @Sendable (API, Testbed, String) async throws -> Void) async throws {
+/// machines' key as the master's key; `configure` changes what `serve` would be given.
+func withMaster(configure: (inout TestArguments) -> Void = { _ in }, _ body: @Sendable (API, Testbed, String) async throws -> Void) async throws {
     let testbed = try await Testbed.shared()
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-master-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let databasePath = "\(directory)/resalloc.db"
-    let app = try await buildApplication(TestArguments(databasePath: databasePath, keyPath: testbed.keys["ed25519"]!))
+    var arguments = TestArguments(databasePath: databasePath, keyPath: testbed.keys["ed25519"]!)
+    configure(&arguments)
+    let app = try await buildApplication(arguments)
     try await app.test(.live) { client in
         try await body(API(client: client), testbed, databasePath)
     }

@@ -34,6 +34,39 @@ struct SchemaTests {
         _ = resource
     }
 
+    @Test("resalloc-master migrate status, down --to 1 and up on a file; a mistyped --db is an error and creates nothing")
+    func migrateCommand() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-migrate-cli-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/resalloc.db"
+        for command in [["migrate", "status"], ["migrate", "down"], ["user", "list"], ["user", "approve", "bob"], ["cleanup"]] {
+            let result = try await CLI.master(command + ["--db", path])
+            #expect(result.status != 0, "\(command)")
+            #expect(result.stderr.contains("there is no database at \(path)"), "\(command): \(result.stderr)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
+
+        #expect(try await CLI.master("migrate", "up", "--db", path).stdout == "applied 1, 2, 3\n")
+        let status = try await CLI.master("migrate", "status", "--db", path).stdout.split(separator: "\n")
+        #expect(status.count == 3)
+        #expect(status.allSatisfy { $0.contains("applied 20") })
+        #expect(try await CLI.master("migrate", "down", "--to", "1", "--db", path).stdout == "reverted 3, 2\n")
+        let down = try await CLI.master("migrate", "status", "--db", path).stdout.split(separator: "\n")
+        #expect(down.map { $0.hasSuffix("pending") } == [false, true, true])
+        let outdated = try await CLI.master("user", "list", "--db", path)
+        #expect(outdated.status != 0)
+        #expect(outdated.stderr.contains("migrate up"), "\(outdated.stderr)")
+        let invalid = try await CLI.master("migrate", "down", "--to", "-1", "--db", path)
+        #expect(invalid.status != 0)
+        #expect(try await CLI.master("migrate", "status", "--db", path).stdout.split(separator: "\n").map { $0.hasSuffix("pending") } == [false, true, true])
+        // RESALLOC_DB stands in for --db.
+        let up = try await CLI.master(["migrate", "up"], environment: ["PATH": "/usr/bin:/bin", "RESALLOC_DB": path])
+        #expect(up.stdout == "applied 2, 3\n")
+        #expect(try await CLI.master("migrate", "up", "--db", path).stdout == "already up to date\n")
+        #expect(try await CLI.master("user", "list", "--db", path).stdout == "NAME                    ROLE   STATUS\n")
+    }
+
     @Test("Every registered route is in openapi.yaml, served at /openapi.yaml")
     func openAPICoversRoutes() async throws {
         let testbed = try await Testbed.shared()

@@ -115,6 +115,14 @@ public final class Subprocess: @unchecked Sendable {
         throw TestbedError("\(arguments.joined(separator: " ")) was still running after \(timeout); it was killed")
     }
 
+    /// Sends `signal` (SIGTERM by default) and returns; ``wait(timeout:)`` sees the exit.
+    public func signal(_ signal: Int32 = SIGTERM) {
+        lock.withLock {
+            guard reaped == nil else { return }
+            _ = kill(pid, signal)
+        }
+    }
+
     /// SIGKILL, then reap. Does nothing to a child already reaped.
     public func kill9() {
         lock.withLock {
