@@ -59,9 +59,13 @@ if ! id "$login" >/dev/null 2>&1; then
     echo "creating user $login"
     useradd --create-home --shell /bin/sh "$login"
 fi
-if passwd -S "$login" 2>/dev/null | awk '{exit !($2 == "L")}'; then
-    usermod -p '*' "$login"
-fi
+# A new account's password field is "!" (locked), and sshd without PAM refuses a locked account
+# even with a good key; "*" means no password and not locked. A locked real password ("!$hash")
+# is the operator's choice: say so, change nothing.
+case "$(getent shadow "$login" | cut -d: -f2)" in
+    '' | '!' | '!!' | '!*') usermod -p '*' "$login" ;;
+    '!'*) echo "setup.sh: warning: $login's password is locked; an sshd without PAM refuses it even with the key" >&2 ;;
+esac
 id -nG "$login" | tr ' ' '\n' | grep -qx docker || usermod -aG docker "$login"
 
 # 3. The master's public key, once.
