@@ -81,6 +81,7 @@ let package = Package(
                 "Server", "Core", "Store", "ResallocAPI", "ResallocClient", "Testbed",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
     ],

@@ -1,3 +1,4 @@
+import GRDB
 import Core
 import Foundation
 import Logging
@@ -13,6 +14,8 @@ struct SchemaTests {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-migrate-\(UUID().uuidString).db").path
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
         let database = try AppDatabase(path: path)
+        #expect(try await database.writer.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") } == "wal")
+        #expect(try await database.writer.read { try Bool.fetchOne($0, sql: "PRAGMA foreign_keys") } == true)
         #expect(try database.migrateUp() == [1, 2, 3])
         _ = try database.createUser(name: "before", passwordHash: "x")
         let firstID = try database.masterID()

@@ -26,6 +26,10 @@ struct SeedPlanTests {
             #expect(machine.status == .created)
             #expect(machine.success)
             #expect(machine.object("Machine")["HostKey"] as? String == "ecdsa-sha2-nistp256 \(try await testbed.hostKeyFingerprint("m1"))")
+            // CPUs and memory as the machine's own engine reports them.
+            let engine = try await testbed.docker("m1", ["info", "--format", "{{.NCPU}} {{.MemTotal}}"])
+            #expect("\(machine.object("Machine")["CPUs"] ?? "-") \(machine.object("Machine")["MemoryBytes"] ?? "-")\n" == engine)
+            #expect(machine.object("Machine")["Healthy"] as? Bool == true)
 
             let lease = try await api.call(.post, "/lease", token: token, body: #"{"ResourceName": "busybox", "LeaseName": "mylease"}"#)
             #expect(lease.status == .created)
@@ -42,6 +46,9 @@ struct SeedPlanTests {
             #expect(listed.list("Leases").map { $0["Name"] as? String } == ["mylease"])
             #expect(listed.list("Leases").first?["State"] as? String == "running")
             #expect(listed.list("Leases").first?["Machine"] as? String == "m1")
+            // The master's default lifetime, 24 hours from now.
+            let expires = try #require((listed.list("Leases").first?["ExpiresAt"] as? String).flatMap { try? Date($0, strategy: .iso8601) })
+            #expect(abs(expires.timeIntervalSinceNow - 86400) < 120)
 
             let deleted = try await api.call(.delete, "/lease", token: token, body: #"{"LeaseName": "mylease"}"#)
             #expect(deleted.status == .ok)
