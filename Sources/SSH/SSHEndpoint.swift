@@ -7,13 +7,17 @@ public struct SSHEndpoint: Sendable, Hashable, CustomStringConvertible {
     public var privateKeyPath: String
     /// When set, a connection presenting another host key is refused with `.hostKeyMismatch`.
     public var expectedHostKey: HostKey?
+    /// An idle connection sends an SSH keepalive this often, so that NAT and firewalls on the way
+    /// keep it and a peer that went away is noticed.
+    public var keepaliveSeconds: Int
 
-    public init(host: String, port: Int = 22, user: String, privateKeyPath: String, expectedHostKey: HostKey? = nil) {
+    public init(host: String, port: Int = 22, user: String, privateKeyPath: String, expectedHostKey: HostKey? = nil, keepaliveSeconds: Int = 15) {
         self.host = host
         self.port = port
         self.user = user
         self.privateKeyPath = privateKeyPath
         self.expectedHostKey = expectedHostKey
+        self.keepaliveSeconds = keepaliveSeconds
     }
 
     /// Parses `IP` or `IP:PORT` (and `[v6]:PORT`), as typed in `machine create`.

@@ -122,7 +122,7 @@ final class SessionLoop: @unchecked Sendable {
             }
             active.removeAll { $0.phase == .finished }
             if progressed { continue }
-            var secondsToKeepalive: Int32 = 15
+            var secondsToKeepalive = Int32(clamping: endpoint.keepaliveSeconds)
             let rc = libssh2_keepalive_send(session, &secondsToKeepalive)
             if rc != 0 && rc != LIBSSH2_ERROR_EAGAIN {
                 failure = SSHError(.disconnected, "the connection to \(endpoint.host) broke", detail: LibSSH2.lastError(session).text)

@@ -35,7 +35,7 @@ enum SessionSetup {
                         + "if the machine was reinstalled, delete and re-add it")
             }
             try authenticate(session, socket, endpoint, deadline)
-            libssh2_keepalive_config(session, 1, 15)
+            libssh2_keepalive_config(session, 1, UInt32(clamping: max(endpoint.keepaliveSeconds, 1)))
             return EstablishedSession(session: session, socket: socket, hostKey: hostKey)
         } catch {
             libssh2_session_set_blocking(session, 1)

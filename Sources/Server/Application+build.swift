@@ -102,6 +102,7 @@ struct MasterShutdown: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await master.shutdown()
+        master.logger.notice("resalloc-master stopped: requests drained, SSH connections closed")
     }
 }
 

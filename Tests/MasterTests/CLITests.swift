@@ -109,6 +109,17 @@ struct CLITests {
             let config = "\(cli.home)/.config/resalloc/config.json"
             #expect((try FileManager.default.attributesOfItem(atPath: config)[.posixPermissions] as? Int) == 0o600)
             #expect((try FileManager.default.attributesOfItem(atPath: "\(cli.home)/.config/resalloc")[.posixPermissions] as? Int) == 0o700)
+            // A second user waits for the admin's approval.
+            let bob = try CLI(server: cli.server)
+            #expect(try await bob.ok("register", "bob", "bob-password").contains("an admin must approve"))
+            let waiting = try await bob.run(["login", "bob", "bob-password"])
+            #expect(waiting.status != 0)
+            #expect(waiting.stderr.contains("approval"), "\(waiting.stderr)")
+            #expect(try await cli.ok("user", "list").contains("pending"))
+            try await cli.ok("user", "approve", "bob")
+            #expect(try await bob.ok("login", "bob", "bob-password") == "logged in as bob\n")
+            #expect(try await bob.run(["user", "approve", "bob"]).stderr.contains("admin"))
+
             try await cli.ok("resources", "create", "busybox", #"FROM busybox \nRUN echo journey > /journey"#)
             let resources = try await cli.ok("resources", "list", "--json")
             #expect(resources.contains(#""File" : "FROM busybox \nRUN echo journey > \/journey""#))

@@ -36,7 +36,8 @@ struct ServeTests {
         master.terminate()
         #expect(try await create.wait(timeout: .seconds(60)) == 0, "\((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")")
         #expect(try String(contentsOfFile: output, encoding: .utf8).contains("resalloc ssh drained"))
-        #expect(try await master.wait(timeout: .seconds(30)) == 0, "\((try? String(contentsOfFile: "\(directory)/master.log", encoding: .utf8)) ?? "")")
+        #expect(try await master.wait(timeout: .seconds(30)) == 0)
+        #expect(try String(contentsOfFile: "\(directory)/master.log", encoding: .utf8).contains("resalloc-master stopped: requests drained"))
 
         // The lease the master finished while stopping really runs.
         let id = try masterID("\(directory)/resalloc.db")

@@ -34,4 +34,31 @@ struct FailureTests {
         #expect(try await pool.execute(on: endpoint, "echo four").stdoutText == "four\n")
         await pool.closeAll()
     }
+
+    @Test("An idle connection sends keepalives and stays usable")
+    func keepalive() async throws {
+        let testbed = try await Testbed.shared()
+        var endpoint = testbed.endpoint("m3")
+        endpoint.keepaliveSeconds = 1
+        let connection = try await SSHConnection.connect(to: endpoint)
+        defer { Task { await connection.close() } }
+        #expect(try await connection.execute("echo before").stdoutText == "before\n")
+        let before = try await Self.segmentsSent(to: testbed.machine("m3"))
+        try await Task.sleep(for: .milliseconds(3500))
+        let after = try await Self.segmentsSent(to: testbed.machine("m3"))
+        // Idle, nothing would be sent at all; a keepalive each second is three or four segments.
+        #expect(after - before >= 2, "\(after - before) segments in 3.5 s")
+        #expect(try await connection.execute("echo after").stdoutText == "after\n")
+    }
+
+    /// TCP segments sent so far on the one established connection from this host to `machine`'s
+    /// sshd, as the kernel counts them (`ss -ti`).
+    static func segmentsSent(to machine: Testbed.Machine) async throws -> Int {
+        let report = try await Testbed.run(["ss", "-H", "-t", "-i", "-n", "state", "established", "dst", "\(machine.host):\(machine.port)"])
+        let counts = report.split(whereSeparator: \.isWhitespace).compactMap { field in
+            field.hasPrefix("segs_out:") ? Int(field.dropFirst("segs_out:".count)) : nil
+        }
+        guard counts.count == 1 else { throw TestbedError("expected one connection to \(machine.host), ss reported:\n\(report)") }
+        return counts[0]
+    }
 }
