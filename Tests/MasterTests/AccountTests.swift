@@ -1,3 +1,4 @@
+import GRDB
 import Foundation
 import Store
 import Testbed
@@ -40,12 +41,20 @@ struct AccountTests {
         }
     }
 
-    @Test("A token stops working when its lifetime is over")
+    @Test("A token lasts the master's --token-ttl and stops working once it is over")
     func tokenExpiry() async throws {
-        try await withMaster(configure: { $0.tokenLifetime = .seconds(2) }) { api, _, _ in
+        try await withMaster(configure: { $0.tokenLifetime = .seconds(3600) }) { api, _, databasePath in
+            let loggedIn = Date()
             let token = try await api.login("fred", password: "fredpassword")
             #expect(try await api.call(.get, "/lease", token: token).status == .ok)
-            try await Task.sleep(for: .milliseconds(2500))
+            // The row the master wrote: an hour from the login, and only the token's SHA-256.
+            let store = try AppDatabase(path: databasePath)
+            let rows = try await store.writer.read { try Token.fetchAll($0) }
+            #expect(rows.count == 1)
+            #expect(rows.allSatisfy { abs($0.expiresAt.timeIntervalSince(loggedIn) - 3600) < 60 })
+            #expect(rows.allSatisfy { $0.hash != token && $0.hash.count == 64 })
+            // An hour later, as far as the database can tell (the wait itself is not worth an hour).
+            _ = try await store.writer.write { try Token.updateAll($0, Token.Columns.expiresAt.set(to: Date() - 1)) }
             let expired = try await api.call(.get, "/lease", token: token)
             #expect(expired.status == .unauthorized)
             #expect(expired.message == "your token is invalid or has expired: run resalloc login")
