@@ -7,7 +7,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 KEY := resources/resalloc.pem
 TESTBED := scripts/testbed
 
-.PHONY: help deps keys build test run bench stop clean
+.PHONY: help deps keys build lint format test run bench stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -30,7 +30,15 @@ $(KEY):
 build: deps ## build everything (debug)
 	swift build
 
-test: deps keys ## run every test against real local machines (needs root for them)
+SWIFT_SOURCES := Sources Tests Benchmarks Package.swift
+
+lint: ## check the formatting (.swift-format, Hummingbird's style); make format fixes most
+	swift format lint --strict --configuration .swift-format -r $(SWIFT_SOURCES)
+
+format: ## reformat the Swift sources in place
+	swift format format --in-place --configuration .swift-format -r $(SWIFT_SOURCES)
+
+test: deps keys lint ## check formatting, run every test against real local machines (needs root for them)
 	@$(SUDO) true
 	$(SUDO) $(TESTBED) start 6 >/dev/null
 	swift build --build-tests

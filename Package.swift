@@ -70,9 +70,13 @@ let package = Package(
         ),
         .target(name: "Testbed", dependencies: ["SSH"], path: "Tests/Testbed"),
         .executableTarget(
-            name: "resalloc-bench", dependencies: ["SSH", "Docker", "Testbed", "Server", "Core", "Store", "ResallocAPI", "ResallocClient",
-                .product(name: "AsyncHTTPClient", package: "async-http-client")],
-            path: "Benchmarks/resalloc-bench"),
+            name: "resalloc-bench",
+            dependencies: [
+                "SSH", "Docker", "Testbed", "Server", "Core", "Store", "ResallocAPI", "ResallocClient",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            path: "Benchmarks/resalloc-bench"
+        ),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "Testbed"]),
         .testTarget(name: "DockerTests", dependencies: ["Docker", "SSH", "Testbed"]),
         .testTarget(

@@ -41,7 +41,9 @@ func cleanupBenchmark(testbed: Testbed, sizes: [Int] = [20, 50, 100, 200]) async
             try await plantOrphans(testbed, machines, count: orphans, masterID: masterID)
             var counts: [Int] = []
             for machine in machines {
-                counts.append(try await testbed.docker(machine, ["ps", "-q", "--filter", "label=resalloc.master=\(masterID)"]).split(separator: "\n").count)
+                counts.append(
+                    try await testbed.docker(machine, ["ps", "-q", "--filter", "label=resalloc.master=\(masterID)"]).split(separator: "\n").count
+                )
             }
 
             let start = ContinuousClock.now
@@ -54,7 +56,8 @@ func cleanupBenchmark(testbed: Testbed, sizes: [Int] = [20, 50, 100, 200]) async
             let summary = pass.output.split(separator: "\n").last.map(String.init) ?? pass.errors
             print(
                 "\(pad("\(counts.map(String.init).joined(separator: "+"))", 19)) \(pad(String(leases), 5)) \(pad(String(orphans * machines.count), 8)) "
-                    + "\(String(format: "%14.2f", seconds))  \(pad(String(removed), 7)) \(String(format: "%20.2f", idleSeconds))  \(summary)")
+                    + "\(String(format: "%14.2f", seconds))  \(pad(String(removed), 7)) \(String(format: "%20.2f", idleSeconds))  \(summary)"
+            )
             if pass.status != 0 || idle.status != 0 { print("  cleanup exited \(pass.status) / \(idle.status): \(pass.errors)\(idle.errors)") }
             if removed != orphans * machines.count { print("  expected \(orphans * machines.count) orphans removed") }
             rows.append((size, seconds))
@@ -62,12 +65,16 @@ func cleanupBenchmark(testbed: Testbed, sizes: [Int] = [20, 50, 100, 200]) async
             // The same removal by each machine's own engine, both at once: what docker itself costs.
             try await plantOrphans(testbed, machines, count: orphans, masterID: masterID)
             let engineStart = ContinuousClock.now
-            try await onEachMachine(testbed, machines) { socket in "docker -H \(socket) rm -f $(docker -H \(socket) ps -aq --filter label=bench.orphan) >/dev/null" }
+            try await onEachMachine(testbed, machines) { socket in
+                "docker -H \(socket) rm -f $(docker -H \(socket) ps -aq --filter label=bench.orphan) >/dev/null"
+            }
             engine.append((ContinuousClock.now - engineStart).milliseconds / 1000)
         }
         print("")
         for (row, seconds) in zip(rows, engine) {
-            print("\(pad("\(row.size / 2) orphans a machine: docker rm -f on each machine's own engine, both at once", 78)) \(String(format: "%6.2f", seconds)) s")
+            print(
+                "\(pad("\(row.size / 2) orphans a machine: docker rm -f on each machine's own engine, both at once", 78)) \(String(format: "%6.2f", seconds)) s"
+            )
         }
 
         // Parallel across machines: the largest backlog on m1 alone.
@@ -76,12 +83,16 @@ func cleanupBenchmark(testbed: Testbed, sizes: [Int] = [20, 50, 100, 200]) async
             let start = ContinuousClock.now
             let pass = try await Subprocess.run(cleanup, timeout: .seconds(900))
             let seconds = (ContinuousClock.now - start).milliseconds / 1000
-            print("\(pad("\(last.size / 2) orphans on m1 alone (m2 idle): cleanup", 78)) \(String(format: "%6.2f", seconds)) s   (both machines: \(String(format: "%.2f", last.seconds)) s)  \(pass.output.split(separator: "\n").last ?? "")")
+            print(
+                "\(pad("\(last.size / 2) orphans on m1 alone (m2 idle): cleanup", 78)) \(String(format: "%6.2f", seconds)) s   (both machines: \(String(format: "%.2f", last.seconds)) s)  \(pass.output.split(separator: "\n").last ?? "")"
+            )
         }
         if let first = rows.first, let last = rows.last, first.size != last.size {
             let growth = last.seconds / first.seconds
             let containers = Double(last.size) / Double(first.size)
-            print("\n\(pad("wall time growth \(first.size) → \(last.size) containers a machine", 52)) \(String(format: "%7.2f", growth))×  (containers grew \(String(format: "%.0f", containers))×)")
+            print(
+                "\n\(pad("wall time growth \(first.size) → \(last.size) containers a machine", 52)) \(String(format: "%7.2f", growth))×  (containers grew \(String(format: "%.0f", containers))×)"
+            )
         }
         for index in 0..<leases { _ = try await client.deleteLease("live\(index)") }
     }

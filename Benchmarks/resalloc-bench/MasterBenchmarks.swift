@@ -24,7 +24,9 @@ struct BenchArguments: AppArguments {
 /// logged in as its admin, with a `busybox` resource and `machines` added. `body` gets the
 /// client, the server's URL and the database's path.
 func withBenchMaster(
-    _ testbed: Testbed, machines: [String] = ["m1"], _ body: (ResallocClient, String, String) async throws -> Void
+    _ testbed: Testbed,
+    machines: [String] = ["m1"],
+    _ body: (ResallocClient, String, String) async throws -> Void
 ) async throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-bench-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

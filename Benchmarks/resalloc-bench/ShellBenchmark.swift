@@ -32,7 +32,9 @@ func shellBenchmark(testbed: Testbed, keystrokes: Int = 200) async throws {
         let machine = testbed.machine("m1")
         // ~50 MB of printable lines (37.75 MB of random bytes, base64), made once in the container.
         try await testbed.docker("m1", ["exec", container, "sh", "-c", "head -c 37748736 /dev/urandom | base64 > /tmp/big"])
-        let size = Int(try await testbed.docker("m1", ["exec", container, "sh", "-c", "wc -c < /tmp/big"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        let size =
+            Int(try await testbed.docker("m1", ["exec", container, "sh", "-c", "wc -c < /tmp/big"]).trimmingCharacters(in: .whitespacesAndNewlines))
+            ?? 0
 
         print("\nresalloc ssh benchmark: machine m1, keystroke round trip (\(keystrokes) keystrokes) and cat of \(size / 1_000_000) MB")
         print("bridge: resalloc's client library → WebSocket → master (this process) → SSH PTY channel → docker exec -it")
@@ -49,7 +51,9 @@ func shellBenchmark(testbed: Testbed, keystrokes: Int = 200) async throws {
 
         printTable([bridge.keystrokes, channel.keystrokes, direct.keystrokes])
         for (label, numbers) in [("bridge", bridge), ("libssh2 channel only", channel), ("direct ssh", direct)] {
-            print("\(pad("cat /tmp/big, \(label)", 44)) \(String(format: "%8.1f", numbers.megabytesPerSecond)) MB/s (\(numbers.bytes) bytes on the screen)")
+            print(
+                "\(pad("cat /tmp/big, \(label)", 44)) \(String(format: "%8.1f", numbers.megabytesPerSecond)) MB/s (\(numbers.bytes) bytes on the screen)"
+            )
         }
         print("")
         let latency = bridge.keystrokes.median.milliseconds / direct.keystrokes.median.milliseconds
@@ -97,7 +101,11 @@ func measureShell(_ terminal: Terminal, keystrokes: Int) async throws -> ShellNu
     }
     terminal.write([0x0A, 0x04])  // end the line, then Ctrl-D: cat ends, and with it the shell
     try await terminal.finish()
-    return ShellNumbers(keystrokes: Sample(name: "keystroke round trip, \(terminal.label)", durations: durations), megabytesPerSecond: best, bytes: bytes)
+    return ShellNumbers(
+        keystrokes: Sample(name: "keystroke round trip, \(terminal.label)", durations: durations),
+        megabytesPerSecond: best,
+        bytes: bytes
+    )
 }
 
 func bridgeTerminal(client: ResallocClient, lease: String) throws -> Terminal {
@@ -105,17 +113,22 @@ func bridgeTerminal(client: ResallocClient, lease: String) throws -> Terminal {
     let (input, sink) = AsyncStream.makeStream(of: ShellInput.self)
     let session = Task {
         try await ShellSession(client: client).run(
-            lease: lease, start: ShellStart(tty: true, term: "xterm", columns: 200, rows: 50, command: nil), input: input
+            lease: lease,
+            start: ShellStart(tty: true, term: "xterm", columns: 200, rows: 50, command: nil),
+            input: input
         ) { _, buffer in
             screen.append(buffer.readableBytesView)
         }
     }
     return Terminal(
-        label: "bridge", screen: screen, write: { sink.yield(.bytes($0)) },
+        label: "bridge",
+        screen: screen,
+        write: { sink.yield(.bytes($0)) },
         finish: {
             _ = try await within(.seconds(20), "the bridged shell's end") { try await session.value }
             sink.finish()
-        })
+        }
+    )
 }
 
 /// The master's own half of the bridge: its libssh2 PTY channel, read and written in-process.
@@ -124,11 +137,14 @@ func channelTerminal(_ testbed: Testbed, container: String) async throws -> Term
     let docker = RemoteDocker(endpoint: testbed.endpoint("m1"), pool: pool)
     let process = try await docker.openShell(container, term: "xterm", size: TerminalSize(columns: 200, rows: 50))
     return Terminal(
-        label: "libssh2 channel only", screen: Screen(process), write: { process.write($0) },
+        label: "libssh2 channel only",
+        screen: Screen(process),
+        write: { process.write($0) },
         finish: {
             _ = try await within(.seconds(20), "the channel's shell to end") { try await process.exitStatus() }
             await pool.closeAll()
-        })
+        }
+    )
 }
 
 func directTerminal(_ arguments: [String]) throws -> Terminal {
@@ -143,11 +159,14 @@ func directTerminal(_ arguments: [String]) throws -> Terminal {
     }
     reader.start()
     return Terminal(
-        label: "direct ssh", screen: screen, write: { input.write(Data($0)) },
+        label: "direct ssh",
+        screen: screen,
+        write: { input.write(Data($0)) },
         finish: {
             try input.close()
             try await child.wait(timeout: .seconds(20))
-        })
+        }
+    )
 }
 
 /// `#require` for a benchmark: the value, or a clear failure.

@@ -38,7 +38,9 @@ func printTable(_ samples: [Sample]) {
     let width = samples.map(\.name.count).max() ?? 10
     print("\(pad("case", width))  median ms     p99 ms   runs")
     for sample in samples {
-        print("\(pad(sample.name, width))  \(format(sample.median.milliseconds))  \(format(sample.p99.milliseconds))  \(String(format: "%5d", sample.durations.count))")
+        print(
+            "\(pad(sample.name, width))  \(format(sample.median.milliseconds))  \(format(sample.p99.milliseconds))  \(String(format: "%5d", sample.durations.count))"
+        )
     }
 }
 

@@ -17,77 +17,77 @@ if only == "all" || only == "shell" { try await shellBenchmark(testbed: testbed)
 if only == "all" || only == "cleanup" { try await cleanupBenchmark(testbed: testbed) }
 
 func transportBenchmark() async throws {
-let machine = testbed.machine("m1")
-let endpoint = testbed.endpoint("m1")
-let socket = "unix://\(machine.directory)/docker.sock"
-let sshArguments = [
-    "ssh", "-q", "-i", endpoint.privateKeyPath, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "BatchMode=yes", "-p", String(machine.port), "\(machine.login)@\(machine.host)",
-]
+    let machine = testbed.machine("m1")
+    let endpoint = testbed.endpoint("m1")
+    let socket = "unix://\(machine.directory)/docker.sock"
+    let sshArguments = [
+        "ssh", "-q", "-i", endpoint.privateKeyPath, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "BatchMode=yes", "-p", String(machine.port), "\(machine.login)@\(machine.host)",
+    ]
 
-print("resalloc transport benchmark: machine \(machine.name) (\(machine.host)), \(runs) runs each, libssh2 \(libssh2Version())")
-print("")
+    print("resalloc transport benchmark: machine \(machine.name) (\(machine.host)), \(runs) runs each, libssh2 \(libssh2Version())")
+    print("")
 
-var samples: [Sample] = []
-let connect = try await measure("connect + handshake + auth", runs: runs) {
-    let connection = try await SSHConnection.connect(to: endpoint)
-    await connection.close()
-}
-samples.append(connect)
-
-let connection = try await SSHConnection.connect(to: endpoint)
-let reusedPs = try await measure("docker ps -q, reused connection", runs: runs) {
-    let result = try await connection.execute("docker ps -q")
-    precondition(result.exitStatus == 0, result.stderrText)
-}
-let sshPs = try await measure("docker ps -q, one ssh process per call", runs: runs) {
-    try await Testbed.run(sshArguments + ["docker ps -q"])
-}
-let localPs = try await measure("docker ps -q, machine's own engine (local CLI)", runs: runs) {
-    try await Testbed.run(["docker", "-H", socket, "ps", "-q"])
-}
-samples += [reusedPs, sshPs, localPs]
-
-func nextName() -> String { "resalloc-bench-\(UUID().uuidString.prefix(12).lowercased())" }
-let runRemote = try await measure("docker run -d + rm -f, reused connection", runs: runs) {
-    let name = nextName()
-    let result = try await connection.execute("docker run -d --name \(name) busybox sleep 60 && docker rm -f \(name)")
-    precondition(result.exitStatus == 0, result.stderrText)
-}
-let runSsh = try await measure("docker run -d + rm -f, one ssh process per call", runs: runs) {
-    let name = nextName()
-    try await Testbed.run(sshArguments + ["docker run -d --name \(name) busybox sleep 60"])
-    try await Testbed.run(sshArguments + ["docker rm -f \(name)"])
-}
-let runLocal = try await measure("docker run -d + rm -f, machine's own engine", runs: runs) {
-    let name = nextName()
-    try await Testbed.run(["docker", "-H", socket, "run", "-d", "--name", name, "busybox", "sleep", "60"])
-    try await Testbed.run(["docker", "-H", socket, "rm", "-f", name])
-}
-samples += [runRemote, runSsh, runLocal]
-
-let sequential = try await measure("10x docker ps, one after another", runs: runs) {
-    for _ in 0..<10 { _ = try await connection.execute("docker ps -q") }
-}
-let concurrent = try await measure("10x docker ps, concurrent on one connection", runs: runs) {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for _ in 0..<10 { group.addTask { _ = try await connection.execute("docker ps -q") } }
-        try await group.waitForAll()
+    var samples: [Sample] = []
+    let connect = try await measure("connect + handshake + auth", runs: runs) {
+        let connection = try await SSHConnection.connect(to: endpoint)
+        await connection.close()
     }
-}
-samples += [sequential, concurrent]
-await connection.close()
+    samples.append(connect)
 
-printTable(samples)
-print("")
-let overhead = reusedPs.median.milliseconds / localPs.median.milliseconds
-verdict("reused connection / local engine (docker ps)", ratio: overhead, target: "<= 1.15", met: overhead <= 1.15)
-let speedup = sshPs.median.milliseconds / reusedPs.median.milliseconds
-verdict("ssh process per call / reused connection (docker ps)", ratio: speedup, target: ">= 10  ", met: speedup >= 10)
-let runOverhead = runRemote.median.milliseconds / runLocal.median.milliseconds
-verdict("reused connection / local engine (run + rm)", ratio: runOverhead, target: "<= 1.15", met: runOverhead <= 1.15)
-let parallel = sequential.median.milliseconds / concurrent.median.milliseconds
-verdict("sequential / concurrent (10x docker ps)", ratio: parallel, target: ">= 1.5 ", met: parallel >= 1.5)
+    let connection = try await SSHConnection.connect(to: endpoint)
+    let reusedPs = try await measure("docker ps -q, reused connection", runs: runs) {
+        let result = try await connection.execute("docker ps -q")
+        precondition(result.exitStatus == 0, result.stderrText)
+    }
+    let sshPs = try await measure("docker ps -q, one ssh process per call", runs: runs) {
+        try await Testbed.run(sshArguments + ["docker ps -q"])
+    }
+    let localPs = try await measure("docker ps -q, machine's own engine (local CLI)", runs: runs) {
+        try await Testbed.run(["docker", "-H", socket, "ps", "-q"])
+    }
+    samples += [reusedPs, sshPs, localPs]
+
+    func nextName() -> String { "resalloc-bench-\(UUID().uuidString.prefix(12).lowercased())" }
+    let runRemote = try await measure("docker run -d + rm -f, reused connection", runs: runs) {
+        let name = nextName()
+        let result = try await connection.execute("docker run -d --name \(name) busybox sleep 60 && docker rm -f \(name)")
+        precondition(result.exitStatus == 0, result.stderrText)
+    }
+    let runSsh = try await measure("docker run -d + rm -f, one ssh process per call", runs: runs) {
+        let name = nextName()
+        try await Testbed.run(sshArguments + ["docker run -d --name \(name) busybox sleep 60"])
+        try await Testbed.run(sshArguments + ["docker rm -f \(name)"])
+    }
+    let runLocal = try await measure("docker run -d + rm -f, machine's own engine", runs: runs) {
+        let name = nextName()
+        try await Testbed.run(["docker", "-H", socket, "run", "-d", "--name", name, "busybox", "sleep", "60"])
+        try await Testbed.run(["docker", "-H", socket, "rm", "-f", name])
+    }
+    samples += [runRemote, runSsh, runLocal]
+
+    let sequential = try await measure("10x docker ps, one after another", runs: runs) {
+        for _ in 0..<10 { _ = try await connection.execute("docker ps -q") }
+    }
+    let concurrent = try await measure("10x docker ps, concurrent on one connection", runs: runs) {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<10 { group.addTask { _ = try await connection.execute("docker ps -q") } }
+            try await group.waitForAll()
+        }
+    }
+    samples += [sequential, concurrent]
+    await connection.close()
+
+    printTable(samples)
+    print("")
+    let overhead = reusedPs.median.milliseconds / localPs.median.milliseconds
+    verdict("reused connection / local engine (docker ps)", ratio: overhead, target: "<= 1.15", met: overhead <= 1.15)
+    let speedup = sshPs.median.milliseconds / reusedPs.median.milliseconds
+    verdict("ssh process per call / reused connection (docker ps)", ratio: speedup, target: ">= 10  ", met: speedup >= 10)
+    let runOverhead = runRemote.median.milliseconds / runLocal.median.milliseconds
+    verdict("reused connection / local engine (run + rm)", ratio: runOverhead, target: "<= 1.15", met: runOverhead <= 1.15)
+    let parallel = sequential.median.milliseconds / concurrent.median.milliseconds
+    verdict("sequential / concurrent (10x docker ps)", ratio: parallel, target: ">= 1.5 ", met: parallel >= 1.5)
 
 }
 

@@ -49,8 +49,16 @@ public struct Fleet: Sendable {
         // The pool keys connections by endpoint, pinned key included: hand over to the pinned one.
         await pool.disconnect(endpoint)
         let machine = Machine(
-            name: name, login: login, host: host, port: port, hostKeyType: hostKey.type, hostKeyFingerprint: hostKey.fingerprint,
-            cpus: info.cpus, memoryBytes: info.memoryBytes, capacity: capacity ?? max(4, info.cpus * 4))
+            name: name,
+            login: login,
+            host: host,
+            port: port,
+            hostKeyType: hostKey.type,
+            hostKeyFingerprint: hostKey.fingerprint,
+            cpus: info.cpus,
+            memoryBytes: info.memoryBytes,
+            capacity: capacity ?? max(4, info.cpus * 4)
+        )
         do { return try database.createMachine(machine) } catch { throw .from(error) }
     }
 
@@ -86,8 +94,12 @@ public struct Fleet: Sendable {
     /// How the master logs in to `machine`, with its pinned host key.
     public func endpoint(for machine: Machine) -> SSHEndpoint {
         SSHEndpoint(
-            host: machine.host, port: machine.port, user: machine.login, privateKeyPath: keyPath,
-            expectedHostKey: HostKey(type: machine.hostKeyType, fingerprint: machine.hostKeyFingerprint))
+            host: machine.host,
+            port: machine.port,
+            user: machine.login,
+            privateKeyPath: keyPath,
+            expectedHostKey: HostKey(type: machine.hostKeyType, fingerprint: machine.hostKeyFingerprint)
+        )
     }
 
     public func docker(on machine: Machine) -> RemoteDocker {

@@ -14,7 +14,14 @@ public struct LeaseSaga: Sendable {
     public var defaultTTL: Duration
     public var maxTTL: Duration
 
-    public init(database: AppDatabase, fleet: Fleet, masterID: String, logger: Logger, defaultTTL: Duration = .seconds(86400), maxTTL: Duration = .seconds(7 * 86400)) {
+    public init(
+        database: AppDatabase,
+        fleet: Fleet,
+        masterID: String,
+        logger: Logger,
+        defaultTTL: Duration = .seconds(86400),
+        maxTTL: Duration = .seconds(7 * 86400)
+    ) {
         self.database = database
         self.fleet = fleet
         self.masterID = masterID
@@ -26,7 +33,11 @@ public struct LeaseSaga: Sendable {
     /// Leases `resourceName` as `leaseName` for `owner`. `onBuildLine` receives the image
     /// build's output when the chosen machine has to build it.
     public func create(
-        owner: User, resourceName: String, leaseName: String, ttl: Duration? = nil, onBuildLine: (@Sendable (String) -> Void)? = nil
+        owner: User,
+        resourceName: String,
+        leaseName: String,
+        ttl: Duration? = nil,
+        onBuildLine: (@Sendable (String) -> Void)? = nil
     ) async throws(MasterError) -> LeaseListing {
         try Names.validate(leaseName, "lease")
         try Names.validate(resourceName, "resource")
@@ -41,8 +52,15 @@ public struct LeaseSaga: Sendable {
             resource = found
             let now = Date()
             lease = try database.createLease(
-                Lease(name: leaseName, ownerId: owner.id!, resourceId: found.id!, image: ResourceCatalog.imageTag(for: found),
-                      createdAt: now, expiresAt: now + TimeInterval(ttl.components.seconds)))
+                Lease(
+                    name: leaseName,
+                    ownerId: owner.id!,
+                    resourceId: found.id!,
+                    image: ResourceCatalog.imageTag(for: found),
+                    createdAt: now,
+                    expiresAt: now + TimeInterval(ttl.components.seconds)
+                )
+            )
         } catch { throw .from(error) }
 
         let candidates: [Machine]
@@ -57,7 +75,7 @@ public struct LeaseSaga: Sendable {
             do {
                 try await start(&lease, resource: resource, owner: owner, on: machine, onBuildLine: onBuildLine)
                 return LeaseListing(lease: lease, owner: owner.name, resource: resource.name, machine: machine.name)
-            } catch where error.kind == .unreachable || error.kind == .timeout {
+            } catch  where error.kind == .unreachable || error.kind == .timeout {
                 logger.warning("lease placement: machine failed, trying the next", metadata: ["machine": "\(machine.name)", "error": "\(error)"])
                 unreachable.append("\(machine.name): \(error.message)")
                 continue
@@ -71,7 +89,11 @@ public struct LeaseSaga: Sendable {
     /// Builds the image if `machine` lacks it, runs the container, and marks the lease running.
     /// On failure, removes the container if it may have been created.
     private func start(
-        _ lease: inout Lease, resource: Resource, owner: User, on machine: Machine, onBuildLine: (@Sendable (String) -> Void)?
+        _ lease: inout Lease,
+        resource: Resource,
+        owner: User,
+        on machine: Machine,
+        onBuildLine: (@Sendable (String) -> Void)?
     ) async throws(MasterError) {
         let docker = fleet.docker(on: machine)
         lease.machineId = machine.id
@@ -79,14 +101,21 @@ public struct LeaseSaga: Sendable {
         do {
             if try await !docker.imageExists(lease.image) {
                 logger.info("building image", metadata: ["image": "\(lease.image)", "machine": "\(machine.name)"])
-                try await docker.build(tag: lease.image, dockerfile: Array(resource.dockerfile), labels: ["resalloc.master": masterID], onLine: onBuildLine)
+                try await docker.build(
+                    tag: lease.image,
+                    dockerfile: Array(resource.dockerfile),
+                    labels: ["resalloc.master": masterID],
+                    onLine: onBuildLine
+                )
             }
         } catch {
             throw .from(error, machine: machine.name)
         }
         let spec = ContainerSpec(
-            name: lease.containerName(masterID: masterID), image: lease.image,
-            labels: ["resalloc.lease": String(lease.id!), "resalloc.owner": owner.name, "resalloc.master": masterID])
+            name: lease.containerName(masterID: masterID),
+            image: lease.image,
+            labels: ["resalloc.lease": String(lease.id!), "resalloc.owner": owner.name, "resalloc.master": masterID]
+        )
         do {
             lease.containerId = try await docker.run(spec)
         } catch {

@@ -37,7 +37,12 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
         case let error as SSHError:
             switch error.kind {
             case .timeout: return MasterError(.timeout, "machine\(on) did not answer in time", detail: error.description)
-            case .hostKeyMismatch: return MasterError(.unreachable, "machine\(on) presented another host key than the one pinned; an admin must check it", detail: error.description)
+            case .hostKeyMismatch:
+                return MasterError(
+                    .unreachable,
+                    "machine\(on) presented another host key than the one pinned; an admin must check it",
+                    detail: error.description
+                )
             case .auth: return MasterError(.unreachable, "machine\(on) refused the master's key", detail: error.description)
             default: return MasterError(.unreachable, "machine\(on) cannot be reached over SSH", detail: error.description)
             }
@@ -60,7 +65,8 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
 public enum Names {
     public static func validate(_ name: String, _ what: String) throws(MasterError) {
         guard name.wholeMatch(of: /[A-Za-z0-9][A-Za-z0-9_-]{0,62}/) != nil else {
-            let shown = name.isEmpty ? "an empty name" : "'\(String(name.prefix(70)).unicodeScalars.map { $0.value < 0x20 ? "?" : String($0) }.joined())'"
+            let shown =
+                name.isEmpty ? "an empty name" : "'\(String(name.prefix(70)).unicodeScalars.map { $0.value < 0x20 ? "?" : String($0) }.joined())'"
             throw MasterError(.invalid, "\(shown) is not a valid \(what) name: use 1 to 63 letters, digits, - or _, starting with a letter or digit")
         }
     }

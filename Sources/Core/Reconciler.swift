@@ -21,7 +21,8 @@ public struct CleanupSummary: Sendable, Equatable {
 
     /// `expired 2, orphans removed 1, lost 0, stuck 0, failed purged 0, machines 3 ok / 1 down (m4)`
     public var line: String {
-        var text = "expired \(expired), orphans removed \(orphansRemoved), lost \(lost), stuck \(stuckFinished), failed purged \(failedPurged), "
+        var text =
+            "expired \(expired), orphans removed \(orphansRemoved), lost \(lost), stuck \(stuckFinished), failed purged \(failedPurged), "
             + "machines \(machinesOK.count) ok / \(machinesDown.count) down"
         if !machinesDown.isEmpty { text += " (\(machinesDown.sorted().joined(separator: ", ")))" }
         return text
@@ -141,7 +142,14 @@ public struct Reconciler: Sendable {
     }
 
     /// Compares what runs on a machine that answered with its leases, and acts.
-    private func settle(_ machine: Machine, _ docker: RemoteDocker, containers: [LabelledContainer], leases: [Lease], dryRun: Bool, now: Date) async -> CleanupSummary {
+    private func settle(
+        _ machine: Machine,
+        _ docker: RemoteDocker,
+        containers: [LabelledContainer],
+        leases: [Lease],
+        dryRun: Bool,
+        now: Date
+    ) async -> CleanupSummary {
         var summary = CleanupSummary()
         summary.machinesOK = [machine.name]
         if !machine.healthy && !dryRun { try? master.database.setMachineHealth(id: machine.id!, healthy: true, error: nil) }
@@ -173,7 +181,9 @@ public struct Reconciler: Sendable {
                 if container == nil {
                     delete(lease)
                 } else {
-                    summary.actions.append("remove container \(name) on \(machine.name) (\(lease.state == .deleting ? "lease being deleted" : "lease expired"))")
+                    summary.actions.append(
+                        "remove container \(name) on \(machine.name) (\(lease.state == .deleting ? "lease being deleted" : "lease expired"))"
+                    )
                     removals.append((name, lease))
                 }
                 continue

@@ -45,7 +45,10 @@ public struct RemoteDocker: Sendable {
     /// each line of build output as it arrives. Returns the build's whole log.
     @discardableResult
     public func build(
-        tag: String, dockerfile: [UInt8], labels: [String: String] = [:], onLine: (@Sendable (String) -> Void)? = nil
+        tag: String,
+        dockerfile: [UInt8],
+        labels: [String: String] = [:],
+        onLine: (@Sendable (String) -> Void)? = nil
     ) async throws(DockerError) -> String {
         try DockerNames.validateImage(tag)
         for (key, value) in labels { try DockerNames.validateLabel(key: key, value: value) }
@@ -59,9 +62,9 @@ public struct RemoteDocker: Sendable {
             case .stdout(let bytes): lines = splitter.feed(bytes, from: .stdout)
             case .stderr(let bytes): lines = splitter.feed(bytes, from: .stderr)
             }
-            lines.forEach { onLine?($0) }
+            for line in lines { onLine?(line) }
         }
-        splitter.finish().forEach { onLine?($0) }
+        for line in splitter.finish() { onLine?(line) }
         guard result.succeeded else { throw .buildFailed(tag: tag, logTail: splitter.tail) }
         return result.stdoutText + result.stderrText
     }
@@ -185,7 +188,11 @@ public struct RemoteDocker: Sendable {
 
     /// Starts `argv` in a running container and returns it while it runs: with `pty`, on a
     /// terminal (`docker exec -it`); without, stdin piped (`docker exec -i`) and stderr apart.
-    public func start(_ container: String, _ argv: [String], pty: (term: String, size: TerminalSize)? = nil) async throws(DockerError) -> RemoteProcess {
+    public func start(
+        _ container: String,
+        _ argv: [String],
+        pty: (term: String, size: TerminalSize)? = nil
+    ) async throws(DockerError) -> RemoteProcess {
         try DockerNames.validateContainer(container)
         for argument in argv { try DockerNames.validateArgument(argument) }
         guard !argv.isEmpty else { throw .invalidArgument("exec needs a command") }
@@ -205,7 +212,10 @@ public struct RemoteDocker: Sendable {
 
     /// Runs `docker argv…` on the machine; a non-zero exit is returned, not thrown.
     public func run(
-        _ argv: [String], stdin: [UInt8]? = nil, timeout: Duration? = nil, onOutput: (@Sendable (OutputChunk) -> Void)? = nil
+        _ argv: [String],
+        stdin: [UInt8]? = nil,
+        timeout: Duration? = nil,
+        onOutput: (@Sendable (OutputChunk) -> Void)? = nil
     ) async throws(DockerError) -> ExecResult {
         let command = "docker " + ShellQuote.join(argv)
         do {

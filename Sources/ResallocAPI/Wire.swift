@@ -185,7 +185,18 @@ public struct MachineInfo: Codable, Sendable, Equatable {
     public var activeLeases: Int
     public var healthy: Bool
     public var lastError: String?
-    public init(name: String, username: String, ip: String, hostKey: String, cpus: Int, memoryBytes: Int64, capacity: Int, activeLeases: Int, healthy: Bool, lastError: String?) {
+    public init(
+        name: String,
+        username: String,
+        ip: String,
+        hostKey: String,
+        cpus: Int,
+        memoryBytes: Int64,
+        capacity: Int,
+        activeLeases: Int,
+        healthy: Bool,
+        lastError: String?
+    ) {
         self.name = name
         self.username = username
         self.ip = ip
@@ -221,7 +232,17 @@ public struct LeaseInfo: Codable, Sendable, Equatable {
     public var container: String?
     public var createdAt: Date
     public var expiresAt: Date
-    public init(name: String, owner: String, resourceName: String, machine: String?, state: String, message: String?, container: String?, createdAt: Date, expiresAt: Date) {
+    public init(
+        name: String,
+        owner: String,
+        resourceName: String,
+        machine: String?,
+        state: String,
+        message: String?,
+        container: String?,
+        createdAt: Date,
+        expiresAt: Date
+    ) {
         self.name = name
         self.owner = owner
         self.resourceName = resourceName

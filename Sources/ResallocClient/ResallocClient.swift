@@ -49,7 +49,12 @@ public struct ResallocClient: Sendable {
 
     /// Creates a lease. With `onBuildLine`, the master streams the image build's output, a line
     /// at a time as it happens, while the lease is made.
-    public func createLease(_ resource: String, name: String, ttl: String?, onBuildLine: (@Sendable (String) -> Void)? = nil) async throws -> Payload<LeaseInfo> {
+    public func createLease(
+        _ resource: String,
+        name: String,
+        ttl: String?,
+        onBuildLine: (@Sendable (String) -> Void)? = nil
+    ) async throws -> Payload<LeaseInfo> {
         let body = LeaseRequest(resourceName: resource, leaseName: name, ttl: ttl)
         guard let onBuildLine else { return try await call(.POST, "/lease", body: body) }
         let response = try await send(.POST, "/lease", body: body, accept: LeaseProgress.mediaType)
@@ -77,7 +82,10 @@ public struct ResallocClient: Sendable {
         } catch let error as ClientError {
             throw error
         } catch {
-            throw ClientError.unreachable(url: server, detail: "the connection broke while the lease was being made; resalloc leases shows whether it was: \(error)")
+            throw ClientError.unreachable(
+                url: server,
+                detail: "the connection broke while the lease was being made; resalloc leases shows whether it was: \(error)"
+            )
         }
         throw ClientError.unreachable(url: server, detail: "the reply ended while the lease was being made; resalloc leases shows whether it was")
     }
@@ -108,7 +116,13 @@ public struct ResallocClient: Sendable {
     }
 
     /// Sends a request; the response's body is still to be read.
-    private func send<B: Encodable>(_ method: HTTPMethod, _ path: String, body: B?, authenticated: Bool = true, accept: String? = nil) async throws -> HTTPClientResponse {
+    private func send<B: Encodable>(
+        _ method: HTTPMethod,
+        _ path: String,
+        body: B?,
+        authenticated: Bool = true,
+        accept: String? = nil
+    ) async throws -> HTTPClientResponse {
         var request = HTTPClientRequest(url: server + path)
         request.method = method
         request.headers.add(name: "Content-Type", value: "application/json")

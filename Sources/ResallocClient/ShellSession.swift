@@ -21,13 +21,17 @@ public struct ShellSession: Sendable {
 
     /// Runs the session to its end. Throws when the connection breaks before an exit status.
     public func run(
-        lease: String, start: ShellStart, input: AsyncStream<ShellInput>, onOutput: @escaping @Sendable (ShellStream, ByteBuffer) -> Void
+        lease: String,
+        start: ShellStart,
+        input: AsyncStream<ShellInput>,
+        onOutput: @escaping @Sendable (ShellStream, ByteBuffer) -> Void
     ) async throws -> Int32 {
         guard let token = client.token else { throw ClientError.notLoggedIn }
         // A plain GET first: ownership, state and reachability come back as sentences.
         let info = try await client.lease(lease)
         guard info.state == "running" else { throw ClientError.server(status: 409, message: "lease \(lease) is \(info.state), not running") }
-        let url = client.server.replacingOccurrences(of: "http://", with: "ws://").replacingOccurrences(of: "https://", with: "wss://")
+        let url =
+            client.server.replacingOccurrences(of: "http://", with: "ws://").replacingOccurrences(of: "https://", with: "wss://")
             + "/lease/\(lease)/shell"
         var configuration = WebSocketClientConfiguration()
         configuration.additionalHeaders = [.authorization: "Bearer \(token)"]
@@ -43,7 +47,8 @@ public struct ShellSession: Sendable {
                         for await item in input {
                             switch item {
                             case .bytes(let bytes): try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
-                            case .resize(let columns, let rows): try await outbound.write(.text(Self.encode(ShellControl(type: .resize, columns: columns, rows: rows))))
+                            case .resize(let columns, let rows):
+                                try await outbound.write(.text(Self.encode(ShellControl(type: .resize, columns: columns, rows: rows))))
                             case .endOfInput: try await outbound.write(.text(Self.encode(ShellControl(type: .eof))))
                             }
                         }

@@ -52,7 +52,11 @@ final class ChannelOperation: @unchecked Sendable {
     private var result = ExecResult(stdout: [], stderr: [], exitStatus: -1)
 
     init(
-        command: String, pty: PTYRequest? = nil, startDeadline: ContinuousClock.Instant? = nil, deadline: ContinuousClock.Instant?, collectOutput: Bool = true,
+        command: String,
+        pty: PTYRequest? = nil,
+        startDeadline: ContinuousClock.Instant? = nil,
+        deadline: ContinuousClock.Instant?,
+        collectOutput: Bool = true,
         onOutput: (@Sendable (OutputChunk) -> Void)? = nil,
         onStarted: (@Sendable (Result<Void, SSHError>) -> Void)? = nil,
         onFinished: @escaping @Sendable (Result<ExecResult, SSHError>) -> Void
@@ -111,7 +115,11 @@ final class ChannelOperation: @unchecked Sendable {
 
     private func readMailbox() -> Bool {
         let letters = mailbox.letters.withLock { letters in
-            defer { letters.input = []; letters.resize = nil; letters.abandon = nil }
+            defer {
+                letters.input = []
+                letters.resize = nil
+                letters.abandon = nil
+            }
             return letters
         }
         if !letters.input.isEmpty { input.append(contentsOf: letters.input) }
@@ -157,13 +165,19 @@ final class ChannelOperation: @unchecked Sendable {
         case .running:
             return try pump(session)
         case .closing:
-            guard let channel else { phase = .finished; return true }
+            guard let channel else {
+                phase = .finished
+                return true
+            }
             let rc = libssh2_channel_close(channel)
             if rc == LIBSSH2_ERROR_EAGAIN { return false }
             phase = .waitingClosed
             return true
         case .waitingClosed:
-            guard let channel else { phase = .finished; return true }
+            guard let channel else {
+                phase = .finished
+                return true
+            }
             let rc = libssh2_channel_wait_closed(channel)
             if rc == LIBSSH2_ERROR_EAGAIN { return false }
             // Valid only now, after wait_closed.
@@ -180,7 +194,10 @@ final class ChannelOperation: @unchecked Sendable {
             phase = .freeing
             return true
         case .freeing:
-            guard let channel else { phase = .finished; return true }
+            guard let channel else {
+                phase = .finished
+                return true
+            }
             let rc = libssh2_channel_free(channel)
             if rc == LIBSSH2_ERROR_EAGAIN { return false }
             self.channel = nil

@@ -34,13 +34,18 @@ public final class SSHConnection: Sendable {
     ///   - onOutput: called on the connection's thread with each chunk as it arrives (for
     ///     streaming build logs); keep it short.
     public func execute(
-        _ command: String, stdin: [UInt8]? = nil, timeout: Duration? = .seconds(60),
+        _ command: String,
+        stdin: [UInt8]? = nil,
+        timeout: Duration? = .seconds(60),
         onOutput: (@Sendable (OutputChunk) -> Void)? = nil
     ) async throws(SSHError) -> ExecResult {
         let finished = OneShot<Result<ExecResult, SSHError>>()
         let operation = ChannelOperation(
-            command: command, deadline: timeout.map { ContinuousClock.now + $0 }, onOutput: onOutput,
-            onFinished: { finished.fulfill($0) })
+            command: command,
+            deadline: timeout.map { ContinuousClock.now + $0 },
+            onOutput: onOutput,
+            onFinished: { finished.fulfill($0) }
+        )
         operation.mailbox.letters.withLock { letters in
             if let stdin { letters.input = stdin }
             letters.inputClosed = true
@@ -57,17 +62,27 @@ public final class SSHConnection: Sendable {
 
     /// Starts `command` on a channel of its own and returns once it runs; with `pty`, on a
     /// pseudo-terminal of that type and size (for interactive shells).
-    public func start(_ command: String, pty: (term: String, size: TerminalSize)? = nil, timeout: Duration = .seconds(15)) async throws(SSHError) -> RemoteProcess {
+    public func start(
+        _ command: String,
+        pty: (term: String, size: TerminalSize)? = nil,
+        timeout: Duration = .seconds(15)
+    ) async throws(SSHError) -> RemoteProcess {
         let (output, continuation) = AsyncStream.makeStream(of: OutputChunk.self, bufferingPolicy: .unbounded)
         let started = OneShot<Result<Void, SSHError>>()
         let finished = OneShot<Result<ExecResult, SSHError>>()
         let operation = ChannelOperation(
-            command: command, pty: pty.map { .init(term: $0.term, size: $0.size) }, startDeadline: .now + timeout, deadline: nil,
-            collectOutput: false, onOutput: { continuation.yield($0) }, onStarted: { started.fulfill($0) },
+            command: command,
+            pty: pty.map { .init(term: $0.term, size: $0.size) },
+            startDeadline: .now + timeout,
+            deadline: nil,
+            collectOutput: false,
+            onOutput: { continuation.yield($0) },
+            onStarted: { started.fulfill($0) },
             onFinished: { result in
                 continuation.finish()
                 finished.fulfill(result)
-            })
+            }
+        )
         loop.submit(operation)
         try await started.value.get()
         return RemoteProcess(operation: operation, loop: loop, output: output, finished: finished)

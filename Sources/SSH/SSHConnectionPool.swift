@@ -36,7 +36,10 @@ public actor SSHConnectionPool {
 
     /// Runs a command on the machine's shared connection (see `SSHConnection.execute`).
     public func execute(
-        on endpoint: SSHEndpoint, _ command: String, stdin: [UInt8]? = nil, timeout: Duration? = .seconds(60),
+        on endpoint: SSHEndpoint,
+        _ command: String,
+        stdin: [UInt8]? = nil,
+        timeout: Duration? = .seconds(60),
         onOutput: (@Sendable (OutputChunk) -> Void)? = nil
     ) async throws(SSHError) -> ExecResult {
         try await withReconnect(endpoint) { connection throws(SSHError) in
@@ -45,7 +48,11 @@ public actor SSHConnectionPool {
     }
 
     /// Starts a command that the caller talks to as it runs (see `SSHConnection.start`).
-    public func start(on endpoint: SSHEndpoint, _ command: String, pty: (term: String, size: TerminalSize)? = nil) async throws(SSHError) -> RemoteProcess {
+    public func start(
+        on endpoint: SSHEndpoint,
+        _ command: String,
+        pty: (term: String, size: TerminalSize)? = nil
+    ) async throws(SSHError) -> RemoteProcess {
         try await withReconnect(endpoint) { connection throws(SSHError) in
             try await connection.start(command, pty: pty)
         }
@@ -67,12 +74,13 @@ public actor SSHConnectionPool {
     }
 
     private func withReconnect<T: Sendable>(
-        _ endpoint: SSHEndpoint, _ body: (SSHConnection) async throws(SSHError) -> T
+        _ endpoint: SSHEndpoint,
+        _ body: (SSHConnection) async throws(SSHError) -> T
     ) async throws(SSHError) -> T {
         let connection = try await self.connection(to: endpoint)
         do {
             return try await body(connection)
-        } catch where error.kind == .disconnected && !error.commandStarted {
+        } catch  where error.kind == .disconnected && !error.commandStarted {
             await discard(connection)
             return try await body(try await self.connection(to: endpoint))
         }

@@ -32,7 +32,8 @@ enum SessionSetup {
                 throw SSHError(
                     .hostKeyMismatch,
                     "the host key of \(endpoint.host):\(endpoint.port) changed: pinned \(expected), presented \(hostKey); "
-                        + "if the machine was reinstalled, delete and re-add it")
+                        + "if the machine was reinstalled, delete and re-add it"
+                )
             }
             try authenticate(session, socket, endpoint, deadline)
             libssh2_keepalive_config(session, 1, UInt32(clamping: max(endpoint.keepaliveSeconds, 1)))
@@ -49,8 +50,12 @@ enum SessionSetup {
 
     /// Calls `body` until it stops answering EAGAIN, waiting on the socket in between.
     static func retry(
-        _ session: OpaquePointer, _ socket: Int32, _ deadline: ContinuousClock.Instant,
-        what: String, kind: SSHError.Kind, _ body: () -> Int32
+        _ session: OpaquePointer,
+        _ socket: Int32,
+        _ deadline: ContinuousClock.Instant,
+        what: String,
+        kind: SSHError.Kind,
+        _ body: () -> Int32
     ) throws(SSHError) {
         while true {
             let rc = body()
@@ -132,7 +137,10 @@ enum SessionSetup {
     }
 
     private static func authenticate(
-        _ session: OpaquePointer, _ socket: Int32, _ endpoint: SSHEndpoint, _ deadline: ContinuousClock.Instant
+        _ session: OpaquePointer,
+        _ socket: Int32,
+        _ endpoint: SSHEndpoint,
+        _ deadline: ContinuousClock.Instant
     ) throws(SSHError) {
         guard FileManager.default.isReadableFile(atPath: endpoint.privateKeyPath) else {
             throw SSHError(.auth, "cannot read the private key \(endpoint.privateKeyPath)")
@@ -147,17 +155,25 @@ enum SessionSetup {
             }
             let detail = LibSSH2.lastError(session).text
             if rc == LIBSSH2_ERROR_FILE {
-                throw SSHError(.auth, "cannot use the private key \(endpoint.privateKeyPath) (unreadable, encrypted or of an unknown type)", detail: detail)
+                throw SSHError(
+                    .auth,
+                    "cannot use the private key \(endpoint.privateKeyPath) (unreadable, encrypted or of an unknown type)",
+                    detail: detail
+                )
             }
             if PrivateKeyFile.isRSA(path: endpoint.privateKeyPath) {
                 throw SSHError(
                     .auth,
                     "\(endpoint) refused the RSA key \(endpoint.privateKeyPath): libssh2 1.10 signs RSA with SHA-1, "
-                        + "which OpenSSH 8.8 and later refuse; use an Ed25519 or ECDSA key (make keys)", detail: detail)
+                        + "which OpenSSH 8.8 and later refuse; use an Ed25519 or ECDSA key (make keys)",
+                    detail: detail
+                )
             }
             throw SSHError(
-                .auth, "\(endpoint) refused the key \(endpoint.privateKeyPath); is its .pub in ~\(user)/.ssh/authorized_keys (resources/setup.sh)?",
-                detail: detail)
+                .auth,
+                "\(endpoint) refused the key \(endpoint.privateKeyPath); is its .pub in ~\(user)/.ssh/authorized_keys (resources/setup.sh)?",
+                detail: detail
+            )
         }
     }
 }

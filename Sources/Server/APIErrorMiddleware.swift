@@ -49,7 +49,9 @@ extension MasterError {
     func log(to logger: Logger) {
         let status = httpStatus
         logger.log(
-            level: status.code >= 500 ? .error : .info, "request failed",
-            metadata: ["status": "\(status.code)", "message": "\(message)", "detail": "\(detail ?? "")"])
+            level: status.code >= 500 ? .error : .info,
+            "request failed",
+            metadata: ["status": "\(status.code)", "message": "\(message)", "detail": "\(detail ?? "")"]
+        )
     }
 }

@@ -12,7 +12,8 @@ struct AccountController {
             .open(.post, "/register") { request, context in
                 let body = try await Body.decode(Credentials.self, from: request, context: context, expecting: "Name and Password")
                 let user = try await accounts.register(name: body.name, password: body.password)
-                let message = user.isAdmin
+                let message =
+                    user.isAdmin
                     ? "registered \(user.name), the first user, as an admin"
                     : "registered \(user.name); an admin must approve the account before it can log in"
                 return try Body.done(message, status: .created)

@@ -1,9 +1,9 @@
 import Core
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import ResallocAPI
-import HummingbirdWebSocket
 import ServiceLifecycle
 
 /// What `buildApplication` needs; `resalloc-master serve` and the tests both provide it.
@@ -49,7 +49,9 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     let router = buildRouter(master)
     var services: [any Service] = [MasterShutdown(master: master)]
     if arguments.reconcileEvery > .zero {
-        services.append(ReconcileService(reconciler: Reconciler(master: master), databasePath: arguments.databasePath, every: arguments.reconcileEvery))
+        services.append(
+            ReconcileService(reconciler: Reconciler(master: master), databasePath: arguments.databasePath, every: arguments.reconcileEvery)
+        )
     }
     return Application(
         router: router,
@@ -57,9 +59,13 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
         configuration: .init(address: .hostname(arguments.host, port: arguments.port), serverName: "resalloc-master"),
         services: services,
         onServerRunning: { channel in
-            logger.notice("resalloc-master listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")", "master": "\(master.masterID)"])
+            logger.notice(
+                "resalloc-master listening",
+                metadata: ["address": "\(channel.localAddress?.description ?? "?")", "master": "\(master.masterID)"]
+            )
         },
-        logger: logger)
+        logger: logger
+    )
 }
 
 /// The routes of every controller, behind the error middleware.
@@ -88,7 +94,8 @@ public func endpoints(_ master: Master) -> [Endpoint] {
 /// The API description shipped with the server.
 public enum OpenAPIDocument {
     public static let text: String = {
-        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml"), let text = try? String(contentsOf: url, encoding: .utf8) else {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml"), let text = try? String(contentsOf: url, encoding: .utf8)
+        else {
             return "openapi: 3.0.3\n"
         }
         return text

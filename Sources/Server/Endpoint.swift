@@ -24,15 +24,27 @@ public struct Endpoint: Sendable {
     public let access: Access
     let handler: Handler
 
-    static func open(_ method: HTTPRequest.Method, _ path: String, _ handle: @escaping @Sendable (Request, AppRequestContext) async throws -> Response) -> Endpoint {
+    static func open(
+        _ method: HTTPRequest.Method,
+        _ path: String,
+        _ handle: @escaping @Sendable (Request, AppRequestContext) async throws -> Response
+    ) -> Endpoint {
         Endpoint(method: method, path: path, access: .anyone) { request, context, _ in try await handle(request, context) }
     }
 
-    static func user(_ method: HTTPRequest.Method, _ path: String, _ handle: @escaping @Sendable (Request, AppRequestContext, Caller) async throws -> Response) -> Endpoint {
+    static func user(
+        _ method: HTTPRequest.Method,
+        _ path: String,
+        _ handle: @escaping @Sendable (Request, AppRequestContext, Caller) async throws -> Response
+    ) -> Endpoint {
         Endpoint(method: method, path: path, access: .user) { request, context, caller in try await handle(request, context, caller!) }
     }
 
-    static func admin(_ method: HTTPRequest.Method, _ path: String, _ handle: @escaping @Sendable (Request, AppRequestContext, Caller) async throws -> Response) -> Endpoint {
+    static func admin(
+        _ method: HTTPRequest.Method,
+        _ path: String,
+        _ handle: @escaping @Sendable (Request, AppRequestContext, Caller) async throws -> Response
+    ) -> Endpoint {
         Endpoint(method: method, path: path, access: .admin) { request, context, caller in try await handle(request, context, caller!) }
     }
 
@@ -81,7 +93,10 @@ enum Body {
     static func reply<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
         let data = try WireCoding.encoder().encode(value)
         return Response(
-            status: status, headers: [.contentType: "application/json; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+            status: status,
+            headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data))
+        )
     }
 
     static func done(_ message: String, status: HTTPResponse.Status = .ok) throws -> Response {

@@ -32,12 +32,18 @@ struct LeaseController {
                 return try Body.done("deleted lease \(name)")
             },
             .user(.get, "/lease/:name") { request, context, caller in
-                let listing = try master.lease(named: try context.parameters.require("name"), for: caller.user, owner: request.uri.queryParameters["owner"].map(String.init))
+                let listing = try master.lease(
+                    named: try context.parameters.require("name"),
+                    for: caller.user,
+                    owner: request.uri.queryParameters["owner"].map(String.init)
+                )
                 return try Body.reply(Payload("Lease", info(listing)))
             },
             .user(.delete, "/lease/:name") { request, context, caller in
                 let name = try context.parameters.require("name")
-                try await master.saga.delete(try master.lease(named: name, for: caller.user, owner: request.uri.queryParameters["owner"].map(String.init)))
+                try await master.saga.delete(
+                    try master.lease(named: name, for: caller.user, owner: request.uri.queryParameters["owner"].map(String.init))
+                )
                 return try Body.done("deleted lease \(name)")
             },
             .user(.post, "/lease/:name/extend") { request, context, caller in
@@ -57,7 +63,8 @@ struct LeaseController {
         let (progress, sink) = AsyncStream.makeStream(of: LeaseProgress.self, bufferingPolicy: .bufferingNewest(10_000))
         Task {
             do {
-                let listing = try await master.saga.create(owner: owner, resourceName: body.resourceName, leaseName: body.leaseName, ttl: ttl) { line in
+                let listing = try await master.saga.create(owner: owner, resourceName: body.resourceName, leaseName: body.leaseName, ttl: ttl) {
+                    line in
                     sink.yield(.buildLine(line))
                 }
                 sink.yield(.created(info(listing), message: Self.created(listing)))
@@ -69,7 +76,8 @@ struct LeaseController {
             sink.finish()
         }
         return Response(
-            status: .ok, headers: [.contentType: LeaseProgress.mediaType],
+            status: .ok,
+            headers: [.contentType: LeaseProgress.mediaType],
             body: ResponseBody { writer in
                 let encoder = WireCoding.encoder()
                 for await line in progress {
@@ -78,7 +86,8 @@ struct LeaseController {
                     try await writer.write(buffer)
                 }
                 try await writer.finish(nil)
-            })
+            }
+        )
     }
 
     static func created(_ listing: LeaseListing) -> String { "lease \(listing.lease.name) runs on \(listing.machine ?? "?")" }
@@ -92,7 +101,15 @@ struct LeaseController {
     func info(_ listing: LeaseListing) -> LeaseInfo {
         let lease = listing.lease
         return LeaseInfo(
-            name: lease.name, owner: listing.owner, resourceName: listing.resource, machine: listing.machine, state: lease.state.rawValue,
-            message: lease.message, container: lease.containerId == nil ? nil : lease.containerName(masterID: master.masterID), createdAt: lease.createdAt, expiresAt: lease.expiresAt)
+            name: lease.name,
+            owner: listing.owner,
+            resourceName: listing.resource,
+            machine: listing.machine,
+            state: lease.state.rawValue,
+            message: lease.message,
+            container: lease.containerId == nil ? nil : lease.containerName(masterID: master.masterID),
+            createdAt: lease.createdAt,
+            expiresAt: lease.expiresAt
+        )
     }
 }

@@ -33,8 +33,16 @@ struct MachineController {
 
     static func info(_ machine: Machine, _ counts: [Int64: Int]) -> MachineInfo {
         MachineInfo(
-            name: machine.name, username: machine.login, ip: machine.port == 22 ? machine.host : "\(machine.host):\(machine.port)",
-            hostKey: "\(machine.hostKeyType) \(machine.hostKeyFingerprint)", cpus: machine.cpus, memoryBytes: machine.memoryBytes,
-            capacity: machine.capacity, activeLeases: counts[machine.id ?? -1, default: 0], healthy: machine.healthy, lastError: machine.lastError)
+            name: machine.name,
+            username: machine.login,
+            ip: machine.port == 22 ? machine.host : "\(machine.host):\(machine.port)",
+            hostKey: "\(machine.hostKeyType) \(machine.hostKeyFingerprint)",
+            cpus: machine.cpus,
+            memoryBytes: machine.memoryBytes,
+            capacity: machine.capacity,
+            activeLeases: counts[machine.id ?? -1, default: 0],
+            healthy: machine.healthy,
+            lastError: machine.lastError
+        )
     }
 }

@@ -59,7 +59,11 @@ struct ShellController {
     }
 
     private func relay(
-        _ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, machine: Machine, container: String, logger: Logger
+        _ inbound: WebSocketInboundStream,
+        _ outbound: WebSocketOutboundWriter,
+        machine: Machine,
+        container: String,
+        logger: Logger
     ) async throws {
         var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
         guard case .text(let text) = try await messages.next(), let start = try? JSONDecoder().decode(ShellStart.self, from: Data(text.utf8)) else {

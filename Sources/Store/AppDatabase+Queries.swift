@@ -48,7 +48,9 @@ extension AppDatabase {
                 sql: """
                     SELECT user.* FROM token JOIN user ON user.id = token.userId
                     WHERE token.hash = ? AND token.expiresAt > ?
-                    """, arguments: [hash, now])
+                    """,
+                arguments: [hash, now]
+            )
         }
     }
 
@@ -123,7 +125,9 @@ extension AppDatabase {
     public func activeLeaseCounts() throws -> [Int64: Int] {
         try writer.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT machineId, COUNT(*) AS n FROM lease WHERE machineId IS NOT NULL AND state IN ('creating', 'running', 'deleting') GROUP BY machineId"
+                db,
+                sql:
+                    "SELECT machineId, COUNT(*) AS n FROM lease WHERE machineId IS NOT NULL AND state IN ('creating', 'running', 'deleting') GROUP BY machineId"
             ).reduce(into: [Int64: Int]()) { $0[$1["machineId"]] = $1["n"] }
         }
     }
@@ -179,7 +183,9 @@ extension AppDatabase {
                     SELECT lease.*, user.name AS ownerName, resource.name AS resourceName, machine.name AS machineName
                     FROM lease JOIN user ON user.id = lease.ownerId JOIN resource ON resource.id = lease.resourceId
                     LEFT JOIN machine ON machine.id = lease.machineId \(filter) ORDER BY lease.id
-                    """, arguments: StatementArguments(arguments))
+                    """,
+                arguments: StatementArguments(arguments)
+            )
             return try rows.map { row in
                 LeaseListing(lease: try Lease(row: row), owner: row["ownerName"], resource: row["resourceName"], machine: row["machineName"])
             }

@@ -33,7 +33,9 @@ public struct AppDatabase: Sendable {
     // MARK: - Migrations
 
     private static func ensureHistoryTable(_ db: Database) throws {
-        try db.execute(sql: "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, appliedAt DATETIME NOT NULL)")
+        try db.execute(
+            sql: "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, appliedAt DATETIME NOT NULL)"
+        )
     }
 
     /// The schema version the database is at (0 when empty).
@@ -66,7 +68,10 @@ public struct AppDatabase: Sendable {
                 let current = try Int.fetchOne(db, sql: "SELECT MAX(version) FROM schema_version") ?? 0
                 guard migration.version > current else { return false }
                 try migration.up(db)
-                try db.execute(sql: "INSERT INTO schema_version (version, name, appliedAt) VALUES (?, ?, ?)", arguments: [migration.version, migration.name, Date()])
+                try db.execute(
+                    sql: "INSERT INTO schema_version (version, name, appliedAt) VALUES (?, ?, ?)",
+                    arguments: [migration.version, migration.name, Date()]
+                )
                 return true
             }
             if done { applied.append(migration.version) }

@@ -13,7 +13,8 @@ public struct Migration: Sendable {
 public enum Schema {
     public static let migrations: [Migration] = [
         Migration(
-            version: 1, name: "users and tokens",
+            version: 1,
+            name: "users and tokens",
             up: { db in
                 try db.create(table: "user") { t in
                     t.autoIncrementedPrimaryKey("id")
@@ -34,9 +35,11 @@ public enum Schema {
             down: { db in
                 try db.drop(table: "token")
                 try db.drop(table: "user")
-            }),
+            }
+        ),
         Migration(
-            version: 2, name: "resources, machines and leases",
+            version: 2,
+            name: "resources, machines and leases",
             up: { db in
                 try db.create(table: "resource") { t in
                     t.autoIncrementedPrimaryKey("id")
@@ -79,9 +82,11 @@ public enum Schema {
                 try db.drop(table: "lease")
                 try db.drop(table: "machine")
                 try db.drop(table: "resource")
-            }),
+            }
+        ),
         Migration(
-            version: 3, name: "master identity",
+            version: 3,
+            name: "master identity",
             up: { db in
                 try db.create(table: "setting") { t in
                     t.primaryKey("key", .text)
@@ -91,7 +96,8 @@ public enum Schema {
                 // another master's containers on a shared machine.
                 try db.execute(sql: "INSERT INTO setting (key, value) VALUES ('masterId', ?)", arguments: [UUID().uuidString.lowercased()])
             },
-            down: { db in try db.drop(table: "setting") }),
+            down: { db in try db.drop(table: "setting") }
+        ),
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

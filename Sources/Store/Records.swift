@@ -101,8 +101,18 @@ public struct Machine: Codable, Sendable, Equatable, FetchableRecord, MutablePer
     }
 
     public init(
-        name: String, login: String, host: String, port: Int, hostKeyType: String, hostKeyFingerprint: String,
-        cpus: Int, memoryBytes: Int64, capacity: Int, healthy: Bool = true, lastError: String? = nil, createdAt: Date = Date()
+        name: String,
+        login: String,
+        host: String,
+        port: Int,
+        hostKeyType: String,
+        hostKeyFingerprint: String,
+        cpus: Int,
+        memoryBytes: Int64,
+        capacity: Int,
+        healthy: Bool = true,
+        lastError: String? = nil,
+        createdAt: Date = Date()
     ) {
         self.name = name
         self.login = login

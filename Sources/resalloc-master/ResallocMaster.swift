@@ -14,7 +14,8 @@ struct ResallocMaster: AsyncParsableCommand {
             Every option also reads from the environment: RESALLOC_DB, RESALLOC_KEY, RESALLOC_HOST, RESALLOC_PORT.
             Example: resalloc-master serve --db /var/lib/resalloc/resalloc.db --key /etc/resalloc/resalloc.pem
             """,
-        subcommands: [Serve.self, Cleanup.self, Migrate.self, Users.self])
+        subcommands: [Serve.self, Cleanup.self, Migrate.self, Users.self]
+    )
 }
 
 /// `--db`, shared by every command.
@@ -38,7 +39,8 @@ extension ResallocMaster {
     struct Serve: AsyncParsableCommand, AppArguments {
         static let configuration = CommandConfiguration(
             abstract: "Serve the HTTP API (migrates the database first).",
-            discussion: "Example: resalloc-master serve --host 127.0.0.1 --port 8080 --db resalloc.db --key resources/resalloc.pem")
+            discussion: "Example: resalloc-master serve --host 127.0.0.1 --port 8080 --db resalloc.db --key resources/resalloc.pem"
+        )
 
         @Option(help: "Address to listen on (env RESALLOC_HOST).")
         var host: String = ProcessInfo.processInfo.environment["RESALLOC_HOST"] ?? "127.0.0.1"
@@ -56,7 +58,10 @@ extension ResallocMaster {
         var maxTTLText = "7d"
         @Option(name: .customLong("token-ttl"), help: "How long a login token stays valid.")
         var tokenTTLText = "30d"
-        @Option(name: .customLong("reconcile-every"), help: "Run the cleanup pass this often (0 turns it off; cron's resalloc-master cleanup still works).")
+        @Option(
+            name: .customLong("reconcile-every"),
+            help: "Run the cleanup pass this often (0 turns it off; cron's resalloc-master cleanup still works)."
+        )
         var reconcileEveryText = "60s"
 
         var port: Int { Int(portText) ?? 0 }
@@ -69,12 +74,17 @@ extension ResallocMaster {
         var reconcileEvery: Duration { reconcileEveryText == "0" ? .zero : TTL.parse(reconcileEveryText) ?? .seconds(60) }
 
         func validate() throws {
-            guard (1...65535).contains(port) else { throw ValidationError("--port (or RESALLOC_PORT) must be a number from 1 to 65535; got \(portText)") }
+            guard (1...65535).contains(port) else {
+                throw ValidationError("--port (or RESALLOC_PORT) must be a number from 1 to 65535; got \(portText)")
+            }
             guard Logger.Level(rawValue: logLevelName) != nil else { throw ValidationError("unknown log level \(logLevelName)") }
-            for (flag, text) in [("--default-ttl", defaultTTLText), ("--max-ttl", maxTTLText), ("--token-ttl", tokenTTLText)] where TTL.parse(text) == nil {
+            for (flag, text) in [("--default-ttl", defaultTTLText), ("--max-ttl", maxTTLText), ("--token-ttl", tokenTTLText)]
+            where TTL.parse(text) == nil {
                 throw ValidationError("\(flag) takes 90s, 15m, 2h or 1d; got \(text)")
             }
-            guard reconcileEveryText == "0" || TTL.parse(reconcileEveryText) != nil else { throw ValidationError("--reconcile-every takes 0, 30s, 5m, …") }
+            guard reconcileEveryText == "0" || TTL.parse(reconcileEveryText) != nil else {
+                throw ValidationError("--reconcile-every takes 0, 30s, 5m, …")
+            }
             guard defaultTTL <= maxTTL else { throw ValidationError("--default-ttl must not exceed --max-ttl") }
             guard FileManager.default.isReadableFile(atPath: keyPath) else {
                 throw ValidationError("cannot read the SSH key \(keyPath): create it with 'make keys' or pass --key")
@@ -97,7 +107,8 @@ extension ResallocMaster {
                 other masters are never touched. A lock keeps two passes from overlapping: the second says so and
                 exits 0. Exit status is non-zero only when something could not be done.
                 crontab: * * * * * cd /srv/resalloc && resalloc-master cleanup --db resalloc.db --key resources/resalloc.pem
-                """)
+                """
+        )
 
         @OptionGroup var database: DatabaseOptions
         @Option(name: .customLong("key"), help: "The master's private SSH key (env RESALLOC_KEY).")
@@ -116,7 +127,9 @@ extension ResallocMaster {
 
         func run() async throws {
             guard FileManager.default.fileExists(atPath: database.path) else {
-                FileHandle.standardError.write(Data("resalloc-master cleanup: there is no database at \(database.path); pass --db (or RESALLOC_DB)\n".utf8))
+                FileHandle.standardError.write(
+                    Data("resalloc-master cleanup: there is no database at \(database.path); pass --db (or RESALLOC_DB)\n".utf8)
+                )
                 throw ExitCode(2)
             }
             guard let lock = try CleanupLock(databasePath: database.path) else {
@@ -154,7 +167,8 @@ extension ResallocMaster {
         static let configuration = CommandConfiguration(
             abstract: "Show or change the database schema version.",
             discussion: "Examples: resalloc-master migrate status; resalloc-master migrate down --to 1; resalloc-master migrate up",
-            subcommands: [Status.self, Up.self, Down.self])
+            subcommands: [Status.self, Up.self, Down.self]
+        )
 
         struct Status: ParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List migrations and which are applied.")
@@ -193,9 +207,11 @@ extension ResallocMaster {
 
     struct Users: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "user", abstract: "Manage users from the server's shell.",
+            commandName: "user",
+            abstract: "Manage users from the server's shell.",
             discussion: "Example: resalloc-master user approve alice",
-            subcommands: [List.self, Approve.self, Admin.self])
+            subcommands: [List.self, Approve.self, Admin.self]
+        )
 
         struct List: ParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List users.")
@@ -205,7 +221,10 @@ extension ResallocMaster {
                 try db.requireCurrentSchema()
                 print("NAME".padding(toLength: 24, withPad: " ", startingAt: 0) + "ROLE   STATUS")
                 for user in try db.users() {
-                    print(user.name.padding(toLength: 24, withPad: " ", startingAt: 0) + user.role.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0) + user.status.rawValue)
+                    print(
+                        user.name.padding(toLength: 24, withPad: " ", startingAt: 0)
+                            + user.role.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0) + user.status.rawValue
+                    )
                 }
             }
         }
@@ -229,7 +248,9 @@ extension ResallocMaster {
             func run() throws {
                 let db = try database.open()
                 try db.requireCurrentSchema()
-                do { _ = try db.updateUser(named: name, status: .active, role: .admin) } catch let error as StoreError { throw ValidationError(error.description) }
+                do { _ = try db.updateUser(named: name, status: .active, role: .admin) } catch let error as StoreError {
+                    throw ValidationError(error.description)
+                }
                 print("\(name) is an admin")
             }
         }

@@ -5,11 +5,18 @@ import ResallocClient
 
 struct Leases: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "lease", abstract: "Your containers.", subcommands: [List.self, Create.self, Delete.self, Extend.self],
-        defaultSubcommand: List.self, aliases: ["leases"])
+        commandName: "lease",
+        abstract: "Your containers.",
+        subcommands: [List.self, Create.self, Delete.self, Extend.self],
+        defaultSubcommand: List.self,
+        aliases: ["leases"]
+    )
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List your leases (admins: --all).", discussion: "Example: resalloc lease list --json")
+        static let configuration = CommandConfiguration(
+            abstract: "List your leases (admins: --all).",
+            discussion: "Example: resalloc lease list --json"
+        )
         @OptionGroup var global: GlobalOptions
         @OptionGroup var output: OutputOptions
         @Flag(help: "Everyone's leases (admins).") var all = false
@@ -21,9 +28,12 @@ struct Leases: AsyncParsableCommand {
                 Output.table(
                     (all ? ["OWNER"] : []) + ["NAME", "RESOURCE", "MACHINE", "STATE", "AGE", "LEFT"],
                     leases.map {
-                        (all ? [$0.owner] : []) + [$0.name, $0.resourceName, $0.machine ?? "-", $0.state,
-                         Output.duration(now.timeIntervalSince($0.createdAt)), Output.duration($0.expiresAt.timeIntervalSince(now))]
-                    })
+                        (all ? [$0.owner] : []) + [
+                            $0.name, $0.resourceName, $0.machine ?? "-", $0.state,
+                            Output.duration(now.timeIntervalSince($0.createdAt)), Output.duration($0.expiresAt.timeIntervalSince(now)),
+                        ]
+                    }
+                )
             }
         }
     }
@@ -35,7 +45,8 @@ struct Leases: AsyncParsableCommand {
                 When the machine has to build the image first, the build's output is shown on stderr as it \
                 happens; the lease is printed on stdout.
                 Example: resalloc lease create busybox mylease --ttl 2h
-                """)
+                """
+        )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The resource to lease.") var resource: String
         @Argument(help: "Your name for the lease.") var name: String
@@ -47,13 +58,18 @@ struct Leases: AsyncParsableCommand {
         func run() async throws {
             try await Resalloc.perform {
                 let reply = try await global.client.createLease(resource, name: name, ttl: ttl, onBuildLine: quiet ? nil : Self.show)
-                print("\(reply.message); it ends in \(Output.duration(reply.value.expiresAt.timeIntervalSinceNow)). Open a shell: resalloc ssh \(name)")
+                print(
+                    "\(reply.message); it ends in \(Output.duration(reply.value.expiresAt.timeIntervalSinceNow)). Open a shell: resalloc ssh \(name)"
+                )
             }
         }
     }
 
     struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a lease and its container.", discussion: "Example: resalloc lease delete mylease")
+        static let configuration = CommandConfiguration(
+            abstract: "Delete a lease and its container.",
+            discussion: "Example: resalloc lease delete mylease"
+        )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The lease's name.") var name: String
         func run() async throws {
@@ -62,7 +78,10 @@ struct Leases: AsyncParsableCommand {
     }
 
     struct Extend: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Let a lease end TTL from now.", discussion: "Example: resalloc lease extend mylease --ttl 1h")
+        static let configuration = CommandConfiguration(
+            abstract: "Let a lease end TTL from now.",
+            discussion: "Example: resalloc lease extend mylease --ttl 1h"
+        )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The lease's name.") var name: String
         @Option(help: "90s, 15m, 2h or 1d.") var ttl: String

@@ -4,8 +4,12 @@ import ResallocClient
 
 struct Machines: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "machine", abstract: "Docker hosts the master reaches over SSH (admins).", subcommands: [List.self, Create.self, Delete.self],
-        defaultSubcommand: List.self, aliases: ["machines"])
+        commandName: "machine",
+        abstract: "Docker hosts the master reaches over SSH (admins).",
+        subcommands: [List.self, Create.self, Delete.self],
+        defaultSubcommand: List.self,
+        aliases: ["machines"]
+    )
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List machines.", discussion: "Example: resalloc machine list")
@@ -18,9 +22,12 @@ struct Machines: AsyncParsableCommand {
                 Output.table(
                     ["NAME", "LOGIN", "ADDRESS", "CPUS", "MEMORY", "LEASES", "HEALTH"],
                     machines.map {
-                        [$0.name, $0.username, $0.ip, String($0.cpus), Output.bytes($0.memoryBytes), "\($0.activeLeases)/\($0.capacity)",
-                         $0.healthy ? "ok" : "down: \($0.lastError ?? "")"]
-                    })
+                        [
+                            $0.name, $0.username, $0.ip, String($0.cpus), Output.bytes($0.memoryBytes), "\($0.activeLeases)/\($0.capacity)",
+                            $0.healthy ? "ok" : "down: \($0.lastError ?? "")",
+                        ]
+                    }
+                )
             }
         }
     }
@@ -28,7 +35,8 @@ struct Machines: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Add a machine: the master connects, checks docker and pins its host key.",
-            discussion: "The machine must have run resources/setup.sh. Example: resalloc machine create m1 resalloc 203.0.113.7:22")
+            discussion: "The machine must have run resources/setup.sh. Example: resalloc machine create m1 resalloc 203.0.113.7:22"
+        )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The machine's name.") var name: String
         @Argument(help: "The login user on the machine.") var login: String
@@ -55,8 +63,12 @@ struct Machines: AsyncParsableCommand {
 
 struct Users: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "user", abstract: "Users and their approval (admins).", subcommands: [List.self, Approve.self],
-        defaultSubcommand: List.self, aliases: ["users"])
+        commandName: "user",
+        abstract: "Users and their approval (admins).",
+        subcommands: [List.self, Approve.self],
+        defaultSubcommand: List.self,
+        aliases: ["users"]
+    )
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List users.", discussion: "Example: resalloc user list")

@@ -15,7 +15,8 @@ struct Resalloc: AsyncParsableCommand {
               resalloc lease create busybox mylease
               resalloc ssh mylease
             """,
-        subcommands: [Register.self, Login.self, Logout.self, Resources.self, Machines.self, Leases.self, SSH.self, Users.self])
+        subcommands: [Register.self, Login.self, Logout.self, Resources.self, Machines.self, Leases.self, SSH.self, Users.self]
+    )
 
     /// Runs a command body; prints a failure as one line on stderr and exits non-zero.
     static func perform(_ body: () async throws -> Void) async throws {
@@ -63,7 +64,8 @@ struct OutputOptions: ParsableArguments {
 struct Register: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create an account (the first one is the admin; later ones wait for approval).",
-        discussion: "Example: resalloc register alice 'a-good-password'")
+        discussion: "Example: resalloc register alice 'a-good-password'"
+    )
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Your user name.") var name: String
     @Argument(help: "Your password (8 characters at least).") var password: String
@@ -78,7 +80,8 @@ struct Register: AsyncParsableCommand {
 struct Login: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Log in and keep the token in ~/.config/resalloc/config.json (mode 0600).",
-        discussion: "Example: resalloc login alice 'a-good-password'")
+        discussion: "Example: resalloc login alice 'a-good-password'"
+    )
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Your user name.") var name: String
     @Argument(help: "Your password.") var password: String
@@ -93,7 +96,10 @@ struct Login: AsyncParsableCommand {
 }
 
 struct Logout: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Revoke your token on the master and forget it here.", discussion: "Example: resalloc logout")
+    static let configuration = CommandConfiguration(
+        abstract: "Revoke your token on the master and forget it here.",
+        discussion: "Example: resalloc logout"
+    )
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {

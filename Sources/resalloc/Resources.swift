@@ -4,8 +4,12 @@ import ResallocClient
 
 struct Resources: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "resources", abstract: "Dockerfiles that can be leased.", subcommands: [List.self, Create.self, Delete.self],
-        defaultSubcommand: List.self, aliases: ["resource"])
+        commandName: "resources",
+        abstract: "Dockerfiles that can be leased.",
+        subcommands: [List.self, Create.self, Delete.self],
+        defaultSubcommand: List.self,
+        aliases: ["resource"]
+    )
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List resources.", discussion: "Example: resalloc resources list --json")
@@ -15,7 +19,10 @@ struct Resources: AsyncParsableCommand {
             try await Resalloc.perform {
                 let resources = try await global.client.resources()
                 if output.json { return try Output.json(resources) }
-                Output.table(["NAME", "IMAGE", "FIRST LINE"], resources.map { [$0.name, $0.image, String($0.file.split(separator: "\n").first ?? "")] })
+                Output.table(
+                    ["NAME", "IMAGE", "FIRST LINE"],
+                    resources.map { [$0.name, $0.image, String($0.file.split(separator: "\n").first ?? "")] }
+                )
             }
         }
     }
@@ -28,14 +35,17 @@ struct Resources: AsyncParsableCommand {
                   resalloc resources create busybox "FROM busybox \\nRUN echo hi > /hi"
                   resalloc resources create web -f Dockerfile
                   cat Dockerfile | resalloc resources create web -f -
-                """)
+                """
+        )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The resource's name.") var name: String
         @Argument(help: "The Dockerfile, with \\n for line breaks.") var dockerfile: String?
         @Option(name: .shortAndLong, help: "Read the Dockerfile from this file, or - for stdin; bytes are sent unchanged.") var file: String?
 
         func validate() throws {
-            guard (dockerfile == nil) != (file == nil) else { throw ValidationError("give the Dockerfile as an argument or with -f PATH, not both or neither") }
+            guard (dockerfile == nil) != (file == nil) else {
+                throw ValidationError("give the Dockerfile as an argument or with -f PATH, not both or neither")
+            }
         }
 
         func run() async throws {
@@ -55,7 +65,10 @@ struct Resources: AsyncParsableCommand {
     }
 
     struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a resource no lease uses (admins).", discussion: "Example: resalloc resources delete busybox")
+        static let configuration = CommandConfiguration(
+            abstract: "Delete a resource no lease uses (admins).",
+            discussion: "Example: resalloc resources delete busybox"
+        )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The resource's name.") var name: String
         func run() async throws {

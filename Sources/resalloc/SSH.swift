@@ -17,7 +17,8 @@ struct SSH: AsyncParsableCommand {
               resalloc ssh mylease
               resalloc ssh mylease -- ls -l /
               echo hi | resalloc ssh mylease -- cat
-            """)
+            """
+    )
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The lease's name.") var name: String
     @Argument(parsing: .postTerminator, help: "A command to run instead of a shell.") var command: [String] = []
@@ -30,8 +31,12 @@ struct SSH: AsyncParsableCommand {
         let terminal = Terminal()
         let size = Terminal.size
         let start = ShellStart(
-            tty: interactive, term: ProcessInfo.processInfo.environment["TERM"] ?? "xterm", columns: size.columns, rows: size.rows,
-            command: command.isEmpty ? nil : command)
+            tty: interactive,
+            term: ProcessInfo.processInfo.environment["TERM"] ?? "xterm",
+            columns: size.columns,
+            rows: size.rows,
+            command: command.isEmpty ? nil : command
+        )
         let (input, continuation) = AsyncStream.makeStream(of: ShellInput.self)
         var sources: [any DispatchSourceSignal] = []
         // Leave the terminal as it was on every way out, signals included.
@@ -72,7 +77,7 @@ struct SSH: AsyncParsableCommand {
             throw ExitCode(255)
         }
         terminal.restore()
-        sources.forEach { $0.cancel() }
+        for source in sources { source.cancel() }
         throw ExitCode(status)
     }
 

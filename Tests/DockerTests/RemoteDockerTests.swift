@@ -1,6 +1,7 @@
 import Docker
 import Foundation
 import SSH
+import Synchronization
 import Testbed
 import Testing
 
@@ -42,7 +43,10 @@ struct RemoteDockerTests {
         let id = try await docker.run(ContainerSpec(name: name, image: tag, labels: ["resalloc.lease": "42", "resalloc.owner": "alice"]))
         defer { testbed.removeContainers("m1", [name]) }
         // The image's CMD is `false`; the keep-alive replaced it, so the container is up.
-        let state = try await testbed.docker("m1", ["inspect", "--format", "{{.State.Status}} {{.HostConfig.Init}} {{index .Config.Labels \"resalloc.owner\"}}", id])
+        let state = try await testbed.docker(
+            "m1",
+            ["inspect", "--format", "{{.State.Status}} {{.HostConfig.Init}} {{index .Config.Labels \"resalloc.owner\"}}", id]
+        )
         #expect(state.trimmingCharacters(in: .whitespacesAndNewlines) == "running true alice")
 
         let exec = try await docker.exec(name, ["cat", "/marker"])
@@ -73,7 +77,10 @@ struct RemoteDockerTests {
         let error = await #expect(throws: DockerError.self) {
             try await docker.build(tag: tag, dockerfile: Array("FROM busybox\nRUN echo about-to-fail && exit 3\n".utf8))
         }
-        guard case .buildFailed(_, let tail) = error else { Issue.record("expected buildFailed, got \(String(describing: error))"); return }
+        guard case .buildFailed(_, let tail) = error else {
+            Issue.record("expected buildFailed, got \(String(describing: error))")
+            return
+        }
         #expect(tail.contains("about-to-fail"))
         #expect(tail.contains("non-zero code: 3"))
         #expect(try await docker.imageExists(tag) == false)
@@ -129,5 +136,3 @@ final class LineCollector: Sendable {
     func append(_ line: String) { lines.withLock { $0.append(line) } }
     var all: [String] { lines.withLock { $0 } }
 }
-
-import Synchronization

@@ -1,7 +1,8 @@
-@testable import Docker
 import Foundation
 import Testbed
 import Testing
+
+@testable import Docker
 
 @Suite("Shell quoting")
 struct ShellQuoteTests {
@@ -32,7 +33,10 @@ struct ShellQuoteTests {
 
 @Suite("Name validation")
 struct DockerNamesTests {
-    @Test("Hostile container names are refused", arguments: ["", "-rf", "a;b", "$(id)", "a b", "a\nb", "`x`", "a'b", "../x", String(repeating: "a", count: 129)])
+    @Test(
+        "Hostile container names are refused",
+        arguments: ["", "-rf", "a;b", "$(id)", "a b", "a\nb", "`x`", "a'b", "../x", String(repeating: "a", count: 129)]
+    )
     func hostileContainerNames(name: String) {
         #expect(throws: DockerError.self) { try DockerNames.validateContainer(name) }
     }
@@ -42,7 +46,10 @@ struct DockerNamesTests {
         try DockerNames.validateContainer(name)
     }
 
-    @Test("Image references", arguments: [("resalloc/busybox:0123456789ab", true), ("busybox", true), ("Busybox", false), ("x:-y", false), ("a;b", false), ("-x", false)])
+    @Test(
+        "Image references",
+        arguments: [("resalloc/busybox:0123456789ab", true), ("busybox", true), ("Busybox", false), ("x:-y", false), ("a;b", false), ("-x", false)]
+    )
     func images(reference: String, valid: Bool) {
         let accepted = (try? DockerNames.validateImage(reference)) != nil
         #expect(accepted == valid)
@@ -64,7 +71,11 @@ struct LineSplitterTests {
         let euro = Array("€".utf8)
         #expect(splitter.feed(Array("Step 1/2 : FROM busybox\nhalf a ".utf8) + euro.prefix(1), from: .stdout) == ["Step 1/2 : FROM busybox"])
         #expect(splitter.feed(Array(euro.dropFirst()) + Array(" line\r\n".utf8), from: .stdout) == ["half a € line"])
-        #expect(splitter.feed(Array("Sending build context  1kB\rSending build context  2.048kB\r\r\n".utf8), from: .stderr) == ["Sending build context  2.048kB"])
+        #expect(
+            splitter.feed(Array("Sending build context  1kB\rSending build context  2.048kB\r\r\n".utf8), from: .stderr) == [
+                "Sending build context  2.048kB"
+            ]
+        )
         #expect(splitter.feed(Array("no end".utf8), from: .stdout).isEmpty)
         #expect(splitter.finish() == ["no end"])
     }

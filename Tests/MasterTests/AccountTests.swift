@@ -1,5 +1,5 @@
-import GRDB
 import Foundation
+import GRDB
 import Store
 import Testbed
 import Testing
@@ -34,16 +34,19 @@ struct AccountTests {
             #expect(nobody.stderr.contains("nobody"))
             #expect(try await CLI.master("user", "admin", "carol", "--db", databasePath).status == 0)
             let listed = try await CLI.master("user", "list", "--db", databasePath)
-            #expect(listed.stdout.split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") } == [
-                "NAME ROLE STATUS", "admin admin active", "bob user active", "carol admin active",
-            ])
+            #expect(
+                listed.stdout.split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") } == [
+                    "NAME ROLE STATUS", "admin admin active", "bob user active", "carol admin active",
+                ]
+            )
             #expect(try await api.call(.get, "/user", token: admin).list("Users").last?["Role"] as? String == "admin")
         }
     }
 
     @Test("A token lasts the master's --token-ttl and stops working once it is over")
     func tokenExpiry() async throws {
-        try await withMaster(configure: { $0.tokenLifetime = .seconds(3600) }) { api, _, databasePath in
+        let oneHour: (inout TestArguments) -> Void = { $0.tokenLifetime = .seconds(3600) }
+        try await withMaster(configure: oneHour) { api, _, databasePath in
             let loggedIn = Date()
             let token = try await api.login("fred", password: "fredpassword")
             #expect(try await api.call(.get, "/lease", token: token).status == .ok)

@@ -48,7 +48,12 @@ struct BuildStreamTests {
             #expect(cached.all.isEmpty)
 
             // A failing build: its log streams, then the failure with the status a plain request gets.
-            _ = try await api.call(.post, "/resource", token: admin, body: api.json(["Name": "broken", "File": "FROM busybox\nRUN echo about-to-''fail && exit 3\n"]))
+            _ = try await api.call(
+                .post,
+                "/resource",
+                token: admin,
+                body: api.json(["Name": "broken", "File": "FROM busybox\nRUN echo about-to-''fail && exit 3\n"])
+            )
             let failing = ArrivedLines()
             await #expect {
                 _ = try await client.createLease("broken", name: "doomed", ttl: nil) { failing.append($0) }
@@ -80,7 +85,12 @@ struct BuildStreamTests {
 
             let stdout = "\(cli.home)/create.out"
             let stderr = "\(cli.home)/create.err"
-            let create = try Subprocess.start([CLI.binary, "lease", "create", "slow", "box"], environment: cli.environment, stdout: .file(stdout), stderr: .file(stderr))
+            let create = try Subprocess.start(
+                [CLI.binary, "lease", "create", "slow", "box"],
+                environment: cli.environment,
+                stdout: .file(stdout),
+                stderr: .file(stderr)
+            )
             defer { create.kill9() }
             var sawEarlyWhileRunning = false
             let deadline = ContinuousClock.now + .seconds(60)

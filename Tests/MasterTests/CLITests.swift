@@ -64,7 +64,9 @@ struct CLI {
     }
 
     /// The environment line for a shell that runs the CLI.
-    var exports: String { "export HOME=\(home) RESALLOC_URL=\(server) PATH=\(URL(fileURLWithPath: Self.binary).deletingLastPathComponent().path):/usr/bin:/bin" }
+    var exports: String {
+        "export HOME=\(home) RESALLOC_URL=\(server) PATH=\(URL(fileURLWithPath: Self.binary).deletingLastPathComponent().path):/usr/bin:/bin"
+    }
 }
 
 /// A tmux session: a real pseudo-terminal to type into and read from.
@@ -80,7 +82,9 @@ struct TmuxScreen {
         try await Testbed.run(["tmux", "send-keys", "-t", name, "Enter"])
     }
     func screen() async throws -> String { try await Testbed.run(["tmux", "capture-pane", "-p", "-t", name]) }
-    func resize(columns: Int, rows: Int) async throws { try await Testbed.run(["tmux", "resize-window", "-t", name, "-x", String(columns), "-y", String(rows)]) }
+    func resize(columns: Int, rows: Int) async throws {
+        try await Testbed.run(["tmux", "resize-window", "-t", name, "-x", String(columns), "-y", String(rows)])
+    }
 
     /// Waits until the screen shows `needle`; returns the screen.
     func waitFor(_ needle: String, seconds: Double = 20) async throws -> String {
@@ -183,7 +187,10 @@ struct CLITests {
             try await tmux.type("exit 5")
             _ = try await tmux.waitFor("EXIT=5")
             try await Task.sleep(for: .milliseconds(200))
-            #expect(try String(contentsOfFile: "\(cli.home)/before", encoding: .utf8) == (try String(contentsOfFile: "\(cli.home)/after", encoding: .utf8)))
+            #expect(
+                try String(contentsOfFile: "\(cli.home)/before", encoding: .utf8)
+                    == (try String(contentsOfFile: "\(cli.home)/after", encoding: .utf8))
+            )
             #expect(try await testbed.docker("m1", ["exec", container, "ls", "/typed-here"]) == "/typed-here\n")
 
             // Another user's lease: refused before anything opens on the machine.
@@ -207,8 +214,12 @@ struct CLITests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let port = Int.random(in: 20000...29999)
         let master = try Subprocess.start(
-            [CLI.masterBinary, "serve", "--port", String(port), "--db", "\(directory)/resalloc.db", "--key", testbed.keys["ed25519"]!, "--log-level-name", "warning"],
-            stderr: .file("\(directory)/master.log"))
+            [
+                CLI.masterBinary, "serve", "--port", String(port), "--db", "\(directory)/resalloc.db", "--key", testbed.keys["ed25519"]!,
+                "--log-level-name", "warning",
+            ],
+            stderr: .file("\(directory)/master.log")
+        )
         defer { master.kill9() }
         let cli = try CLI(server: "http://127.0.0.1:\(port)")
         var ready = false
@@ -232,7 +243,9 @@ struct CLITests {
         #expect(screen.contains("resalloc: cannot reach the master"))
         #expect(screen.contains("EXIT=255"))
         try await Task.sleep(for: .milliseconds(200))
-        #expect(try String(contentsOfFile: "\(cli.home)/before", encoding: .utf8) == (try String(contentsOfFile: "\(cli.home)/after", encoding: .utf8)))
+        #expect(
+            try String(contentsOfFile: "\(cli.home)/before", encoding: .utf8) == (try String(contentsOfFile: "\(cli.home)/after", encoding: .utf8))
+        )
         // Leave m2 as we found it.
         let mine = try await leaseContainers(testbed, "m2", master: try masterID("\(directory)/resalloc.db"))
         if !mine.isEmpty { try await testbed.docker("m2", ["rm", "-f"] + mine) }

@@ -13,7 +13,10 @@ func cleanup(_ databasePath: String, _ testbed: Testbed, _ extra: String...) asy
 /// Starts a container on `machine` with resalloc's labels, as a crashed master would leave it.
 func plantContainer(_ testbed: Testbed, _ machine: String, master: String, lease: String) async throws -> String {
     let name = "resalloc-planted-\(UUID().uuidString.prefix(8).lowercased())"
-    try await testbed.docker(machine, ["run", "-d", "--name", name, "--label", "resalloc.master=\(master)", "--label", "resalloc.lease=\(lease)", "busybox", "sleep", "600"])
+    try await testbed.docker(
+        machine,
+        ["run", "-d", "--name", name, "--label", "resalloc.master=\(master)", "--label", "resalloc.lease=\(lease)", "busybox", "sleep", "600"]
+    )
     return name
 }
 
@@ -69,8 +72,12 @@ struct CleanupTests {
             let master = try masterID(databasePath)
             let socket = "unix://\(testbed.machine("m1").directory)/docker.sock"
             try await Testbed.run(
-                ["sh", "-c", "seq 60 | xargs -P 6 -I{} docker -H \(socket) run -d --init --label resalloc.master=\(master) --label resalloc.lease=backlog-{} busybox sleep 600 >/dev/null"],
-                timeout: .seconds(120))
+                [
+                    "sh", "-c",
+                    "seq 60 | xargs -P 6 -I{} docker -H \(socket) run -d --init --label resalloc.master=\(master) --label resalloc.lease=backlog-{} busybox sleep 600 >/dev/null",
+                ],
+                timeout: .seconds(120)
+            )
             #expect(try await leaseContainers(testbed, "m1", master: master).count == 60)
 
             // One batch of 50 spends a 1-second budget: 10 wait, said as a problem, exit 1.
@@ -92,7 +99,12 @@ struct CleanupTests {
     func lostAndExtend() async throws {
         try await withMaster { api, testbed, databasePath in
             let admin = try await LeaseTests.setUp(api, testbed, machines: ["m2"])
-            let created = try await api.call(.post, "/lease", token: admin, body: #"{"ResourceName": "busybox", "LeaseName": "fragile", "TTL": "1h"}"#)
+            let created = try await api.call(
+                .post,
+                "/lease",
+                token: admin,
+                body: #"{"ResourceName": "busybox", "LeaseName": "fragile", "TTL": "1h"}"#
+            )
             let container = try #require(created.object("Lease")["Container"] as? String)
             let extended = try await api.call(.post, "/lease/fragile/extend", token: admin, body: #"{"TTL": "2d"}"#)
             #expect(extended.status == .ok)

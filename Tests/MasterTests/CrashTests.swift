@@ -1,4 +1,5 @@
 import Foundation
+import Store
 import Testbed
 import Testing
 
@@ -23,7 +24,10 @@ final class MasterProcess {
             [
                 CLI.masterBinary, "serve", "--port", String(port), "--db", databasePath, "--key", keyPath,
                 "--log-level-name", logPath == nil ? "error" : "info", "--reconcile-every", "0",
-            ], stdout: log, stderr: log)
+            ],
+            stdout: log,
+            stderr: log
+        )
         for _ in 0..<100 {
             if (try? await cli.run(["resources", "list"]))?.stderr.contains("cannot reach") == false { return }
             try await Task.sleep(for: .milliseconds(50))
@@ -85,5 +89,3 @@ struct CrashTests {
         if !containers.isEmpty { try await testbed.docker("m2", ["rm", "-f"] + Array(containers)) }
     }
 }
-
-import Store

@@ -5,6 +5,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import Server
+import Store
 import Testbed
 
 /// The arguments `resalloc-master serve` would pass, for a fresh SQLite file.
@@ -34,14 +35,19 @@ struct APIReply: @unchecked Sendable {
 struct API: Sendable {
     let client: any TestClientProtocol
 
-    func call(_ method: HTTPRequest.Method, _ path: String, token: String? = nil, bearer: Bool = false, body: String? = nil) async throws -> APIReply {
+    func call(_ method: HTTPRequest.Method, _ path: String, token: String? = nil, bearer: Bool = false, body: String? = nil) async throws -> APIReply
+    {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let token {
             if bearer { headers[.authorization] = "Bearer \(token)" } else { headers[HTTPField.Name("token")!] = token }
         }
         let response = try await client.execute(uri: path, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) })
         let object = (try? JSONSerialization.jsonObject(with: Data(buffer: response.body))) as? [String: Any]
-        guard let object else { throw TestbedError("\(method) \(path) answered \(response.status) with a body that is not a JSON object: \(String(buffer: response.body))") }
+        guard let object else {
+            throw TestbedError(
+                "\(method) \(path) answered \(response.status) with a body that is not a JSON object: \(String(buffer: response.body))"
+            )
+        }
         return APIReply(status: response.status, json: object)
     }
 
@@ -96,5 +102,3 @@ func leaseContainers(_ testbed: Testbed, _ machine: String, master: String? = ni
 func masterID(_ databasePath: String) throws -> String {
     try AppDatabase(path: databasePath).masterID()
 }
-
-import Store

@@ -54,7 +54,9 @@ struct LeaseTests {
             #expect(try await api.addMachine(testbed, "m1", token: admin).status == .conflict)
             let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
                 for _ in 0..<2 {
-                    group.addTask { try await api.call(.post, "/lease", token: admin, body: #"{"ResourceName": "busybox", "LeaseName": "twin"}"#).status.code }
+                    group.addTask {
+                        try await api.call(.post, "/lease", token: admin, body: #"{"ResourceName": "busybox", "LeaseName": "twin"}"#).status.code
+                    }
                 }
                 return try await group.reduce(into: [Int]()) { $0.append($1) }
             }
@@ -75,7 +77,12 @@ struct LeaseTests {
     func failures() async throws {
         try await withMaster { api, testbed, databasePath in
             let admin = try await api.login("admin")
-            _ = try await api.call(.post, "/resource", token: admin, body: #"{"Name": "broken", "File": "FROM busybox\nRUN echo doomed && exit 7\n"}"#)
+            _ = try await api.call(
+                .post,
+                "/resource",
+                token: admin,
+                body: #"{"Name": "broken", "File": "FROM busybox\nRUN echo doomed && exit 7\n"}"#
+            )
             _ = try await api.call(.post, "/resource", token: admin, body: #"{"Name": "busybox", "File": "FROM busybox\n"}"#)
             let unknown = try await api.call(.post, "/lease", token: admin, body: #"{"ResourceName": "nope", "LeaseName": "a"}"#)
             #expect(unknown.status == .notFound)

@@ -1,6 +1,6 @@
-import GRDB
 import Core
 import Foundation
+import GRDB
 import Logging
 import Server
 import Store
@@ -62,7 +62,11 @@ struct SchemaTests {
         #expect(outdated.stderr.contains("migrate up"), "\(outdated.stderr)")
         let invalid = try await CLI.master("migrate", "down", "--to", "-1", "--db", path)
         #expect(invalid.status != 0)
-        #expect(try await CLI.master("migrate", "status", "--db", path).stdout.split(separator: "\n").map { $0.hasSuffix("pending") } == [false, true, true])
+        #expect(
+            try await CLI.master("migrate", "status", "--db", path).stdout.split(separator: "\n").map { $0.hasSuffix("pending") } == [
+                false, true, true,
+            ]
+        )
         // RESALLOC_DB stands in for --db.
         let up = try await CLI.master(["migrate", "up"], environment: ["PATH": "/usr/bin:/bin", "RESALLOC_DB": path])
         #expect(up.stdout == "applied 2, 3\n")
@@ -77,7 +81,9 @@ struct SchemaTests {
         let master = try Master(databasePath: path, keyPath: testbed.keys["ed25519"]!, logger: Logger(label: "test"))
         let document = OpenAPIDocument.text
         let documented = Self.operations(in: document)
-        let registered = endpoints(master).map { "\($0.method.rawValue.lowercased()) \($0.path.replacingOccurrences(of: #":(\w+)"#, with: "{$1}", options: .regularExpression))" }
+        let registered = endpoints(master).map {
+            "\($0.method.rawValue.lowercased()) \($0.path.replacingOccurrences(of: #":(\w+)"#, with: "{$1}", options: .regularExpression))"
+        }
         #expect(!registered.isEmpty)
         for route in registered { #expect(documented.contains(route), "\(route) is not in openapi.yaml") }
         for operation in documented { #expect(registered.contains(operation), "openapi.yaml documents \(operation), which is not served") }
@@ -94,7 +100,10 @@ struct SchemaTests {
         var inPaths = false
         var currentPath: String?
         for line in document.split(separator: "\n", omittingEmptySubsequences: false) {
-            if line == "paths:" { inPaths = true; continue }
+            if line == "paths:" {
+                inPaths = true
+                continue
+            }
             guard inPaths else { continue }
             if line.hasPrefix("  /"), line.hasSuffix(":") { currentPath = String(line.dropFirst(2).dropLast()) }
             let trimmed = line.trimmingCharacters(in: .whitespaces)

@@ -18,7 +18,12 @@ struct SeedPlanTests {
             let token = try #require(login.json["Token"] as? String)
             #expect(token.count >= 43)  // 256 bits
 
-            let resource = try await api.call(.post, "/resource", token: token, body: #"{"Name": "busybox", "File": "FROM busybox \nRUN echo seeded > /seed"}"#)
+            let resource = try await api.call(
+                .post,
+                "/resource",
+                token: token,
+                body: #"{"Name": "busybox", "File": "FROM busybox \nRUN echo seeded > /seed"}"#
+            )
             #expect(resource.status == .created)
             #expect(resource.success)
 

@@ -22,10 +22,19 @@ struct ServeTests {
 
         // A build that takes three seconds, on an image no machine has yet.
         let marker = UUID().uuidString
-        try await cli.setUpAdmin(resource: "slow", dockerfile: "FROM busybox\nRUN echo build-''started && sleep 3 && echo \(marker) > /id\n", machine: testbed.machine("m2"))
+        try await cli.setUpAdmin(
+            resource: "slow",
+            dockerfile: "FROM busybox\nRUN echo build-''started && sleep 3 && echo \(marker) > /id\n",
+            machine: testbed.machine("m2")
+        )
         let output = "\(directory)/create.out"
         let errors = "\(directory)/create.err"
-        let create = try Subprocess.start([CLI.binary, "lease", "create", "slow", "drained"], environment: cli.environment, stdout: .file(output), stderr: .file(errors))
+        let create = try Subprocess.start(
+            [CLI.binary, "lease", "create", "slow", "drained"],
+            environment: cli.environment,
+            stdout: .file(output),
+            stderr: .file(errors)
+        )
         defer { create.kill9() }
         try await within(.seconds(60), "the build to start") {
             while !((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "").contains("build-started") {

@@ -6,7 +6,18 @@ import Testing
 @Suite("Pure rules: placement, image tags, lifetimes")
 struct UnitTests {
     static func machine(_ name: String, id: Int64, capacity: Int, healthy: Bool = true) -> Machine {
-        var machine = Machine(name: name, login: "l", host: "127.0.0.1", port: 22, hostKeyType: "t", hostKeyFingerprint: "f", cpus: 1, memoryBytes: 1, capacity: capacity, healthy: healthy)
+        var machine = Machine(
+            name: name,
+            login: "l",
+            host: "127.0.0.1",
+            port: 22,
+            hostKeyType: "t",
+            hostKeyFingerprint: "f",
+            cpus: 1,
+            memoryBytes: 1,
+            capacity: capacity,
+            healthy: healthy
+        )
         machine.id = id
         return machine
     }

@@ -41,7 +41,8 @@ struct CommandTests {
         // The command waits for a file that only appears once we have seen its first line: if
         // output were delivered only at the end, this would time out.
         let result = try await connection.execute(
-            "echo first; while [ ! -e \(flag) ]; do sleep 0.05; done; echo second", timeout: .seconds(20)
+            "echo first; while [ ! -e \(flag) ]; do sleep 0.05; done; echo second",
+            timeout: .seconds(20)
         ) { chunk in
             if case .stdout(let bytes) = chunk, String(decoding: bytes, as: UTF8.self).contains("first") {
                 _ = FileManager.default.createFile(atPath: flag, contents: nil)

@@ -34,7 +34,9 @@ struct MachineSetupTests {
         try await testbed.control("authorize", key + ".pub")
         defer { Self.unauthorize(publicKey, login: testbed.machine("m1").login) }
         let machine = testbed.machine("m1")
-        let connection = try await SSHConnection.connect(to: SSHEndpoint(host: machine.host, port: machine.port, user: machine.login, privateKeyPath: key))
+        let connection = try await SSHConnection.connect(
+            to: SSHEndpoint(host: machine.host, port: machine.port, user: machine.login, privateKeyPath: key)
+        )
         defer { Task { await connection.close() } }
         let result = try await connection.execute("id -un && docker version --format '{{.Server.Version}}'")
         #expect(result.exitStatus == 0, "\(result.stderrText)")
@@ -102,7 +104,8 @@ struct MachineSetupTests {
 
     /// Removes `publicKey` from the login's authorized_keys again, on this thread (for `defer`).
     static func unauthorize(_ publicKey: String, login: String) {
-        let script = #"f=$(getent passwd "$1" | cut -d: -f6)/.ssh/authorized_keys; grep -vxF "$2" "$f" > "$f.new"; cat "$f.new" > "$f"; rm -f "$f.new""#
+        let script =
+            #"f=$(getent passwd "$1" | cut -d: -f6)/.ssh/authorized_keys; grep -vxF "$2" "$f" > "$f.new"; cat "$f.new" > "$f"; rm -f "$f.new""#
         _ = try? Testbed.run(["sh", "-c", script, "sh", login, publicKey.trimmingCharacters(in: .newlines)]) as String
     }
 

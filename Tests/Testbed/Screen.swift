@@ -117,7 +117,11 @@ public final class Screen: @unchecked Sendable {
                     return nil
                 }
                 if state.ended {
-                    continuation.resume(throwing: TestbedError("the output had ended before \(what); the screen was:\n\(String(decoding: state.tail.suffix(2000), as: UTF8.self))"))
+                    continuation.resume(
+                        throwing: TestbedError(
+                            "the output had ended before \(what); the screen was:\n\(String(decoding: state.tail.suffix(2000), as: UTF8.self))"
+                        )
+                    )
                     return nil
                 }
                 nextID += 1
@@ -132,7 +136,9 @@ public final class Screen: @unchecked Sendable {
                     self.waiter = nil
                     return (waiter, String(decoding: self.state.tail.suffix(2000), as: UTF8.self))
                 }
-                expired?.0.continuation.resume(throwing: TestbedError("\(what) did not happen within \(timeout); the screen was:\n\(expired?.1 ?? "")"))
+                expired?.0.continuation.resume(
+                    throwing: TestbedError("\(what) did not happen within \(timeout); the screen was:\n\(expired?.1 ?? "")")
+                )
             }
         }
     }

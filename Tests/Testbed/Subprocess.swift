@@ -48,16 +48,25 @@ public final class Subprocess: @unchecked Sendable {
     // MARK: Long-running children
 
     /// Starts `arguments` (searched on PATH) and returns at once; stdin is `/dev/null`.
-    public static func start(_ arguments: [String], environment: [String: String]? = nil, stdout: Stream = .null, stderr: Stream = .null) throws -> Subprocess {
+    public static func start(
+        _ arguments: [String],
+        environment: [String: String]? = nil,
+        stdout: Stream = .null,
+        stderr: Stream = .null
+    ) throws -> Subprocess {
         let descriptors = [try descriptor(.null), try descriptor(stdout), try descriptor(stderr)]
-        defer { descriptors.compactMap { $0 }.forEach { close($0) } }
+        defer { for descriptor in descriptors.compactMap({ $0 }) { close(descriptor) } }
         let pid = try spawn(arguments, environment: environment, stdin: descriptors[0], stdout: descriptors[1], stderr: descriptors[2])
         return Subprocess(pid: pid, arguments: arguments)
     }
 
     /// Starts `arguments` with pipes on its stdin and stdout, to be driven as it runs (stderr
     /// goes to `stderr`). Returns the child and this process's ends of the two pipes.
-    public static func startPiped(_ arguments: [String], environment: [String: String]? = nil, stderr: Stream = .null) throws -> (child: Subprocess, input: FileHandle, output: FileHandle) {
+    public static func startPiped(
+        _ arguments: [String],
+        environment: [String: String]? = nil,
+        stderr: Stream = .null
+    ) throws -> (child: Subprocess, input: FileHandle, output: FileHandle) {
         let input = try makePipe()
         let output = try makePipe()
         let errors = try descriptor(stderr)
@@ -74,7 +83,10 @@ public final class Subprocess: @unchecked Sendable {
             close(output.read)
             throw error
         }
-        return (Subprocess(pid: pid, arguments: arguments), FileHandle(fileDescriptor: input.write, closeOnDealloc: true), FileHandle(fileDescriptor: output.read, closeOnDealloc: true))
+        return (
+            Subprocess(pid: pid, arguments: arguments), FileHandle(fileDescriptor: input.write, closeOnDealloc: true),
+            FileHandle(fileDescriptor: output.read, closeOnDealloc: true)
+        )
     }
 
     /// A descriptor for the child's end of `stream`, which the caller closes after the spawn;
@@ -140,7 +152,12 @@ public final class Subprocess: @unchecked Sendable {
     /// Runs `arguments` to completion with `input` on its stdin, reading stdout and stderr
     /// together; past `timeout` the child is killed and `timedOut` is set. Blocks the calling
     /// thread: from async code use ``run(_:environment:input:timeout:)``.
-    public static func runBlocking(_ arguments: [String], environment: [String: String]? = nil, input: Data = Data(), timeout: Duration = .seconds(120)) throws -> Outcome {
+    public static func runBlocking(
+        _ arguments: [String],
+        environment: [String: String]? = nil,
+        input: Data = Data(),
+        timeout: Duration = .seconds(120)
+    ) throws -> Outcome {
         let stdinPipe = try makePipe()
         let stdoutPipe = try makePipe()
         let stderrPipe = try makePipe()
@@ -148,7 +165,9 @@ public final class Subprocess: @unchecked Sendable {
         do {
             pid = try spawn(arguments, environment: environment, stdin: stdinPipe.read, stdout: stdoutPipe.write, stderr: stderrPipe.write)
         } catch {
-            [stdinPipe.read, stdinPipe.write, stdoutPipe.read, stdoutPipe.write, stderrPipe.read, stderrPipe.write].forEach { close($0) }
+            for descriptor in [stdinPipe.read, stdinPipe.write, stdoutPipe.read, stdoutPipe.write, stderrPipe.read, stderrPipe.write] {
+                close(descriptor)
+            }
             throw error
         }
         close(stdinPipe.read)
@@ -159,7 +178,10 @@ public final class Subprocess: @unchecked Sendable {
         var stdinFD: Int32 = stdinPipe.write
         _ = fcntl(stdinFD, F_SETFL, fcntl(stdinFD, F_GETFL) | O_NONBLOCK)
         var pending = input[...]
-        if pending.isEmpty { close(stdinFD); stdinFD = -1 }
+        if pending.isEmpty {
+            close(stdinFD)
+            stdinFD = -1
+        }
         var open: [Int32: Data] = [stdoutPipe.read: Data(), stderrPipe.read: Data()]
         var collected: [Int32: Data] = [:]
         let deadline = ContinuousClock.now + timeout
@@ -213,12 +235,22 @@ public final class Subprocess: @unchecked Sendable {
             }
         }
         child.kill9()
-        return Outcome(status: child.exitStatus ?? -1, stdout: collected[stdoutPipe.read] ?? Data(), stderr: collected[stderrPipe.read] ?? Data(), timedOut: killedAt != nil)
+        return Outcome(
+            status: child.exitStatus ?? -1,
+            stdout: collected[stdoutPipe.read] ?? Data(),
+            stderr: collected[stderrPipe.read] ?? Data(),
+            timedOut: killedAt != nil
+        )
     }
 
     /// ``runBlocking(_:environment:input:timeout:)`` on a Dispatch thread, so the cooperative
     /// pool stays free (a child may be talking to a server that this process runs).
-    public static func run(_ arguments: [String], environment: [String: String]? = nil, input: Data = Data(), timeout: Duration = .seconds(120)) async throws -> Outcome {
+    public static func run(
+        _ arguments: [String],
+        environment: [String: String]? = nil,
+        input: Data = Data(),
+        timeout: Duration = .seconds(120)
+    ) async throws -> Outcome {
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
                 continuation.resume(with: Result { try runBlocking(arguments, environment: environment, input: input, timeout: timeout) })
@@ -254,8 +286,7 @@ public final class Subprocess: @unchecked Sendable {
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         var envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
+            for pointer in argv + envp { free(pointer) }
         }
         var pid: pid_t = 0
         // posix_spawnp searches the PATH of this process, whatever `environment` says.

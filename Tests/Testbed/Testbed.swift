@@ -36,8 +36,11 @@ public final class Testbed: Sendable {
         let keyDirectory = "\(stateRoot)/test-keys"
         try FileManager.default.createDirectory(atPath: keyDirectory, withIntermediateDirectories: true)
         var keys: [String: String] = [:]
-        for (name, arguments) in [("ed25519", ["-t", "ed25519"]), ("ecdsa", ["-t", "ecdsa", "-b", "256"]), ("rsa", ["-t", "rsa", "-b", "3072"]), ("stranger", ["-t", "ed25519"]),
-            ("reuse-a", ["-t", "ed25519"]), ("reuse-b", ["-t", "ecdsa"])] {
+        for (name, arguments) in [
+            ("ed25519", ["-t", "ed25519"]), ("ecdsa", ["-t", "ecdsa", "-b", "256"]), ("rsa", ["-t", "rsa", "-b", "3072"]),
+            ("stranger", ["-t", "ed25519"]),
+            ("reuse-a", ["-t", "ed25519"]), ("reuse-b", ["-t", "ecdsa"]),
+        ] {
             let path = "\(keyDirectory)/\(name)"
             if !FileManager.default.fileExists(atPath: path) {
                 try Self.run(["ssh-keygen", "-q", "-N", "", "-C", "resalloc-test-\(name)", "-f", path] + arguments)
