@@ -48,6 +48,18 @@ func transportBenchmark() async throws {
     }
     samples += [reusedPs, sshPs, localPs]
 
+    // What the transport itself costs, apart from docker: a command that does nothing, through
+    // the reused connection (channel open, exec, sshd's session process, exit status, close)
+    // and spawned here (what the local column above pays for starting the docker CLI).
+    let reusedTrue = try await measure("true, reused connection", runs: runs) {
+        let result = try await connection.execute("true")
+        precondition(result.exitStatus == 0, result.stderrText)
+    }
+    let localTrue = try await measure("true, spawned locally", runs: runs) {
+        try await Testbed.run(["true"])
+    }
+    samples += [reusedTrue, localTrue]
+
     func nextName() -> String { "resalloc-bench-\(UUID().uuidString.prefix(12).lowercased())" }
     let runRemote = try await measure("docker run -d + rm -f, reused connection", runs: runs) {
         let name = nextName()
@@ -82,6 +94,8 @@ func transportBenchmark() async throws {
     print("")
     let overhead = reusedPs.median.milliseconds / localPs.median.milliseconds
     verdict("reused connection / local engine (docker ps)", ratio: overhead, target: "<= 1.15", met: overhead <= 1.15)
+    let fixed = reusedTrue.median.milliseconds - localTrue.median.milliseconds
+    print(String(format: "  of which the transport's fixed cost per command (true): %.2f ms over a local spawn", fixed))
     let speedup = sshPs.median.milliseconds / reusedPs.median.milliseconds
     verdict("ssh process per call / reused connection (docker ps)", ratio: speedup, target: ">= 10  ", met: speedup >= 10)
     let runOverhead = runRemote.median.milliseconds / runLocal.median.milliseconds
