@@ -126,7 +126,7 @@ struct LeaseTests {
         }
     }
 
-    @Test("Unreachable machines: 502 at add time and nothing stored; at lease time the next machine takes it")
+    @Test("Unreachable machines: 502 at add time and nothing stored; at lease time the next machine takes it; a changed host key is refused")
     func unreachable() async throws {
         try await withMaster { api, testbed, databasePath in
             let admin = try await Self.setUp(api, testbed, machines: ["m5", "m2"])
@@ -150,6 +150,14 @@ struct LeaseTests {
             #expect(stranded.status == .badGateway)
             #expect(stranded.message.contains("m5"))
             #expect(try await api.call(.get, "/lease/stranded", token: admin).object("Lease")["State"] as? String == "failed")
+
+            // m5 comes back with another host key (reinstalled, or someone in the middle): refused.
+            try await testbed.control("rekey", "m5")
+            let impostor = try await api.call(.post, "/lease", token: admin, body: #"{"ResourceName": "busybox", "LeaseName": "impostor"}"#)
+            #expect(impostor.status == .badGateway)
+            #expect(impostor.message.contains("m5 presented another host key than the one pinned"), "\(impostor.message)")
+            #expect(!impostor.message.contains("SHA256:"))
+            #expect(try await leaseContainers(testbed, "m5").isEmpty)
             _ = databasePath
         }
     }
