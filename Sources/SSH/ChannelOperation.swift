@@ -19,7 +19,7 @@ final class ChannelMailbox: Sendable {
 /// Everything but `mailbox` and the `let`s is touched only on the owning loop's thread after
 /// `SessionLoop.submit`; that confinement is why the class may be `@unchecked Sendable`.
 final class ChannelOperation: @unchecked Sendable {
-    enum Phase: Equatable { case queued, opening, requestingPTY, starting, running, closing, waitingClosed, freeing, finished }
+    enum Phase: Equatable { case queued, opening, openRefused, requestingPTY, starting, running, closing, waitingClosed, freeing, finished }
 
     struct PTYRequest: Sendable {
         var term: String
@@ -50,6 +50,10 @@ final class ChannelOperation: @unchecked Sendable {
     private var startReported = false
     private var teardownDeadline: ContinuousClock.Instant?
     private var result = ExecResult(stdout: [], stderr: [], exitStatus: -1)
+    /// Not to be opened before this: a retry after the machine refused a channel with none open.
+    private(set) var notBefore: ContinuousClock.Instant?
+    /// How often the machine refused this command a channel while no other was open.
+    var lonelyRefusals = 0
 
     init(
         command: String,
@@ -75,10 +79,42 @@ final class ChannelOperation: @unchecked Sendable {
     var wakeDeadline: ContinuousClock.Instant? {
         if let teardownDeadline { return teardownDeadline }
         if reported { return nil }
+        if phase == .queued, let notBefore { return [notBefore, startDeadline, deadline].compactMap { $0 }.min() }
         return startReported ? deadline : [startDeadline, deadline].compactMap { $0 }.min()
     }
 
+    /// Whether the loop may open this command's channel now.
+    var mayOpen: Bool { notBefore.map { ContinuousClock.now >= $0 } ?? true }
+
     func beginOpening() { phase = .opening }
+
+    /// Back in the queue after the machine refused it a channel, to be opened after `delay`.
+    func requeue(after delay: Duration?) {
+        phase = .queued
+        notBefore = delay.map { .now + $0 }
+    }
+
+    /// Fails a command that never got a channel: refused with none other open, `refusals` times.
+    func failRefused(refusals: Int) {
+        fail(
+            SSHError(
+                .channel,
+                "the machine refused to open a channel \(refusals) times with no other open (its sshd's MaxSessions?)",
+                detail: "libssh2 \(LIBSSH2_ERROR_CHANNEL_FAILURE): channel open failure"
+            )
+        )
+        phase = .finished
+    }
+
+    /// Fails a command still waiting for a channel once its deadline has passed; true if it did
+    /// (or it was already done).
+    func expireIfDue() -> Bool {
+        if reported { return true }
+        guard let due = [startDeadline, deadline].compactMap({ $0 }).min(), ContinuousClock.now >= due else { return false }
+        fail(SSHError(.timeout, "the command did not start in time: no channel to the machine came free"))
+        phase = .finished
+        return true
+    }
 
     /// Reports `error` (once) and stops: used when the session itself died.
     func failWithSession(_ error: SSHError) {
@@ -134,12 +170,17 @@ final class ChannelOperation: @unchecked Sendable {
 
     private func advance(_ session: OpaquePointer) throws(SSHError) -> Bool {
         switch phase {
-        case .queued, .finished:
+        case .queued, .openRefused, .finished:
             return false
         case .opening:
             guard let opened = resalloc_channel_open_session(session) else {
                 let rc = libssh2_session_last_errno(session)
                 if rc == LIBSSH2_ERROR_EAGAIN { return false }
+                // sshd said no to one more session; the loop decides whether to wait or fail.
+                if rc == LIBSSH2_ERROR_CHANNEL_FAILURE {
+                    phase = .openRefused
+                    return true
+                }
                 try check(rc, session, "could not open a channel")
                 return true
             }

@@ -9,10 +9,13 @@ import Synchronization
 /// `ChannelOperation`s through a lock-protected inbox and an eventfd wake-up; the thread steps
 /// every operation in non-blocking mode and sleeps in `poll` on the socket and the eventfd only
 /// when a whole pass moved nothing. At most `maxChannels` channels are open at once (sshd's
-/// default MaxSessions is 10, and a slot is freed slightly after close; see LIBSSH2.md), and at
-/// most one channel open is in progress, as libssh2 requires in non-blocking mode.
+/// default MaxSessions is 10, and a slot is freed slightly after close; see LIBSSH2.md), fewer
+/// once a machine with a lower MaxSessions has refused one, and at most one channel open is in
+/// progress, as libssh2 requires in non-blocking mode.
 final class SessionLoop: @unchecked Sendable {
     static let maxChannels = 9
+    /// Refusals with no other channel open before a command fails (retried after 20, 40, … ms).
+    static let maxLonelyRefusals = 5
 
     private struct Inbox {
         var submitted: [ChannelOperation] = []
@@ -31,6 +34,10 @@ final class SessionLoop: @unchecked Sendable {
     private var socket: Int32 = -1
     private var queued: [ChannelOperation] = []
     private var active: [ChannelOperation] = []
+    /// How many channels this machine accepts at once, as far as we know.
+    private var channelLimit = SessionLoop.maxChannels
+    /// The most channels the machine has had open for us at once.
+    private var mostOpenAtOnce = 0
 
     init(endpoint: SSHEndpoint) {
         self.endpoint = endpoint
@@ -111,6 +118,7 @@ final class SessionLoop: @unchecked Sendable {
             if closing { break }
             queued.append(contentsOf: submitted)
             var progressed = !submitted.isEmpty
+            queued.removeAll { $0.expireIfDue() }
             do throws(SSHError) {
                 admit()
                 for operation in active {
@@ -121,6 +129,8 @@ final class SessionLoop: @unchecked Sendable {
                 break loop
             }
             active.removeAll { $0.phase == .finished }
+            mostOpenAtOnce = max(mostOpenAtOnce, active.count { $0.phase != .opening && $0.phase != .openRefused })
+            settleRefusedOpens()
             if progressed { continue }
             var secondsToKeepalive = Int32(clamping: endpoint.keepaliveSeconds)
             let rc = libssh2_keepalive_send(session, &secondsToKeepalive)
@@ -153,10 +163,36 @@ final class SessionLoop: @unchecked Sendable {
 
     /// Moves queued operations into the open set while a slot is free and no open is in flight.
     private func admit() {
-        while !queued.isEmpty, active.count < Self.maxChannels, !active.contains(where: { $0.phase == .opening }) {
-            let next = queued.removeFirst()
+        while let next = queued.first, next.mayOpen, active.count < channelLimit, !active.contains(where: { $0.phase == .opening }) {
+            queued.removeFirst()
             next.beginOpening()
             active.append(next)
+        }
+    }
+
+    /// The machine refused a channel: its sshd allows fewer sessions than `maxChannels`, or it
+    /// frees a closed channel's slot a moment after the close (LIBSSH2.md). This connection then
+    /// keeps to as many channels as the machine has had open for us at once, so a late slot does
+    /// not lower the limit for good, and the command goes back to the head of the queue: to wait
+    /// for a close when the limit is reached, or for a short pause when the slot was merely late.
+    /// Refused with none open, it is retried a few times, then fails.
+    private func settleRefusedOpens() {
+        let refused = active.filter { $0.phase == .openRefused }
+        guard !refused.isEmpty else { return }
+        active.removeAll { $0.phase == .openRefused }
+        if !active.isEmpty { channelLimit = min(channelLimit, max(active.count, mostOpenAtOnce)) }
+        for operation in refused.reversed() {
+            if active.isEmpty {
+                operation.lonelyRefusals += 1
+                guard operation.lonelyRefusals <= Self.maxLonelyRefusals else {
+                    operation.failRefused(refusals: operation.lonelyRefusals)
+                    continue
+                }
+                operation.requeue(after: .milliseconds(20 * operation.lonelyRefusals))
+            } else {
+                operation.requeue(after: active.count < channelLimit ? .milliseconds(10) : nil)
+            }
+            queued.insert(operation, at: 0)
         }
     }
 

@@ -117,4 +117,55 @@ struct CommandTests {
         // Two different engines answered.
         #expect(Set(results.map { $0.stdoutText.split(separator: "\n").last! }).count == 2)
     }
+    @Test("A machine whose sshd allows only 2 sessions runs 6 concurrent commands, 2 at a time; one that waits too long times out")
+    func fewerSessionsThanNine() async throws {
+        let testbed = try await Testbed.shared()
+        let machine = testbed.machine("m1")
+        // m1's own sshd config, on another port, with MaxSessions 2: a hardened machine.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-maxsessions-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let port = Int.random(in: 20000...29999)
+        let config =
+            try String(contentsOfFile: "\(machine.directory)/sshd_config", encoding: .utf8)
+            .replacingOccurrences(of: "ListenAddress \(machine.host):\(machine.port)", with: "ListenAddress \(machine.host):\(port)")
+            .replacingOccurrences(of: "PidFile \(machine.directory)/sshd.pid", with: "PidFile \(directory)/sshd.pid") + "MaxSessions 2\n"
+        try config.write(toFile: "\(directory)/sshd_config", atomically: true, encoding: .utf8)
+        try await Testbed.run(["/usr/sbin/sshd", "-f", "\(directory)/sshd_config", "-E", "\(directory)/sshd.log"])
+        defer {
+            if let pid = (try? String(contentsOfFile: "\(directory)/sshd.pid", encoding: .utf8)).flatMap({
+                Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }) {
+                kill(pid, SIGTERM)
+            }
+        }
+
+        let pool = SSHConnectionPool()
+        let endpoint = SSHEndpoint(host: machine.host, port: port, user: machine.login, privateKeyPath: testbed.keys["ed25519"]!)
+        let outputs = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for index in 0..<6 {
+                group.addTask { (index, try await pool.execute(on: endpoint, "sleep 0.3; echo \(index)").stdoutText) }
+            }
+            return try await group.reduce(into: [Int: String]()) { $0[$1.0] = $1.1 }
+        }
+        for index in 0..<6 { #expect(outputs[index] == "\(index)\n") }
+        // sshd did refuse a third session: the connection learned the limit instead of failing commands.
+        #expect(try String(contentsOfFile: "\(directory)/sshd.log", encoding: .utf8).contains("no more sessions"))
+
+        // Both slots held by long commands: one that waits for a slot past its deadline times out.
+        async let first = pool.execute(on: endpoint, "sleep 5; echo held")
+        async let second = pool.execute(on: endpoint, "sleep 5; echo held")
+        try await Task.sleep(for: .milliseconds(300))
+        let clock = ContinuousClock()
+        let start = clock.now
+        let error = await #expect(throws: SSHError.self) { try await pool.execute(on: endpoint, "echo late", timeout: .milliseconds(500)) }
+        #expect(error?.kind == .timeout)
+        // At its deadline, not when a slot came free (the held commands still sleep).
+        #expect(clock.now - start < .seconds(3))
+        #expect(try await first.stdoutText == "held\n")
+        #expect(try await second.stdoutText == "held\n")
+        // Side by side, not one after the other: a slot freed late did not lower the limit to 1.
+        #expect(clock.now - start < .seconds(8))
+        await pool.closeAll()
+    }
 }
