@@ -52,6 +52,7 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
             case .invalidArgument(let message): return MasterError(.invalid, message)
             case .buildFailed(_, let tail): return MasterError(.buildFailed, "the image failed to build:\n\(tail)")
             case .noSuchContainer: return MasterError(.notFound, "the container is gone", detail: error.description)
+            case .engineUnavailable(let reason, _): return MasterError(.unreachable, "machine\(on): \(reason)", detail: error.description)
             case .commandFailed, .unparsable: return MasterError(.unreachable, "docker on machine\(on) failed", detail: error.description)
             }
         default:

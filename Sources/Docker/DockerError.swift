@@ -14,6 +14,8 @@ public enum DockerError: Error, Sendable, CustomStringConvertible {
     case noSuchContainer(String)
     /// `docker` printed something we could not parse.
     case unparsable(command: String, output: String)
+    /// The login cannot use a Docker engine on the machine; `reason` says why and what to do.
+    case engineUnavailable(reason: String, stderr: String)
 
     public var description: String {
         switch self {
@@ -25,6 +27,9 @@ public enum DockerError: Error, Sendable, CustomStringConvertible {
         case .buildFailed(let tag, let logTail): return "building \(tag) failed:\n\(logTail)"
         case .noSuchContainer(let name): return "no container \(name)"
         case .unparsable(let command, _): return "could not read the output of docker \(command)"
+        case .engineUnavailable(let reason, let stderr):
+            let firstLine = stderr.split(separator: "\n").first.map(String.init) ?? ""
+            return firstLine.isEmpty ? reason : "\(reason) (\(firstLine))"
         }
     }
 }

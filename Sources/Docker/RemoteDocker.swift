@@ -20,13 +20,34 @@ public struct RemoteDocker: Sendable {
         self.buildTimeout = buildTimeout
     }
 
-    /// Client and server versions; fails when the machine has no working engine.
+    /// Client and server versions; fails with `engineUnavailable` saying what to fix when the
+    /// login has no working engine.
     public func version() async throws(DockerError) -> DockerVersion {
-        let version: DockerVersion = try await json(["version", "--format", "{{json .}}"])
+        let argv = ["version", "--format", "{{json .}}"]
+        let result = try await run(argv)
+        guard result.succeeded else {
+            throw .engineUnavailable(reason: Self.diagnose(status: result.exitStatus, stderr: result.stderrText), stderr: result.stderrText)
+        }
+        let version: DockerVersion = try decode(DockerVersion.self, result.stdout, command: argv[0])
         guard version.server != nil else {
-            throw .commandFailed(command: "version", status: 1, stderr: "the Docker engine does not answer")
+            throw .engineUnavailable(reason: "the Docker engine does not answer", stderr: result.stderrText)
         }
         return version
+    }
+
+    /// What a failed `docker version` means for the person setting up the machine.
+    static func diagnose(status: Int32, stderr: String) -> String {
+        if status == 127 {
+            return "docker is not installed for the login (resources/setup.sh installs it)"
+        }
+        if stderr.contains("permission denied") {
+            return "the login may not use the Docker engine (permission denied on its socket): "
+                + "add it to the docker group (resources/setup.sh does)"
+        }
+        if stderr.contains("Cannot connect to the Docker daemon") {
+            return "the Docker engine is not running, or DOCKER_HOST points where none is"
+        }
+        return "docker does not work for the login (docker version exited \(status))"
     }
 
     /// The engine's CPUs, memory and counts.

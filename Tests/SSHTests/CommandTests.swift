@@ -117,31 +117,15 @@ struct CommandTests {
         // Two different engines answered.
         #expect(Set(results.map { $0.stdoutText.split(separator: "\n").last! }).count == 2)
     }
+
     @Test("A machine whose sshd allows only 2 sessions runs 6 concurrent commands, 2 at a time; one that waits too long times out")
     func fewerSessionsThanNine() async throws {
         let testbed = try await Testbed.shared()
-        let machine = testbed.machine("m1")
         // m1's own sshd config, on another port, with MaxSessions 2: a hardened machine.
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-maxsessions-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let port = Int.random(in: 20000...29999)
-        let config =
-            try String(contentsOfFile: "\(machine.directory)/sshd_config", encoding: .utf8)
-            .replacingOccurrences(of: "ListenAddress \(machine.host):\(machine.port)", with: "ListenAddress \(machine.host):\(port)")
-            .replacingOccurrences(of: "PidFile \(machine.directory)/sshd.pid", with: "PidFile \(directory)/sshd.pid") + "MaxSessions 2\n"
-        try config.write(toFile: "\(directory)/sshd_config", atomically: true, encoding: .utf8)
-        try await Testbed.run(["/usr/sbin/sshd", "-f", "\(directory)/sshd_config", "-E", "\(directory)/sshd.log"])
-        defer {
-            if let pid = (try? String(contentsOfFile: "\(directory)/sshd.pid", encoding: .utf8)).flatMap({
-                Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
-            }) {
-                kill(pid, SIGTERM)
-            }
-        }
-
+        let variant = try await testbed.variantSSHD(of: "m1") { $0 + "MaxSessions 2\n" }
+        defer { variant.stop() }
+        let endpoint = variant.endpoint
         let pool = SSHConnectionPool()
-        let endpoint = SSHEndpoint(host: machine.host, port: port, user: machine.login, privateKeyPath: testbed.keys["ed25519"]!)
         let outputs = try await withThrowingTaskGroup(of: (Int, String).self) { group in
             for index in 0..<6 {
                 group.addTask { (index, try await pool.execute(on: endpoint, "sleep 0.3; echo \(index)").stdoutText) }
@@ -150,7 +134,7 @@ struct CommandTests {
         }
         for index in 0..<6 { #expect(outputs[index] == "\(index)\n") }
         // sshd did refuse a third session: the connection learned the limit instead of failing commands.
-        #expect(try String(contentsOfFile: "\(directory)/sshd.log", encoding: .utf8).contains("no more sessions"))
+        #expect(variant.log.contains("no more sessions"))
 
         // Both slots held by long commands: one that waits for a slot past its deadline times out.
         async let first = pool.execute(on: endpoint, "sleep 5; echo held")

@@ -94,6 +94,31 @@ public final class Testbed: Sendable {
         _ = try? Self.run(["\(repositoryRoot)/scripts/testbed", "sshd-start", machine]) as String
     }
 
+    /// A second sshd for `machine` on a port of its own, its config changed by `edit`: a machine set
+    /// up differently (fewer sessions, no docker on PATH, another DOCKER_HOST) without touching the
+    /// shared one. The caller stops it (`defer { variant.stop() }`).
+    public func variantSSHD(of machine: String, edit: (String) -> String) async throws -> VariantSSHD {
+        let machine = self.machine(machine)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-sshd-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let port = Int.random(in: 20000...29999)
+        let config = try String(contentsOfFile: "\(machine.directory)/sshd_config", encoding: .utf8)
+            .replacingOccurrences(of: "ListenAddress \(machine.host):\(machine.port)", with: "ListenAddress \(machine.host):\(port)")
+            .replacingOccurrences(of: "PidFile \(machine.directory)/sshd.pid", with: "PidFile \(directory)/sshd.pid")
+        try edit(config).write(toFile: "\(directory)/sshd_config", atomically: true, encoding: .utf8)
+        let variant = VariantSSHD(
+            endpoint: SSHEndpoint(host: machine.host, port: port, user: machine.login, privateKeyPath: keys["ed25519"]!),
+            directory: directory
+        )
+        do {
+            try await Self.run(["/usr/sbin/sshd", "-f", "\(directory)/sshd_config", "-E", "\(directory)/sshd.log"])
+        } catch {
+            variant.stop()
+            throw error
+        }
+        return variant
+    }
+
     /// Runs a testbed command (`sshd-stop m3`, `rekey m4`, …).
     public func control(_ arguments: String...) async throws {
         try await Self.run(["\(repositoryRoot)/scripts/testbed"] + arguments)
@@ -148,6 +173,29 @@ public final class Testbed: Sendable {
                 continuation.resume(with: Result { try run(arguments, input: input, timeout: timeout) as String })
             }
         }
+    }
+}
+
+/// An sshd started by ``Testbed/variantSSHD(of:edit:)``.
+public struct VariantSSHD: Sendable {
+    /// Where it listens, with the machine's login and the tests' Ed25519 key.
+    public let endpoint: SSHEndpoint
+    let directory: String
+
+    /// `IP:PORT`, as `resalloc machine create` takes it.
+    public var address: String { "\(endpoint.host):\(endpoint.port)" }
+
+    /// What it logged so far.
+    public var log: String { (try? String(contentsOfFile: "\(directory)/sshd.log", encoding: .utf8)) ?? "" }
+
+    /// Stops it by its pid, waiting up to 2 s on this thread (for `defer`), and removes its files.
+    public func stop() {
+        let pidText = try? String(contentsOfFile: "\(directory)/sshd.pid", encoding: .utf8)
+        if let pid = pidText.flatMap({ pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }), pid > 0 {
+            kill(pid, SIGTERM)
+            for _ in 0..<100 where kill(pid, 0) == 0 { usleep(20_000) }
+        }
+        try? FileManager.default.removeItem(atPath: directory)
     }
 }
 
