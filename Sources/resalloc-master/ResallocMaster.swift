@@ -49,7 +49,7 @@ extension ResallocMaster {
         @OptionGroup var database: DatabaseOptions
         @Option(name: .customLong("key"), help: "The master's private SSH key (env RESALLOC_KEY).")
         var keyPath: String = ProcessInfo.processInfo.environment["RESALLOC_KEY"] ?? "resources/resalloc.pem"
-        @Option(help: "trace, debug, info, notice, warning, error or critical.")
+        @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (env RESALLOC_LOG_LEVEL).")
         var logLevelName: String = ProcessInfo.processInfo.environment["RESALLOC_LOG_LEVEL"] ?? "info"
 
         @Option(name: .customLong("default-ttl"), help: "A lease's lifetime when none is asked for: 90s, 15m, 2h, 1d.")

@@ -216,7 +216,7 @@ struct CLITests {
         let master = try Subprocess.start(
             [
                 CLI.masterBinary, "serve", "--port", String(port), "--db", "\(directory)/resalloc.db", "--key", testbed.keys["ed25519"]!,
-                "--log-level-name", "warning",
+                "--log-level", "warning",
             ],
             stderr: .file("\(directory)/master.log")
         )

@@ -23,7 +23,7 @@ final class MasterProcess {
         process = try Subprocess.start(
             [
                 CLI.masterBinary, "serve", "--port", String(port), "--db", databasePath, "--key", keyPath,
-                "--log-level-name", logPath == nil ? "error" : "info", "--reconcile-every", "0",
+                "--log-level", logPath == nil ? "error" : "info", "--reconcile-every", "0",
             ],
             stdout: log,
             stderr: log
