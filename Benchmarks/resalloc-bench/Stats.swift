@@ -34,6 +34,24 @@ func measure(_ name: String, runs: Int, warmup: Int = 2, _ body: () async throws
     return Sample(name: name, durations: durations)
 }
 
+/// Measures several ways of doing the same thing, one run of each per round, in an order that
+/// rotates every round, so that the host's drifting load (dockerd's housekeeping, the other core's
+/// work) falls on all of them alike and their ratio means something.
+func measureInterleaved(_ cases: [(name: String, body: () async throws -> Void)], runs: Int, warmup: Int = 2) async throws -> [Sample] {
+    let clock = ContinuousClock()
+    for _ in 0..<warmup { for item in cases { try await item.body() } }
+    var durations = Array(repeating: [Duration](), count: cases.count)
+    for round in 0..<runs {
+        for offset in cases.indices {
+            let index = (round + offset) % cases.count
+            let start = clock.now
+            try await cases[index].body()
+            durations[index].append(clock.now - start)
+        }
+    }
+    return cases.indices.map { Sample(name: cases[$0].name, durations: durations[$0]) }
+}
+
 func printTable(_ samples: [Sample]) {
     let width = samples.map(\.name.count).max() ?? 10
     print("\(pad("case", width))  median ms     p99 ms   runs")

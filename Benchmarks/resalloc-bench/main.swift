@@ -26,6 +26,7 @@ func transportBenchmark() async throws {
     ]
 
     print("resalloc transport benchmark: machine \(machine.name) (\(machine.host)), \(runs) runs each, libssh2 \(libssh2Version())")
+    print("(the ways of doing one thing alternate run by run, so the host's load falls on each alike)")
     print("")
 
     var samples: [Sample] = []
@@ -36,47 +37,74 @@ func transportBenchmark() async throws {
     samples.append(connect)
 
     let connection = try await SSHConnection.connect(to: endpoint)
-    let reusedPs = try await measure("docker ps -q, reused connection", runs: runs) {
-        let result = try await connection.execute("docker ps -q")
-        precondition(result.exitStatus == 0, result.stderrText)
-    }
-    let sshPs = try await measure("docker ps -q, one ssh process per call", runs: runs) {
-        try await Testbed.run(sshArguments + ["docker ps -q"])
-    }
-    let localPs = try await measure("docker ps -q, machine's own engine (local CLI)", runs: runs) {
-        try await Testbed.run(["docker", "-H", socket, "ps", "-q"])
-    }
-    samples += [reusedPs, sshPs, localPs]
+    let ps = try await measureInterleaved(
+        [
+            (
+                "docker ps -q, reused connection",
+                {
+                    let result = try await connection.execute("docker ps -q")
+                    precondition(result.exitStatus == 0, result.stderrText)
+                }
+            ),
+            ("docker ps -q, one ssh process per call", { try await Testbed.run(sshArguments + ["docker ps -q"]) }),
+            ("docker ps -q, machine's own engine (local CLI)", { try await Testbed.run(["docker", "-H", socket, "ps", "-q"]) }),
+        ],
+        runs: runs
+    )
+    let (reusedPs, sshPs, localPs) = (ps[0], ps[1], ps[2])
+    samples += ps
 
     // What the transport itself costs, apart from docker: a command that does nothing, through
     // the reused connection (channel open, exec, sshd's session process, exit status, close)
     // and spawned here (what the local column above pays for starting the docker CLI).
-    let reusedTrue = try await measure("true, reused connection", runs: runs) {
-        let result = try await connection.execute("true")
-        precondition(result.exitStatus == 0, result.stderrText)
-    }
-    let localTrue = try await measure("true, spawned locally", runs: runs) {
-        try await Testbed.run(["true"])
-    }
-    samples += [reusedTrue, localTrue]
+    let nothing = try await measureInterleaved(
+        [
+            (
+                "true, reused connection",
+                {
+                    let result = try await connection.execute("true")
+                    precondition(result.exitStatus == 0, result.stderrText)
+                }
+            ),
+            ("true, spawned locally", { try await Testbed.run(["true"]) }),
+        ],
+        runs: runs
+    )
+    let (reusedTrue, localTrue) = (nothing[0], nothing[1])
+    samples += nothing
 
     func nextName() -> String { "resalloc-bench-\(UUID().uuidString.prefix(12).lowercased())" }
-    let runRemote = try await measure("docker run -d + rm -f, reused connection", runs: runs) {
-        let name = nextName()
-        let result = try await connection.execute("docker run -d --name \(name) busybox sleep 60 && docker rm -f \(name)")
-        precondition(result.exitStatus == 0, result.stderrText)
-    }
-    let runSsh = try await measure("docker run -d + rm -f, one ssh process per call", runs: runs) {
-        let name = nextName()
-        try await Testbed.run(sshArguments + ["docker run -d --name \(name) busybox sleep 60"])
-        try await Testbed.run(sshArguments + ["docker rm -f \(name)"])
-    }
-    let runLocal = try await measure("docker run -d + rm -f, machine's own engine", runs: runs) {
-        let name = nextName()
-        try await Testbed.run(["docker", "-H", socket, "run", "-d", "--name", name, "busybox", "sleep", "60"])
-        try await Testbed.run(["docker", "-H", socket, "rm", "-f", name])
-    }
-    samples += [runRemote, runSsh, runLocal]
+    let runs3 = try await measureInterleaved(
+        [
+            (
+                "docker run -d + rm -f, reused connection",
+                {
+                    let name = nextName()
+                    let result = try await connection.execute("docker run -d --name \(name) busybox sleep 60 && docker rm -f \(name)")
+                    precondition(result.exitStatus == 0, result.stderrText)
+                }
+            ),
+            (
+                "docker run -d + rm -f, one ssh process per call",
+                {
+                    let name = nextName()
+                    try await Testbed.run(sshArguments + ["docker run -d --name \(name) busybox sleep 60"])
+                    try await Testbed.run(sshArguments + ["docker rm -f \(name)"])
+                }
+            ),
+            (
+                "docker run -d + rm -f, machine's own engine",
+                {
+                    let name = nextName()
+                    try await Testbed.run(["docker", "-H", socket, "run", "-d", "--name", name, "busybox", "sleep", "60"])
+                    try await Testbed.run(["docker", "-H", socket, "rm", "-f", name])
+                }
+            ),
+        ],
+        runs: runs
+    )
+    let (runRemote, runLocal) = (runs3[0], runs3[2])
+    samples += runs3
 
     let sequential = try await measure("10x docker ps, one after another", runs: runs) {
         for _ in 0..<10 { _ = try await connection.execute("docker ps -q") }
