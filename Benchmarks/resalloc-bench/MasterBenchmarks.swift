@@ -63,16 +63,28 @@ func masterBenchmarks(testbed: Testbed, runs: Int, only: String) async throws {
         do {
             print("\nmaster benchmark: lease round trip over HTTP, image already built, \(runs) runs")
             var counter = 0
-            let lease = try await measure("POST /lease + DELETE /lease", runs: runs) {
-                counter += 1
-                _ = try await client.createLease("busybox", name: "rt\(counter)", ttl: nil)
-                _ = try await client.deleteLease("rt\(counter)")
-            }
-            let local = try await measure("docker run -d + rm -f, machine's own engine", runs: runs) {
-                let name = "resalloc-bench-\(UUID().uuidString.prefix(12).lowercased())"
-                try await Testbed.run(["docker", "-H", socket, "run", "-d", "--init", "--name", name, "busybox", "sleep", "infinity"])
-                try await Testbed.run(["docker", "-H", socket, "rm", "-f", name])
-            }
+            let measured = try await measureInterleaved(
+                [
+                    (
+                        "POST /lease + DELETE /lease",
+                        {
+                            counter += 1
+                            _ = try await client.createLease("busybox", name: "rt\(counter)", ttl: nil)
+                            _ = try await client.deleteLease("rt\(counter)")
+                        }
+                    ),
+                    (
+                        "docker run -d + rm -f, machine's own engine",
+                        {
+                            let name = "resalloc-bench-\(UUID().uuidString.prefix(12).lowercased())"
+                            try await Testbed.run(["docker", "-H", socket, "run", "-d", "--init", "--name", name, "busybox", "sleep", "infinity"])
+                            try await Testbed.run(["docker", "-H", socket, "rm", "-f", name])
+                        }
+                    ),
+                ],
+                runs: runs
+            )
+            let (lease, local) = (measured[0], measured[1])
             printTable([lease, local])
             let ratio = lease.median.milliseconds / local.median.milliseconds
             verdict("lease round trip / local docker run + rm", ratio: ratio, target: "<= 1.3 ", met: ratio <= 1.3)
