@@ -54,6 +54,9 @@ final class ChannelOperation: @unchecked Sendable {
     private(set) var notBefore: ContinuousClock.Instant?
     /// How often the machine refused this command a channel while no other was open.
     var lonelyRefusals = 0
+    /// The deadline passed while the machine had not yet answered the channel open or the exec
+    /// request: sshd itself stopped answering, not the command being slow.
+    private(set) var timedOutUnanswered = false
 
     init(
         command: String,
@@ -128,11 +131,14 @@ final class ChannelOperation: @unchecked Sendable {
     /// Throws only when the session is broken, which ends every channel on it.
     func step(_ session: OpaquePointer) throws(SSHError) -> Bool {
         var progressed = readMailbox()
+        let unanswered = [.opening, .requestingPTY, .starting].contains(phase)
         if !reported, let deadline, ContinuousClock.now >= deadline {
+            timedOutUnanswered = unanswered
             fail(SSHError(.timeout, "the command did not finish in time", commandStarted: commandStarted))
             progressed = true
         }
         if !startReported, let startDeadline, ContinuousClock.now >= startDeadline {
+            timedOutUnanswered = unanswered
             fail(SSHError(.timeout, "the command did not start in time", commandStarted: commandStarted))
             progressed = true
         }

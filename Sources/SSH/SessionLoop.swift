@@ -128,6 +128,14 @@ final class SessionLoop: @unchecked Sendable {
                 failure = error
                 break loop
             }
+            // A channel open or exec that got no answer before its deadline: sshd is frozen or the
+            // network dropped the connection without a word. Give it up, so that the next command
+            // opens a new connection (or fails with `connect`) instead of waiting on this one for
+            // as long as TCP takes to notice (minutes).
+            if active.contains(where: \.timedOutUnanswered) {
+                failure = SSHError(.disconnected, "\(endpoint.host) stopped answering on this connection")
+                break loop
+            }
             active.removeAll { $0.phase == .finished }
             mostOpenAtOnce = max(mostOpenAtOnce, active.count { $0.phase != .opening && $0.phase != .openRefused })
             settleRefusedOpens()

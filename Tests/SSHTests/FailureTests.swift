@@ -35,6 +35,28 @@ struct FailureTests {
         await pool.closeAll()
     }
 
+    @Test("A machine that stops answering costs one command its deadline; the next command gets a new connection")
+    func frozenConnection() async throws {
+        let testbed = try await Testbed.shared()
+        let pool = SSHConnectionPool(connectTimeout: .seconds(5))
+        let endpoint = testbed.endpoint("m3")
+        #expect(try await pool.execute(on: endpoint, "echo one").stdoutText == "one\n")
+        let logins = try await testbed.acceptedLogins("m3", key: "ed25519")
+
+        // The sshd processes serving our connection stop dead: no FIN, no RST, no answer.
+        try await testbed.control("freeze-connections", "m3")
+        defer {
+            _ = try? Testbed.run(["\(testbed.repositoryRoot)/scripts/testbed", "thaw-connections", "m3"]) as String
+            _ = try? Testbed.run(["\(testbed.repositoryRoot)/scripts/testbed", "drop-connections", "m3"]) as String
+        }
+        let error = await #expect(throws: SSHError.self) { try await pool.execute(on: endpoint, "echo two", timeout: .seconds(2)) }
+        #expect(error?.kind == .timeout)
+        // Not queued behind the frozen connection: a new one, from the listener that still works.
+        #expect(try await pool.execute(on: endpoint, "echo three", timeout: .seconds(10)).stdoutText == "three\n")
+        #expect(try await testbed.acceptedLogins("m3", key: "ed25519", reaching: logins + 1) == logins + 1)
+        await pool.closeAll()
+    }
+
     @Test("An idle connection sends keepalives and stays usable")
     func keepalive() async throws {
         let testbed = try await Testbed.shared()
