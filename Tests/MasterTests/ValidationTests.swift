@@ -20,6 +20,10 @@ struct ValidationTests {
                 ("/machine", #"{"Name": "m", "Username": "resalloc", "IP": "127.0.0.11;id"}"#, "not an address"),
                 ("/machine", #"{"Name": "m", "Username": "root;id", "IP": "127.0.0.11"}"#, "not a valid login"),
                 ("/lease", #"{"ResourceName": "busybox", "LeaseName": "x", "TTL": "forever"}"#, "not a lifetime"),
+                ("/lease", #"{"ResourceName": "busybox", "LeaseName": "x", "TTL": 3600}"#, "ResourceName and LeaseName"),
+                ("/machine", #"{"Name": "m", "Username": "resalloc", "IP": "127.0.0.11", "Capacity": 0}"#, "capacity must be 1 to 10000"),
+                ("/machine", #"{"Name": "m", "Username": "resalloc", "IP": "127.0.0.11", "Capacity": "lots"}"#, "Name, Username and IP"),
+                ("/machine", #"{"Name": "m", "Username": "resalloc", "IP": "127.0.0.11:99999"}"#, "not an address"),
             ]
             for name in hostile {
                 cases.append(("/register", api.json(["Name": name, "Password": "password1"]), "not a valid user name"))
