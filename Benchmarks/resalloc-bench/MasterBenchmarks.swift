@@ -28,8 +28,7 @@ func withBenchMaster(
     machines: [String] = ["m1"],
     _ body: (ResallocClient, String, String) async throws -> Void
 ) async throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-bench-\(UUID().uuidString)").path
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let directory = try makeTemporaryDirectory("resalloc-bench")
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let port = Int.random(in: 40000...49999)
     let databasePath = "\(directory)/bench.db"

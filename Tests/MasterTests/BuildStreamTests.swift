@@ -83,14 +83,7 @@ struct BuildStreamTests {
             let machine = testbed.machine("m1")
             try await cli.setUpAdmin(resource: "slow", dockerfile: Self.slowDockerfile(), machine: machine)
 
-            let stdout = "\(cli.home)/create.out"
-            let stderr = "\(cli.home)/create.err"
-            let create = try Subprocess.start(
-                [CLI.binary, "lease", "create", "slow", "box"],
-                environment: cli.environment,
-                stdout: .file(stdout),
-                stderr: .file(stderr)
-            )
+            let (create, stdout, stderr) = try cli.start("lease", "create", "slow", "box")
             defer { create.kill9() }
             var sawEarlyWhileRunning = false
             let deadline = ContinuousClock.now + .seconds(60)

@@ -15,8 +15,7 @@ struct CLI {
 
     init(server: String) throws {
         self.server = server
-        home = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-cli-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        home = try makeTemporaryDirectory("resalloc-cli")
     }
 
     struct Result {
@@ -35,6 +34,19 @@ struct CLI {
     }
 
     var environment: [String: String] { ["HOME": home, "RESALLOC_URL": server, "PATH": "/usr/bin:/bin"] }
+
+    /// Starts `resalloc arguments…` and returns at once, its stdout and stderr going to files in
+    /// its HOME, to be read while it runs.
+    func start(_ arguments: String...) throws -> (process: Subprocess, stdout: String, stderr: String) {
+        let name = "\(home)/\(arguments.prefix(2).joined(separator: "-"))-\(UUID().uuidString.prefix(8))"
+        let process = try Subprocess.start(
+            [Self.binary] + arguments,
+            environment: environment,
+            stdout: .file(name + ".out"),
+            stderr: .file(name + ".err")
+        )
+        return (process, name + ".out", name + ".err")
+    }
 
     /// Runs `resalloc-master arguments…` as an operator would from the server's shell.
     static func master(_ arguments: String..., environment: [String: String] = ["PATH": "/usr/bin:/bin"]) async throws -> Result {
@@ -210,28 +222,13 @@ struct CLITests {
     @Test("Killing the master mid-session ends the CLI with a clear message and a restored terminal")
     func masterDies() async throws {
         let testbed = try await Testbed.shared()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-kill-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let port = Int.random(in: 20000...29999)
-        let master = try Subprocess.start(
-            [
-                CLI.masterBinary, "serve", "--port", String(port), "--db", "\(directory)/resalloc.db", "--key", testbed.keys["ed25519"]!,
-                "--log-level", "warning",
-            ],
-            stderr: .file("\(directory)/master.log")
-        )
+        let directory = try makeTemporaryDirectory("resalloc-kill")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let master = MasterProcess(databasePath: "\(directory)/resalloc.db", keyPath: testbed.keys["ed25519"]!, logPath: "\(directory)/master.log")
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
         defer { master.kill9() }
-        let cli = try CLI(server: "http://127.0.0.1:\(port)")
-        var ready = false
-        for _ in 0..<100 where !ready {
-            ready = (try? await cli.run(["register", "admin", "admin-password"]))?.status == 0
-            if !ready { try await Task.sleep(for: .milliseconds(100)) }
-        }
-        #expect(ready)
-        let machine = testbed.machine("m2")
-        try await cli.ok("login", "admin", "admin-password")
-        try await cli.ok("resources", "create", "busybox", "FROM busybox")
-        try await cli.ok("machine", "create", "m2", machine.login, machine.host)
+        try await master.start()
+        try await cli.setUpAdmin(resource: "busybox", dockerfile: "FROM busybox", machine: testbed.machine("m2"))
         try await cli.ok("lease", "create", "busybox", "doomed")
 
         let tmux = try TmuxScreen()

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Store
 import Testbed
@@ -18,7 +19,8 @@ final class MasterProcess {
         self.logPath = logPath
     }
 
-    func start(_ cli: CLI) async throws {
+    /// Starts it and returns once it answers `GET /health`.
+    func start() async throws {
         let log: Subprocess.Stream = logPath.map { .file($0) } ?? .null
         process = try Subprocess.start(
             [
@@ -28,11 +30,13 @@ final class MasterProcess {
             stdout: log,
             stderr: log
         )
-        for _ in 0..<100 {
-            if (try? await cli.run(["resources", "list"]))?.stderr.contains("cannot reach") == false { return }
+        let health = HTTPClientRequest(url: "http://127.0.0.1:\(port)/health")
+        for _ in 0..<200 {
+            if let status = process?.exitStatus { throw TestbedError("the master exited with status \(status) on start") }
+            if (try? await HTTPClient.shared.execute(health, timeout: .seconds(2)))?.status == .ok { return }
             try await Task.sleep(for: .milliseconds(50))
         }
-        throw TestbedError("the master did not start on port \(port)")
+        throw TestbedError("the master did not answer on port \(port) within 10 s")
     }
 
     /// SIGTERM: what systemd or an operator's `kill` sends.
@@ -52,25 +56,24 @@ struct CrashTests {
     @Test("kill -9 of the master at several points of lease creation leaks nothing once cleanup ran")
     func killDuringCreation() async throws {
         let testbed = try await Testbed.shared()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-crash-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try makeTemporaryDirectory("resalloc-crash")
         let databasePath = "\(directory)/resalloc.db"
         let master = MasterProcess(databasePath: databasePath, keyPath: testbed.keys["ed25519"]!)
         let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
         defer { master.kill9() }
-        try await master.start(cli)
+        try await master.start()
         let machine = testbed.machine("m2")
         // A resource that is new to the machine, so the first creations build as well as run.
         try await cli.setUpAdmin(resource: "crashy", dockerfile: "FROM busybox\nRUN echo \(UUID().uuidString) > /id", machine: machine)
         let id = try masterID(databasePath)
 
         for (index, delay) in [0, 30, 80, 150, 250, 400, 700, 1200].enumerated() {
-            let create = try Subprocess.start([CLI.binary, "lease", "create", "crashy", "crash\(index)"], environment: cli.environment)
+            let create = try cli.start("lease", "create", "crashy", "crash\(index)").process
             try await Task.sleep(for: .milliseconds(delay))
             master.kill9()
             // The CLI sees the connection drop and exits.
             try await create.wait(timeout: .seconds(30))
-            try await master.start(cli)
+            try await master.start()
         }
         master.kill9()
 

@@ -79,8 +79,7 @@ struct API: Sendable {
 /// machines' key as the master's key; `configure` changes what `serve` would be given.
 func withMaster(configure: (inout TestArguments) -> Void = { _ in }, _ body: @Sendable (API, Testbed, String) async throws -> Void) async throws {
     let testbed = try await Testbed.shared()
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-master-\(UUID().uuidString)").path
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let directory = try makeTemporaryDirectory("resalloc-master")
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let databasePath = "\(directory)/resalloc.db"
     var arguments = TestArguments(databasePath: databasePath, keyPath: testbed.keys["ed25519"]!)

@@ -39,8 +39,7 @@ struct SchemaTests {
 
     @Test("resalloc-master migrate status, down --to 1 and up on a file; a mistyped --db is an error and creates nothing")
     func migrateCommand() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-migrate-cli-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try makeTemporaryDirectory("resalloc-migrate-cli")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = "\(directory)/resalloc.db"
         for command in [["migrate", "status"], ["migrate", "down"], ["user", "list"], ["user", "approve", "bob"], ["cleanup"]] {

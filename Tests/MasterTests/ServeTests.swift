@@ -8,13 +8,12 @@ struct ServeTests {
     @Test("/health answers; on SIGTERM the lease being built is finished, then the master exits 0 and frees its port")
     func drainsOnSIGTERM() async throws {
         let testbed = try await Testbed.shared()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-serve-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try makeTemporaryDirectory("resalloc-serve")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let master = MasterProcess(databasePath: "\(directory)/resalloc.db", keyPath: testbed.keys["ed25519"]!, logPath: "\(directory)/master.log")
         let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
         defer { master.kill9() }
-        try await master.start(cli)
+        try await master.start()
 
         let health = try await HTTPClient.shared.execute(HTTPClientRequest(url: "\(cli.server)/health"), timeout: .seconds(10))
         #expect(health.status == .ok)
@@ -27,14 +26,7 @@ struct ServeTests {
             dockerfile: "FROM busybox\nRUN echo build-''started && sleep 3 && echo \(marker) > /id\n",
             machine: testbed.machine("m2")
         )
-        let output = "\(directory)/create.out"
-        let errors = "\(directory)/create.err"
-        let create = try Subprocess.start(
-            [CLI.binary, "lease", "create", "slow", "drained"],
-            environment: cli.environment,
-            stdout: .file(output),
-            stderr: .file(errors)
-        )
+        let (create, output, errors) = try cli.start("lease", "create", "slow", "drained")
         defer { create.kill9() }
         try await within(.seconds(60), "the build to start") {
             while !((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "").contains("build-started") {

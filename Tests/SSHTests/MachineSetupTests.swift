@@ -15,13 +15,15 @@ struct MachineSetupTests {
     @Test("make keys makes an Ed25519 key pair, mode 0600, once; a machine with it authorized lets the master in")
     func makeKeys() async throws {
         let testbed = try await Testbed.shared()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-keys-\(UUID().uuidString)").path
+        let directory = try makeTemporaryDirectory("resalloc-keys")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let key = "\(directory)/resalloc.pem"
         try await Testbed.run(["make", "-s", "-C", Self.repositoryRoot, "keys", "KEY=\(key)"])
         let publicKey = try String(contentsOfFile: key + ".pub", encoding: .utf8)
         #expect(publicKey.hasPrefix("ssh-ed25519 "))
-        #expect(try String(contentsOfFile: key, encoding: .utf8).hasPrefix("-----BEGIN OPENSSH PRIVATE KEY-----"))
+        // The private half is the one the public half came from, as ssh-keygen reads it.
+        let derived = try await Testbed.run(["ssh-keygen", "-y", "-f", key])
+        #expect(publicKey.hasPrefix(derived.trimmingCharacters(in: .newlines)))
         for path in [key, key + ".pub"] {
             #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600, "\(path)")
         }

@@ -99,8 +99,7 @@ public final class Testbed: Sendable {
     /// shared one. The caller stops it (`defer { variant.stop() }`).
     public func variantSSHD(of machine: String, edit: (String) -> String) async throws -> VariantSSHD {
         let machine = self.machine(machine)
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-sshd-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try makeTemporaryDirectory("resalloc-sshd")
         let port = Int.random(in: 20000...29999)
         let config = try String(contentsOfFile: "\(machine.directory)/sshd_config", encoding: .utf8)
             .replacingOccurrences(of: "ListenAddress \(machine.host):\(machine.port)", with: "ListenAddress \(machine.host):\(port)")
@@ -197,6 +196,14 @@ public struct VariantSSHD: Sendable {
         }
         try? FileManager.default.removeItem(atPath: directory)
     }
+}
+
+/// A new, empty directory under the system's temporary directory, named `prefix-UUID`; the
+/// caller removes it.
+public func makeTemporaryDirectory(_ prefix: String) throws -> String {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    return directory
 }
 
 public struct TestbedError: Error, CustomStringConvertible {
