@@ -2,15 +2,16 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-DEBS := libssh2-1-dev libsqlite3-dev pkg-config docker.io openssh-server openssh-client busybox-static tmux procps iproute2 wrk
+DEBS := libssh2-1-dev libsqlite3-dev pkg-config docker.io openssh-server openssh-client busybox-static tmux procps iproute2 wrk \
+	curl python3-venv
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 KEY := resources/resalloc.pem
 TESTBED := scripts/testbed
 
-.PHONY: help deps keys build lint format test run bench stop clean
+.PHONY: help deps keys build lint format test api-check run bench stop clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 deps: ## install the Debian packages the project needs, when missing
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -38,11 +39,15 @@ lint: ## check the formatting (.swift-format, Hummingbird's style); make format 
 format: ## reformat the Swift sources in place
 	swift format format --in-place --configuration .swift-format -r $(SWIFT_SOURCES)
 
-test: deps keys lint ## check formatting, run every test against real local machines (needs root for them)
+test: deps keys lint ## check formatting, the API against its document, every test, on real local machines (needs root)
 	@$(SUDO) true
-	$(SUDO) $(TESTBED) start 6 >/dev/null
+	$(SUDO) $(TESTBED) start 6 --key $(KEY).pub >/dev/null
 	swift build --build-tests
-	scripts/run-tests; status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
+	$(SUDO) scripts/api-check && scripts/run-tests; status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
+
+api-check: deps keys ## Schemathesis against a live master: the server and openapi.yaml agree (needs root)
+	swift build
+	$(SUDO) scripts/api-check; status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
 
 run: build keys ## start a local test machine and the master, ready for resalloc calls
 	$(SUDO) scripts/run

@@ -18,10 +18,8 @@ public struct Accounts: Sendable {
 
     /// Registers `name`; the first user becomes an active admin, later ones are pending.
     public func register(name: String, password: String) async throws(MasterError) -> User {
-        try Names.validate(name, "user")
-        guard (8...1024).contains(password.utf8.count) else {
-            throw MasterError(.invalid, "a password needs 8 to 1024 characters")
-        }
+        try InputRules.validateName(name, "user")
+        try InputRules.validatePassword(password)
         let cost = bcryptCost
         let hash = await Self.offload { Bcrypt.hash(password, cost: cost) }
         do { return try database.createUser(name: name, passwordHash: hash) } catch { throw .from(error) }

@@ -22,14 +22,10 @@ public struct Fleet: Sendable {
     /// Connects to `address` (`IP` or `IP:PORT`), checks `docker version`, reads its CPUs and
     /// memory, pins its host key, and only then stores the machine.
     public func add(name: String, login: String, address: String, capacity: Int? = nil) async throws(MasterError) -> Machine {
-        try Names.validate(name, "machine")
-        guard login.wholeMatch(of: /[a-z_][a-z0-9_-]{0,31}/) != nil else {
-            throw MasterError(.invalid, "'\(login.prefix(40))' is not a valid login name")
-        }
-        guard let (host, port) = SSHEndpoint.parseAddress(address) else {
-            throw MasterError(.invalid, "'\(address.prefix(80))' is not an address: use IP or IP:PORT")
-        }
-        if let capacity, !(1...10_000).contains(capacity) { throw MasterError(.invalid, "capacity must be 1 to 10000") }
+        try InputRules.validateName(name, "machine")
+        try InputRules.validateLogin(login)
+        let (host, port) = try InputRules.parseAddress(address)
+        if let capacity, !InputRules.capacity.contains(capacity) { throw MasterError(.invalid, "capacity must be 1 to 10000") }
         do {
             if try database.machine(named: name) != nil { throw MasterError(.conflict, "a machine named \(name) exists already") }
         } catch { throw .from(error) }

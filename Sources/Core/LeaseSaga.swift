@@ -39,24 +39,17 @@ public struct LeaseSaga: Sendable {
         ttl: Duration? = nil,
         onBuildLine: (@Sendable (String) -> Void)? = nil
     ) async throws(MasterError) -> LeaseListing {
-        try Names.validate(leaseName, "lease")
-        try Names.validate(resourceName, "resource")
-        let ttl = ttl ?? defaultTTL
-        guard ttl > .zero, ttl <= maxTTL else {
-            throw MasterError(.invalid, "a lease lasts at most \(TTL.format(maxTTL)); asked for \(TTL.format(ttl))")
-        }
-        let resource: Resource
+        let resource = try check(resourceName: resourceName, leaseName: leaseName)
+        let ttl = try lifetime(ttl ?? defaultTTL)
         var lease: Lease
         do {
-            guard let found = try database.resource(named: resourceName) else { throw MasterError(.notFound, "no resource \(resourceName)") }
-            resource = found
             let now = Date()
             lease = try database.createLease(
                 Lease(
                     name: leaseName,
                     ownerId: owner.id!,
-                    resourceId: found.id!,
-                    image: ResourceCatalog.imageTag(for: found),
+                    resourceId: resource.id!,
+                    image: ResourceCatalog.imageTag(for: resource),
                     createdAt: now,
                     expiresAt: now + TimeInterval(ttl.components.seconds)
                 )
@@ -162,15 +155,40 @@ public struct LeaseSaga: Sendable {
         do { try database.deleteLease(id: lease.id!) } catch { throw .from(error) }
     }
 
-    /// Extends a lease to end `ttl` from now, within the maximum.
+    /// Extends a lease to end `ttl` from now, capped at the maximum.
     public func extend(_ listing: LeaseListing, by ttl: Duration) throws(MasterError) -> LeaseListing {
-        guard ttl > .zero, ttl <= maxTTL else {
-            throw MasterError(.invalid, "a lease lasts at most \(TTL.format(maxTTL)); asked for \(TTL.format(ttl))")
-        }
+        let ttl = try lifetime(ttl)
         var listing = listing
         listing.lease.expiresAt = Date() + TimeInterval(ttl.components.seconds)
         do { try database.updateLease(listing.lease) } catch { throw .from(error) }
         return listing
+    }
+}
+
+extension LeaseSaga {
+    /// Refuses what `create` would refuse before doing anything: bad names, an unknown resource.
+    /// The streamed `POST /lease` asks this first, so that bad input is an ordinary error reply.
+    @discardableResult
+    public func check(resourceName: String, leaseName: String) throws(MasterError) -> Resource {
+        try InputRules.validateName(leaseName, "lease")
+        try InputRules.validateName(resourceName, "resource")
+        do {
+            guard let found = try database.resource(named: resourceName) else { throw MasterError(.notFound, "no resource \(resourceName)") }
+            return found
+        } catch { throw .from(error) }
+    }
+
+    /// A lifetime longer than the maximum is capped at it rather than refused: the longest lease
+    /// the master allows is what such a request wants (the reply's message says so).
+    func lifetime(_ ttl: Duration) throws(MasterError) -> Duration {
+        guard ttl > .zero else { throw MasterError(.invalid, "a lease's lifetime must be positive") }
+        return min(ttl, maxTTL)
+    }
+
+    /// What a reply adds when `requested` was more than the maximum.
+    public func capNote(_ requested: Duration?) -> String {
+        guard let requested, requested > maxTTL else { return "" }
+        return " (\(TTL.format(requested)) asked; \(TTL.format(maxTTL)) is the longest this master allows)"
     }
 }
 

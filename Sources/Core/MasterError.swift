@@ -60,15 +60,3 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
         }
     }
 }
-
-/// The rule for every name a user gives: letters, digits, `-` and `_`, 1 to 63 characters,
-/// starting with a letter or digit (a leading `-` would read as an option somewhere).
-public enum Names {
-    public static func validate(_ name: String, _ what: String) throws(MasterError) {
-        guard name.wholeMatch(of: /[A-Za-z0-9][A-Za-z0-9_-]{0,62}/) != nil else {
-            let shown =
-                name.isEmpty ? "an empty name" : "'\(String(name.prefix(70)).unicodeScalars.map { $0.value < 0x20 ? "?" : String($0) }.joined())'"
-            throw MasterError(.invalid, "\(shown) is not a valid \(what) name: use 1 to 63 letters, digits, - or _, starting with a letter or digit")
-        }
-    }
-}

@@ -4,22 +4,13 @@ import Store
 
 /// Resources: Dockerfiles stored byte for byte, and the image tag each one builds as.
 public struct ResourceCatalog: Sendable {
-    public static let maxDockerfileBytes = 64 * 1024
     let database: AppDatabase
 
     public init(database: AppDatabase) { self.database = database }
 
     public func create(name: String, dockerfile: Data) throws(MasterError) -> Resource {
-        try Names.validate(name, "resource")
-        guard !dockerfile.isEmpty else { throw MasterError(.invalid, "the Dockerfile is empty") }
-        guard dockerfile.count <= Self.maxDockerfileBytes else {
-            throw MasterError(.invalid, "the Dockerfile has \(dockerfile.count) bytes; at most \(Self.maxDockerfileBytes) are accepted")
-        }
-        let text = String(decoding: dockerfile, as: UTF8.self)
-        let hasFrom = text.split(whereSeparator: \.isNewline).contains { line in
-            line.drop(while: { $0 == " " || $0 == "\t" }).uppercased().hasPrefix("FROM ")
-        }
-        guard hasFrom else { throw MasterError(.invalid, "the Dockerfile has no FROM line") }
+        try InputRules.validateName(name, "resource")
+        try InputRules.validateDockerfile(String(decoding: dockerfile, as: UTF8.self))
         do { return try database.createResource(name: name, dockerfile: dockerfile) } catch { throw .from(error) }
     }
 

@@ -108,6 +108,33 @@ public struct LeaseProgress: Codable, Sendable, Equatable {
     }
 }
 
+/// `POST /lease`'s plain reply: the `Lease`, and the old Go master's top-level `Name`,
+/// `Machine` (the machine's name) and `Username` (the owner), which scripts written for it read.
+public struct LeaseCreated: Codable, Sendable {
+    public var success: Bool
+    public var message: String
+    public var lease: LeaseInfo
+    public var name: String
+    public var machine: String?
+    public var username: String
+    public init(message: String, lease: LeaseInfo) {
+        self.success = true
+        self.message = message
+        self.lease = lease
+        self.name = lease.name
+        self.machine = lease.machine
+        self.username = lease.owner
+    }
+    enum CodingKeys: String, CodingKey {
+        case success = "Success"
+        case message = "Message"
+        case lease = "Lease"
+        case name = "Name"
+        case machine = "Machine"
+        case username = "Username"
+    }
+}
+
 /// Bodies that name one thing: `DELETE /lease`, `/resource`, `/machine`. The seed's
 /// `LeaseName` is accepted for leases too.
 public struct NameRequest: Codable, Sendable {
@@ -313,16 +340,22 @@ public struct Payload<Value: Codable & Sendable>: Codable, Sendable {
         try container.encode(value, forKey: Key(stringValue: key))
     }
 
-    /// Decodes the payload found under `key`.
+    /// Decodes the payload: the first key, in sorted order, besides `Success` and `Message`
+    /// whose value is a `Value` (a reply may carry other top-level keys, such as the seed's
+    /// `Name` beside `Lease`).
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: Key.self)
         success = try container.decode(Bool.self, forKey: Key(stringValue: "Success"))
         message = try container.decodeIfPresent(String.self, forKey: Key(stringValue: "Message")) ?? ""
-        guard let found = container.allKeys.first(where: { $0.stringValue != "Success" && $0.stringValue != "Message" }) else {
-            throw DecodingError.keyNotFound(Key(stringValue: "payload"), .init(codingPath: [], debugDescription: "no payload key"))
+        let candidates = container.allKeys.filter { $0.stringValue != "Success" && $0.stringValue != "Message" }
+        for candidate in candidates.sorted(by: { $0.stringValue < $1.stringValue }) {
+            if let value = try? container.decode(Value.self, forKey: candidate) {
+                self.key = candidate.stringValue
+                self.value = value
+                return
+            }
         }
-        key = found.stringValue
-        value = try container.decode(Value.self, forKey: found)
+        throw DecodingError.keyNotFound(Key(stringValue: "payload"), .init(codingPath: [], debugDescription: "no payload key"))
     }
 }
 

@@ -12,6 +12,7 @@ public struct AppRequestContext: RequestContext {
 
     public var requestDecoder: JSONDecoder { WireCoding.decoder() }
     public var responseEncoder: JSONEncoder { WireCoding.encoder() }
-    /// Dockerfiles are limited to 64 KiB; nothing else is large.
-    public var maxUploadSize: Int { 256 * 1024 }
+    /// Dockerfiles are limited to 65536 characters, up to 6 bytes each as JSON escapes; nothing
+    /// else is large.
+    public var maxUploadSize: Int { 1024 * 1024 }
 }

@@ -71,8 +71,9 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
 /// The routes of every controller, behind the error middleware.
 public func buildRouter(_ master: Master) -> Router<AppRequestContext> {
     let router = Router(context: AppRequestContext.self)
-    router.add(middleware: APIErrorMiddleware<AppRequestContext>())
-    for endpoint in endpoints(master) {
+    let endpoints = endpoints(master)
+    router.add(middleware: APIErrorMiddleware<AppRequestContext>(routes: RouteTable(endpoints)))
+    for endpoint in endpoints {
         router.on(RouterPath(endpoint.path), method: endpoint.method) { request, context in
             try await endpoint.respond(request, context, accounts: master.accounts)
         }

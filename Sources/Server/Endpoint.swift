@@ -74,6 +74,19 @@ public struct Endpoint: Sendable {
     }
 }
 
+/// Query parameters, parsed strictly: a value that is not what the document says is a 400.
+enum Query {
+    /// `?NAME=true` or `?NAME=false`; absent is false.
+    static func flag(_ request: Request, _ name: String) throws(MasterError) -> Bool {
+        let values = request.uri.queryParameters.getAll(name)
+        guard let value = values.first else { return false }
+        guard values.count == 1, value == "true" || value == "false" else {
+            throw MasterError(.invalid, "the query parameter \(name) takes true or false")
+        }
+        return value == "true"
+    }
+}
+
 /// Reading and writing JSON bodies with errors a person can act on.
 enum Body {
     static func decode<T: Decodable>(_ type: T.Type, from request: Request, context: AppRequestContext, expecting keys: String) async throws -> T {
@@ -88,6 +101,12 @@ enum Body {
         } catch {
             throw MasterError(.invalid, "the request body must be a JSON object with \(keys)", detail: "\(error)")
         }
+    }
+
+    /// The non-empty string under one of `keys`, or a 400 that names them.
+    static func required(_ value: String?, _ keys: String) throws(MasterError) -> String {
+        guard let value, !value.isEmpty else { throw MasterError(.invalid, "the request body must say \(keys)") }
+        return value
     }
 
     static func reply<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {

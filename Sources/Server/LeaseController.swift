@@ -13,21 +13,22 @@ struct LeaseController {
     var endpoints: [Endpoint] {
         [
             .user(.get, "/lease") { request, _, caller in
-                let all = request.uri.queryParameters["all"] == "true"
+                let all = try Query.flag(request, "all")
                 return try Body.reply(Payload("Leases", try master.leases(for: caller.user, all: all).map(info)))
             },
             .user(.post, "/lease") { request, context, caller in
                 let body = try await Body.decode(LeaseRequest.self, from: request, context: context, expecting: "ResourceName and LeaseName")
-                let ttl = try Self.ttl(body.ttl)
+                let ttl = try body.ttl.map(InputRules.ttl)
                 if request.headers[.accept]?.contains(LeaseProgress.mediaType) == true {
+                    try master.saga.check(resourceName: body.resourceName, leaseName: body.leaseName)
                     return streamedCreate(owner: caller.user, body, ttl: ttl, logger: context.logger)
                 }
                 let listing = try await master.saga.create(owner: caller.user, resourceName: body.resourceName, leaseName: body.leaseName, ttl: ttl)
-                return try Body.reply(Payload("Lease", info(listing), message: Self.created(listing)), status: .created)
+                return try Body.reply(LeaseCreated(message: created(listing, ttl: ttl), lease: info(listing)), status: .created)
             },
             .user(.delete, "/lease") { request, context, caller in
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "Name (or LeaseName)")
-                let name = body.name ?? body.leaseName ?? ""
+                let name = try Body.required(body.name ?? body.leaseName, "Name (or LeaseName)")
                 try await master.saga.delete(try master.lease(named: name, for: caller.user))
                 return try Body.done("deleted lease \(name)")
             },
@@ -48,9 +49,10 @@ struct LeaseController {
             },
             .user(.post, "/lease/:name/extend") { request, context, caller in
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "TTL")
-                guard let ttl = try Self.ttl(body.ttl) else { throw MasterError(.invalid, "say how long, as TTL: 90s, 15m, 2h or 1d") }
+                let ttl = try InputRules.ttl(try Body.required(body.ttl, "how long, as TTL: 90s, 15m, 2h or 1d"))
                 let listing = try master.saga.extend(try master.lease(named: try context.parameters.require("name"), for: caller.user), by: ttl)
-                return try Body.reply(Payload("Lease", info(listing), message: "lease \(listing.lease.name) now ends at \(listing.lease.expiresAt)"))
+                let message = "lease \(listing.lease.name) now ends at \(listing.lease.expiresAt)\(master.saga.capNote(ttl))"
+                return try Body.reply(Payload("Lease", info(listing), message: message))
             },
         ]
     }
@@ -67,7 +69,7 @@ struct LeaseController {
                     line in
                     sink.yield(.buildLine(line))
                 }
-                sink.yield(.created(info(listing), message: Self.created(listing)))
+                sink.yield(.created(info(listing), message: created(listing, ttl: ttl)))
             } catch {
                 let failure = MasterError.from(error)
                 failure.log(to: logger)
@@ -90,12 +92,8 @@ struct LeaseController {
         )
     }
 
-    static func created(_ listing: LeaseListing) -> String { "lease \(listing.lease.name) runs on \(listing.machine ?? "?")" }
-
-    static func ttl(_ text: String?) throws(MasterError) -> Duration? {
-        guard let text else { return nil }
-        guard let ttl = TTL.parse(text) else { throw MasterError(.invalid, "'\(text.prefix(20))' is not a lifetime: use 90s, 15m, 2h or 1d") }
-        return ttl
+    func created(_ listing: LeaseListing, ttl: Duration?) -> String {
+        "lease \(listing.lease.name) runs on \(listing.machine ?? "?")\(master.saga.capNote(ttl))"
     }
 
     func info(_ listing: LeaseListing) -> LeaseInfo {

@@ -20,12 +20,13 @@ struct MachineController {
             },
             .admin(.delete, "/machine") { request, context, _ in
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "Name")
-                try await master.fleet.delete(name: body.name ?? "", force: body.force ?? false, masterID: master.masterID)
-                return try Body.done("deleted machine \(body.name ?? "")")
+                let name = try Body.required(body.name, "Name")
+                try await master.fleet.delete(name: name, force: body.force ?? false, masterID: master.masterID)
+                return try Body.done("deleted machine \(name)")
             },
             .admin(.delete, "/machine/:name") { request, context, _ in
                 let name = try context.parameters.require("name")
-                try await master.fleet.delete(name: name, force: request.uri.queryParameters["force"] == "true", masterID: master.masterID)
+                try await master.fleet.delete(name: name, force: try Query.flag(request, "force"), masterID: master.masterID)
                 return try Body.done("deleted machine \(name)")
             },
         ]

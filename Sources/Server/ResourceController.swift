@@ -20,8 +20,9 @@ struct ResourceController {
             },
             .admin(.delete, "/resource") { request, context, _ in
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "Name")
-                try catalog.delete(name: body.name ?? "")
-                return try Body.done("deleted resource \(body.name ?? "")")
+                let name = try Body.required(body.name, "Name")
+                try catalog.delete(name: name)
+                return try Body.done("deleted resource \(name)")
             },
             .admin(.delete, "/resource/:name") { _, context, _ in
                 let name = try context.parameters.require("name")

@@ -93,6 +93,56 @@ struct SchemaTests {
         }
     }
 
+    @Test("openapi.yaml states the server's own patterns and lengths")
+    func documentStatesTheRules() throws {
+        let document = OpenAPIDocument.text
+        #expect(Self.schemaField("Name", "pattern", in: document) == "^\(InputRules.name)$")
+        #expect(Self.schemaField("Login", "pattern", in: document) == "^\(InputRules.login)$")
+        #expect(Self.schemaField("TTL", "pattern", in: document) == "^\(InputRules.ttl)$")
+        #expect(Self.schemaField("Address", "pattern", in: document) == "^\(InputRules.address)$")
+        #expect(Self.schemaField("Dockerfile", "pattern", in: document) == InputRules.dockerfileFrom)
+        #expect(Self.schemaField("Password", "minLength", in: document) == "\(InputRules.passwordLength.lowerBound)")
+        #expect(Self.schemaField("Password", "maxLength", in: document) == "\(InputRules.passwordLength.upperBound)")
+        #expect(Self.schemaField("Dockerfile", "maxLength", in: document) == "\(InputRules.dockerfileLength.upperBound)")
+        #expect(
+            document.contains("Capacity: { type: integer, minimum: \(InputRules.capacity.lowerBound), maximum: \(InputRules.capacity.upperBound),")
+        )
+    }
+
+    @Test("The rules match what they should, scalar by scalar")
+    func rules() {
+        for good in ["127.0.0.11", "127.0.0.11:2222", "host-1.example", "[::1]", "[::1]:22", "::1", "fe80::1", "::ffff:127.0.0.1", "a:65535"] {
+            #expect(InputRules.matches(good, InputRules.address), "\(good)")
+        }
+        for bad in ["", "127.0.0.11:0", "127.0.0.11:65536", "127.0.0.11:022", "a;id", "a b", "127.0.0.11\n", "[::1]:", "::1;id"] {
+            #expect(!InputRules.matches(bad, InputRules.address), "\(bad)")
+        }
+        #expect(InputRules.matches("2h", InputRules.ttl))
+        for bad in ["0s", "+5s", "05m", "1w", "1000000d", "2h\n"] { #expect(!InputRules.matches(bad, InputRules.ttl), "\(bad)") }
+        #expect(InputRules.contains("# a comment\n  from\tbusybox", InputRules.dockerfileFrom))
+        #expect(!InputRules.contains("RUN echo FROM x", InputRules.dockerfileFrom))
+        #expect(!InputRules.contains("x\u{2028}FROM busybox", InputRules.dockerfileFrom))
+        // A combining mark after a letter is a second code point, not part of a letter.
+        #expect(!InputRules.matches("e\u{301}", InputRules.name))
+    }
+
+    /// The value of `field` in the component schema `schema` (a double-quoted YAML string unescaped).
+    static func schemaField(_ schema: String, _ field: String, in document: String) -> String? {
+        let lines = document.split(separator: "\n", omittingEmptySubsequences: false)
+        guard let start = lines.firstIndex(of: "    \(schema):") else { return nil }
+        for line in lines[(start + 1)...] {
+            guard line.hasPrefix("      ") else { return nil }
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard trimmed.hasPrefix("\(field): ") else { continue }
+            var value = String(trimmed.dropFirst(field.count + 2))
+            if value.hasPrefix("\""), value.hasSuffix("\"") {
+                value = String(value.dropFirst().dropLast()).replacingOccurrences(of: "\\\\", with: "\\")
+            }
+            return value
+        }
+        return nil
+    }
+
     /// `method path` pairs of an OpenAPI document's `paths`, read line by line.
     static func operations(in document: String) -> Set<String> {
         var operations: Set<String> = []

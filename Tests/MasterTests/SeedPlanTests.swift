@@ -4,10 +4,14 @@ import Testing
 
 @Suite("The seed's test plan, step by step, over HTTP", .timeLimit(.minutes(3)))
 struct SeedPlanTests {
-    @Test("register, login, POST /resource, POST /machine, POST /lease, GET /lease, DELETE /lease, GET /lease")
+    @Test("The Postman collection's order: register, login, POST /resource, /machine, /lease, GET /lease, DELETE /lease, GET /lease")
     func seedTestPlan() async throws {
         try await withMaster { api, testbed, databasePath in
             let master = try masterID(databasePath)
+            // The seed's Postman collection registers with "secret": 6 characters, under our minimum of 8.
+            let short = try await api.call(.post, "/register", body: #"{"Name": "seed", "Password": "secret"}"#)
+            #expect(short.status == .badRequest)
+            #expect(short.message == "a password needs 8 to 1024 characters")
             let registered = try await api.call(.post, "/register", body: #"{"Name": "seed", "Password": "seedpassword"}"#)
             #expect(registered.status == .created)
             #expect(registered.success)
@@ -39,6 +43,11 @@ struct SeedPlanTests {
             let lease = try await api.call(.post, "/lease", token: token, body: #"{"ResourceName": "busybox", "LeaseName": "mylease"}"#)
             #expect(lease.status == .created)
             #expect(lease.success)
+            // The old Go master's CreateLeaseSuccess keys, at the top level, beside the Lease object.
+            #expect(lease.json["Name"] as? String == "mylease")
+            #expect(lease.json["Machine"] as? String == "m1")
+            #expect(lease.json["Username"] as? String == "seed")
+            #expect(lease.message == "lease mylease runs on m1")
             let container = try #require(lease.object("Lease")["Container"] as? String)
             #expect(try await leaseContainers(testbed, "m1", master: master) == [container])
             #expect(try await testbed.docker("m1", ["exec", container, "cat", "/seed"]) == "seeded\n")
