@@ -11,7 +11,7 @@ struct Resalloc: AsyncParsableCommand {
         discussion: """
             The master is --server, else RESALLOC_URL, else the one you logged in to, else http://127.0.0.1:8080.
             Example session:
-              resalloc login alice 'her-password'
+              resalloc login alice
               resalloc lease create busybox mylease
               resalloc ssh mylease
             """,
@@ -64,13 +64,18 @@ struct OutputOptions: ParsableArguments {
 struct Register: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create an account (the first one is the admin; later ones wait for approval).",
-        discussion: "Example: resalloc register alice 'a-good-password'"
+        discussion: """
+            The password (8 characters at least) is asked for twice, without echo.
+            Examples: resalloc register alice
+                      printf '%s\\n' "$PASSWORD" | resalloc register alice --password-stdin
+            """
     )
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Your user name.") var name: String
-    @Argument(help: "Your password (8 characters at least).") var password: String
+    @OptionGroup var password: PasswordOptions
 
     func run() async throws {
+        let password = try password.read(confirm: true)
         try await Resalloc.perform {
             print(try await global.client.register(name, password: password).message)
         }
@@ -80,13 +85,18 @@ struct Register: AsyncParsableCommand {
 struct Login: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Log in and keep the token in ~/.config/resalloc/config.json (mode 0600).",
-        discussion: "Example: resalloc login alice 'a-good-password'"
+        discussion: """
+            The password is asked for without echo.
+            Examples: resalloc login alice
+                      printf '%s\\n' "$PASSWORD" | resalloc login alice --password-stdin
+            """
     )
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Your user name.") var name: String
-    @Argument(help: "Your password.") var password: String
+    @OptionGroup var password: PasswordOptions
 
     func run() async throws {
+        let password = try password.read(confirm: false)
         try await Resalloc.perform {
             let reply = try await global.client.login(name, password: password)
             try ClientConfig(server: global.serverURL, token: reply.token, user: name).save()

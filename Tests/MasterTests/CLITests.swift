@@ -93,6 +93,8 @@ struct TmuxScreen {
         try await Testbed.run(["tmux", "send-keys", "-t", name, "-l", text])
         try await Testbed.run(["tmux", "send-keys", "-t", name, "Enter"])
     }
+    /// Presses a key by tmux's name for it (`C-c`, `Escape`).
+    func key(_ key: String) async throws { try await Testbed.run(["tmux", "send-keys", "-t", name, key]) }
     func screen() async throws -> String { try await Testbed.run(["tmux", "capture-pane", "-p", "-t", name]) }
     func resize(columns: Int, rows: Int) async throws {
         try await Testbed.run(["tmux", "resize-window", "-t", name, "-x", String(columns), "-y", String(rows)])

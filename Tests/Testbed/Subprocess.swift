@@ -280,7 +280,11 @@ public final class Subprocess: @unchecked Sendable {
         sigemptyset(&defaults)
         sigaddset(&defaults, SIGPIPE)
         posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        // A session of its own: no controlling terminal, so a child that would prompt on
+        // /dev/tty behaves the same under a developer's terminal as in CI. (glibc's
+        // POSIX_SPAWN_SETSID, 0x80, which Swift does not import.)
+        let newSession: Int32 = 0x80
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | newSession))
 
         let environment = environment ?? ProcessInfo.processInfo.environment
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
