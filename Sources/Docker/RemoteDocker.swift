@@ -7,7 +7,7 @@ import SSH
 /// and `inspect` JSON into typed values; failures become `DockerError`s.
 public struct RemoteDocker: Sendable {
     public let endpoint: SSHEndpoint
-    private let pool: SSHConnectionPool
+    let pool: SSHConnectionPool
     /// Deadline for short commands (`ps`, `inspect`, `rm`, `run`).
     public var commandTimeout: Duration
     /// Deadline for `build`.

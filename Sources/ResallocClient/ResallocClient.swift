@@ -100,6 +100,13 @@ public struct ResallocClient: Sendable {
 
     public func approve(_ name: String) async throws -> Payload<UserInfo> { try await call(.POST, "/user/\(escape(name))/approve") }
 
+    /// What `path` is in the lease: `directory`, `file` or `symlink` (404 when nothing is there).
+    public func pathKind(lease: String, path: String) async throws -> String {
+        let query = path.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_./"))) ?? path
+        let info: PathInfo = try await call(.GET, "/lease/\(escape(lease))/path?path=\(query)")
+        return info.kind
+    }
+
     // MARK: - Plumbing
 
     private func payload<T: Codable & Sendable>(_ method: HTTPMethod, _ path: String) async throws -> T {

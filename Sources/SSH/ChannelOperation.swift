@@ -10,8 +10,40 @@ final class ChannelMailbox: Sendable {
         var inputClosed = false
         var resize: TerminalSize?
         var abandon: SSHError?
+        /// Input the channel has taken but not yet sent, as of its last pass.
+        var inputInFlight = 0
+        /// Writers waiting for the input in flight to drop below the window.
+        var inputWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Output delivered to the reader and not yet acknowledged (flow-controlled channels).
+        var outputUnconsumed = 0
+        var finished = false
     }
     let letters = Mutex(Letters())
+
+    /// How much unsent input a writer may leave before `send` waits, and how much unread
+    /// output the channel delivers before it stops reading (so sshd stops sending once the
+    /// SSH window is full): what bounds the memory a stream of any size takes.
+    static let window = 1 << 20
+
+    /// Queues `bytes`; returns whether the input not yet sent is now over the window.
+    func enqueue(_ bytes: [UInt8]) -> Bool {
+        letters.withLock { letters in
+            letters.input.append(contentsOf: bytes)
+            return !letters.finished && letters.input.count + letters.inputInFlight > Self.window
+        }
+    }
+
+    /// Returns once the input not yet sent is below the window, or the channel has finished.
+    func waitForRoom() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = letters.withLock { letters in
+                guard !letters.finished, letters.input.count + letters.inputInFlight > Self.window else { return true }
+                letters.inputWaiters.append(continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
 }
 
 /// One remote command on one channel, as a state machine the session loop steps without waiting.
@@ -32,6 +64,8 @@ final class ChannelOperation: @unchecked Sendable {
     let deadline: ContinuousClock.Instant?
     let mailbox = ChannelMailbox()
     let collectOutput: Bool
+    /// Stop reading while the reader holds a window's worth of output it has not acknowledged.
+    let flowControlled: Bool
     private let onOutput: (@Sendable (OutputChunk) -> Void)?
     private let onStarted: (@Sendable (Result<Void, SSHError>) -> Void)?
     private let onFinished: @Sendable (Result<ExecResult, SSHError>) -> Void
@@ -64,6 +98,7 @@ final class ChannelOperation: @unchecked Sendable {
         startDeadline: ContinuousClock.Instant? = nil,
         deadline: ContinuousClock.Instant?,
         collectOutput: Bool = true,
+        flowControlled: Bool = false,
         onOutput: (@Sendable (OutputChunk) -> Void)? = nil,
         onStarted: (@Sendable (Result<Void, SSHError>) -> Void)? = nil,
         onFinished: @escaping @Sendable (Result<ExecResult, SSHError>) -> Void
@@ -73,6 +108,7 @@ final class ChannelOperation: @unchecked Sendable {
         self.startDeadline = startDeadline
         self.deadline = deadline
         self.collectOutput = collectOutput
+        self.flowControlled = flowControlled
         self.onOutput = onOutput
         self.onStarted = onStarted
         self.onFinished = onFinished
@@ -84,6 +120,11 @@ final class ChannelOperation: @unchecked Sendable {
         if reported { return nil }
         if phase == .queued, let notBefore { return [notBefore, startDeadline, deadline].compactMap { $0 }.min() }
         return startReported ? deadline : [startDeadline, deadline].compactMap { $0 }.min()
+    }
+
+    /// Running, but not reading: the reader has a window's worth of output to take first.
+    var isPaused: Bool {
+        flowControlled && phase == .running && mailbox.letters.withLock { $0.outputUnconsumed } >= ChannelMailbox.window
     }
 
     /// Whether the loop may open this command's channel now.
@@ -147,12 +188,24 @@ final class ChannelOperation: @unchecked Sendable {
             phase = .finished
             return true
         }
+        defer { publishInputInFlight() }
         while true {
             let before = phase
             let moved = try advance(session)
             progressed = progressed || moved
             if phase == before || phase == .finished { return progressed }
         }
+    }
+
+    /// Tells writers how much input is still to be sent, and lets them go on below the window.
+    private func publishInputInFlight() {
+        let waiters = mailbox.letters.withLock { letters -> [CheckedContinuation<Void, Never>] in
+            letters.inputInFlight = input.count - inputOffset
+            guard letters.finished || letters.input.count + letters.inputInFlight <= ChannelMailbox.window else { return [] }
+            defer { letters.inputWaiters = [] }
+            return letters.inputWaiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 
     private func readMailbox() -> Bool {
@@ -293,7 +346,7 @@ final class ChannelOperation: @unchecked Sendable {
             }
         }
         var drained = false
-        for _ in 0..<16 {
+        for _ in 0..<16 where !isPaused {
             let out = try read(channel, session, stream: 0)
             let err = try read(channel, session, stream: SSH_EXTENDED_DATA_STDERR)
             if out <= 0 && err <= 0 {
@@ -327,6 +380,13 @@ final class ChannelOperation: @unchecked Sendable {
 
     private func deliver(_ chunk: OutputChunk) {
         guard !reported else { return }
+        if flowControlled {
+            let count: Int
+            switch chunk {
+            case .stdout(let bytes), .stderr(let bytes): count = bytes.count
+            }
+            mailbox.letters.withLock { $0.outputUnconsumed += count }
+        }
         onOutput?(chunk)
         guard collectOutput else { return }
         switch chunk {
@@ -359,6 +419,12 @@ final class ChannelOperation: @unchecked Sendable {
         if case .failure(let error) = outcome { reportStarted(.failure(error)) }
         guard !reported else { return }
         reported = true
+        let waiters = mailbox.letters.withLock { letters -> [CheckedContinuation<Void, Never>] in
+            letters.finished = true
+            defer { letters.inputWaiters = [] }
+            return letters.inputWaiters
+        }
+        for waiter in waiters { waiter.resume() }
         onFinished(outcome)
     }
 

@@ -21,6 +21,26 @@ public final class RemoteProcess: Sendable {
         loop.wake()
     }
 
+    /// Sends bytes and waits while more than a window (1 MiB) of input is still unsent: for
+    /// streams of any size, whose writer must not run ahead of the network.
+    public func send(_ bytes: [UInt8]) async {
+        let full = operation.mailbox.enqueue(bytes)
+        loop.wake()
+        if full { await operation.mailbox.waitForRoom() }
+    }
+
+    /// Says that the caller has handled `count` bytes of `output`. A process started with
+    /// `flowControlled` stops reading from the machine while a window (1 MiB) of its output is
+    /// unacknowledged, so a slow reader slows the sender instead of filling memory.
+    public func consumed(_ count: Int) {
+        let resume = operation.mailbox.letters.withLock { letters in
+            let wasPaused = letters.outputUnconsumed >= ChannelMailbox.window
+            letters.outputUnconsumed -= count
+            return wasPaused && letters.outputUnconsumed < ChannelMailbox.window
+        }
+        if resume { loop.wake() }
+    }
+
     /// Tells the remote terminal its new size (it sends SIGWINCH to the command); ignored
     /// without a PTY.
     public func resize(_ size: TerminalSize) {

@@ -61,11 +61,14 @@ public final class SSHConnection: Sendable {
     }
 
     /// Starts `command` on a channel of its own and returns once it runs; with `pty`, on a
-    /// pseudo-terminal of that type and size (for interactive shells).
+    /// pseudo-terminal of that type and size (for interactive shells). With `flowControlled`,
+    /// the reader acknowledges output with `RemoteProcess.consumed`, and reading pauses while a
+    /// window of it is unacknowledged (for streams of any size).
     public func start(
         _ command: String,
         pty: (term: String, size: TerminalSize)? = nil,
-        timeout: Duration = .seconds(15)
+        timeout: Duration = .seconds(15),
+        flowControlled: Bool = false
     ) async throws(SSHError) -> RemoteProcess {
         let (output, continuation) = AsyncStream.makeStream(of: OutputChunk.self, bufferingPolicy: .unbounded)
         let started = OneShot<Result<Void, SSHError>>()
@@ -76,6 +79,7 @@ public final class SSHConnection: Sendable {
             startDeadline: .now + timeout,
             deadline: nil,
             collectOutput: false,
+            flowControlled: flowControlled,
             onOutput: { continuation.yield($0) },
             onStarted: { started.fulfill($0) },
             onFinished: { result in

@@ -51,10 +51,11 @@ public actor SSHConnectionPool {
     public func start(
         on endpoint: SSHEndpoint,
         _ command: String,
-        pty: (term: String, size: TerminalSize)? = nil
+        pty: (term: String, size: TerminalSize)? = nil,
+        flowControlled: Bool = false
     ) async throws(SSHError) -> RemoteProcess {
         try await withReconnect(endpoint) { connection throws(SSHError) in
-            try await connection.start(command, pty: pty)
+            try await connection.start(command, pty: pty, flowControlled: flowControlled)
         }
     }
 

@@ -210,7 +210,9 @@ final class SessionLoop: @unchecked Sendable {
         var events = Int16(RESALLOC_POLLRDHUP)
         if !active.isEmpty {
             let directions = libssh2_session_block_directions(session)
-            events |= Int16(POLLIN)
+            // Channels paused for a slow reader do not read; if only they are open, data that
+            // sshd sends them (at most their SSH window) would wake this loop for nothing.
+            if active.contains(where: { !$0.isPaused }) { events |= Int16(POLLIN) }
             if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 { events |= Int16(POLLOUT) }
         }
         var timeout = max(keepaliveSeconds, 1) * 1000

@@ -55,7 +55,8 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     }
     return Application(
         router: router,
-        server: .http1WebSocketUpgrade(webSocketRouter: ShellController(master: master).router),
+        // Frames up to 1 MiB: resalloc cp sends its tar stream in 256 KiB pieces.
+        server: .http1WebSocketUpgrade(webSocketRouter: buildWebSocketRouter(master), configuration: .init(ws: .init(maxFrameSize: 1 << 20))),
         configuration: .init(address: .hostname(arguments.host, port: arguments.port), serverName: "resalloc-master"),
         services: services,
         onServerRunning: { channel in
@@ -81,6 +82,15 @@ public func buildRouter(_ master: Master) -> Router<AppRequestContext> {
     return router
 }
 
+/// The WebSocket routes: `resalloc ssh` and `resalloc cp`.
+func buildWebSocketRouter(_ master: Master) -> Router<ShellRequestContext> {
+    let router = Router(context: ShellRequestContext.self)
+    router.add(middleware: APIErrorMiddleware<ShellRequestContext>())
+    ShellController(master: master).add(to: router)
+    CopyController(master: master).add(to: router)
+    return router
+}
+
 /// Every route the master serves.
 public func endpoints(_ master: Master) -> [Endpoint] {
     [
@@ -89,7 +99,7 @@ public func endpoints(_ master: Master) -> [Endpoint] {
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: .init(string: OpenAPIDocument.text)))
         },
     ] + AccountController(accounts: master.accounts).endpoints + ResourceController(catalog: master.catalog).endpoints
-        + MachineController(master: master).endpoints + LeaseController(master: master).endpoints
+        + MachineController(master: master).endpoints + LeaseController(master: master).endpoints + CopyController(master: master).endpoints
 }
 
 /// The API description shipped with the server.

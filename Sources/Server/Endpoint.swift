@@ -59,7 +59,7 @@ public struct Endpoint: Sendable {
     /// The caller a request's token names, or 401.
     static func authenticate(_ request: Request, accounts: Accounts) throws -> Caller {
         guard let token = token(in: request) else {
-            throw MasterError(.unauthorized, "this needs a login: run resalloc login NAME PASSWORD, then send the token")
+            throw MasterError(.unauthorized, "this needs a login: run resalloc login NAME, then send the token")
         }
         return Caller(user: try accounts.authenticate(token: token), token: token)
     }

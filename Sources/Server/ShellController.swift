@@ -26,9 +26,7 @@ struct ShellRequestContext: RequestContext, WebSocketRequestContext {
 struct ShellController {
     let master: Master
 
-    var router: Router<ShellRequestContext> {
-        let router = Router(context: ShellRequestContext.self)
-        router.add(middleware: APIErrorMiddleware<ShellRequestContext>())
+    func add(to router: Router<ShellRequestContext>) {
         router.ws("/lease/:name/shell") { request, context in
             _ = try target(request, context.parameters)
             return .upgrade([:])
@@ -44,18 +42,13 @@ struct ShellController {
                 try? await outbound.close(.unexpectedServerError, reason: nil)
             }
         }
-        return router
     }
 
     /// The machine and container of the caller's running lease named in the path.
     private func target(_ request: Request, _ parameters: Parameters) throws -> (Machine, String) {
         let caller = try Endpoint.authenticate(request, accounts: master.accounts)
-        let listing = try master.lease(named: try parameters.require("name"), for: caller.user)
-        guard listing.lease.state == .running, let machineID = listing.lease.machineId else {
-            throw MasterError(.conflict, "lease \(listing.lease.name) is \(listing.lease.state.rawValue), not running")
-        }
-        guard let machine = try master.database.machine(id: machineID) else { throw MasterError(.notFound, "the lease's machine is gone") }
-        return (machine, listing.lease.containerName(masterID: master.masterID))
+        let target = try master.reach(try parameters.require("name"), for: caller.user)
+        return (target.machine, target.container)
     }
 
     private func relay(

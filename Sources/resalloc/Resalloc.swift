@@ -15,7 +15,7 @@ struct Resalloc: AsyncParsableCommand {
               resalloc lease create busybox mylease
               resalloc ssh mylease
             """,
-        subcommands: [Register.self, Login.self, Logout.self, Resources.self, Machines.self, Leases.self, SSH.self, Users.self]
+        subcommands: [Register.self, Login.self, Logout.self, Resources.self, Machines.self, Leases.self, SSH.self, Copy.self, Users.self]
     )
 
     /// Runs a command body; prints a failure as one line on stderr and exits non-zero.
@@ -35,7 +35,7 @@ extension ClientError {
         case .notLoggedIn: return 2
         case .unreachable: return 3
         case .server(let status, _): return status == 401 || status == 403 ? 2 : 1
-        case .protocolError: return 1
+        case .protocolError, .local: return 1
         }
     }
 }

@@ -174,7 +174,7 @@ struct CLITests {
         #expect(down.stderr.contains("cannot reach the master at http://127.0.0.1:1"))
         #expect(down.stderr.split(separator: "\n").count == 1)
         let anonymous = try await nowhere.run(["leases"])
-        #expect(anonymous.stderr == "resalloc: not logged in: run resalloc login NAME PASSWORD\n")
+        #expect(anonymous.stderr == "resalloc: not logged in: run resalloc login NAME\n")
         let help = try await nowhere.run(["lease", "create", "--help"])
         #expect(help.stdout.contains("Example: resalloc lease create busybox mylease"))
     }

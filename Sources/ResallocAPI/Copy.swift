@@ -1,0 +1,65 @@
+/// The `resalloc cp` protocol on the WebSocket `GET /lease/{name}/copy`.
+///
+/// The client's first frame is a text `CopyStart`. Out of the lease: the master sends the tar
+/// stream of `Path` in binary frames, then a `CopyEvent`. Into the lease: the client sends a
+/// tar stream in binary frames and a text `CopyEvent` of type `eof`; the master extracts it
+/// into the directory `Path` once all of it has arrived, and answers with a `CopyEvent`.
+public struct CopyStart: Codable, Sendable {
+    public enum Direction: String, Codable, Sendable { case `in`, out }
+    public var direction: Direction
+    public var path: String
+
+    public init(direction: Direction, path: String) {
+        self.direction = direction
+        self.path = path
+    }
+    enum CodingKeys: String, CodingKey {
+        case direction = "Direction"
+        case path = "Path"
+    }
+}
+
+public struct CopyEvent: Codable, Sendable {
+    public enum Kind: String, Codable, Sendable { case eof, done, error }
+    public var type: Kind
+    /// Bytes of tar stream moved (with `done`).
+    public var bytes: Int?
+    public var message: String?
+    /// The HTTP status the failure would have (with `error`).
+    public var status: Int?
+
+    public init(type: Kind, bytes: Int? = nil, message: String? = nil, status: Int? = nil) {
+        self.type = type
+        self.bytes = bytes
+        self.message = message
+        self.status = status
+    }
+    enum CodingKeys: String, CodingKey {
+        case type = "Type"
+        case bytes = "Bytes"
+        case message = "Message"
+        case status = "Status"
+    }
+}
+
+/// `GET /lease/{name}/path?path=P`: what P is in the lease.
+public struct PathInfo: Codable, Sendable {
+    public var success: Bool
+    public var message: String
+    public var path: String
+    /// `directory`, `file` or `symlink`.
+    public var kind: String
+
+    public init(path: String, kind: String) {
+        self.success = true
+        self.message = ""
+        self.path = path
+        self.kind = kind
+    }
+    enum CodingKeys: String, CodingKey {
+        case success = "Success"
+        case message = "Message"
+        case path = "Path"
+        case kind = "Kind"
+    }
+}

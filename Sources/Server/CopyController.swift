@@ -1,0 +1,126 @@
+import Core
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import ResallocAPI
+import SSH
+
+/// `resalloc cp`: `GET /lease/{name}/path` says what a path in a lease is, and the WebSocket
+/// `GET /lease/{name}/copy` carries a tar stream in or out. The master never holds a whole
+/// file: it relays frames as they come, at most a window (1 MiB) ahead of the slower side.
+struct CopyController {
+    let master: Master
+
+    var endpoints: [Endpoint] {
+        [
+            .user(.get, "/lease/:name/path") { request, context, caller in
+                guard let path = request.uri.queryParameters["path"].map(String.init), !path.isEmpty else {
+                    throw MasterError(.invalid, "say which path, as ?path=/some/where")
+                }
+                let target = try master.reach(try context.parameters.require("name"), for: caller.user)
+                return try Body.reply(PathInfo(path: path, kind: try await master.pathKind(target, path).rawValue))
+            }
+        ]
+    }
+
+    func add(to router: Router<ShellRequestContext>) {
+        router.ws("/lease/:name/copy") { request, context in
+            _ = try target(request, context.parameters)
+            return .upgrade([:])
+        } onUpgrade: { inbound, outbound, context in
+            var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+            let event: CopyEvent
+            do {
+                let target = try target(context.request, context.requestContext.parameters)
+                guard case .text(let text) = try await messages.next(), let start = try? JSONDecoder().decode(CopyStart.self, from: Data(text.utf8))
+                else {
+                    throw MasterError(.invalid, "the first message must be a CopyStart")
+                }
+                switch start.direction {
+                case .out: event = try await copyOut(target, start.path, outbound)
+                case .in: event = try await copyIn(target, start.path, &messages)
+                }
+                context.logger.info(
+                    "copy done",
+                    metadata: ["lease": "\(target.name)", "direction": "\(start.direction)", "bytes": "\(event.bytes ?? 0)"]
+                )
+            } catch {
+                let failure = MasterError.from(error)
+                failure.log(to: context.logger)
+                try? await outbound.write(
+                    .text(ShellController.encode(CopyEvent(type: .error, message: failure.message, status: Int(failure.httpStatus.code))))
+                )
+                try? await outbound.close(.normalClosure, reason: nil)
+                return
+            }
+            try? await outbound.write(.text(ShellController.encode(event)))
+            try? await outbound.close(.normalClosure, reason: nil)
+        }
+    }
+
+    private func target(_ request: Request, _ parameters: Parameters) throws -> LeaseTarget {
+        let caller = try Endpoint.authenticate(request, accounts: master.accounts)
+        return try master.reach(try parameters.require("name"), for: caller.user)
+    }
+
+    /// Relays `docker cp C:PATH -` to the client; each chunk is acknowledged once written, so
+    /// the machine sends no faster than the client takes.
+    private func copyOut(_ target: LeaseTarget, _ path: String, _ outbound: WebSocketOutboundWriter) async throws -> CopyEvent {
+        let process = try await master.copyOut(target, path)
+        var bytes = 0
+        var errors: [UInt8] = []
+        do {
+            for await chunk in process.output {
+                switch chunk {
+                case .stdout(let data):
+                    try await outbound.write(.binary(ByteBuffer(bytes: data)))
+                    bytes += data.count
+                    process.consumed(data.count)
+                case .stderr(let data):
+                    errors += data.prefix(4096 - errors.count)
+                    process.consumed(data.count)
+                }
+            }
+        } catch {
+            process.close()
+            throw error
+        }
+        let status = try await process.exitStatus()
+        guard status == 0 else {
+            let line = String(decoding: errors, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? "docker cp failed"
+            if line.contains("Could not find the file") { throw MasterError(.notFound, "no such path in lease \(target.name): \(path)") }
+            throw MasterError(.unreachable, "copying \(path) out of lease \(target.name) failed: \(line)")
+        }
+        return CopyEvent(type: .done, bytes: bytes)
+    }
+
+    /// Stages the client's tar stream on the machine and extracts it once the client says it
+    /// sent all of it; a client that goes away first leaves nothing in the lease.
+    private func copyIn(
+        _ target: LeaseTarget,
+        _ directory: String,
+        _ messages: inout WebSocketInboundMessageStream.AsyncIterator
+    ) async throws -> CopyEvent {
+        guard try await master.pathKind(target, directory) == .directory else {
+            throw MasterError(.invalid, "\(directory) in lease \(target.name) is not a directory")
+        }
+        var bytes = 0
+        var iterator = messages
+        try await master.copyIn(target, directory: directory) { process in
+            while let message = try await iterator.next() {
+                switch message {
+                case .binary(let buffer):
+                    bytes += buffer.readableBytes
+                    await process.send(Array(buffer: buffer))
+                case .text(let text):
+                    if let event = try? JSONDecoder().decode(CopyEvent.self, from: Data(text.utf8)), event.type == .eof { return bytes }
+                }
+            }
+            return nil
+        }
+        messages = iterator
+        return CopyEvent(type: .done, bytes: bytes)
+    }
+}
