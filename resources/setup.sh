@@ -17,6 +17,13 @@ lease Docker containers on it over SSH:
     ~LOGIN/.ssh/authorized_keys, once;
   - makes sure the Docker engine listens on no TCP port (the master needs none).
 
+Nothing else is installed for resalloc cp, resalloc forward or ending a dropped
+session's processes: the master copies its own static busybox (about 2 MB) to the
+machine's engine as the image resalloc/relay:<hash> (docker import) the first
+time it needs it, and runs it beside a lease's container, in its namespaces.
+resalloc cp stages a copy into a lease in ${TMPDIR:-/var/tmp} of LOGIN first:
+keep room there for the largest copy.
+
 Example, on the new machine:
   sudo ./setup.sh resalloc resalloc.pem.pub
 then, on the master:

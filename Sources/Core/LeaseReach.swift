@@ -51,4 +51,21 @@ extension Master {
             throw MasterError(.invalid, "\(directory) in lease \(target.name): \(message)")
         } catch { throw .from(error, machine: target.machine.name) }
     }
+
+    /// A connection to `port` on the lease's own loopback: its bytes are the process's input
+    /// and output (flow-controlled), through a relay in the container's network namespace.
+    public func forward(_ target: LeaseTarget, port: Int) async throws(MasterError) -> RemoteProcess {
+        guard let relay else { throw MasterError(.internal, "the master has no static busybox for port forwards (install busybox-static)") }
+        do { return try await docker(target).forward(target.container, port: port, relay: relay) } catch {
+            throw .from(error, machine: target.machine.name)
+        }
+    }
+
+    /// Ends what a session marked `marker` left running in the lease (its client went away).
+    public func endSession(_ target: LeaseTarget, marker: String) async {
+        guard let relay else { return }
+        do { try await docker(target).endSession(target.container, marker: marker, relay: relay) } catch {
+            logger.warning("could not end a dropped session's processes", metadata: ["lease": "\(target.name)", "error": "\(error)"])
+        }
+    }
 }

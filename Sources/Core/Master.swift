@@ -1,3 +1,4 @@
+import Docker
 import Foundation
 import Logging
 import SSH
@@ -13,6 +14,8 @@ public struct Master: Sendable {
     public let catalog: ResourceCatalog
     public var saga: LeaseSaga
     public let logger: Logger
+    /// The image that reaches into a lease's namespaces (forwards, ending dropped sessions).
+    public let relay: RelayImage?
 
     /// Opens the database at `databasePath`, migrating it to the current schema.
     public init(databasePath: String, keyPath: String, logger: Logger, bcryptCost: UInt8 = 10) throws {
@@ -30,6 +33,7 @@ public struct Master: Sendable {
         self.database = database
         self.logger = logger
         pool = SSHConnectionPool()
+        relay = RelayImage.load()
         masterID = try database.masterID()
         accounts = Accounts(database: database, bcryptCost: bcryptCost)
         fleet = Fleet(database: database, pool: pool, keyPath: keyPath, logger: logger)

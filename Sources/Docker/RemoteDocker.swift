@@ -198,8 +198,20 @@ public struct RemoteDocker: Sendable {
     /// `docker exec -it` (20.10, Debian's) sets the terminal's size only a moment after the
     /// shell has started, so a first command could see 0 rows and columns; the wrapper sets
     /// the size first unless docker already has.
-    public func openShell(_ container: String, term: String, size: TerminalSize) async throws(DockerError) -> RemoteProcess {
-        try await start(container, ["sh", "-c", Self.shellLauncher, "sh", String(size.rows), String(size.columns)], pty: (term, size))
+    public func openShell(
+        _ container: String,
+        term: String,
+        size: TerminalSize,
+        environment: [String: String] = [:]
+    ) async throws(DockerError)
+        -> RemoteProcess
+    {
+        try await start(
+            container,
+            ["sh", "-c", Self.shellLauncher, "sh", String(size.rows), String(size.columns)],
+            pty: (term, size),
+            environment: environment
+        )
     }
 
     static let shellLauncher = """
@@ -212,12 +224,17 @@ public struct RemoteDocker: Sendable {
     public func start(
         _ container: String,
         _ argv: [String],
-        pty: (term: String, size: TerminalSize)? = nil
+        pty: (term: String, size: TerminalSize)? = nil,
+        environment: [String: String] = [:]
     ) async throws(DockerError) -> RemoteProcess {
         try DockerNames.validateContainer(container)
         for argument in argv { try DockerNames.validateArgument(argument) }
         guard !argv.isEmpty else { throw .invalidArgument("exec needs a command") }
         var options = ["exec", "--interactive"]
+        for (name, value) in environment.sorted(by: { $0.key < $1.key }) {
+            try DockerNames.validateEnvironment(name: name, value: value)
+            options += ["--env", "\(name)=\(value)"]
+        }
         if let pty {
             try DockerNames.validateEnvironment(name: "TERM", value: pty.term)
             options += ["--tty", "--env", "TERM=\(pty.term)"]

@@ -63,3 +63,21 @@ public struct PathInfo: Codable, Sendable {
         case kind = "Kind"
     }
 }
+
+/// The `resalloc forward` protocol on the WebSocket `GET /lease/{name}/forward?port=N`: one
+/// WebSocket for each TCP connection. Binary frames carry the connection's bytes both ways;
+/// the master ends with a text `ForwardEvent` and closes.
+public struct ForwardEvent: Codable, Sendable {
+    public enum Kind: String, Codable, Sendable { case closed, error }
+    public var type: Kind
+    public var message: String?
+
+    public init(type: Kind, message: String? = nil) {
+        self.type = type
+        self.message = message
+    }
+    enum CodingKeys: String, CodingKey {
+        case type = "Type"
+        case message = "Message"
+    }
+}

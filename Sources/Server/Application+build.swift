@@ -82,12 +82,13 @@ public func buildRouter(_ master: Master) -> Router<AppRequestContext> {
     return router
 }
 
-/// The WebSocket routes: `resalloc ssh` and `resalloc cp`.
+/// The WebSocket routes: `resalloc ssh`, `resalloc cp` and `resalloc forward`.
 func buildWebSocketRouter(_ master: Master) -> Router<ShellRequestContext> {
     let router = Router(context: ShellRequestContext.self)
     router.add(middleware: APIErrorMiddleware<ShellRequestContext>())
     ShellController(master: master).add(to: router)
     CopyController(master: master).add(to: router)
+    ForwardController(master: master).add(to: router)
     return router
 }
 

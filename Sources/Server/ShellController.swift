@@ -8,6 +8,7 @@ import NIOCore
 import ResallocAPI
 import SSH
 import Store
+import Synchronization
 
 /// The request context of the WebSocket upgrade router.
 struct ShellRequestContext: RequestContext, WebSocketRequestContext {
@@ -33,8 +34,7 @@ struct ShellController {
         } onUpgrade: { inbound, outbound, context in
             let logger = context.logger
             do {
-                let (machine, container) = try target(context.request, context.requestContext.parameters)
-                try await relay(inbound, outbound, machine: machine, container: container, logger: logger)
+                try await relay(inbound, outbound, target: try target(context.request, context.requestContext.parameters), logger: logger)
             } catch {
                 let failure = MasterError.from(error)
                 logger.notice("shell failed", metadata: ["error": "\(failure)"])
@@ -44,20 +44,24 @@ struct ShellController {
         }
     }
 
-    /// The machine and container of the caller's running lease named in the path.
-    private func target(_ request: Request, _ parameters: Parameters) throws -> (Machine, String) {
+    /// The caller's running lease named in the path.
+    private func target(_ request: Request, _ parameters: Parameters) throws -> LeaseTarget {
         let caller = try Endpoint.authenticate(request, accounts: master.accounts)
-        let target = try master.reach(try parameters.require("name"), for: caller.user)
-        return (target.machine, target.container)
+        return try master.reach(try parameters.require("name"), for: caller.user)
     }
 
     private func relay(
         _ inbound: WebSocketInboundStream,
         _ outbound: WebSocketOutboundWriter,
-        machine: Machine,
-        container: String,
+        target: LeaseTarget,
         logger: Logger
     ) async throws {
+        let machine = target.machine
+        let container = target.container
+        // Marks what this session starts, so that it can be ended if the client goes away:
+        // docker exec leaves it running when its own client is cut off.
+        let marker = UUID().uuidString
+        let environment = ["RESALLOC_SESSION": marker]
         var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
         guard case .text(let text) = try await messages.next(), let start = try? JSONDecoder().decode(ShellStart.self, from: Data(text.utf8)) else {
             throw MasterError(.invalid, "the first message must be a ShellStart")
@@ -67,14 +71,15 @@ struct ShellController {
         let process: RemoteProcess
         if start.tty {
             if let command = start.command, !command.isEmpty {
-                process = try await docker.start(container, command, pty: (start.term, size))
+                process = try await docker.start(container, command, pty: (start.term, size), environment: environment)
             } else {
-                process = try await docker.openShell(container, term: start.term, size: size)
+                process = try await docker.openShell(container, term: start.term, size: size, environment: environment)
             }
         } else {
             guard let command = start.command, !command.isEmpty else { throw MasterError(.invalid, "without a terminal, say which command to run") }
-            process = try await docker.start(container, command)
+            process = try await docker.start(container, command, environment: environment)
         }
+        let ended = Flag()
         logger.info("shell opened", metadata: ["machine": "\(machine.name)", "container": "\(container)", "tty": "\(start.tty)"])
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -93,6 +98,7 @@ struct ShellController {
                 let event: ShellEvent
                 do {
                     event = ShellEvent(type: .exit, status: try await process.exitStatus())
+                    ended.set()
                 } catch {
                     event = ShellEvent(type: .error, message: MasterError.from(error, machine: machine.name).message)
                 }
@@ -100,23 +106,31 @@ struct ShellController {
                 try await outbound.close(.normalClosure, reason: nil)
             }
             // The client's side: input, resizes, end of input, until it closes.
-            while let message = try await messages.next() {
-                switch message {
-                case .binary(let buffer):
-                    process.write(Array(buffer: buffer))
-                case .text(let text):
-                    guard let control = try? JSONDecoder().decode(ShellControl.self, from: Data(text.utf8)) else { continue }
-                    switch control.type {
-                    case .resize:
-                        process.resize(TerminalSize(columns: min(max(control.columns ?? 80, 1), 1000), rows: min(max(control.rows ?? 24, 1), 1000)))
-                    case .eof:
-                        process.closeInput()
+            do {
+                while let message = try await messages.next() {
+                    switch message {
+                    case .binary(let buffer):
+                        process.write(Array(buffer: buffer))
+                    case .text(let text):
+                        guard let control = try? JSONDecoder().decode(ShellControl.self, from: Data(text.utf8)) else { continue }
+                        switch control.type {
+                        case .resize:
+                            process.resize(
+                                TerminalSize(columns: min(max(control.columns ?? 80, 1), 1000), rows: min(max(control.rows ?? 24, 1), 1000))
+                            )
+                        case .eof:
+                            process.closeInput()
+                        }
                     }
                 }
-            }
-            // The client left: stop the remote side if it still runs.
+            } catch {}  // a client cut off mid-frame ends the same way as one that closed
+            // The client left: stop the remote side if it still runs, and what it started.
             process.close()
-            try await group.waitForAll()
+            try? await group.waitForAll()
+        }
+        if !ended.value {
+            await master.endSession(target, marker: marker)
+            logger.info("shell's client went away; its processes were ended", metadata: ["container": "\(container)"])
         }
         logger.info("shell closed", metadata: ["machine": "\(machine.name)", "container": "\(container)"])
     }
@@ -124,4 +138,11 @@ struct ShellController {
     static func encode<T: Encodable>(_ value: T) -> String {
         String(decoding: (try? JSONEncoder().encode(value)) ?? Data(), as: UTF8.self)
     }
+}
+
+/// Set once, read from anywhere.
+final class Flag: Sendable {
+    private let state = Mutex(false)
+    func set() { state.withLock { $0 = true } }
+    var value: Bool { state.withLock { $0 } }
 }

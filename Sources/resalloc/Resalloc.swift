@@ -15,7 +15,9 @@ struct Resalloc: AsyncParsableCommand {
               resalloc lease create busybox mylease
               resalloc ssh mylease
             """,
-        subcommands: [Register.self, Login.self, Logout.self, Resources.self, Machines.self, Leases.self, SSH.self, Copy.self, Users.self]
+        subcommands: [
+            Register.self, Login.self, Logout.self, Resources.self, Machines.self, Leases.self, SSH.self, Copy.self, Forward.self, Users.self,
+        ]
     )
 
     /// Runs a command body; prints a failure as one line on stderr and exits non-zero.

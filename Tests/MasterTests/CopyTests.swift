@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import NIOCore
+import ResallocAPI
 import ResallocClient
 import Testbed
 import Testing

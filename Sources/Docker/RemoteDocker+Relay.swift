@@ -1,0 +1,80 @@
+import SSH
+import Synchronization
+
+/// The relay: a one-file image of the master's own static busybox, made on a machine when it
+/// first needs it (`docker import`, no registry). Started beside a lease's container and in its
+/// namespaces, it reaches what the lease's image may have no tools for: the container's own
+/// loopback (port forwards) and its processes (ending what a dropped session left running).
+public final class RelayImage: Sendable {
+    /// `resalloc/relay:<12 hex of the binary's SHA-256>`: a new busybox makes a new image.
+    public let tag: String
+    let archive: [UInt8]
+    /// Machines (by endpoint) known to hold the image; forgotten when a relay fails.
+    private let present = Mutex(Set<SSHEndpoint>())
+
+    /// `archive` is a tar holding the static busybox as `/busybox`; `tag` names the image.
+    public init(tag: String, archive: [UInt8]) {
+        self.tag = tag
+        self.archive = archive
+    }
+
+    func isPresent(on endpoint: SSHEndpoint) -> Bool { present.withLock { $0.contains(endpoint) } }
+    func mark(_ endpoint: SSHEndpoint, present isPresent: Bool) {
+        present.withLock { set in
+            if isPresent { set.insert(endpoint) } else { set.remove(endpoint) }
+        }
+    }
+}
+
+extension RemoteDocker {
+    /// Makes sure the machine has the relay image: imports it when missing.
+    func ensure(_ relay: RelayImage) async throws(DockerError) {
+        guard !relay.isPresent(on: endpoint) else { return }
+        let found = try await run(["image", "inspect", "--format", "{{.Id}}", relay.tag])
+        if !found.succeeded {
+            let imported = try await run(["import", "-", relay.tag], stdin: relay.archive, timeout: .seconds(120))
+            guard imported.succeeded else { throw .commandFailed(command: "import", status: imported.exitStatus, stderr: imported.stderrText) }
+        }
+        relay.mark(endpoint, present: true)
+    }
+
+    /// A TCP connection to `port` on the container's own loopback, as a process whose input
+    /// and output are the connection's bytes (flow-controlled). Busybox's nc says "Connection
+    /// refused" on stderr and exits 1 when nothing listens.
+    public func forward(_ container: String, port: Int, relay: RelayImage) async throws(DockerError) -> RemoteProcess {
+        try DockerNames.validateContainer(container)
+        guard (1...65535).contains(port) else { throw .invalidArgument("\(port) is not a port: use 1 to 65535") }
+        try await ensure(relay)
+        let argv = [
+            "run", "--rm", "--interactive", "--log-driver", "none", "--network", "container:\(container)",
+            "--entrypoint", "/busybox", relay.tag, "nc", "127.0.0.1", String(port),
+        ]
+        do {
+            return try await pool.start(on: endpoint, "docker " + ShellQuote.join(argv), flowControlled: true)
+        } catch {
+            relay.mark(endpoint, present: false)
+            throw .transport(error)
+        }
+    }
+
+    /// Ends every process in `container` whose environment holds `RESALLOC_SESSION=marker`
+    /// (TERM, then KILL a second later): `docker exec` leaves a command running when its
+    /// client goes away, so the session marks what it starts and this ends it.
+    public func endSession(_ container: String, marker: String, relay: RelayImage) async throws(DockerError) {
+        try DockerNames.validateContainer(container)
+        guard marker.wholeMatch(of: /[A-Za-z0-9-]{1,64}/) != nil else { throw .invalidArgument("a session marker is letters, digits and -") }
+        try await ensure(relay)
+        let script = """
+            find() { for d in /proc/[0-9]*; do /busybox tr '\\0' '\\n' < "$d/environ" 2>/dev/null | /busybox grep -qx "RESALLOC_SESSION=$1" && echo "${d#/proc/}"; done; }
+            pids=$(find "$1"); [ -z "$pids" ] && exit 0
+            /busybox kill -TERM $pids 2>/dev/null; /busybox sleep 1
+            pids=$(find "$1"); [ -z "$pids" ] || /busybox kill -KILL $pids 2>/dev/null; exit 0
+            """
+        let argv = [
+            "run", "--rm", "--log-driver", "none", "--network", "none", "--pid", "container:\(container)",
+            "--entrypoint", "/busybox", relay.tag, "sh", "-c", script, "sh", marker,
+        ]
+        let result = try await run(argv, timeout: .seconds(30))
+        guard result.succeeded else { throw .commandFailed(command: "run (relay)", status: result.exitStatus, stderr: result.stderrText) }
+    }
+}

@@ -1,0 +1,59 @@
+import Foundation
+import Testbed
+import Testing
+
+@Suite("resalloc forward: ports on the lease's own loopback", .timeLimit(.minutes(3)))
+struct ForwardTests {
+    @Test("HTTP from a busybox httpd on the lease's 127.0.0.1 and one on all addresses; two at once; a closed port is said and the forward goes on")
+    func forward() async throws {
+        try await withMaster { api, testbed, databasePath in
+            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
+            try await cli.setUpAdmin(
+                resource: "web",
+                dockerfile: "FROM busybox\nRUN mkdir /www && echo hello-from-lease > /www/index.html",
+                machine: testbed.machine("m2")
+            )
+            try await cli.ok("lease", "create", "web", "box", "-q")
+            let container = "resalloc-\(try masterID(databasePath).prefix(8))-1"
+            try await testbed.docker("m2", ["exec", "-d", container, "httpd", "-f", "-p", "127.0.0.1:8000", "-h", "/www"])
+            try await testbed.docker("m2", ["exec", "-d", container, "httpd", "-f", "-p", "8002", "-h", "/www"])
+
+            let (process, stdout, stderr) = try cli.start("forward", "box", "0:8000", "0:8001", "0:8002")
+            defer { process.signal() }
+            var lines: [String] = []
+            for _ in 0..<100 where lines.count < 3 {
+                lines = ((try? String(contentsOfFile: stdout, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let ports = Dictionary(
+                uniqueKeysWithValues: lines.compactMap { line -> (Int, String)? in
+                    guard let match = line.wholeMatch(of: /forwarding 127\.0\.0\.1:(\d+) -> box:(\d+)/) else { return nil }
+                    return (Int(match.2)!, String(match.1))
+                }
+            )
+            #expect(ports.count == 3, "\(lines)")
+            let local = try #require(ports[8000])
+
+            // Two connections at once, to the server that listens only on the lease's localhost.
+            async let first = Self.curl("http://127.0.0.1:\(local)/")
+            async let second = Self.curl("http://127.0.0.1:\(local)/index.html")
+            #expect(try await first.output == "hello-from-lease\n")
+            #expect(try await second.output == "hello-from-lease\n")
+            #expect(try await Self.curl("http://127.0.0.1:\(try #require(ports[8002]))/").output == "hello-from-lease\n")
+
+            // Nothing on 8001: that connection closes, the forward says so and carries on.
+            let refused = try await Self.curl("http://127.0.0.1:\(try #require(ports[8001]))/")
+            #expect(refused.status != 0)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(
+                try String(contentsOfFile: stderr, encoding: .utf8).contains("nothing listens on port 8001 in lease box: the connection was refused")
+            )
+            #expect(try await Self.curl("http://127.0.0.1:\(local)/").output == "hello-from-lease\n")
+            #expect(process.isRunning)
+        }
+    }
+
+    static func curl(_ url: String) async throws -> Subprocess.Outcome {
+        try await Subprocess.run(["curl", "-sS", "--max-time", "20", url], timeout: .seconds(30))
+    }
+}

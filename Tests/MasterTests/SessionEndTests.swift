@@ -1,0 +1,46 @@
+import Foundation
+import Testbed
+import Testing
+
+@Suite("What a session started ends when its client goes away", .timeLimit(.minutes(3)))
+struct SessionEndTests {
+    @Test("resalloc ssh killed with -9, with a command and on a terminal: its processes are gone from the container within 5 s")
+    func killedClient() async throws {
+        try await withMaster { api, testbed, databasePath in
+            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
+            try await cli.setUpAdmin(resource: "busybox", dockerfile: "FROM busybox", machine: testbed.machine("m2"))
+            try await cli.ok("lease", "create", "busybox", "box", "-q")
+            let container = "resalloc-\(try masterID(databasePath).prefix(8))-1"
+            let processes = { try await testbed.docker("m2", ["exec", container, "ps", "-o", "args"]) }
+
+            let (command, _, _) = try cli.start("ssh", "box", "--", "sleep", "999")
+            try await Self.waitUntil(seconds: 15) { try await processes().contains("sleep 999") }
+            command.kill9()
+            let killedAt = Date()
+            try await Self.waitUntil(seconds: 5) { try await !processes().contains("sleep 999") }
+            #expect(Date().timeIntervalSince(killedAt) < 5)
+
+            let tmux = try TmuxScreen()
+            try await tmux.type("\(cli.exports); resalloc ssh box")
+            _ = try await tmux.waitFor("/ #")
+            try await tmux.type("sleep 998")
+            try await Self.waitUntil(seconds: 15) { try await processes().contains("sleep 998") }
+            tmux.close()  // the terminal goes, and resalloc with it
+            try await Self.waitUntil(seconds: 5) { try await !processes().contains("sleep 998") }
+            // A session that ends by itself ends nothing else: a detached process stays.
+            try await testbed.docker("m2", ["exec", "-d", container, "sleep", "997"])
+            #expect(try await cli.ok("ssh", "box", "--", "true") == "")
+            try await Task.sleep(for: .seconds(2))
+            #expect(try await processes().contains("sleep 997"))
+        }
+    }
+
+    static func waitUntil(seconds: Double, _ condition: () async throws -> Bool) async throws {
+        let deadline = Date() + seconds
+        while Date() < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestbedError("the condition did not hold within \(seconds) s")
+    }
+}
