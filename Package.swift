@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssh.git", from: "0.15.1"),
     ],
     targets: [
         .systemLibrary(
@@ -44,7 +45,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Core", "ResallocAPI",
+                "Core", "Gateway", "ResallocAPI",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
@@ -52,9 +53,20 @@ let package = Package(
             ],
             resources: [.copy("openapi.yaml")]
         ),
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "Core", "SSH",
+                .product(name: "NIOSSH", package: "swift-nio-ssh"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "resalloc-master",
-            dependencies: ["Server", "Core", "Store", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Server", "Gateway", "Core", "Store", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .target(
             name: "ResallocClient",
@@ -84,7 +96,7 @@ let package = Package(
         .testTarget(
             name: "MasterTests",
             dependencies: [
-                "Server", "Core", "Store", "ResallocAPI", "ResallocClient", "Testbed",
+                "Server", "Gateway", "Core", "Store", "ResallocAPI", "ResallocClient", "Testbed",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -17,6 +17,8 @@ public enum InputRules {
     static let port = #"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"#
     /// A Dockerfile needs a `FROM` line somewhere (searched for, not anchored to the whole text).
     public static let dockerfileFrom = #"(^|\n)[ \t]*[Ff][Rr][Oo][Mm][ \t]"#
+    /// An OpenSSH public key line the gateway can verify: Ed25519 or ECDSA, base64, a comment.
+    public static let publicKey = #"(?:ssh-ed25519|ecdsa-sha2-nistp(?:256|384|521)) [A-Za-z0-9+/]+={0,2}(?:[ \t][^\n]*)?"#
     public static let passwordLength = 8...1024
     public static let dockerfileLength = 1...65536
     public static let capacity = 1...10_000

@@ -1,4 +1,5 @@
 import Docker
+import Foundation
 import SSH
 import Store
 
@@ -67,5 +68,68 @@ extension Master {
         do { try await docker(target).endSession(target.container, marker: marker, relay: relay) } catch {
             logger.warning("could not end a dropped session's processes", metadata: ["lease": "\(target.name)", "error": "\(error)"])
         }
+    }
+
+    /// Starts a shell, a command or an SFTP server in the lease: the one place both front doors
+    /// (`resalloc ssh` over the WebSocket, and the SSH gateway) open sessions. Returns the
+    /// process and the marker its processes carry, for `endSession` if its client goes away.
+    public func openSession(_ target: LeaseTarget, _ spec: SessionSpec) async throws(MasterError) -> (process: RemoteProcess, marker: String) {
+        let marker = UUID().uuidString
+        var environment = spec.environment.filter { $0.key == "LANG" || $0.key.hasPrefix("LC_") }
+        environment["RESALLOC_SESSION"] = marker
+        let docker = docker(target)
+        let process: RemoteProcess
+        do {
+            switch spec.command {
+            case .shell:
+                guard let terminal = spec.terminal else {
+                    process = try await docker.start(target.container, ["sh"], environment: environment)
+                    break
+                }
+                process = try await docker.openShell(target.container, term: terminal.term, size: terminal.size, environment: environment)
+            case .argv(let argv):
+                process = try await docker.start(target.container, argv, pty: spec.terminal, environment: environment)
+            case .line(let line):
+                process = try await docker.start(target.container, ["sh", "-c", line], pty: spec.terminal, environment: environment)
+            case .sftp:
+                process = try await docker.start(target.container, ["sh", "-c", Self.sftpLauncher], environment: environment)
+            }
+        } catch { throw .from(error, machine: target.machine.name) }
+        return (process, marker)
+    }
+
+    /// The image's own sftp-server, wherever its distribution puts it.
+    static let sftpLauncher = """
+        for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server; do
+          [ -x "$p" ] && exec "$p"
+        done
+        echo "resalloc: this image has no sftp-server: add openssh-sftp-server (Debian, Ubuntu) or openssh (Alpine, Fedora) to its Dockerfile" >&2
+        exit 127
+        """
+}
+
+/// What a session runs in a lease.
+public enum SessionCommand: Sendable, Equatable {
+    /// The image's shell: bash when it has it, else sh.
+    case shell
+    /// A command as an argument vector (`resalloc ssh NAME -- CMD…`).
+    case argv([String])
+    /// A command line, run by the image's sh (`ssh LEASE@MASTER 'CMD'`, as sshd runs it).
+    case line(String)
+    /// The image's sftp-server (the `sftp` subsystem: sftp, scp, rsync's editors).
+    case sftp
+}
+
+public struct SessionSpec: Sendable {
+    /// A PTY of this terminal type and size, or plain pipes with stderr apart.
+    public var terminal: (term: String, size: TerminalSize)?
+    public var command: SessionCommand
+    /// The client's environment; only `LANG` and `LC_*` are passed in.
+    public var environment: [String: String]
+
+    public init(terminal: (term: String, size: TerminalSize)?, command: SessionCommand, environment: [String: String] = [:]) {
+        self.terminal = terminal
+        self.command = command
+        self.environment = environment
     }
 }

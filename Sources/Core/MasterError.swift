@@ -6,7 +6,7 @@ import Store
 /// the technical detail for the log. The server maps `kind` to an HTTP status.
 public struct MasterError: Error, Sendable, CustomStringConvertible {
     public enum Kind: Sendable, Equatable {
-        case invalid, unauthorized, forbidden, notFound, conflict, buildFailed, unreachable, noCapacity, timeout, `internal`
+        case invalid, unauthorized, forbidden, notFound, conflict, buildFailed, unprocessable, unreachable, noCapacity, timeout, `internal`
     }
 
     public var kind: Kind

@@ -374,3 +374,60 @@ public enum WireCoding {
         return decoder
     }
 }
+
+/// `POST /key`: an OpenSSH public key line (the contents of a `.pub` file) under a name.
+public struct KeyRequest: Codable, Sendable {
+    public var name: String
+    public var publicKey: String
+    public init(name: String, publicKey: String) {
+        self.name = name
+        self.publicKey = publicKey
+    }
+    enum CodingKeys: String, CodingKey {
+        case name = "Name"
+        case publicKey = "PublicKey"
+    }
+}
+
+public struct KeyInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var algorithm: String
+    public var fingerprint: String
+    public var createdAt: Date
+    public init(name: String, algorithm: String, fingerprint: String, createdAt: Date) {
+        self.name = name
+        self.algorithm = algorithm
+        self.fingerprint = fingerprint
+        self.createdAt = createdAt
+    }
+    enum CodingKeys: String, CodingKey {
+        case name = "Name"
+        case algorithm = "Algorithm"
+        case fingerprint = "Fingerprint"
+        case createdAt = "CreatedAt"
+    }
+}
+
+/// `GET /gateway`: where the SSH gateway listens (on the master's host) and its host key.
+public struct GatewayInfo: Codable, Sendable {
+    public var success: Bool
+    public var message: String
+    public var port: Int
+    /// `ssh-ed25519 AAAA…`
+    public var hostKey: String
+    public var fingerprint: String
+    public init(success: Bool, message: String, port: Int, hostKey: String, fingerprint: String) {
+        self.success = success
+        self.message = message
+        self.port = port
+        self.hostKey = hostKey
+        self.fingerprint = fingerprint
+    }
+    enum CodingKeys: String, CodingKey {
+        case success = "Success"
+        case message = "Message"
+        case port = "Port"
+        case hostKey = "HostKey"
+        case fingerprint = "Fingerprint"
+    }
+}

@@ -100,6 +100,16 @@ public struct ResallocClient: Sendable {
 
     public func approve(_ name: String) async throws -> Payload<UserInfo> { try await call(.POST, "/user/\(escape(name))/approve") }
 
+    public func keys() async throws -> [KeyInfo] { try await payload(.GET, "/key") }
+
+    public func gateway() async throws -> GatewayInfo { try await call(.GET, "/gateway") }
+
+    public func addKey(_ name: String, publicKey: String) async throws -> Payload<KeyInfo> {
+        try await call(.POST, "/key", body: KeyRequest(name: name, publicKey: publicKey))
+    }
+
+    public func removeKey(_ name: String) async throws -> Reply { try await call(.DELETE, "/key/\(escape(name))") }
+
     /// What `path` is in the lease: `directory`, `file` or `symlink` (404 when nothing is there).
     public func pathKind(lease: String, path: String) async throws -> String {
         let query = path.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_./"))) ?? path

@@ -74,7 +74,7 @@ extension MasterError {
         case .forbidden: return .forbidden
         case .notFound: return .notFound
         case .conflict: return .conflict
-        case .buildFailed: return .unprocessableContent
+        case .buildFailed, .unprocessable: return .unprocessableContent
         case .unreachable: return .badGateway
         case .noCapacity: return .serviceUnavailable
         case .timeout: return .gatewayTimeout

@@ -1,5 +1,6 @@
 import Core
 import Foundation
+import Gateway
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
@@ -21,6 +22,10 @@ public protocol AppArguments {
     var reconcileEvery: Duration { get }
     /// How long a login token stays valid.
     var tokenLifetime: Duration { get }
+    /// The SSH gateway's port on `host`; 0 turns it off.
+    var sshPort: Int { get }
+    /// The gateway's Ed25519 host key, made there on first start; nil: beside the database.
+    var sshHostKeyPath: String? { get }
 }
 
 extension AppArguments {
@@ -28,6 +33,13 @@ extension AppArguments {
     public var maxTTL: Duration { .seconds(7 * 86400) }
     public var reconcileEvery: Duration { .seconds(60) }
     public var tokenLifetime: Duration { .seconds(30 * 86400) }
+    public var sshPort: Int { 0 }
+    public var sshHostKeyPath: String? { nil }
+
+    /// Where the gateway's host key lives: as given, else `gateway-host-key` beside the database.
+    public var resolvedSSHHostKeyPath: String {
+        sshHostKeyPath ?? URL(fileURLWithPath: databasePath).deletingLastPathComponent().appendingPathComponent("gateway-host-key").path
+    }
 }
 
 /// The one composition root: opens the database, assembles the domain and the routes.
@@ -46,8 +58,14 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     guard arguments.tokenLifetime > .zero else { throw MasterError(.invalid, "the token lifetime must be positive") }
     assembled.accounts.tokenLifetime = arguments.tokenLifetime
     let master = assembled
-    let router = buildRouter(master)
     var services: [any Service] = [MasterShutdown(master: master)]
+    var gateway: GatewayInfo?
+    if arguments.sshPort > 0 {
+        let hostKey = try GatewayHostKey.loadOrCreate(at: arguments.resolvedSSHHostKeyPath)
+        services.append(SSHGateway(master: master, host: arguments.host, port: arguments.sshPort, hostKey: hostKey, logger: logger))
+        gateway = GatewayInfo(success: true, message: "", port: arguments.sshPort, hostKey: hostKey.publicKeyLine, fingerprint: hostKey.fingerprint)
+    }
+    let router = buildRouter(master, gateway: gateway)
     if arguments.reconcileEvery > .zero {
         services.append(
             ReconcileService(reconciler: Reconciler(master: master), databasePath: arguments.databasePath, every: arguments.reconcileEvery)
@@ -70,9 +88,9 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
 }
 
 /// The routes of every controller, behind the error middleware.
-public func buildRouter(_ master: Master) -> Router<AppRequestContext> {
+public func buildRouter(_ master: Master, gateway: GatewayInfo? = nil) -> Router<AppRequestContext> {
     let router = Router(context: AppRequestContext.self)
-    let endpoints = endpoints(master)
+    let endpoints = endpoints(master, gateway: gateway)
     router.add(middleware: APIErrorMiddleware<AppRequestContext>(routes: RouteTable(endpoints)))
     for endpoint in endpoints {
         router.on(RouterPath(endpoint.path), method: endpoint.method) { request, context in
@@ -93,13 +111,18 @@ func buildWebSocketRouter(_ master: Master) -> Router<ShellRequestContext> {
 }
 
 /// Every route the master serves.
-public func endpoints(_ master: Master) -> [Endpoint] {
+public func endpoints(_ master: Master, gateway: GatewayInfo? = nil) -> [Endpoint] {
     [
+        .user(.get, "/gateway") { _, _, _ in
+            guard let gateway else { throw MasterError(.notFound, "this master runs no SSH gateway (serve --ssh-port)") }
+            return try Body.reply(gateway)
+        },
         .open(.get, "/health") { _, _ in try Body.done("ok") },
         .open(.get, "/openapi.yaml") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: .init(string: OpenAPIDocument.text)))
         },
-    ] + AccountController(accounts: master.accounts).endpoints + ResourceController(catalog: master.catalog).endpoints
+    ] + AccountController(accounts: master.accounts).endpoints + KeyController(accounts: master.accounts).endpoints
+        + ResourceController(catalog: master.catalog).endpoints
         + MachineController(master: master).endpoints + LeaseController(master: master).endpoints + CopyController(master: master).endpoints
 }
 

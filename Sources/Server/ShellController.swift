@@ -58,27 +58,19 @@ struct ShellController {
     ) async throws {
         let machine = target.machine
         let container = target.container
-        // Marks what this session starts, so that it can be ended if the client goes away:
-        // docker exec leaves it running when its own client is cut off.
-        let marker = UUID().uuidString
-        let environment = ["RESALLOC_SESSION": marker]
         var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
         guard case .text(let text) = try await messages.next(), let start = try? JSONDecoder().decode(ShellStart.self, from: Data(text.utf8)) else {
             throw MasterError(.invalid, "the first message must be a ShellStart")
         }
-        let docker = master.fleet.docker(on: machine)
         let size = TerminalSize(columns: min(max(start.columns, 1), 1000), rows: min(max(start.rows, 1), 1000))
-        let process: RemoteProcess
-        if start.tty {
-            if let command = start.command, !command.isEmpty {
-                process = try await docker.start(container, command, pty: (start.term, size), environment: environment)
-            } else {
-                process = try await docker.openShell(container, term: start.term, size: size, environment: environment)
-            }
+        let command: SessionCommand
+        if let argv = start.command, !argv.isEmpty {
+            command = .argv(argv)
         } else {
-            guard let command = start.command, !command.isEmpty else { throw MasterError(.invalid, "without a terminal, say which command to run") }
-            process = try await docker.start(container, command, environment: environment)
+            guard start.tty else { throw MasterError(.invalid, "without a terminal, say which command to run") }
+            command = .shell
         }
+        let (process, marker) = try await master.openSession(target, SessionSpec(terminal: start.tty ? (start.term, size) : nil, command: command))
         let ended = Flag()
         logger.info("shell opened", metadata: ["machine": "\(machine.name)", "container": "\(container)", "tty": "\(start.tty)"])
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -197,3 +197,35 @@ extension AppDatabase {
         try leaseListings(ownerID: ownerID, name: name).first
     }
 }
+
+// MARK: - Users' SSH keys
+
+extension AppDatabase {
+    public func createUserKey(_ key: UserKey) throws -> UserKey {
+        try write(conflict: "that key is registered already, or you have a key named \(key.name)") { db in
+            var key = key
+            try key.insert(db)
+            return key
+        }
+    }
+
+    public func userKeys(userId: Int64) throws -> [UserKey] {
+        try writer.read { db in try UserKey.filter(UserKey.Columns.userId == userId).order(UserKey.Columns.name).fetchAll(db) }
+    }
+
+    public func deleteUserKey(userId: Int64, name: String) throws {
+        try writer.write { db in
+            guard try UserKey.filter(UserKey.Columns.userId == userId && UserKey.Columns.name == name).deleteAll(db) > 0 else {
+                throw StoreError.notFound("you have no key named \(name)")
+            }
+        }
+    }
+
+    /// The active user whose key has this wire form (base64), if any.
+    public func user(withKeyBlob blob: String) throws -> User? {
+        try writer.read { db in
+            guard let key = try UserKey.filter(UserKey.Columns.blob == blob).fetchOne(db) else { return nil }
+            return try User.fetchOne(db, key: key.userId)
+        }
+    }
+}

@@ -98,6 +98,24 @@ public enum Schema {
             },
             down: { db in try db.drop(table: "setting") }
         ),
+        Migration(
+            version: 4,
+            name: "users' SSH keys",
+            up: { db in
+                // The SSH gateway's logins: a key belongs to one user, under a name of theirs.
+                try db.create(table: "userKey") { t in
+                    t.autoIncrementedPrimaryKey("id")
+                    t.belongsTo("user", onDelete: .cascade).notNull()
+                    t.column("name", .text).notNull()
+                    t.column("algorithm", .text).notNull()
+                    t.column("blob", .text).notNull().unique()
+                    t.column("fingerprint", .text).notNull()
+                    t.column("createdAt", .datetime).notNull()
+                    t.uniqueKey(["userId", "name"])
+                }
+            },
+            down: { db in try db.drop(table: "userKey") }
+        ),
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

@@ -188,3 +188,33 @@ public struct LeaseListing: Decodable, Sendable, Equatable, FetchableRecord {
         self.machine = machine
     }
 }
+
+/// A user's SSH public key for the gateway: `blob` is its base64 wire form, as in
+/// `authorized_keys`; `fingerprint` is `SHA256:…`, as `ssh-keygen -l` prints it.
+public struct UserKey: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public var id: Int64?
+    public var userId: Int64
+    public var name: String
+    public var algorithm: String
+    public var blob: String
+    public var fingerprint: String
+    public var createdAt: Date
+
+    public static let databaseTableName = "userKey"
+    public enum Columns {
+        public static let userId = Column(CodingKeys.userId)
+        public static let name = Column(CodingKeys.name)
+        public static let blob = Column(CodingKeys.blob)
+    }
+
+    public init(userId: Int64, name: String, algorithm: String, blob: String, fingerprint: String, createdAt: Date = Date()) {
+        self.userId = userId
+        self.name = name
+        self.algorithm = algorithm
+        self.blob = blob
+        self.fingerprint = fingerprint
+        self.createdAt = createdAt
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}

@@ -63,8 +63,19 @@ extension ResallocMaster {
             help: "Run the cleanup pass this often (0 turns it off; cron's resalloc-master cleanup still works)."
         )
         var reconcileEveryText = "60s"
+        @Option(
+            name: .customLong("ssh-port"),
+            help: "The SSH gateway's port (ssh -p PORT LEASE@MASTER); 0 turns it off (env RESALLOC_SSH_PORT)."
+        )
+        var sshPortText: String = ProcessInfo.processInfo.environment["RESALLOC_SSH_PORT"] ?? "2222"
+        @Option(
+            name: .customLong("ssh-host-key"),
+            help: "The gateway's Ed25519 host key, made on first start (mode 0600); default: gateway-host-key beside the database."
+        )
+        var sshHostKeyPath: String?
 
         var port: Int { Int(portText) ?? 0 }
+        var sshPort: Int { Int(sshPortText) ?? -1 }
         var databasePath: String { database.path }
         var logLevel: Logger.Level { Logger.Level(rawValue: logLevelName) ?? .info }
         var bcryptCost: UInt8 { 10 }
@@ -76,6 +87,9 @@ extension ResallocMaster {
         func validate() throws {
             guard (1...65535).contains(port) else {
                 throw ValidationError("--port (or RESALLOC_PORT) must be a number from 1 to 65535; got \(portText)")
+            }
+            guard (0...65535).contains(sshPort) else {
+                throw ValidationError("--ssh-port (or RESALLOC_SSH_PORT) must be a number from 0 (off) to 65535; got \(sshPortText)")
             }
             guard Logger.Level(rawValue: logLevelName) != nil else { throw ValidationError("unknown log level \(logLevelName)") }
             for (flag, text) in [("--default-ttl", defaultTTLText), ("--max-ttl", maxTTLText), ("--token-ttl", tokenTTLText)]

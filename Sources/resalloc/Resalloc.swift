@@ -16,7 +16,8 @@ struct Resalloc: AsyncParsableCommand {
               resalloc ssh mylease
             """,
         subcommands: [
-            Register.self, Login.self, Logout.self, Resources.self, Machines.self, Leases.self, SSH.self, Copy.self, Forward.self, Users.self,
+            Register.self, Login.self, Logout.self, Resources.self, Machines.self, Leases.self, SSH.self, Copy.self, Forward.self, Keys.self,
+            SSHConfig.self, Users.self,
         ]
     )
 

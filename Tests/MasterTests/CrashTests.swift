@@ -11,12 +11,15 @@ final class MasterProcess {
     let port = Int.random(in: 30000...39999)
     let keyPath: String
     let logPath: String?
+    /// The SSH gateway's port; 0 (off) unless a test asks for it.
+    let sshPort: Int
     private var process: Subprocess?
 
-    init(databasePath: String, keyPath: String, logPath: String? = nil) {
+    init(databasePath: String, keyPath: String, logPath: String? = nil, sshPort: Int = 0) {
         self.databasePath = databasePath
         self.keyPath = keyPath
         self.logPath = logPath
+        self.sshPort = sshPort
     }
 
     /// Starts it and returns once it answers `GET /health`.
@@ -25,7 +28,7 @@ final class MasterProcess {
         process = try Subprocess.start(
             [
                 CLI.masterBinary, "serve", "--port", String(port), "--db", databasePath, "--key", keyPath,
-                "--log-level", logPath == nil ? "error" : "info", "--reconcile-every", "0",
+                "--log-level", logPath == nil ? "error" : "info", "--reconcile-every", "0", "--ssh-port", String(sshPort),
             ],
             stdout: log,
             stderr: log

@@ -64,6 +64,8 @@ struct ServeTests {
             (["--token-ttl", "forever"], [:], "--token-ttl"),
             (["--default-ttl", "8d"], [:], "--default-ttl must not exceed --max-ttl"),
             (["--key", "/nonexistent/resalloc.pem"], [:], "make keys"),
+            (["--ssh-port", "70000"], [:], "--ssh-port"),
+            ([], ["RESALLOC_SSH_PORT": "ssh"], "RESALLOC_SSH_PORT"),
         ]
         for (flags, environment, expected) in cases {
             let database = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-bad-\(UUID().uuidString).db").path

@@ -1,0 +1,158 @@
+import Core
+import Foundation
+import Logging
+import NIOCore
+import NIOSSH
+import SSH
+
+/// A `session` channel: a PTY request and environment, then one shell, exec or `sftp`
+/// subsystem, opened in the lease by `Master.openSession`, the same opener `resalloc ssh` uses.
+/// When the client goes away before the command ends, what the session started is ended.
+final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = SSHChannelData
+
+    let master: Master
+    let target: LeaseTarget
+    let logger: Logger
+    private var terminal: (term: String, size: TerminalSize)?
+    private var environment: [String: String] = [:]
+    private var started = false
+    private var bridge: ChannelBridge?
+    private let resizes = NSLock()
+    private var process: RemoteProcess?
+
+    init(master: Master, target: LeaseTarget, logger: Logger) {
+        self.master = master
+        self.target = target
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        bridge = ChannelBridge(channel: context.channel)
+        context.channel.setOption(ChannelOptions.allowRemoteHalfClosure, value: true).whenFailure { _ in }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let data = unwrapInboundIn(data)
+        guard case .channel = data.type, case .byteBuffer(let buffer) = data.data else { return }
+        bridge?.received(Array(buffer.readableBytesView))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        bridge?.clientGone()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case let request as SSHChannelRequestEvent.PseudoTerminalRequest:
+            let size = TerminalSize(
+                columns: min(max(request.terminalCharacterWidth, 1), 1000),
+                rows: min(max(request.terminalRowHeight, 1), 1000)
+            )
+            terminal = (request.term.isEmpty ? "xterm" : request.term, size)
+            reply(context, request.wantReply, success: true)
+        case let request as SSHChannelRequestEvent.EnvironmentRequest:
+            let accepted = request.name == "LANG" || request.name.hasPrefix("LC_")
+            if accepted { environment[request.name] = request.value }
+            reply(context, request.wantReply, success: accepted)
+        case let request as SSHChannelRequestEvent.ShellRequest:
+            start(context, .shell, wantReply: request.wantReply)
+        case let request as SSHChannelRequestEvent.ExecRequest:
+            start(context, .line(request.command), wantReply: request.wantReply)
+        case let request as SSHChannelRequestEvent.SubsystemRequest:
+            if request.subsystem == "sftp" {
+                start(context, .sftp, wantReply: request.wantReply)
+            } else {
+                reply(context, request.wantReply, success: false)
+            }
+        case let request as SSHChannelRequestEvent.WindowChangeRequest:
+            let size = TerminalSize(columns: min(max(request.terminalCharacterWidth, 1), 1000), rows: min(max(request.terminalRowHeight, 1), 1000))
+            resizes.withLock { process }?.resize(size)
+        case let event as ChannelEvent where event == .inputClosed:
+            bridge?.inputEnded()
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    private func reply(_ context: ChannelHandlerContext, _ wantReply: Bool, success: Bool) {
+        guard wantReply else { return }
+        if success {
+            context.triggerUserOutboundEvent(ChannelSuccessEvent(), promise: nil)
+        } else {
+            context.triggerUserOutboundEvent(ChannelFailureEvent(), promise: nil)
+        }
+    }
+
+    private func start(_ context: ChannelHandlerContext, _ command: SessionCommand, wantReply: Bool) {
+        guard !started, let bridge else {
+            reply(context, wantReply, success: false)
+            return
+        }
+        started = true
+        let channel = context.channel
+        let spec = SessionSpec(terminal: command == .sftp ? nil : terminal, command: command, environment: environment)
+        let (master, target, logger) = (self.master, self.target, self.logger)
+        Task {
+            let opened: (process: RemoteProcess, marker: String)
+            do {
+                opened = try await master.openSession(target, spec)
+            } catch {
+                if wantReply { try? await channel.triggerUserOutboundEvent(ChannelFailureEvent()) }
+                await bridge.say(MasterError.from(error).message)
+                try? await channel.triggerUserOutboundEvent(SSHChannelRequestEvent.ExitStatus(exitStatus: 255))
+                try? await channel.close()
+                return
+            }
+            resizes.withLock { process = opened.process }
+            if wantReply { try? await channel.triggerUserOutboundEvent(ChannelSuccessEvent()) }
+            logger.info("gateway session opened", metadata: ["lease": "\(target.name)", "command": "\(command)"])
+            if let status = await bridge.run(opened.process) {
+                try? await channel.triggerUserOutboundEvent(SSHChannelRequestEvent.ExitStatus(exitStatus: Int(status)))
+            } else {
+                // The client went away first: end what the session started.
+                await master.endSession(target, marker: opened.marker)
+                logger.info("gateway session's client went away; its processes were ended", metadata: ["lease": "\(target.name)"])
+            }
+            try? await channel.close()
+        }
+    }
+}
+
+/// A `direct-tcpip` channel (`ssh -L`, `ssh -D`): a connection to a port on the lease's own
+/// loopback, through the same relay as `resalloc forward`.
+final class TunnelHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = SSHChannelData
+
+    let bridge: ChannelBridge
+
+    init(channel: any Channel) { bridge = ChannelBridge(channel: channel) }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        context.channel.setOption(ChannelOptions.allowRemoteHalfClosure, value: true).whenFailure { _ in }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let data = unwrapInboundIn(data)
+        guard case .byteBuffer(let buffer) = data.data else { return }
+        bridge.received(Array(buffer.readableBytesView))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        bridge.clientGone()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed { bridge.inputEnded() } else { context.fireUserInboundEventTriggered(event) }
+    }
+
+    func relay(_ process: RemoteProcess) {
+        let bridge = self.bridge
+        Task {
+            _ = await bridge.run(process)
+            try? await bridge.channel.close()
+        }
+    }
+}

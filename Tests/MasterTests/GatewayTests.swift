@@ -1,0 +1,327 @@
+import Crypto
+import Foundation
+import Testbed
+import Testing
+
+/// A master with its SSH gateway on, a user with an Ed25519 key registered, and stock OpenSSH.
+struct GatewayFixture {
+    let master: MasterProcess
+    let cli: CLI
+    let directory: String
+    let key: String
+
+    static func start(resource: String = "FROM busybox", machine: String = "m2") async throws -> GatewayFixture {
+        let testbed = try await Testbed.shared()
+        let directory = try makeTemporaryDirectory("resalloc-gateway")
+        let master = MasterProcess(
+            databasePath: "\(directory)/resalloc.db",
+            keyPath: testbed.keys["ed25519"]!,
+            logPath: "\(directory)/master.log",
+            sshPort: Int.random(in: 40000...49999)
+        )
+        try await master.start()
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
+        try await cli.setUpAdmin(resource: "box", dockerfile: resource, machine: testbed.machine(machine))
+        let key = "\(directory)/id_ed25519"
+        try await Testbed.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
+        try await cli.ok("key", "add", key + ".pub", "--name", "laptop")
+        return GatewayFixture(master: master, cli: cli, directory: directory, key: key)
+    }
+
+    func stop() {
+        master.kill9()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// `ssh` with this fixture's key and known_hosts, non-interactive.
+    func ssh(_ arguments: [String], key: String? = nil, stdin: Data = Data()) async throws -> Subprocess.Outcome {
+        try await Subprocess.run(
+            ["ssh"] + options(key: key) + ["-p", String(master.sshPort)] + arguments,
+            environment: ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": directory],
+            input: stdin,
+            timeout: .seconds(60)
+        )
+    }
+
+    func options(key: String? = nil) -> [String] {
+        [
+            "-i", key ?? self.key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+            "-o", "UserKnownHostsFile=\(directory)/known_hosts", "-o", "ConnectTimeout=10",
+        ]
+    }
+
+    func container(_ lease: Int = 1) throws -> String { "resalloc-\(try masterID(master.databasePath).prefix(8))-\(lease)" }
+}
+
+@Suite("The SSH gateway: ssh, scp, sftp and tunnels with stock OpenSSH", .serialized, .timeLimit(.minutes(5)))
+struct GatewayTests {
+    @Test("exec: exit status, stdin through (binary), quoting kept, LANG passed, nothing else from the client's environment")
+    func exec() async throws {
+        let gateway = try await GatewayFixture.start()
+        defer { gateway.stop() }
+        try await gateway.cli.ok("lease", "create", "box", "box", "-q")
+        let status = try await gateway.ssh(["box@127.0.0.1", "echo out; echo err >&2; exit 7"])
+        #expect(status.status == 7, "\(status.errors)")
+        #expect(status.output == "out\n")
+        #expect(status.errors.contains("err\n"))
+        let quoted = try await gateway.ssh(["box@127.0.0.1", #"printf "%s|" "a b" 'c;d'"#])
+        #expect(quoted.output == "a b|c;d|")
+        var generator = SystemRandomNumberGenerator()
+        let payload = Data((0..<300_000).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        let piped = try await gateway.ssh(["box@127.0.0.1", "cat"], stdin: payload)
+        #expect(piped.stdout == payload)
+        let environment = try await gateway.ssh(["-o", "SetEnv=SECRET=x", "box@127.0.0.1", "echo $LANG; echo ${SECRET:-unset}"])
+        #expect(environment.output == "C.UTF-8\nunset\n")
+    }
+
+    @Test("Refused with nothing opened: an unknown key, a password, another user's lease, an unknown or deleted lease, one not running")
+    func refusals() async throws {
+        let gateway = try await GatewayFixture.start()
+        defer { gateway.stop() }
+        let testbed = try await Testbed.shared()
+        try await gateway.cli.ok("lease", "create", "box", "box", "-q")
+        let stranger = testbed.keys["stranger"]!
+        /// Refused as a wrong key is, and no session started on the machine meanwhile.
+        func expectRefused(_ arguments: [String], key: String? = nil) async throws {
+            let sessions = testbed.sshdLog("m2").components(separatedBy: "Starting session").count
+            let refused = try await gateway.ssh(arguments, key: key)
+            #expect(refused.status == 255, "\(arguments)")
+            #expect(refused.errors.contains("Permission denied (publickey)"), "\(arguments): \(refused.errors)")
+            #expect(testbed.sshdLog("m2").components(separatedBy: "Starting session").count == sessions, "\(arguments)")
+        }
+        try await expectRefused(["box@127.0.0.1", "true"], key: stranger)  // an unknown key
+        try await expectRefused(["nosuchlease@127.0.0.1", "true"])  // an unknown lease
+        try await expectRefused(["-o", "PreferredAuthentications=password,keyboard-interactive", "box@127.0.0.1", "true"])
+        // Another user's lease: the same refusal as an unknown one.
+        try await gateway.cli.ok("register", "eve", "eve-password-1")
+        try await gateway.cli.ok("user", "approve", "eve")
+        let eve = try CLI(server: gateway.cli.server)
+        try await eve.ok("login", "eve", "eve-password-1")
+        let eveKey = "\(gateway.directory)/eve"
+        try await Testbed.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", eveKey])
+        try await eve.ok("key", "add", eveKey + ".pub")
+        try await expectRefused(["box@127.0.0.1", "true"], key: eveKey)
+        // A lease that is not running (its image failed to build): refused the same way.
+        try await gateway.cli.ok("resources", "create", "broken", "FROM busybox\nRUN exit 3")
+        _ = try await gateway.cli.run(["lease", "create", "broken", "broken", "-q"])
+        #expect(try await gateway.cli.ok("lease", "list").contains("failed"))
+        try await expectRefused(["broken@127.0.0.1", "true"])
+        // Deleted: refused too.
+        try await gateway.cli.ok("lease", "delete", "box")
+        try await expectRefused(["box@127.0.0.1", "true"])
+        // An RSA key is refused at key add, with the reason and what to use.
+        let rsa = try await gateway.cli.run(["key", "add", testbed.keys["rsa"]! + ".pub"])
+        #expect(rsa.status == 1)
+        #expect(rsa.stderr.contains("RSA keys cannot log in to the gateway") && rsa.stderr.contains("ssh-keygen -t ed25519"))
+    }
+
+    @Test("An interactive shell in a real terminal: typed effect in the container, stty size follows a resize, exit status back")
+    func interactive() async throws {
+        let gateway = try await GatewayFixture.start()
+        defer { gateway.stop() }
+        let testbed = try await Testbed.shared()
+        try await gateway.cli.ok("lease", "create", "box", "box", "-q")
+        let tmux = try TmuxScreen(columns: 100, rows: 30)
+        defer { tmux.close() }
+        let ssh = (["ssh", "-tt"] + gateway.options() + ["-p", String(gateway.master.sshPort), "box@127.0.0.1"]).joined(separator: " ")
+        try await tmux.type("\(ssh); echo EX''IT=$?")
+        _ = try await tmux.waitFor("/ #")
+        try await tmux.type("stty size; touch /typed-here; echo typed-\("$((6*7))")")
+        #expect(try await tmux.waitFor("typed-42").contains("30 100"))
+        try await tmux.resize(columns: 120, rows: 40)
+        try await Task.sleep(for: .milliseconds(300))
+        try await tmux.type("stty size")
+        _ = try await tmux.waitFor("40 120")
+        try await tmux.type("exit 5")
+        _ = try await tmux.waitFor("EXIT=5")
+        #expect(try await testbed.docker("m2", ["exec", try gateway.container(), "ls", "/typed-here"]) == "/typed-here\n")
+    }
+
+    @Test("sftp put and get, scp both ways, on an image with an sftp-server; a clear message on one without")
+    func sftp() async throws {
+        let gateway = try await GatewayFixture.start(resource: "FROM sftp-base")
+        defer { gateway.stop() }
+        try await gateway.cli.ok("lease", "create", "box", "box", "-q")
+        var generator = SystemRandomNumberGenerator()
+        let payload = Data((0..<2_000_000).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        try payload.write(to: URL(fileURLWithPath: "\(gateway.directory)/up.bin"))
+        let batch = "put \(gateway.directory)/up.bin /tmp/up.bin\nget /tmp/up.bin \(gateway.directory)/down.bin\n"
+        let sftp = try await Subprocess.run(
+            ["sftp"] + gateway.options() + ["-P", String(gateway.master.sshPort), "-b", "-", "box@127.0.0.1"],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+            input: Data(batch.utf8),
+            timeout: .seconds(60)
+        )
+        #expect(sftp.status == 0, "\(sftp.errors)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(gateway.directory)/down.bin")) == payload)
+        let scp = try await Subprocess.run(
+            ["scp"] + gateway.options() + ["-P", String(gateway.master.sshPort), "\(gateway.directory)/up.bin", "box@127.0.0.1:/tmp/scp.bin"],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+            timeout: .seconds(60)
+        )
+        #expect(scp.status == 0, "\(scp.errors)")
+        let testbed = try await Testbed.shared()
+        let digest = SHA256.hash(data: payload).map { String(format: "%02x", $0) }.joined()
+        #expect(try await testbed.docker("m2", ["exec", try gateway.container(), "sha256sum", "/tmp/scp.bin"]).hasPrefix(digest))
+        let back = try await Subprocess.run(
+            ["scp"] + gateway.options() + ["-P", String(gateway.master.sshPort), "box@127.0.0.1:/tmp/scp.bin", "\(gateway.directory)/back.bin"],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+            timeout: .seconds(60)
+        )
+        #expect(back.status == 0, "\(back.errors)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(gateway.directory)/back.bin")) == payload)
+
+        // An image without sftp-server says what to add.
+        try await gateway.cli.ok("resources", "create", "bare", "FROM busybox")
+        try await gateway.cli.ok("lease", "create", "bare", "bare", "-q")
+        let bare = try await Subprocess.run(
+            ["sftp"] + gateway.options() + ["-P", String(gateway.master.sshPort), "-b", "-", "bare@127.0.0.1"],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+            input: Data("ls\n".utf8),
+            timeout: .seconds(60)
+        )
+        #expect(bare.status != 0)
+        #expect(bare.errors.contains("this image has no sftp-server: add openssh-sftp-server"), "\(bare.errors)")
+    }
+
+    @Test("-L and -D reach the lease's own loopback; other hosts are refused without ending the session")
+    func tunnels() async throws {
+        let gateway = try await GatewayFixture.start(resource: "FROM busybox\nRUN mkdir /www && echo hello-through-ssh > /www/index.html")
+        defer { gateway.stop() }
+        let testbed = try await Testbed.shared()
+        try await gateway.cli.ok("lease", "create", "box", "box", "-q")
+        try await testbed.docker("m2", ["exec", "-d", try gateway.container(), "httpd", "-f", "-p", "127.0.0.1:8000", "-h", "/www"])
+        let local = Int.random(in: 20000...29999)
+        let socks = local + 1
+        let tunnel = try Subprocess.start(
+            ["ssh"] + gateway.options() + [
+                "-p", String(gateway.master.sshPort), "-N", "-L", "\(local):127.0.0.1:8000", "-D", String(socks), "box@127.0.0.1",
+            ],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+            stdout: .null,
+            stderr: .file("\(gateway.directory)/tunnel.err")
+        )
+        defer { tunnel.signal() }
+        var body = ""
+        for _ in 0..<50 {
+            body = try await Subprocess.run(["curl", "-sS", "--max-time", "10", "http://127.0.0.1:\(local)/"], timeout: .seconds(20)).output
+            if !body.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(body == "hello-through-ssh\n")
+        let viaSocks = try await Subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "--socks5-hostname", "127.0.0.1:\(socks)", "http://127.0.0.1:8000/"],
+            timeout: .seconds(20)
+        )
+        #expect(viaSocks.output == "hello-through-ssh\n", "\(viaSocks.errors)")
+        let elsewhere = try await Subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "--socks5-hostname", "127.0.0.1:\(socks)", "http://elsewhere.invalid/"],
+            timeout: .seconds(20)
+        )
+        #expect(elsewhere.status != 0)
+        #expect(tunnel.isRunning)
+        #expect(
+            try await Subprocess.run(["curl", "-sS", "--max-time", "10", "http://127.0.0.1:\(local)/"], timeout: .seconds(20)).output
+                == "hello-through-ssh\n"
+        )
+    }
+
+    @Test("A killed client's process is ended in the container; the host key survives a restart; ssh-config works through ssh -F")
+    func lifecycle() async throws {
+        let gateway = try await GatewayFixture.start()
+        defer { gateway.stop() }
+        let testbed = try await Testbed.shared()
+        try await gateway.cli.ok("lease", "create", "box", "box", "-q")
+        let container = try gateway.container()
+        let processes = { try await testbed.docker("m2", ["exec", container, "ps", "-o", "args"]) }
+        let client = try Subprocess.start(
+            ["ssh"] + gateway.options() + ["-p", String(gateway.master.sshPort), "box@127.0.0.1", "sleep 999"],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+            stdout: .null,
+            stderr: .null
+        )
+        try await SessionEndTests.waitUntil(seconds: 15) { try await processes().contains("sleep 999") }
+        client.kill9()
+        try await SessionEndTests.waitUntil(seconds: 5) { try await !processes().contains("sleep 999") }
+
+        // ssh-config: Host blocks that stock ssh uses as they are.
+        let config = try await gateway.cli.ok("ssh-config")
+        #expect(config.contains("Host box\n    HostName 127.0.0.1\n    Port \(gateway.master.sshPort)\n    User box\n"))
+        let configPath = "\(gateway.directory)/ssh_config"
+        try
+            (config
+            + "Host *\n    IdentityFile \(gateway.key)\n    IdentitiesOnly yes\n    BatchMode yes\n    StrictHostKeyChecking accept-new\n    UserKnownHostsFile \(gateway.directory)/known_hosts\n")
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        let viaConfig = try await Subprocess.run(
+            ["ssh", "-F", configPath, "box", "echo via-config"],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+            timeout: .seconds(30)
+        )
+        #expect(viaConfig.output == "via-config\n", "\(viaConfig.errors)")
+
+        // The host key is the same after a restart: known_hosts still matches.
+        let before = try String(contentsOfFile: "\(gateway.directory)/known_hosts", encoding: .utf8)
+        gateway.master.terminate()
+        _ = try await gateway.master.wait(timeout: .seconds(20))
+        try await gateway.master.start()
+        let again = try await Subprocess.run(
+            ["ssh", "-F", configPath, "-o", "StrictHostKeyChecking=yes", "box", "echo same-key"],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+            timeout: .seconds(30)
+        )
+        #expect(again.output == "same-key\n", "\(again.errors)")
+        #expect(try String(contentsOfFile: "\(gateway.directory)/known_hosts", encoding: .utf8) == before)
+        let mode = try FileManager.default.attributesOfItem(atPath: "\(gateway.directory)/gateway-host-key")[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+    }
+
+    @Test("Hardened as a public port: garbage and dropped handshakes affect no one, 6 attempts at most, 50 concurrent sessions")
+    func hardening() async throws {
+        let gateway = try await GatewayFixture.start()
+        defer { gateway.stop() }
+        try await gateway.cli.ok("lease", "create", "box", "box", "-q")
+        // A lone newline, then a connection that stops mid-handshake, while a session runs.
+        let garbage = try await Subprocess.run(
+            ["sh", "-c", "printf '\\n' | timeout 3 nc -q 1 127.0.0.1 \(gateway.master.sshPort); exit 0"],
+            timeout: .seconds(10)
+        )
+        _ = garbage
+        let dropped = try Subprocess.start(["sh", "-c", "sleep 20 | nc 127.0.0.1 \(gateway.master.sshPort)"], stdout: .null, stderr: .null)
+        defer { dropped.kill9() }
+        #expect(try await gateway.ssh(["box@127.0.0.1", "echo still-fine"]).output == "still-fine\n")
+
+        // Seven keys offered: the gateway closes the connection after the sixth refusal.
+        var keys: [String] = []
+        for index in 0..<7 {
+            let path = "\(gateway.directory)/wrong\(index)"
+            try await Testbed.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path])
+            keys += ["-i", path]
+        }
+        let many = try await Subprocess.run(
+            [
+                "ssh", "-v", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+                "-o", "UserKnownHostsFile=\(gateway.directory)/known_hosts", "-p", String(gateway.master.sshPort),
+            ] + keys + ["box@127.0.0.1", "true"],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+            timeout: .seconds(30)
+        )
+        #expect(many.status == 255)
+        let offered = many.errors.components(separatedBy: "Offering public key").count - 1
+        #expect(offered <= 6, "\(offered) keys were tried")
+
+        let (options, port, home) = (gateway.options(), gateway.master.sshPort, gateway.directory)
+        let results = try await withThrowingTaskGroup(of: String.self) { group in
+            for index in 0..<50 {
+                group.addTask {
+                    try await Subprocess.run(
+                        ["ssh"] + options + ["-p", String(port), "box@127.0.0.1", "echo \(index)"],
+                        environment: ["PATH": "/usr/bin:/bin", "HOME": home],
+                        timeout: .seconds(120)
+                    ).output
+                }
+            }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(Set(results) == Set((0..<50).map { "\($0)\n" }))
+    }
+}
