@@ -58,7 +58,7 @@ extension RemoteDocker {
     }
 
     /// Ends every process in `container` whose environment holds `RESALLOC_SESSION=marker`
-    /// (TERM, then KILL a second later): `docker exec` leaves a command running when its
+    /// (TERM, then KILL what is left a second later): `docker exec` leaves a command running when its
     /// client goes away, so the session marks what it starts and this ends it.
     public func endSession(_ container: String, marker: String, relay: RelayImage) async throws(DockerError) {
         try DockerNames.validateContainer(container)
@@ -67,8 +67,9 @@ extension RemoteDocker {
         let script = """
             find() { for d in /proc/[0-9]*; do /busybox tr '\\0' '\\n' < "$d/environ" 2>/dev/null | /busybox grep -qx "RESALLOC_SESSION=$1" && echo "${d#/proc/}"; done; }
             pids=$(find "$1"); [ -z "$pids" ] && exit 0
-            /busybox kill -TERM $pids 2>/dev/null; /busybox sleep 1
-            pids=$(find "$1"); [ -z "$pids" ] || /busybox kill -KILL $pids 2>/dev/null; exit 0
+            /busybox kill -TERM $pids 2>/dev/null
+            for _ in 1 2 3 4 5 6 7 8 9 10; do /busybox usleep 100000; pids=$(find "$1"); [ -z "$pids" ] && exit 0; done
+            /busybox kill -KILL $pids 2>/dev/null; exit 0
             """
         let argv = [
             "run", "--rm", "--log-driver", "none", "--network", "none", "--pid", "container:\(container)",

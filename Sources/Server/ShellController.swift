@@ -116,13 +116,14 @@ struct ShellController {
                     }
                 }
             } catch {}  // a client cut off mid-frame ends the same way as one that closed
-            // The client left: stop the remote side if it still runs, and what it started.
+            // The client left: stop the remote side if it still runs, and at once what it started
+            // (docker exec leaves that running when its own client is cut off).
             process.close()
+            if !ended.value {
+                await master.endSession(target, marker: marker)
+                logger.info("shell's client went away; its processes were ended", metadata: ["container": "\(container)"])
+            }
             try? await group.waitForAll()
-        }
-        if !ended.value {
-            await master.endSession(target, marker: marker)
-            logger.info("shell's client went away; its processes were ended", metadata: ["container": "\(container)"])
         }
         logger.info("shell closed", metadata: ["machine": "\(machine.name)", "container": "\(container)"])
     }

@@ -46,7 +46,9 @@ struct SSH: AsyncParsableCommand {
             source.setEventHandler {
                 terminal.restore()
                 FileHandle.standardError.write(Data("\r\nresalloc: interrupted\n".utf8))
-                Foundation.exit(128 + signalNumber)
+                // At once: exit()'s handlers can wait on threads that a hung-up terminal holds,
+                // and the master learns that the client left only when its connection closes.
+                _exit(128 + signalNumber)
             }
             source.resume()
             sources.append(source)

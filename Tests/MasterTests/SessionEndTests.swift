@@ -17,7 +17,7 @@ struct SessionEndTests {
             try await Self.waitUntil(seconds: 15) { try await processes().contains("sleep 999") }
             command.kill9()
             let killedAt = Date()
-            try await Self.waitUntil(seconds: 5) { try await !processes().contains("sleep 999") }
+            try await Self.waitUntil(seconds: 5, "sleep 999 gone after kill -9") { try await !processes().contains("sleep 999") }
             #expect(Date().timeIntervalSince(killedAt) < 5)
 
             let tmux = try TmuxScreen()
@@ -26,7 +26,7 @@ struct SessionEndTests {
             try await tmux.type("sleep 998")
             try await Self.waitUntil(seconds: 15) { try await processes().contains("sleep 998") }
             tmux.close()  // the terminal goes, and resalloc with it
-            try await Self.waitUntil(seconds: 5) { try await !processes().contains("sleep 998") }
+            try await Self.waitUntil(seconds: 5, "sleep 998 gone after the terminal closed") { try await !processes().contains("sleep 998") }
             // A session that ends by itself ends nothing else: a detached process stays.
             try await testbed.docker("m2", ["exec", "-d", container, "sleep", "997"])
             #expect(try await cli.ok("ssh", "box", "--", "true") == "")
@@ -35,12 +35,12 @@ struct SessionEndTests {
         }
     }
 
-    static func waitUntil(seconds: Double, _ condition: () async throws -> Bool) async throws {
+    static func waitUntil(seconds: Double, _ what: String = "the condition", _ condition: () async throws -> Bool) async throws {
         let deadline = Date() + seconds
         while Date() < deadline {
             if try await condition() { return }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw TestbedError("the condition did not hold within \(seconds) s")
+        throw TestbedError("\(what) did not hold within \(seconds) s")
     }
 }
