@@ -8,7 +8,7 @@ import Testing
 /// on the same database and port. With `logPath`, its log goes there at level info.
 final class MasterProcess {
     let databasePath: String
-    let port = Int.random(in: 30000...39999)
+    let port = freeLoopbackPort()
     let keyPath: String
     let logPath: String?
     /// The SSH gateway's port; 0 (off) unless a test asks for it.

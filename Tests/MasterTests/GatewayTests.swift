@@ -18,7 +18,7 @@ struct GatewayFixture {
             databasePath: "\(directory)/resalloc.db",
             keyPath: testbed.keys["ed25519"]!,
             logPath: "\(directory)/master.log",
-            sshPort: Int.random(in: 40000...49999)
+            sshPort: freeLoopbackPort()
         )
         try await master.start()
         let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
@@ -192,8 +192,8 @@ struct GatewayTests {
         let testbed = try await Testbed.shared()
         try await gateway.cli.ok("lease", "create", "box", "box", "-q")
         try await testbed.docker("m7", ["exec", "-d", try gateway.container(), "httpd", "-f", "-p", "127.0.0.1:8000", "-h", "/www"])
-        let local = Int.random(in: 20000...29999)
-        let socks = local + 1
+        let local = freeLoopbackPort()
+        let socks = freeLoopbackPort()
         let tunnel = try Subprocess.start(
             ["ssh"] + gateway.options() + [
                 "-p", String(gateway.master.sshPort), "-N", "-L", "\(local):127.0.0.1:8000", "-D", String(socks), "box@127.0.0.1",

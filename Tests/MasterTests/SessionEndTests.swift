@@ -4,7 +4,7 @@ import Testing
 
 @Suite("What a session started ends when its client goes away", .timeLimit(.minutes(3)))
 struct SessionEndTests {
-    @Test("resalloc ssh killed with -9, with a command and on a terminal: its processes are gone from the container within 5 s")
+    @Test("resalloc ssh killed with -9: what it ran is gone from the container within 5 s; a session that ends by itself ends nothing else")
     func killedClient() async throws {
         try await withMaster { api, testbed, databasePath in
             let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
@@ -20,13 +20,6 @@ struct SessionEndTests {
             try await Self.waitUntil(seconds: 5, "sleep 999 gone after kill -9") { try await !processes().contains("sleep 999") }
             #expect(Date().timeIntervalSince(killedAt) < 5)
 
-            let tmux = try TmuxScreen()
-            try await tmux.type("\(cli.exports); resalloc ssh box")
-            _ = try await tmux.waitFor("/ #")
-            try await tmux.type("sleep 998")
-            try await Self.waitUntil(seconds: 15) { try await processes().contains("sleep 998") }
-            tmux.close()  // the terminal goes, and resalloc with it
-            try await Self.waitUntil(seconds: 5, "sleep 998 gone after the terminal closed") { try await !processes().contains("sleep 998") }
             // A session that ends by itself ends nothing else: a detached process stays.
             try await testbed.docker("m2", ["exec", "-d", container, "sleep", "997"])
             #expect(try await cli.ok("ssh", "box", "--", "true") == "")
