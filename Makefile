@@ -53,8 +53,9 @@ run: build keys ## start a local test machine and the master, ready for resalloc
 	$(SUDO) scripts/run
 
 BENCH ?= all
-bench: deps ## benchmarks on real local machines; prints numbers (BENCH=transport|master|shell|cleanup)
+bench: deps ## benchmarks on real local machines; prints numbers (BENCH=transport|master|shell|cleanup|reach)
 	swift build -c release --product resalloc-master
+	swift build -c release --product resalloc
 	swift build -c release --product resalloc-bench
 	$(SUDO) stdbuf -oL .build/release/resalloc-bench $(BENCH); status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
 

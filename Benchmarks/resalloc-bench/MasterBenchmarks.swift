@@ -18,6 +18,7 @@ struct BenchArguments: AppArguments {
     var logLevel: Logger.Level = .critical
     var bcryptCost: UInt8 = 10
     var reconcileEvery: Duration = .zero
+    var sshPort = 0
 }
 
 /// Runs `body` with a master in this process on a loopback port (every request is real HTTP),
@@ -26,13 +27,16 @@ struct BenchArguments: AppArguments {
 func withBenchMaster(
     _ testbed: Testbed,
     machines: [String] = ["m1"],
+    sshPort: Int = 0,
     _ body: (ResallocClient, String, String) async throws -> Void
 ) async throws {
     let directory = try makeTemporaryDirectory("resalloc-bench")
     defer { try? FileManager.default.removeItem(atPath: directory) }
-    let port = Int.random(in: 40000...49999)
+    let port = freeLoopbackPort()
     let databasePath = "\(directory)/bench.db"
-    let app = try await buildApplication(BenchArguments(port: port, databasePath: databasePath, keyPath: testbed.keys["ed25519"]!))
+    let app = try await buildApplication(
+        BenchArguments(port: port, databasePath: databasePath, keyPath: testbed.keys["ed25519"]!, sshPort: sshPort)
+    )
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await app.runService() }
         defer { group.cancelAll() }

@@ -15,6 +15,7 @@ if only == "all" || only == "transport" { try await transportBenchmark() }
 if only == "all" || only == "master" { try await masterBenchmarks(testbed: testbed, runs: runs, only: only) }
 if only == "all" || only == "shell" { try await shellBenchmark(testbed: testbed) }
 if only == "all" || only == "cleanup" { try await cleanupBenchmark(testbed: testbed) }
+if only == "all" || only == "reach" { try await reachBenchmark(testbed: testbed) }
 
 func transportBenchmark() async throws {
     let machine = testbed.machine("m1")
