@@ -68,7 +68,12 @@ final class ChannelBridge: @unchecked Sendable {
                     paused = false
                     return true
                 }
-                if resume { channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in } }
+                if resume {
+                    // Reading on again, and a read asked for: turning autoRead back on alone does
+                    // not start one on an SSH child channel, and the client would wait forever.
+                    let channel = self.channel
+                    channel.setOption(ChannelOptions.autoRead, value: true).whenSuccess { channel.read() }
+                }
             }
             process.closeInput()
         }

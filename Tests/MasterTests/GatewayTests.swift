@@ -144,7 +144,7 @@ struct GatewayTests {
         defer { gateway.stop() }
         try await gateway.cli.ok("lease", "create", "box", "box", "-q")
         var generator = SystemRandomNumberGenerator()
-        let payload = Data((0..<2_000_000).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        let payload = Data((0..<8_000_000).map { _ in UInt8.random(in: 0...255, using: &generator) })
         try payload.write(to: URL(fileURLWithPath: "\(gateway.directory)/up.bin"))
         let batch = "put \(gateway.directory)/up.bin /tmp/up.bin\nget /tmp/up.bin \(gateway.directory)/down.bin\n"
         let sftp = try await Subprocess.run(
