@@ -321,4 +321,47 @@ struct GatewayTests {
         let results = try (1...50).map { try String(contentsOfFile: "\(gateway.directory)/out.\($0)", encoding: .utf8) }
         #expect(results == (1...50).map { "\($0)\n" })
     }
+
+    @Test("Remote forwarding is refused without ending the session; a connection that does not log in within 30 s is closed")
+    func refusedRequestsAndLoginDeadline() async throws {
+        let gateway = try await GatewayFixture.start()
+        defer { gateway.stop() }
+        try await gateway.cli.ok("lease", "create", "box", "box", "-q")
+        let remote = try await gateway.ssh(["-o", "ExitOnForwardFailure=no", "-R", "0:127.0.0.1:9", "box@127.0.0.1", "echo still-here"])
+        #expect(remote.status == 0, "\(remote.errors)")
+        #expect(remote.output == "still-here\n")
+
+        // A client that connects and never logs in: closed by the gateway at its deadline.
+        let start = ContinuousClock.now
+        let port = gateway.master.sshPort
+        let closedByServer = try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try Self.readUntilClosed(port: port, seconds: 45) }) }
+        }
+        let waited = ContinuousClock.now - start
+        #expect(closedByServer, "the gateway kept a connection that never logged in")
+        #expect(waited >= .seconds(29) && waited < .seconds(45), "\(waited)")
+    }
+
+    /// Connects, reads the server's banner and whatever follows without answering; true when the
+    /// server closed the connection within `seconds`.
+    static func readUntilClosed(port: Int, seconds: Int) throws -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw TestbedError("cannot connect to the gateway") }
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n == 0 { return true }
+            if n < 0 { return false }
+        }
+    }
 }
