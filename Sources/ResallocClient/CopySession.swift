@@ -40,18 +40,10 @@ public struct CopySession: Sendable {
         send: @escaping @Sendable (WebSocketInboundStream, WebSocketOutboundWriter) async throws -> Void,
         onData: @escaping @Sendable (ByteBuffer) async throws -> Void
     ) async throws -> Int {
-        guard let token = client.token else { throw ClientError.notLoggedIn }
-        let url =
-            client.server.replacingOccurrences(of: "http://", with: "ws://").replacingOccurrences(of: "https://", with: "wss://")
-            + "/lease/\(lease)/copy"
-        var configuration = WebSocketClientConfiguration()
-        configuration.additionalHeaders = [.authorization: "Bearer \(token)"]
-        configuration.maxFrameSize = 1 << 20
+        let target = try WebSocketTarget(client, path: "/lease/\(lease)/copy", label: "resalloc.cp")
         let outcome = CopyOutcome()
-        var logger = Logger(label: "resalloc.cp")
-        logger.logLevel = .critical
         do {
-            try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
+            try await WebSocketClient.connect(url: target.url, configuration: target.configuration, logger: target.logger) { inbound, outbound, _ in
                 try await outbound.write(.text(Self.encode(start)))
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {

@@ -54,19 +54,14 @@ public struct PortForwarder: Sendable {
 
     /// One local connection, both ways, until either end closes.
     func carry(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, remote: Int) async throws {
-        guard let token = client.token else { throw ClientError.notLoggedIn }
-        let url =
-            client.server.replacingOccurrences(of: "http://", with: "ws://").replacingOccurrences(of: "https://", with: "wss://")
-            + "/lease/\(lease)/forward?port=\(remote)"
-        var configuration = WebSocketClientConfiguration()
-        configuration.additionalHeaders = [.authorization: "Bearer \(token)"]
-        configuration.maxFrameSize = 1 << 20
-        var logger = Logger(label: "resalloc.forward")
-        logger.logLevel = .critical
+        let target = try WebSocketTarget(client, path: "/lease/\(lease)/forward?port=\(remote)", label: "resalloc.forward")
         let last = LastEvent()
         try await connection.executeThenClose { local, localWriter in
             do {
-                try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
+                try await WebSocketClient.connect(url: target.url, configuration: target.configuration, logger: target.logger) {
+                    inbound,
+                    outbound,
+                    _ in
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask {
                             for try await buffer in local { try await outbound.write(.binary(buffer)) }

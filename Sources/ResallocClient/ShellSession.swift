@@ -26,21 +26,13 @@ public struct ShellSession: Sendable {
         input: AsyncStream<ShellInput>,
         onOutput: @escaping @Sendable (ShellStream, ByteBuffer) -> Void
     ) async throws -> Int32 {
-        guard let token = client.token else { throw ClientError.notLoggedIn }
         // A plain GET first: ownership, state and reachability come back as sentences.
         let info = try await client.lease(lease)
         guard info.state == "running" else { throw ClientError.server(status: 409, message: "lease \(lease) is \(info.state), not running") }
-        let url =
-            client.server.replacingOccurrences(of: "http://", with: "ws://").replacingOccurrences(of: "https://", with: "wss://")
-            + "/lease/\(lease)/shell"
-        var configuration = WebSocketClientConfiguration()
-        configuration.additionalHeaders = [.authorization: "Bearer \(token)"]
-        configuration.maxFrameSize = 1 << 20
+        let target = try WebSocketTarget(client, path: "/lease/\(lease)/shell", label: "resalloc.ssh")
         let outcome = Outcome()
-        var logger = Logger(label: "resalloc.ssh")
-        logger.logLevel = .critical
         do {
-            try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
+            try await WebSocketClient.connect(url: target.url, configuration: target.configuration, logger: target.logger) { inbound, outbound, _ in
                 try await outbound.write(.text(Self.encode(start)))
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
