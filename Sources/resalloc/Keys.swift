@@ -41,7 +41,7 @@ struct Keys: AsyncParsableCommand {
             let home = ProcessInfo.processInfo.environment["HOME"] ?? FileManager.default.homeDirectoryForCurrentUser.path
             let path = path ?? (home + "/.ssh/id_ed25519.pub")
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw PasswordOptions.failure("cannot read \(path): make a key with ssh-keygen -t ed25519, or name the .pub file")
+                throw Resalloc.failure("cannot read \(path): make a key with ssh-keygen -t ed25519, or name the .pub file")
             }
             let file = URL(fileURLWithPath: path).lastPathComponent
             let name = name ?? (file.hasSuffix(".pub") ? String(file.dropLast(4)) : file)

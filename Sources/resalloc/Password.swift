@@ -20,23 +20,18 @@ struct PasswordOptions: ParsableArguments {
     func read(confirm: Bool) throws -> String {
         if let password { return password }
         if passwordStdin {
-            guard var line = Swift.readLine(strippingNewline: true) else { throw Self.failure("--password-stdin: standard input is empty") }
+            guard var line = Swift.readLine(strippingNewline: true) else { throw Resalloc.failure("--password-stdin: standard input is empty") }
             if line.hasSuffix("\r") { line.removeLast() }
             return line
         }
         let tty = try PasswordPrompt()
         let password = try tty.ask("Password: ")
         if confirm, try tty.ask("Password again: ") != password {
-            throw Self.failure("the two passwords differ; nothing was sent")
+            throw Resalloc.failure("the two passwords differ; nothing was sent")
         }
         return password
     }
 
-    /// One line on stderr, exit status 2, as for a usage error.
-    static func failure(_ message: String) -> ExitCode {
-        FileHandle.standardError.write(Data("resalloc: \(message)\n".utf8))
-        return ExitCode(2)
-    }
 }
 
 /// A prompt on the controlling terminal (`/dev/tty`, as ssh and sudo use) with echo off. Echo
@@ -46,7 +41,7 @@ struct PasswordPrompt {
 
     init() throws {
         fd = open("/dev/tty", O_RDWR | O_NOCTTY)
-        guard fd >= 0 else { throw PasswordOptions.failure("there is no terminal to ask for the password: give it with --password-stdin") }
+        guard fd >= 0 else { throw Resalloc.failure("there is no terminal to ask for the password: give it with --password-stdin") }
     }
 
     func ask(_ prompt: String) throws -> String {

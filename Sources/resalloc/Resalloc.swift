@@ -21,6 +21,12 @@ struct Resalloc: AsyncParsableCommand {
         ]
     )
 
+    /// A local problem (no terminal, an unreadable file): one line on stderr, exit status 2.
+    static func failure(_ message: String) -> ExitCode {
+        FileHandle.standardError.write(Data("resalloc: \(message)\n".utf8))
+        return ExitCode(2)
+    }
+
     /// Runs a command body; prints a failure as one line on stderr and exits non-zero.
     static func perform(_ body: () async throws -> Void) async throws {
         do {

@@ -32,11 +32,7 @@ struct CopyTests {
 
     @Test("A tree with modes, times, a symlink and 20 MB goes in and comes back the same; into a directory or under a new name")
     func roundTrip() async throws {
-        try await withMaster { api, testbed, databasePath in
-            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
-            try await cli.setUpAdmin(resource: "busybox", dockerfile: "FROM busybox", machine: testbed.machine("m2"))
-            try await cli.ok("lease", "create", "busybox", "box", "-q")
-            let container = "resalloc-\(try masterID(databasePath).prefix(8))-1"
+        try await withLeasedBox(dockerfile: "FROM busybox") { api, cli, testbed, container in
             let tree = "\(cli.home)/tree"
             let digest = try Self.makeTree(tree)
 
@@ -69,15 +65,7 @@ struct CopyTests {
 
     @Test("- is a tar stream on stdin or stdout")
     func tarStreams() async throws {
-        try await withMaster { api, testbed, databasePath in
-            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
-            try await cli.setUpAdmin(
-                resource: "busybox",
-                dockerfile: "FROM busybox\nRUN mkdir /data && echo one > /data/one",
-                machine: testbed.machine("m2")
-            )
-            try await cli.ok("lease", "create", "busybox", "box", "-q")
-            let container = "resalloc-\(try masterID(databasePath).prefix(8))-1"
+        try await withLeasedBox(dockerfile: "FROM busybox\nRUN mkdir /data && echo one > /data/one") { api, cli, testbed, container in
             let out = try await Subprocess.run(
                 ["sh", "-c", "resalloc cp box:/data - | tar -tf -"],
                 environment: cli.environment.merging(["PATH": "\(URL(fileURLWithPath: CLI.binary).deletingLastPathComponent().path):/usr/bin:/bin"]) {
@@ -103,11 +91,7 @@ struct CopyTests {
 
     @Test("Errors name the path; a copy cut short leaves nothing in the lease or on the machine; another user's lease is not found")
     func errors() async throws {
-        try await withMaster { api, testbed, databasePath in
-            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
-            try await cli.setUpAdmin(resource: "busybox", dockerfile: "FROM busybox", machine: testbed.machine("m2"))
-            try await cli.ok("lease", "create", "busybox", "box", "-q")
-            let container = "resalloc-\(try masterID(databasePath).prefix(8))-1"
+        try await withLeasedBox(dockerfile: "FROM busybox") { api, cli, testbed, container in
             try Data("x\n".utf8).write(to: URL(fileURLWithPath: "\(cli.home)/file.txt"))
 
             let missing = try await cli.run(["cp", "box:/nope", cli.home])

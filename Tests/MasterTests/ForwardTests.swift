@@ -6,15 +6,11 @@ import Testing
 struct ForwardTests {
     @Test("HTTP from a busybox httpd on the lease's 127.0.0.1 and one on all addresses; two at once; a closed port is said and the forward goes on")
     func forward() async throws {
-        try await withMaster { api, testbed, databasePath in
-            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
-            try await cli.setUpAdmin(
-                resource: "web",
-                dockerfile: "FROM busybox\nRUN mkdir /www && echo hello-from-lease > /www/index.html",
-                machine: testbed.machine("m2")
-            )
-            try await cli.ok("lease", "create", "web", "box", "-q")
-            let container = "resalloc-\(try masterID(databasePath).prefix(8))-1"
+        try await withLeasedBox(dockerfile: "FROM busybox\nRUN mkdir /www && echo hello-from-lease > /www/index.html") {
+            api,
+            cli,
+            testbed,
+            container in
             try await testbed.docker("m2", ["exec", "-d", container, "httpd", "-f", "-p", "127.0.0.1:8000", "-h", "/www"])
             try await testbed.docker("m2", ["exec", "-d", container, "httpd", "-f", "-p", "8002", "-h", "/www"])
 

@@ -90,6 +90,22 @@ func withMaster(configure: (inout TestArguments) -> Void = { _ in }, _ body: @Se
     }
 }
 
+/// A live master, the CLI logged in as its admin, a resource `box` built from `dockerfile`,
+/// `machine`, and a running lease `box`: for the suites that reach into one lease. `body`
+/// gets the API, the CLI, the testbed and the lease's container.
+func withLeasedBox(
+    dockerfile: String = "FROM busybox",
+    machine: String = "m2",
+    _ body: @Sendable (API, CLI, Testbed, String) async throws -> Void
+) async throws {
+    try await withMaster { api, testbed, databasePath in
+        let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
+        try await cli.setUpAdmin(resource: "box", dockerfile: dockerfile, machine: testbed.machine(machine))
+        try await cli.ok("lease", "create", "box", "box", "-q")
+        try await body(api, cli, testbed, "resalloc-\(try masterID(databasePath).prefix(8))-1")
+    }
+}
+
 /// The containers on a machine that carry `resalloc.lease`, by name, as the machine's own docker sees them.
 func leaseContainers(_ testbed: Testbed, _ machine: String, master: String? = nil) async throws -> [String] {
     var arguments = ["ps", "-a", "--format", "{{.Names}}", "--filter", "label=resalloc.lease"]

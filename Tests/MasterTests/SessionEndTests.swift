@@ -6,11 +6,7 @@ import Testing
 struct SessionEndTests {
     @Test("resalloc ssh killed with -9: what it ran is gone from the container within seconds; a session that ends by itself ends nothing else")
     func killedClient() async throws {
-        try await withMaster { api, testbed, databasePath in
-            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
-            try await cli.setUpAdmin(resource: "busybox", dockerfile: "FROM busybox", machine: testbed.machine("m2"))
-            try await cli.ok("lease", "create", "busybox", "box", "-q")
-            let container = "resalloc-\(try masterID(databasePath).prefix(8))-1"
+        try await withLeasedBox(dockerfile: "FROM busybox") { api, cli, testbed, container in
             let processes = { try await testbed.docker("m2", ["exec", container, "ps", "-o", "args"]) }
 
             let (command, _, _) = try cli.start("ssh", "box", "--", "sleep", "999")
