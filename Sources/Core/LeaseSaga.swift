@@ -10,6 +10,7 @@ public struct LeaseSaga: Sendable {
     let database: AppDatabase
     let fleet: Fleet
     let masterID: String
+    let incarnationID: String
     let logger: Logger
     public var defaultTTL: Duration
     public var maxTTL: Duration
@@ -18,6 +19,7 @@ public struct LeaseSaga: Sendable {
         database: AppDatabase,
         fleet: Fleet,
         masterID: String,
+        incarnationID: String,
         logger: Logger,
         defaultTTL: Duration = .seconds(86400),
         maxTTL: Duration = .seconds(7 * 86400)
@@ -25,6 +27,7 @@ public struct LeaseSaga: Sendable {
         self.database = database
         self.fleet = fleet
         self.masterID = masterID
+        self.incarnationID = incarnationID
         self.logger = logger
         self.defaultTTL = defaultTTL
         self.maxTTL = maxTTL
@@ -51,7 +54,8 @@ public struct LeaseSaga: Sendable {
                     resourceId: resource.id!,
                     image: ResourceCatalog.imageTag(for: resource),
                     createdAt: now,
-                    expiresAt: now + TimeInterval(ttl.components.seconds)
+                    expiresAt: now + TimeInterval(ttl.components.seconds),
+                    incarnationId: incarnationID
                 )
             )
         } catch { throw .from(error) }
@@ -144,6 +148,7 @@ public struct LeaseSaga: Sendable {
             do {
                 machine = try database.machine(id: machineID)
                 lease.state = .deleting
+                lease.incarnationId = incarnationID
                 try database.updateLease(lease)
             } catch { throw .from(error) }
             if let machine {

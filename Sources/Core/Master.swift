@@ -9,6 +9,8 @@ public struct Master: Sendable {
     public let database: AppDatabase
     public let pool: SSHConnectionPool
     public let masterID: String
+    /// This process, as the leases it works on record it (see `Incarnations`).
+    public let incarnationID: String
     public var accounts: Accounts
     public let fleet: Fleet
     public let catalog: ResourceCatalog
@@ -35,10 +37,11 @@ public struct Master: Sendable {
         pool = SSHConnectionPool()
         relay = RelayImage.load()
         masterID = try database.masterID()
+        incarnationID = UUID().uuidString.lowercased()
         accounts = Accounts(database: database, bcryptCost: bcryptCost)
         fleet = Fleet(database: database, pool: pool, keyPath: keyPath, logger: logger)
         catalog = ResourceCatalog(database: database)
-        saga = LeaseSaga(database: database, fleet: fleet, masterID: masterID, logger: logger)
+        saga = LeaseSaga(database: database, fleet: fleet, masterID: masterID, incarnationID: incarnationID, logger: logger)
     }
 
     /// The lease `name` as `caller` may see it: their own; an admin may name another owner.

@@ -65,33 +65,42 @@ public struct Reconciler: Sendable {
         var summary = CleanupSummary()
         let machines: [Machine]
         let leases: [Lease]
+        let incarnations: Incarnations
         do {
             machines = try master.database.machines()
             leases = try master.database.leaseListings(ownerID: nil).map(\.lease)
+            incarnations = Incarnations(rows: try master.database.incarnations(), current: master.incarnationID, now: now)
         } catch {
             summary.problems.append("cannot read the database: \(error)")
             return summary
         }
         // Leases that never reached a machine.
         for lease in leases where lease.machineId == nil {
-            summary.merge(settleUnplaced(lease, dryRun: dryRun, now: now))
+            summary.merge(settleUnplaced(lease, incarnations, dryRun: dryRun, now: now))
         }
         let byMachine = Dictionary(grouping: leases.filter { $0.machineId != nil }, by: { $0.machineId! })
         await withTaskGroup(of: CleanupSummary.self) { group in
             for machine in machines {
                 let mine = byMachine[machine.id!] ?? []
-                group.addTask { await self.reconcile(machine, leases: mine, dryRun: dryRun, now: now) }
+                group.addTask { await self.reconcile(machine, leases: mine, incarnations, dryRun: dryRun, now: now) }
             }
             for await part in group { summary.merge(part) }
         }
+        if !dryRun { _ = try? master.database.purgeIncarnations(before: now - 86400) }
         return summary
     }
 
-    private func settleUnplaced(_ lease: Lease, dryRun: Bool, now: Date) -> CleanupSummary {
+    /// Whether no saga is working on `lease` any more: the incarnation it names is gone, or,
+    /// when that is unknown, the lease is older than `stuckAfter`.
+    private func abandoned(_ lease: Lease, _ incarnations: Incarnations, now: Date) -> Bool {
+        incarnations.isGone(lease.incarnationId) ?? (now.timeIntervalSince(lease.createdAt) >= seconds(stuckAfter))
+    }
+
+    private func settleUnplaced(_ lease: Lease, _ incarnations: Incarnations, dryRun: Bool, now: Date) -> CleanupSummary {
         var summary = CleanupSummary()
         let age = now.timeIntervalSince(lease.createdAt)
         let expired = lease.expiresAt <= now
-        let stale = (lease.state == .creating && age >= seconds(stuckAfter)) || (lease.state == .failed && age >= seconds(failedKeptFor))
+        let stale = (lease.state == .creating && abandoned(lease, incarnations, now: now)) || (lease.state == .failed && age >= seconds(failedKeptFor))
         guard expired || stale || lease.state == .deleting else { return summary }
         summary.actions.append("delete lease \(lease.name) (#\(lease.id!), \(lease.state.rawValue), never placed)")
         if expired { summary.expired += 1 } else if lease.state == .failed { summary.failedPurged += 1 } else { summary.stuckFinished += 1 }
@@ -102,7 +111,7 @@ public struct Reconciler: Sendable {
     /// One machine: it must list its containers within `machineDeadline`, else it is counted
     /// down and its rows are left alone. The work that follows (removals, row updates) has its
     /// own budget, `workDeadline`: a long backlog is not a machine that does not answer.
-    private func reconcile(_ machine: Machine, leases: [Lease], dryRun: Bool, now: Date) async -> CleanupSummary {
+    private func reconcile(_ machine: Machine, leases: [Lease], _ incarnations: Incarnations, dryRun: Bool, now: Date) async -> CleanupSummary {
         let docker = master.fleet.docker(on: machine)
         let masterID = master.masterID
         let listing = await race(machineDeadline) { try await docker.containers(labelled: "resalloc.master", masterID, showing: "resalloc.lease") }
@@ -112,7 +121,7 @@ public struct Reconciler: Sendable {
         case .failure(let error):
             return markDown(machine, reason: MasterError.from(error, machine: machine.name).message, dryRun: dryRun)
         case .success(let containers):
-            return await settle(machine, docker, containers: containers, leases: leases, dryRun: dryRun, now: now)
+            return await settle(machine, docker, containers: containers, leases: leases, incarnations, dryRun: dryRun, now: now)
         }
     }
 
@@ -147,6 +156,7 @@ public struct Reconciler: Sendable {
         _ docker: RemoteDocker,
         containers: [LabelledContainer],
         leases: [Lease],
+        _ incarnations: Incarnations,
         dryRun: Bool,
         now: Date
     ) async -> CleanupSummary {
@@ -202,7 +212,7 @@ public struct Reconciler: Sendable {
                     explained.insert(name)
                 }
             case .creating:
-                if age < seconds(stuckAfter) {
+                if !abandoned(lease, incarnations, now: now) {
                     explained.insert(name)  // a saga may be running it right now
                 } else if let container, container.state == "running" {
                     update(lease, to: .running, "")

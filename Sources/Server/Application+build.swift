@@ -26,6 +26,8 @@ public protocol AppArguments {
     var sshPort: Int { get }
     /// The gateway's Ed25519 host key, made there on first start; nil: beside the database.
     var sshHostKeyPath: String? { get }
+    /// How often this process writes its heartbeat (see `Incarnations`).
+    var heartbeatEvery: Duration { get }
 }
 
 extension AppArguments {
@@ -35,6 +37,7 @@ extension AppArguments {
     public var tokenLifetime: Duration { .seconds(30 * 86400) }
     public var sshPort: Int { 0 }
     public var sshHostKeyPath: String? { nil }
+    public var heartbeatEvery: Duration { .seconds(5) }
 
     /// Where the gateway's host key lives: as given, else `gateway-host-key` beside the database.
     public var resolvedSSHHostKeyPath: String {
@@ -58,7 +61,8 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     guard arguments.tokenLifetime > .zero else { throw MasterError(.invalid, "the token lifetime must be positive") }
     assembled.accounts.tokenLifetime = arguments.tokenLifetime
     let master = assembled
-    var services: [any Service] = [MasterShutdown(master: master)]
+    try master.beginIncarnation(heartbeat: arguments.heartbeatEvery)
+    var services: [any Service] = [MasterShutdown(master: master), Heartbeat(master: master, every: arguments.heartbeatEvery)]
     var gateway: GatewayInfo?
     if arguments.sshPort > 0 {
         let hostKey = try GatewayHostKey.loadOrCreate(at: arguments.resolvedSSHHostKeyPath)
@@ -66,11 +70,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
         gateway = GatewayInfo(success: true, message: "", port: arguments.sshPort, hostKey: hostKey.publicKeyLine, fingerprint: hostKey.fingerprint)
     }
     let router = buildRouter(master, gateway: gateway)
-    if arguments.reconcileEvery > .zero {
-        services.append(
-            ReconcileService(reconciler: Reconciler(master: master), databasePath: arguments.databasePath, every: arguments.reconcileEvery)
-        )
-    }
+    services.append(ReconcileService(reconciler: Reconciler(master: master), databasePath: arguments.databasePath, every: arguments.reconcileEvery))
     return Application(
         router: router,
         // Frames up to 1 MiB: resalloc cp sends its tar stream in 256 KiB pieces.
@@ -144,29 +144,59 @@ struct MasterShutdown: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await master.shutdown()
+        master.endIncarnation()
         master.logger.notice("resalloc-master stopped: requests drained, SSH connections closed")
     }
 }
 
-/// The cleanup pass, run by the server every `every` so that cron is a safety net. It takes the
-/// same lock as `resalloc-master cleanup`, so the two never overlap.
+/// Writes this process's heartbeat every `every`, so that other passes can tell it is alive.
+struct Heartbeat: Service {
+    let master: Master
+    let every: Duration
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: every)
+                guard !Task.isCancelled else { return }
+                do { try master.heartbeat() } catch {
+                    master.logger.warning("could not write the heartbeat", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+}
+
+/// The cleanup pass: once when the server starts, so that leases a killed process left
+/// mid-saga are settled within seconds, then every `every` (zero: never again) so that cron is
+/// a safety net. It takes the same lock as `resalloc-master cleanup`, so the two never overlap.
 struct ReconcileService: Service {
     let reconciler: Reconciler
     let databasePath: String
     let every: Duration
 
     func run() async throws {
-        let logger = reconciler.master.logger
+        await pass(starting: true)
+        // A service that returns stops the server: with no periodic pass, wait for the end.
+        guard every > .zero else { return try await gracefulShutdown() }
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: every)
                 guard !Task.isCancelled else { return }
-                guard let lock = try? CleanupLock(databasePath: databasePath) else { continue }
-                let summary = await reconciler.run(dryRun: false)
-                withExtendedLifetime(lock) {}
-                let level: Logger.Level = summary.problems.isEmpty ? (summary.actions.isEmpty ? .debug : .info) : .warning
-                logger.log(level: level, "reconcile: \(summary.line)", metadata: summary.problems.isEmpty ? nil : ["problems": "\(summary.problems)"])
+                await pass(starting: false)
             }
         }
+    }
+
+    private func pass(starting: Bool) async {
+        guard let lock = try? CleanupLock(databasePath: databasePath) else { return }
+        let summary = await reconciler.run(dryRun: false)
+        withExtendedLifetime(lock) {}
+        let level: Logger.Level = summary.problems.isEmpty ? (summary.actions.isEmpty && !starting ? .debug : .info) : .warning
+        reconciler.master.logger.log(
+            level: level,
+            "\(starting ? "start pass" : "reconcile"): \(summary.line)",
+            metadata: summary.problems.isEmpty ? nil : ["problems": "\(summary.problems)"]
+        )
     }
 }

@@ -229,3 +229,46 @@ extension AppDatabase {
         }
     }
 }
+
+// MARK: - Incarnations
+
+extension AppDatabase {
+    public func registerIncarnation(_ incarnation: Incarnation) throws {
+        try writer.write { db in try incarnation.insert(db) }
+    }
+
+    /// Records that the incarnation is alive now; false when its row is gone.
+    @discardableResult
+    public func heartbeat(incarnationID: String, at now: Date = Date()) throws -> Bool {
+        try writer.write { db in
+            try db.execute(sql: "UPDATE incarnation SET heartbeatAt = ? WHERE id = ?", arguments: [now, incarnationID])
+            return db.changesCount > 0
+        }
+    }
+
+    public func stopIncarnation(id: String, at now: Date = Date()) throws {
+        try writer.write { db in
+            try db.execute(sql: "UPDATE incarnation SET stoppedAt = ? WHERE id = ?", arguments: [now, id])
+        }
+    }
+
+    public func incarnations() throws -> [Incarnation] {
+        try writer.read { db in try Incarnation.order(Column("startedAt")).fetchAll(db) }
+    }
+
+    /// Forgets incarnations that stopped, or were last heard of, before `date` and that no
+    /// lease names any more.
+    @discardableResult
+    public func purgeIncarnations(before date: Date) throws -> Int {
+        try writer.write { db in
+            try db.execute(
+                sql: """
+                    DELETE FROM incarnation WHERE COALESCE(stoppedAt, heartbeatAt) < ?
+                    AND id NOT IN (SELECT incarnationId FROM lease WHERE incarnationId IS NOT NULL)
+                    """,
+                arguments: [date]
+            )
+            return db.changesCount
+        }
+    }
+}

@@ -116,6 +116,28 @@ public enum Schema {
             },
             down: { db in try db.drop(table: "userKey") }
         ),
+        Migration(
+            version: 5,
+            name: "incarnations",
+            up: { db in
+                // Each running master process, with its heartbeat: a lease mid-saga names the
+                // process working on it, so that another pass knows at once when that one died.
+                try db.create(table: "incarnation") { t in
+                    t.primaryKey("id", .text)
+                    t.column("host", .text).notNull()
+                    t.column("pid", .integer).notNull()
+                    t.column("heartbeatSeconds", .integer).notNull()
+                    t.column("startedAt", .datetime).notNull()
+                    t.column("heartbeatAt", .datetime).notNull()
+                    t.column("stoppedAt", .datetime)
+                }
+                try db.alter(table: "lease") { t in t.add(column: "incarnationId", .text) }
+            },
+            down: { db in
+                try db.alter(table: "lease") { t in t.drop(column: "incarnationId") }
+                try db.drop(table: "incarnation")
+            }
+        ),
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

@@ -148,6 +148,8 @@ public struct Lease: Codable, Sendable, Equatable, FetchableRecord, MutablePersi
     public var message: String?
     public var createdAt: Date
     public var expiresAt: Date
+    /// The master process working on it while it is `creating` or `deleting`.
+    public var incarnationId: String?
 
     public static let databaseTableName = "lease"
     public enum Columns {
@@ -157,8 +159,9 @@ public struct Lease: Codable, Sendable, Equatable, FetchableRecord, MutablePersi
         public static let state = Column(CodingKeys.state)
     }
 
-    public init(name: String, ownerId: Int64, resourceId: Int64, image: String, createdAt: Date, expiresAt: Date) {
+    public init(name: String, ownerId: Int64, resourceId: Int64, image: String, createdAt: Date, expiresAt: Date, incarnationId: String? = nil) {
         self.name = name
+        self.incarnationId = incarnationId
         self.ownerId = ownerId
         self.resourceId = resourceId
         self.image = image
@@ -217,4 +220,27 @@ public struct UserKey: Codable, Sendable, Equatable, FetchableRecord, MutablePer
     }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// One running `resalloc-master serve` process. It writes `heartbeatAt` every
+/// `heartbeatSeconds`, and `stoppedAt` when it stops cleanly.
+public struct Incarnation: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public var id: String
+    public var host: String
+    public var pid: Int32
+    public var heartbeatSeconds: Int
+    public var startedAt: Date
+    public var heartbeatAt: Date
+    public var stoppedAt: Date?
+
+    public static let databaseTableName = "incarnation"
+
+    public init(id: String, host: String, pid: Int32, heartbeatSeconds: Int, startedAt: Date = Date()) {
+        self.id = id
+        self.host = host
+        self.pid = pid
+        self.heartbeatSeconds = heartbeatSeconds
+        self.startedAt = startedAt
+        self.heartbeatAt = startedAt
+    }
 }

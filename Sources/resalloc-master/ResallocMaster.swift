@@ -60,7 +60,7 @@ extension ResallocMaster {
         var tokenTTLText = "30d"
         @Option(
             name: .customLong("reconcile-every"),
-            help: "Run the cleanup pass this often (0 turns it off; cron's resalloc-master cleanup still works)."
+            help: "Run the cleanup pass this often, besides once at start (0: only at start; cron's resalloc-master cleanup still works)."
         )
         var reconcileEveryText = "60s"
         @Option(
@@ -116,7 +116,7 @@ extension ResallocMaster {
             abstract: "One pass that makes the fleet and the database agree, then exit; safe from cron every minute.",
             discussion: """
                 Expires leases past their time, removes containers labelled with this master's id that no live lease
-                explains, marks leases whose container vanished 'lost', finishes or fails leases stuck mid-creation,
+                explains, marks leases whose container vanished 'lost', finishes or fails leases a stopped master left mid-creation,
                 purges old failed leases, and marks unreachable machines unhealthy (and healthy again). Containers of
                 other masters are never touched. A lock keeps two passes from overlapping: the second says so and
                 exits 0. Exit status is non-zero only when something could not be done.
@@ -129,7 +129,12 @@ extension ResallocMaster {
         var keyPath: String = ProcessInfo.processInfo.environment["RESALLOC_KEY"] ?? "resources/resalloc.pem"
         @Flag(help: "Say what would be done, change nothing.") var dryRun = false
         @Flag(help: "List every action, not only the summary.") var verbose = false
-        @Option(help: "A lease still being created or deleted after this is finished or failed.") var stuckAfter = "10m"
+        @Option(
+            help: """
+                A lease being created or deleted by a master process that is gone is settled at once; one whose process \
+                is unknown is settled after this.
+                """
+        ) var stuckAfter = "10m"
         @Option(help: "How long a machine has to list its containers before it is counted down.") var machineTimeout = "20s"
         @Option(help: "How long removing containers may take on one machine; what is left waits for the next pass.") var workTimeout = "5m"
 
