@@ -11,6 +11,8 @@ public struct Fleet: Sendable {
     let pool: SSHConnectionPool
     let keyPath: String
     let logger: Logger
+    /// Which images each machine holds, as far as this process has seen.
+    public let images = ImageCache()
 
     public init(database: AppDatabase, pool: SSHConnectionPool, keyPath: String, logger: Logger) {
         self.database = database
@@ -77,6 +79,13 @@ public struct Fleet: Sendable {
             throw MasterError(.conflict, "machine \(name) has \(live.count) live lease(s); delete them first or force the deletion")
         }
         let docker = self.docker(on: machine)
+        let slots: [PoolSlot]
+        do { slots = try database.poolSlots(machineID: machine.id) } catch { throw .from(error) }
+        if !slots.isEmpty {
+            do { _ = try await docker.remove(slots.map { $0.containerName(masterID: masterID) }) } catch {
+                logger.warning("could not remove the warm containers of a deleted machine", metadata: ["machine": "\(name)", "error": "\(error)"])
+            }
+        }
         for listing in leases {
             do { _ = try await docker.remove(listing.lease.containerName(masterID: masterID)) } catch {
                 logger.warning("could not remove a container of a deleted machine", metadata: ["machine": "\(name)", "error": "\(error)"])

@@ -22,6 +22,8 @@ public enum InputRules {
     public static let passwordLength = 8...1024
     public static let dockerfileLength = 1...65536
     public static let capacity = 1...10_000
+    /// Warm containers one resource may keep.
+    public static let poolSize = 0...100
 
     /// Whether all of `text` matches `pattern`, scalar by scalar (as JSON Schema's regexes see it).
     public static func matches(_ text: String, _ pattern: String) -> Bool {

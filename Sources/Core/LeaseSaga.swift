@@ -9,6 +9,7 @@ import Store
 public struct LeaseSaga: Sendable {
     let database: AppDatabase
     let fleet: Fleet
+    let warmPool: WarmPool
     let masterID: String
     let incarnationID: String
     let logger: Logger
@@ -18,6 +19,7 @@ public struct LeaseSaga: Sendable {
     public init(
         database: AppDatabase,
         fleet: Fleet,
+        warmPool: WarmPool,
         masterID: String,
         incarnationID: String,
         logger: Logger,
@@ -26,6 +28,7 @@ public struct LeaseSaga: Sendable {
     ) {
         self.database = database
         self.fleet = fleet
+        self.warmPool = warmPool
         self.masterID = masterID
         self.incarnationID = incarnationID
         self.logger = logger
@@ -60,9 +63,24 @@ public struct LeaseSaga: Sendable {
             )
         } catch { throw .from(error) }
 
-        let candidates: [Machine]
+        if resource.poolSize > 0, let machine = await warmPool.take(&lease, resource: resource) {
+            lease.state = .running
+            lease.message = nil
+            do { try database.updateLease(lease) } catch {
+                _ = try? await fleet.docker(on: machine).remove(lease.containerName(masterID: masterID))
+                throw fail(&lease, .from(error))
+            }
+            logger.info("lease handed out from the pool", metadata: ["lease": "\(lease.name)", "machine": "\(machine.name)"])
+            return LeaseListing(lease: lease, owner: owner.name, resource: resource.name, machine: machine.name)
+        }
+
+        var candidates: [Machine]
         do {
             candidates = Placement.candidates(try database.machines(), activeLeases: try database.activeLeaseCounts())
+            // Warm containers give way to a lease that has nowhere else to go.
+            if candidates.isEmpty, await warmPool.evictOne() {
+                candidates = Placement.candidates(try database.machines(), activeLeases: try database.activeLeaseCounts())
+            }
         } catch { throw fail(&lease, .from(error)) }
         guard !candidates.isEmpty else {
             throw fail(&lease, MasterError(.noCapacity, "no machine has room for a lease now; try again later or ask an admin to add one"))
@@ -96,15 +114,14 @@ public struct LeaseSaga: Sendable {
         lease.machineId = machine.id
         do { try database.updateLease(lease) } catch { throw .from(error) }
         do {
-            if try await !docker.imageExists(lease.image) {
-                logger.info("building image", metadata: ["image": "\(lease.image)", "machine": "\(machine.name)"])
-                try await docker.build(
-                    tag: lease.image,
-                    dockerfile: Array(resource.dockerfile),
-                    labels: ["resalloc.master": masterID],
-                    onLine: onBuildLine
-                )
-            }
+            let built = try await docker.ensureImage(
+                lease.image,
+                dockerfile: Array(resource.dockerfile),
+                labels: ["resalloc.master": masterID],
+                cache: fleet.images,
+                onLine: onBuildLine
+            )
+            if built { logger.info("built image", metadata: ["image": "\(lease.image)", "machine": "\(machine.name)"]) }
         } catch {
             throw .from(error, machine: machine.name)
         }
@@ -116,6 +133,7 @@ public struct LeaseSaga: Sendable {
         do {
             lease.containerId = try await docker.run(spec)
         } catch {
+            fleet.images.forget(lease.image, on: docker.endpoint)
             // The container may exist although run failed (timeout, broken connection).
             _ = try? await docker.remove(lease.containerName(masterID: masterID))
             throw .from(error, machine: machine.name)

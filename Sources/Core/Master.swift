@@ -15,6 +15,8 @@ public struct Master: Sendable {
     public let fleet: Fleet
     public let catalog: ResourceCatalog
     public var saga: LeaseSaga
+    /// Warm containers per resource; `serve` keeps them filled.
+    public let warmPool: WarmPool
     public let logger: Logger
     /// The image that reaches into a lease's namespaces (forwards, ending dropped sessions).
     public let relay: RelayImage?
@@ -41,7 +43,8 @@ public struct Master: Sendable {
         accounts = Accounts(database: database, bcryptCost: bcryptCost)
         fleet = Fleet(database: database, pool: pool, keyPath: keyPath, logger: logger)
         catalog = ResourceCatalog(database: database)
-        saga = LeaseSaga(database: database, fleet: fleet, masterID: masterID, incarnationID: incarnationID, logger: logger)
+        warmPool = WarmPool(database: database, fleet: fleet, masterID: masterID, incarnationID: incarnationID, logger: logger)
+        saga = LeaseSaga(database: database, fleet: fleet, warmPool: warmPool, masterID: masterID, incarnationID: incarnationID, logger: logger)
     }
 
     /// The lease `name` as `caller` may see it: their own; an admin may name another owner.

@@ -78,11 +78,9 @@ public struct Reconciler: Sendable {
         for lease in leases where lease.machineId == nil {
             summary.merge(settleUnplaced(lease, incarnations, dryRun: dryRun, now: now))
         }
-        let byMachine = Dictionary(grouping: leases.filter { $0.machineId != nil }, by: { $0.machineId! })
         await withTaskGroup(of: CleanupSummary.self) { group in
             for machine in machines {
-                let mine = byMachine[machine.id!] ?? []
-                group.addTask { await self.reconcile(machine, leases: mine, incarnations, dryRun: dryRun, now: now) }
+                group.addTask { await self.reconcile(machine, incarnations, dryRun: dryRun, now: now) }
             }
             for await part in group { summary.merge(part) }
         }
@@ -111,7 +109,11 @@ public struct Reconciler: Sendable {
     /// One machine: it must list its containers within `machineDeadline`, else it is counted
     /// down and its rows are left alone. The work that follows (removals, row updates) has its
     /// own budget, `workDeadline`: a long backlog is not a machine that does not answer.
-    private func reconcile(_ machine: Machine, leases: [Lease], _ incarnations: Incarnations, dryRun: Bool, now: Date) async -> CleanupSummary {
+    ///
+    /// The rows are read after the containers are listed: a container is made only after the
+    /// row that explains it, so none is ever taken for an orphan because it is newer than the
+    /// rows.
+    private func reconcile(_ machine: Machine, _ incarnations: Incarnations, dryRun: Bool, now: Date) async -> CleanupSummary {
         let docker = master.fleet.docker(on: machine)
         let masterID = master.masterID
         let listing = await race(machineDeadline) { try await docker.containers(labelled: "resalloc.master", masterID, showing: "resalloc.lease") }
@@ -121,7 +123,17 @@ public struct Reconciler: Sendable {
         case .failure(let error):
             return markDown(machine, reason: MasterError.from(error, machine: machine.name).message, dryRun: dryRun)
         case .success(let containers):
-            return await settle(machine, docker, containers: containers, leases: leases, incarnations, dryRun: dryRun, now: now)
+            let leases: [Lease]
+            let slots: [PoolSlot]
+            do {
+                leases = try master.database.leaseListings(ownerID: nil, machineID: machine.id).map(\.lease)
+                slots = try master.database.poolSlots(machineID: machine.id)
+            } catch {
+                var summary = CleanupSummary()
+                summary.problems = ["cannot read the database: \(error)"]
+                return summary
+            }
+            return await settle(machine, docker, containers: containers, leases: leases, slots: slots, incarnations, dryRun: dryRun, now: now)
         }
     }
 
@@ -156,6 +168,7 @@ public struct Reconciler: Sendable {
         _ docker: RemoteDocker,
         containers: [LabelledContainer],
         leases: [Lease],
+        slots: [PoolSlot],
         _ incarnations: Incarnations,
         dryRun: Bool,
         now: Date
@@ -231,6 +244,19 @@ public struct Reconciler: Sendable {
             case .deleting:
                 break
             }
+        }
+        // Warm containers: a slot is explained while its container runs, or while a live
+        // incarnation starts or hands it out; otherwise its row goes and its container with it.
+        for slot in slots {
+            let name = slot.containerName(masterID: master.masterID)
+            let running = present[name]?.state == "running"
+            let busy = slot.state != .ready && incarnations.isGone(slot.incarnationId) == false
+            if (slot.state != .claimed && running) || busy {
+                explained.insert(name)
+                continue
+            }
+            summary.actions.append("drop warm container \(name) on \(machine.name) (\(slot.state == .ready ? "not running" : "its master is gone"))")
+            if !dryRun { try? master.database.deletePoolSlot(id: slot.id!) }
         }
         for container in containers where !explained.contains(container.name) {
             summary.actions.append("remove container \(container.name) on \(machine.name) (no live lease #\(container.label))")

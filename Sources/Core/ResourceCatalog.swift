@@ -8,14 +8,49 @@ public struct ResourceCatalog: Sendable {
 
     public init(database: AppDatabase) { self.database = database }
 
-    public func create(name: String, dockerfile: Data) throws(MasterError) -> Resource {
+    public func create(name: String, dockerfile: Data, pool: Int = 0) throws(MasterError) -> Resource {
         try InputRules.validateName(name, "resource")
         try InputRules.validateDockerfile(String(decoding: dockerfile, as: UTF8.self))
-        do { return try database.createResource(name: name, dockerfile: dockerfile) } catch { throw .from(error) }
+        try Self.validatePool(pool)
+        do {
+            var resource = try database.createResource(name: name, dockerfile: dockerfile)
+            if pool > 0 { resource = try database.setPoolSize(resourceNamed: name, to: pool) }
+            return resource
+        } catch { throw .from(error) }
     }
 
     public func resources() throws(MasterError) -> [Resource] {
         do { return try database.resources() } catch { throw .from(error) }
+    }
+
+    /// Every resource with the number of its warm containers ready now.
+    public func resourcesWithReadyPools() throws(MasterError) -> [(resource: Resource, ready: Int)] {
+        do {
+            let ready = Dictionary(grouping: try database.poolSlots().filter { $0.state == .ready }, by: \.resourceId)
+            return try database.resources().map { resource in
+                let image = Self.imageTag(for: resource)
+                return (resource, ready[resource.id!, default: []].filter { $0.image == image }.count)
+            }
+        } catch { throw .from(error) }
+    }
+
+    /// Sets how many warm containers of the resource the master keeps (0 drains them).
+    public func setPool(name: String, size: Int) throws(MasterError) -> Resource {
+        try Self.validatePool(size)
+        do { return try database.setPoolSize(resourceNamed: name, to: size) } catch { throw .from(error) }
+    }
+
+    /// Replaces the resource's Dockerfile: new leases and warm containers use the new image,
+    /// leases already running keep theirs.
+    public func edit(name: String, dockerfile: Data) throws(MasterError) -> Resource {
+        try InputRules.validateDockerfile(String(decoding: dockerfile, as: UTF8.self))
+        do { return try database.updateDockerfile(resourceNamed: name, to: dockerfile) } catch { throw .from(error) }
+    }
+
+    static func validatePool(_ size: Int) throws(MasterError) {
+        guard InputRules.poolSize.contains(size) else {
+            throw MasterError(.invalid, "a pool holds \(InputRules.poolSize.lowerBound) to \(InputRules.poolSize.upperBound) containers")
+        }
     }
 
     public func delete(name: String) throws(MasterError) {

@@ -23,14 +23,32 @@ public struct ResourceRequest: Codable, Sendable {
     public var name: String
     /// The Dockerfile, byte for byte.
     public var file: String
-    public init(name: String, file: String) {
+    /// Warm containers to keep ready (default 0).
+    public var pool: Int?
+    public init(name: String, file: String, pool: Int? = nil) {
         self.name = name
         self.file = file
+        self.pool = pool
     }
     enum CodingKeys: String, CodingKey {
         case name = "Name"
         case file = "File"
+        case pool = "Pool"
     }
+}
+
+/// `PUT /resource/{name}/pool`.
+public struct PoolRequest: Codable, Sendable {
+    public var size: Int
+    public init(size: Int) { self.size = size }
+    enum CodingKeys: String, CodingKey { case size = "Size" }
+}
+
+/// `PUT /resource/{name}`: a new Dockerfile.
+public struct DockerfileRequest: Codable, Sendable {
+    public var file: String
+    public init(file: String) { self.file = file }
+    enum CodingKeys: String, CodingKey { case file = "File" }
 }
 
 /// `POST /machine`. `IP` may carry `:port`.
@@ -189,15 +207,22 @@ public struct ResourceInfo: Codable, Sendable, Equatable {
     public var name: String
     public var file: String
     public var image: String
-    public init(name: String, file: String, image: String) {
+    /// Warm containers the master keeps, and how many of them are ready now.
+    public var pool: Int
+    public var poolReady: Int
+    public init(name: String, file: String, image: String, pool: Int = 0, poolReady: Int = 0) {
         self.name = name
         self.file = file
         self.image = image
+        self.pool = pool
+        self.poolReady = poolReady
     }
     enum CodingKeys: String, CodingKey {
         case name = "Name"
         case file = "File"
         case image = "Image"
+        case pool = "Pool"
+        case poolReady = "PoolReady"
     }
 }
 

@@ -27,8 +27,16 @@ public struct ResallocClient: Sendable {
 
     public func resources() async throws -> [ResourceInfo] { try await payload(.GET, "/resource") }
 
-    public func createResource(_ name: String, dockerfile: String) async throws -> Payload<ResourceInfo> {
-        try await call(.POST, "/resource", body: ResourceRequest(name: name, file: dockerfile))
+    public func createResource(_ name: String, dockerfile: String, pool: Int? = nil) async throws -> Payload<ResourceInfo> {
+        try await call(.POST, "/resource", body: ResourceRequest(name: name, file: dockerfile, pool: pool))
+    }
+
+    public func editResource(_ name: String, dockerfile: String) async throws -> Payload<ResourceInfo> {
+        try await call(.PUT, "/resource/\(escape(name))", body: DockerfileRequest(file: dockerfile))
+    }
+
+    public func setPool(_ name: String, size: Int) async throws -> Payload<ResourceInfo> {
+        try await call(.PUT, "/resource/\(escape(name))/pool", body: PoolRequest(size: size))
     }
 
     public func deleteResource(_ name: String) async throws -> Reply { try await call(.DELETE, "/resource/\(escape(name))") }

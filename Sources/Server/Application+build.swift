@@ -28,6 +28,8 @@ public protocol AppArguments {
     var sshHostKeyPath: String? { get }
     /// How often this process writes its heartbeat (see `Incarnations`).
     var heartbeatEvery: Duration { get }
+    /// How often the warm pools are checked when no handout wakes them.
+    var poolEvery: Duration { get }
 }
 
 extension AppArguments {
@@ -38,6 +40,7 @@ extension AppArguments {
     public var sshPort: Int { 0 }
     public var sshHostKeyPath: String? { nil }
     public var heartbeatEvery: Duration { .seconds(5) }
+    public var poolEvery: Duration { .seconds(10) }
 
     /// Where the gateway's host key lives: as given, else `gateway-host-key` beside the database.
     public var resolvedSSHHostKeyPath: String {
@@ -70,6 +73,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
         gateway = GatewayInfo(success: true, message: "", port: arguments.sshPort, hostKey: hostKey.publicKeyLine, fingerprint: hostKey.fingerprint)
     }
     let router = buildRouter(master, gateway: gateway)
+    services.append(PoolKeeper(pool: master.warmPool, every: arguments.poolEvery))
     services.append(ReconcileService(reconciler: Reconciler(master: master), databasePath: arguments.databasePath, every: arguments.reconcileEvery))
     return Application(
         router: router,
@@ -122,7 +126,7 @@ public func endpoints(_ master: Master, gateway: GatewayInfo? = nil) -> [Endpoin
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: .init(string: OpenAPIDocument.text)))
         },
     ] + AccountController(accounts: master.accounts).endpoints + KeyController(accounts: master.accounts).endpoints
-        + ResourceController(catalog: master.catalog).endpoints
+        + ResourceController(catalog: master.catalog, warmPool: master.warmPool).endpoints
         + MachineController(master: master).endpoints + LeaseController(master: master).endpoints + CopyController(master: master).endpoints
 }
 
@@ -164,6 +168,16 @@ struct Heartbeat: Service {
                 }
             }
         }
+    }
+}
+
+/// Keeps the warm pools filled: after every handout, and every `every` regardless.
+struct PoolKeeper: Service {
+    let pool: WarmPool
+    let every: Duration
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await pool.run(every: every) }
     }
 }
 

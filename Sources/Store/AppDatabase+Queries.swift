@@ -80,6 +80,26 @@ extension AppDatabase {
         try writer.read { db in try Resource.filter(Resource.Columns.name == name).fetchOne(db) }
     }
 
+    /// Sets how many warm containers of the resource the master keeps.
+    public func setPoolSize(resourceNamed name: String, to size: Int) throws -> Resource {
+        try writer.write { db in
+            guard var resource = try Resource.filter(Resource.Columns.name == name).fetchOne(db) else { throw StoreError.notFound("no resource \(name)") }
+            resource.poolSize = size
+            try resource.update(db)
+            return resource
+        }
+    }
+
+    /// Replaces the resource's Dockerfile; leases made from the old one keep their image.
+    public func updateDockerfile(resourceNamed name: String, to dockerfile: Data) throws -> Resource {
+        try writer.write { db in
+            guard var resource = try Resource.filter(Resource.Columns.name == name).fetchOne(db) else { throw StoreError.notFound("no resource \(name)") }
+            resource.dockerfile = dockerfile
+            try resource.update(db)
+            return resource
+        }
+    }
+
     public func deleteResource(named name: String) throws {
         try write(conflict: "resource \(name) is used by leases; delete them first") { db in
             guard try Resource.filter(Resource.Columns.name == name).deleteAll(db) > 0 else { throw StoreError.notFound("no resource \(name)") }
@@ -121,15 +141,22 @@ extension AppDatabase {
         try write(conflict: "the machine still has leases") { db in _ = try Machine.deleteOne(db, key: id) }
     }
 
-    /// Active (creating, running, deleting) lease counts per machine id.
+    /// What counts against each machine's capacity: active (creating, running, deleting) leases
+    /// and warm pool containers, per machine id.
     public func activeLeaseCounts() throws -> [Int64: Int] {
-        try writer.read { db in
-            try Row.fetchAll(
-                db,
-                sql:
-                    "SELECT machineId, COUNT(*) AS n FROM lease WHERE machineId IS NOT NULL AND state IN ('creating', 'running', 'deleting') GROUP BY machineId"
-            ).reduce(into: [Int64: Int]()) { $0[$1["machineId"]] = $1["n"] }
-        }
+        try writer.read { db in try Self.occupancy(db) }
+    }
+
+    static func occupancy(_ db: Database) throws -> [Int64: Int] {
+        try Row.fetchAll(
+            db,
+            sql: """
+                SELECT machineId, COUNT(*) AS n FROM (
+                    SELECT machineId FROM lease WHERE machineId IS NOT NULL AND state IN ('creating', 'running', 'deleting')
+                    UNION ALL SELECT machineId FROM poolSlot
+                ) GROUP BY machineId
+                """
+        ).reduce(into: [Int64: Int]()) { $0[$1["machineId"]] = $1["n"] }
     }
 }
 
@@ -270,5 +297,68 @@ extension AppDatabase {
             )
             return db.changesCount
         }
+    }
+}
+
+// MARK: - Warm pools
+
+extension AppDatabase {
+    public func poolSlots(machineID: Int64? = nil) throws -> [PoolSlot] {
+        try writer.read { db in
+            var request = PoolSlot.order(Column("id"))
+            if let machineID { request = request.filter(Column("machineId") == machineID) }
+            return try request.fetchAll(db)
+        }
+    }
+
+    /// Writes a `starting` slot on the machine if it has room (leases and slots below its
+    /// capacity), in one transaction; nil when it has none.
+    public func addPoolSlot(_ slot: PoolSlot) throws -> PoolSlot? {
+        try writer.write { db in
+            guard let machine = try Machine.fetchOne(db, key: slot.machineId), machine.healthy,
+                try Self.occupancy(db)[slot.machineId, default: 0] < machine.capacity
+            else { return nil }
+            var slot = slot
+            try slot.insert(db)
+            return slot
+        }
+    }
+
+    /// Marks a started slot ready; false when its row is gone (drained meanwhile).
+    public func markPoolSlotReady(id: Int64) throws -> Bool {
+        try writer.write { db in
+            try db.execute(sql: "UPDATE poolSlot SET state = 'ready' WHERE id = ? AND state = 'starting'", arguments: [id])
+            return db.changesCount > 0
+        }
+    }
+
+    /// Claims the oldest ready slot of `image` on a healthy machine for the lease, and places
+    /// the lease on that machine, in one transaction: no two leases get one slot.
+    public func claimPoolSlot(image: String, resourceID: Int64, lease: Lease, incarnationID: String) throws -> PoolSlot? {
+        try writer.write { db in
+            guard
+                var slot = try PoolSlot.fetchOne(
+                    db,
+                    sql: """
+                        SELECT poolSlot.* FROM poolSlot JOIN machine ON machine.id = poolSlot.machineId
+                        WHERE poolSlot.resourceId = ? AND poolSlot.image = ? AND poolSlot.state = 'ready' AND machine.healthy
+                        ORDER BY poolSlot.createdAt, poolSlot.id LIMIT 1
+                        """,
+                    arguments: [resourceID, image]
+                )
+            else { return nil }
+            slot.state = .claimed
+            slot.leaseId = lease.id
+            slot.incarnationId = incarnationID
+            try slot.update(db)
+            var lease = lease
+            lease.machineId = slot.machineId
+            try lease.update(db)
+            return slot
+        }
+    }
+
+    public func deletePoolSlot(id: Int64) throws {
+        try writer.write { db in _ = try PoolSlot.deleteOne(db, key: id) }
     }
 }

@@ -138,6 +138,30 @@ public enum Schema {
                 try db.drop(table: "incarnation")
             }
         ),
+        Migration(
+            version: 6,
+            name: "warm pools",
+            up: { db in
+                try db.alter(table: "resource") { t in t.add(column: "poolSize", .integer).notNull().defaults(to: 0) }
+                // A container kept started for a resource. Ownership lives here, not in labels
+                // (a running container's labels cannot change): `starting` while its incarnation
+                // runs it, `ready` to hand out, `claimed` by a lease while it is renamed to it.
+                try db.create(table: "poolSlot") { t in
+                    t.autoIncrementedPrimaryKey("id")
+                    t.belongsTo("resource", onDelete: .cascade).notNull()
+                    t.belongsTo("machine", onDelete: .cascade).notNull()
+                    t.column("image", .text).notNull()
+                    t.column("state", .text).notNull().check { ["starting", "ready", "claimed"].contains($0) }
+                    t.column("leaseId", .integer)
+                    t.column("incarnationId", .text)
+                    t.column("createdAt", .datetime).notNull()
+                }
+            },
+            down: { db in
+                try db.drop(table: "poolSlot")
+                try db.alter(table: "resource") { t in t.drop(column: "poolSize") }
+            }
+        ),
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

@@ -64,13 +64,16 @@ public struct Resource: Codable, Sendable, Equatable, FetchableRecord, MutablePe
     public var name: String
     public var dockerfile: Data
     public var createdAt: Date
+    /// Containers of it the master keeps started, ready to hand out.
+    public var poolSize: Int
 
     public static let databaseTableName = "resource"
     public enum Columns { public static let name = Column(CodingKeys.name) }
 
-    public init(name: String, dockerfile: Data, createdAt: Date = Date()) {
+    public init(name: String, dockerfile: Data, poolSize: Int = 0, createdAt: Date = Date()) {
         self.name = name
         self.dockerfile = dockerfile
+        self.poolSize = poolSize
         self.createdAt = createdAt
     }
 
@@ -243,4 +246,36 @@ public struct Incarnation: Codable, Sendable, Equatable, FetchableRecord, Persis
         self.startedAt = startedAt
         self.heartbeatAt = startedAt
     }
+}
+
+/// A warm container of a resource's pool on a machine (see migration 6).
+public struct PoolSlot: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public enum State: String, Codable, Sendable { case starting, ready, claimed }
+
+    public var id: Int64?
+    public var resourceId: Int64
+    public var machineId: Int64
+    public var image: String
+    public var state: State
+    /// The lease that claimed it, while `claimed`.
+    public var leaseId: Int64?
+    /// The master process starting or handing it out.
+    public var incarnationId: String?
+    public var createdAt: Date
+
+    public static let databaseTableName = "poolSlot"
+
+    public init(resourceId: Int64, machineId: Int64, image: String, incarnationId: String, createdAt: Date = Date()) {
+        self.resourceId = resourceId
+        self.machineId = machineId
+        self.image = image
+        self.state = .starting
+        self.incarnationId = incarnationId
+        self.createdAt = createdAt
+    }
+
+    /// `resalloc-<master>-pool-<id>`; a handout renames it to the lease's container name.
+    public func containerName(masterID: String) -> String { "resalloc-\(masterID.prefix(8))-pool-\(id ?? 0)" }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }

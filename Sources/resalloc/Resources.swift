@@ -6,7 +6,7 @@ struct Resources: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "resources",
         abstract: "Dockerfiles that can be leased.",
-        subcommands: [List.self, Create.self, Delete.self],
+        subcommands: [List.self, Create.self, Edit.self, Pool.self, Delete.self],
         defaultSubcommand: List.self,
         aliases: ["resource"]
     )
@@ -20,8 +20,10 @@ struct Resources: AsyncParsableCommand {
                 let resources = try await global.client.resources()
                 if output.json { return try Output.json(resources) }
                 Output.table(
-                    ["NAME", "IMAGE", "FIRST LINE"],
-                    resources.map { [$0.name, $0.image, String($0.file.split(separator: "\n").first ?? "")] }
+                    ["NAME", "IMAGE", "POOL", "FIRST LINE"],
+                    resources.map {
+                        [$0.name, $0.image, $0.pool == 0 ? "-" : "\($0.poolReady)/\($0.pool)", String($0.file.split(separator: "\n").first ?? "")]
+                    }
                 )
             }
         }
@@ -39,28 +41,53 @@ struct Resources: AsyncParsableCommand {
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The resource's name.") var name: String
-        @Argument(help: "The Dockerfile, with \\n for line breaks.") var dockerfile: String?
-        @Option(name: .shortAndLong, help: "Read the Dockerfile from this file, or - for stdin; bytes are sent unchanged.") var file: String?
+        @OptionGroup var source: DockerfileSource
+        @Option(help: "Keep this many containers of it started, ready to hand out (0 to 100).") var pool: Int?
 
-        func validate() throws {
-            guard (dockerfile == nil) != (file == nil) else {
-                throw ValidationError("give the Dockerfile as an argument or with -f PATH, not both or neither")
-            }
-        }
+        func validate() throws { try source.validate() }
 
         func run() async throws {
-            let text: String
-            if let file {
-                let data = file == "-" ? FileHandle.standardInput.readDataToEndOfFile() : FileManager.default.contents(atPath: file)
-                guard let data else { throw ValidationError("cannot read \(file)") }
-                guard let decoded = String(data: data, encoding: .utf8) else { throw ValidationError("\(file) is not UTF-8 text") }
-                text = decoded
-            } else {
-                text = dockerfile!.replacingOccurrences(of: "\\n", with: "\n")
-            }
+            let text = try source.text()
             try await Resalloc.perform {
-                print(try await global.client.createResource(name, dockerfile: text).message)
+                print(try await global.client.createResource(name, dockerfile: text, pool: pool).message)
             }
+        }
+    }
+
+    struct Edit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Replace a resource's Dockerfile (admins).",
+            discussion: """
+                New leases and warm containers use the new image; leases already running keep theirs.
+                  resalloc resources edit web -f Dockerfile
+                """
+        )
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The resource's name.") var name: String
+        @OptionGroup var source: DockerfileSource
+
+        func validate() throws { try source.validate() }
+
+        func run() async throws {
+            let text = try source.text()
+            try await Resalloc.perform { print(try await global.client.editResource(name, dockerfile: text).message) }
+        }
+    }
+
+    struct Pool: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Keep N containers of a resource started, so that a lease is handed out at once (admins).",
+            discussion: """
+                The master starts them in the background on machines with room; each counts against its machine's
+                capacity, and gives way to a lease that has nowhere else to go. 0 removes them.
+                  resalloc resources pool busybox 3
+                """
+        )
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The resource's name.") var name: String
+        @Argument(help: "How many warm containers to keep (0 to 100).") var size: Int
+        func run() async throws {
+            try await Resalloc.perform { print(try await global.client.setPool(name, size: size).message) }
         }
     }
 
@@ -74,5 +101,26 @@ struct Resources: AsyncParsableCommand {
         func run() async throws {
             try await Resalloc.perform { print(try await global.client.deleteResource(name).message) }
         }
+    }
+}
+
+/// A Dockerfile given as an argument in the seed's form (a literal \\n is a line break) or with
+/// `-f PATH` (`-` for stdin), sent byte for byte.
+struct DockerfileSource: ParsableArguments {
+    @Argument(help: "The Dockerfile, with \\n for line breaks.") var dockerfile: String?
+    @Option(name: .shortAndLong, help: "Read the Dockerfile from this file, or - for stdin; bytes are sent unchanged.") var file: String?
+
+    func validate() throws {
+        guard (dockerfile == nil) != (file == nil) else {
+            throw ValidationError("give the Dockerfile as an argument or with -f PATH, not both or neither")
+        }
+    }
+
+    func text() throws -> String {
+        guard let file else { return dockerfile!.replacingOccurrences(of: "\\n", with: "\n") }
+        let data = file == "-" ? FileHandle.standardInput.readDataToEndOfFile() : FileManager.default.contents(atPath: file)
+        guard let data else { throw ValidationError("cannot read \(file)") }
+        guard let decoded = String(data: data, encoding: .utf8) else { throw ValidationError("\(file) is not UTF-8 text") }
+        return decoded
     }
 }

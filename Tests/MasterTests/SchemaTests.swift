@@ -110,6 +110,9 @@ struct SchemaTests {
         #expect(
             document.contains("Capacity: { type: integer, minimum: \(InputRules.capacity.lowerBound), maximum: \(InputRules.capacity.upperBound),")
         )
+        #expect(
+            document.contains("PoolSize: { type: integer, minimum: \(InputRules.poolSize.lowerBound), maximum: \(InputRules.poolSize.upperBound),")
+        )
     }
 
     @Test("The rules match what they should, scalar by scalar")

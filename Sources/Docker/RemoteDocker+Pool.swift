@@ -1,0 +1,60 @@
+import SSH
+import Synchronization
+
+extension RemoteDocker {
+    /// Renames the warm container `from` to `to` (atomic on the host: of two claims of one
+    /// container, one fails) and says whether it runs, with its id, in one round trip. Nil when
+    /// `from` is not there any more.
+    public func claim(_ from: String, as to: String) async throws(DockerError) -> (running: Bool, id: String)? {
+        try DockerNames.validateContainer(from)
+        try DockerNames.validateContainer(to)
+        let command =
+            "docker " + ShellQuote.join(["rename", from, to]) + " && docker "
+            + ShellQuote.join(["inspect", "--format", "{{.State.Running}} {{.Id}}", to])
+        let result: ExecResult
+        do { result = try await pool.execute(on: endpoint, command, stdin: nil, timeout: commandTimeout, onOutput: nil) } catch {
+            throw .transport(error)
+        }
+        guard result.succeeded else {
+            if result.stderrText.contains("No such container") { return nil }
+            throw .commandFailed(command: "rename", status: result.exitStatus, stderr: result.stderrText)
+        }
+        let fields = result.stdoutText.split(whereSeparator: \.isWhitespace)
+        guard fields.count == 2, let id = fields.last.map(String.init), id.wholeMatch(of: /[0-9a-f]{64}/) != nil else {
+            throw .unparsable(command: "inspect", output: result.stdoutText)
+        }
+        return (fields[0] == "true", id)
+    }
+}
+
+/// The images each machine is known to hold, so that a lease skips `docker image inspect` for
+/// an image it saw there before. Forgotten for a machine when a run there fails.
+public final class ImageCache: Sendable {
+    private let known = Mutex([SSHEndpoint: Set<String>]())
+
+    public init() {}
+
+    public func has(_ image: String, on endpoint: SSHEndpoint) -> Bool { known.withLock { $0[endpoint]?.contains(image) ?? false } }
+    public func remember(_ image: String, on endpoint: SSHEndpoint) { known.withLock { _ = $0[endpoint, default: []].insert(image) } }
+    public func forget(_ image: String, on endpoint: SSHEndpoint) { known.withLock { _ = $0[endpoint]?.remove(image) } }
+}
+
+extension RemoteDocker {
+    /// Builds `tag` from `dockerfile` unless the machine has it (asked once, then remembered).
+    public func ensureImage(
+        _ tag: String,
+        dockerfile: [UInt8],
+        labels: [String: String],
+        cache: ImageCache,
+        onLine: (@Sendable (String) -> Void)? = nil
+    ) async throws(DockerError) -> Bool {
+        if cache.has(tag, on: endpoint) { return false }
+        var built = false
+        if try await !imageExists(tag) {
+            try await build(tag: tag, dockerfile: dockerfile, labels: labels, onLine: onLine)
+            built = true
+        }
+        cache.remember(tag, on: endpoint)
+        return built
+    }
+}
