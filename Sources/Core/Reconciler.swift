@@ -249,9 +249,11 @@ public struct Reconciler: Sendable {
         // incarnation starts or hands it out; otherwise its row goes and its container with it.
         for slot in slots {
             let name = slot.containerName(masterID: master.masterID)
-            let running = present[name]?.state == "running"
-            let busy = slot.state != .ready && incarnations.isGone(slot.incarnationId) == false
-            if (slot.state != .claimed && running) || busy {
+            let keep =
+                slot.state == .ready
+                ? present[name]?.state == "running"
+                : !(incarnations.isGone(slot.incarnationId) ?? (now.timeIntervalSince(slot.createdAt) >= seconds(stuckAfter)))
+            if keep {
                 explained.insert(name)
                 continue
             }

@@ -206,6 +206,7 @@ struct ReconcileService: Service {
         guard let lock = try? CleanupLock(databasePath: databasePath) else { return }
         let summary = await reconciler.run(dryRun: false)
         withExtendedLifetime(lock) {}
+        reconciler.master.warmPool.wake()  // slots the pass dropped are refilled now
         let level: Logger.Level = summary.problems.isEmpty ? (summary.actions.isEmpty && !starting ? .debug : .info) : .warning
         reconciler.master.logger.log(
             level: level,

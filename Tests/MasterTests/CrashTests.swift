@@ -140,6 +140,56 @@ struct CrashTests {
         if !containers.isEmpty { try await testbed.docker("m2", ["rm", "-f"] + Array(containers)) }
     }
 
+    @Test("kill -9 during pool handouts and refills: after a restart every container is a lease's or a slot's, and the pool is full")
+    func killDuringHandouts() async throws {
+        let testbed = try await Testbed.shared()
+        let directory = try makeTemporaryDirectory("resalloc-crash-pool")
+        let databasePath = "\(directory)/resalloc.db"
+        let master = MasterProcess(databasePath: databasePath, keyPath: testbed.keys["ed25519"]!)
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
+        defer { master.kill9() }
+        try await master.start()
+        try await cli.setUpAdmin(resource: "pooled", dockerfile: "FROM busybox\nRUN echo \(UUID().uuidString) > /id", machine: testbed.machine("m9"))
+        try await cli.ok("resources", "pool", "pooled", "3")
+        let id = try masterID(databasePath)
+        let store = try AppDatabase(path: databasePath)
+
+        for (index, delay) in [400, 0, 40, 120, 250, 500].enumerated() {
+            let create = try cli.start("lease", "create", "pooled", "p\(index)").process
+            if index % 2 == 1 { _ = try await cli.run(["resources", "pool", "pooled", index % 4 == 1 ? "4" : "3"]) }
+            try await Task.sleep(for: .milliseconds(delay))
+            master.kill9()
+            try await create.wait(timeout: .seconds(30))
+            try await master.start()
+        }
+        try await cli.ok("resources", "pool", "pooled", "3")
+
+        let restarted = ContinuousClock.now
+        var last = ""
+        while ContinuousClock.now - restarted < .seconds(30) {
+            let leases = try store.leaseListings(ownerID: nil).map(\.lease)
+            let slots = try store.poolSlots()
+            let expected = Set(leases.filter { $0.state == .running }.map { $0.containerName(masterID: id) }).union(slots.map { $0.containerName(masterID: id) })
+            let listed = try await testbed.docker("m9", ["ps", "-a", "--filter", "label=resalloc.master=\(id)", "--format", "{{.Names}} {{.State}}"])
+                .split(separator: "\n").map { $0.split(separator: " ") }
+            let present = Set(listed.filter { $0.last == "running" }.map { String($0[0]) })
+            let all = Set(listed.map { String($0[0]) })
+            if leases.allSatisfy({ $0.state == .running || $0.state == .failed }) && slots.count == 3 && slots.allSatisfy({ $0.state == .ready })
+                && present == expected && all == expected
+            {
+                last = ""
+                break
+            }
+            last = "leases \(leases.map { "\($0.name):\($0.state)" }), slots \(slots.map { "\($0.id!):\($0.state)" }), expected \(expected.sorted()), on m9 \(all.sorted())"
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        #expect(last.isEmpty, "30 s after the last restart: \(last)")
+        try await cli.ok("resources", "pool", "pooled", "0")
+        for lease in try store.leaseListings(ownerID: nil) { _ = try await cli.run(["lease", "delete", lease.lease.name]) }
+        let left = try await testbed.docker("m9", ["ps", "-aq", "--filter", "label=resalloc.master=\(id)"]).split(separator: "\n").map(String.init)
+        if !left.isEmpty { try await testbed.docker("m9", ["rm", "-f"] + left) }
+    }
+
     /// The leases in the database and the names of this master's lease containers on `machine`.
     private func leasesAndContainers(_ databasePath: String, _ testbed: Testbed, _ machine: String, master id: String) async throws -> ([Lease], Set<String>) {
         let leases = try AppDatabase(path: databasePath).leaseListings(ownerID: nil).map(\.lease)
