@@ -98,7 +98,8 @@ public struct Reconciler: Sendable {
         var summary = CleanupSummary()
         let age = now.timeIntervalSince(lease.createdAt)
         let expired = lease.expiresAt <= now
-        let stale = (lease.state == .creating && abandoned(lease, incarnations, now: now)) || (lease.state == .failed && age >= seconds(failedKeptFor))
+        let stale =
+            (lease.state == .creating && abandoned(lease, incarnations, now: now)) || (lease.state == .failed && age >= seconds(failedKeptFor))
         guard expired || stale || lease.state == .deleting else { return summary }
         summary.actions.append("delete lease \(lease.name) (#\(lease.id!), \(lease.state.rawValue), never placed)")
         if expired { summary.expired += 1 } else if lease.state == .failed { summary.failedPurged += 1 } else { summary.stuckFinished += 1 }

@@ -46,7 +46,13 @@ public final class WarmPool: Sendable {
             let slot: PoolSlot
             let machine: Machine
             do {
-                guard let claimed = try database.claimPoolSlot(image: lease.image, resourceID: resource.id!, lease: lease, incarnationID: incarnationID),
+                guard
+                    let claimed = try database.claimPoolSlot(
+                        image: lease.image,
+                        resourceID: resource.id!,
+                        lease: lease,
+                        incarnationID: incarnationID
+                    ),
                     let found = try database.machine(id: claimed.machineId)
                 else { return nil }
                 slot = claimed
@@ -140,7 +146,12 @@ public final class WarmPool: Sendable {
                 let candidates = Placement.candidates(Array(machines.values), activeLeases: occupancy)
                 var added: PoolSlot?
                 for machine in candidates {
-                    let slot = PoolSlot(resourceId: resource.id!, machineId: machine.id!, image: ResourceCatalog.imageTag(for: resource), incarnationId: incarnationID)
+                    let slot = PoolSlot(
+                        resourceId: resource.id!,
+                        machineId: machine.id!,
+                        image: ResourceCatalog.imageTag(for: resource),
+                        incarnationId: incarnationID
+                    )
                     if let slot = try? database.addPoolSlot(slot) {
                         added = slot
                         break
@@ -170,7 +181,12 @@ public final class WarmPool: Sendable {
         let docker = fleet.docker(on: machine)
         let image = slots[0].image
         do {
-            _ = try await docker.ensureImage(image, dockerfile: Array(resource.dockerfile), labels: ["resalloc.master": masterID], cache: fleet.images)
+            _ = try await docker.ensureImage(
+                image,
+                dockerfile: Array(resource.dockerfile),
+                labels: ["resalloc.master": masterID],
+                cache: fleet.images
+            )
         } catch {
             for slot in slots { try? database.deletePoolSlot(id: slot.id!) }
             return failed(resource, MasterError.from(error, machine: machine.name).message)
@@ -183,7 +199,11 @@ public final class WarmPool: Sendable {
                 for slot in batch {
                     group.addTask {
                         let name = slot.containerName(masterID: self.masterID)
-                        let spec = ContainerSpec(name: name, image: image, labels: ["resalloc.master": self.masterID, "resalloc.pool": resource.name])
+                        let spec = ContainerSpec(
+                            name: name,
+                            image: image,
+                            labels: ["resalloc.master": self.masterID, "resalloc.pool": resource.name]
+                        )
                         do {
                             _ = try await docker.run(spec)
                         } catch {

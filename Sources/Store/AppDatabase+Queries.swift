@@ -83,7 +83,9 @@ extension AppDatabase {
     /// Sets how many warm containers of the resource the master keeps.
     public func setPoolSize(resourceNamed name: String, to size: Int) throws -> Resource {
         try writer.write { db in
-            guard var resource = try Resource.filter(Resource.Columns.name == name).fetchOne(db) else { throw StoreError.notFound("no resource \(name)") }
+            guard var resource = try Resource.filter(Resource.Columns.name == name).fetchOne(db) else {
+                throw StoreError.notFound("no resource \(name)")
+            }
             resource.poolSize = size
             try resource.update(db)
             return resource
@@ -93,7 +95,9 @@ extension AppDatabase {
     /// Replaces the resource's Dockerfile; leases made from the old one keep their image.
     public func updateDockerfile(resourceNamed name: String, to dockerfile: Data) throws -> Resource {
         try writer.write { db in
-            guard var resource = try Resource.filter(Resource.Columns.name == name).fetchOne(db) else { throw StoreError.notFound("no resource \(name)") }
+            guard var resource = try Resource.filter(Resource.Columns.name == name).fetchOne(db) else {
+                throw StoreError.notFound("no resource \(name)")
+            }
             resource.dockerfile = dockerfile
             try resource.update(db)
             return resource

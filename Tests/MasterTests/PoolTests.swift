@@ -67,9 +67,16 @@ struct PoolTests {
     }
 
     /// The id of the container a lease runs in, as its machine sees it.
-    static func leaseContainerID(_ testbed: Testbed, _ machine: String, databasePath: String, lease: String) async throws -> (name: String, id: String) {
+    static func leaseContainerID(
+        _ testbed: Testbed,
+        _ machine: String,
+        databasePath: String,
+        lease: String
+    ) async throws -> (name: String, id: String) {
         let store = try AppDatabase(path: databasePath)
-        guard let row = try store.leaseListings(ownerID: nil).first(where: { $0.lease.name == lease }) else { throw TestbedError("no lease \(lease)") }
+        guard let row = try store.leaseListings(ownerID: nil).first(where: { $0.lease.name == lease }) else {
+            throw TestbedError("no lease \(lease)")
+        }
         let name = row.lease.containerName(masterID: try store.masterID())
         let id = try await testbed.docker(machine, ["inspect", "--format", "{{.Id}}", name]).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(row.lease.containerId == id)
@@ -121,7 +128,9 @@ struct PoolTests {
             let admin = try await api.login("admin")
             for machine in ["m8", "m9"] { #expect(try await api.addMachine(testbed, machine, token: admin, capacity: 8).status == .created) }
             let file = "FROM busybox\nRUN echo \(UUID().uuidString) > /id\n"
-            #expect(try await api.call(.post, "/resource", token: admin, body: api.json(["Name": "burst", "File": file, "Pool": 3])).status == .created)
+            #expect(
+                try await api.call(.post, "/resource", token: admin, body: api.json(["Name": "burst", "File": file, "Pool": 3])).status == .created
+            )
             let id = try masterID(databasePath)
             let warm = try await Self.waitForPool(api, testbed, token: admin, resource: "burst", ready: 3, machines: ["m8", "m9"], master: id)
 
@@ -143,7 +152,15 @@ struct PoolTests {
                 let lease = reply.object("Lease")
                 let running = try await testbed.docker(
                     lease["Machine"] as! String,
-                    ["inspect", "--format", "{{.State.Running}}", try await Self.leaseContainerID(testbed, lease["Machine"] as! String, databasePath: databasePath, lease: lease["Name"] as! String).name]
+                    [
+                        "inspect", "--format", "{{.State.Running}}",
+                        try await Self.leaseContainerID(
+                            testbed,
+                            lease["Machine"] as! String,
+                            databasePath: databasePath,
+                            lease: lease["Name"] as! String
+                        ).name,
+                    ]
                 )
                 #expect(running == "true\n")
             }
@@ -160,7 +177,9 @@ struct PoolTests {
             let admin = try await api.login("admin")
             #expect(try await api.addMachine(testbed, "m9", token: admin, capacity: 4).status == .created)
             let file = "FROM busybox\nRUN echo \(UUID().uuidString) > /id\n"
-            #expect(try await api.call(.post, "/resource", token: admin, body: api.json(["Name": "fragile", "File": file, "Pool": 1])).status == .created)
+            #expect(
+                try await api.call(.post, "/resource", token: admin, body: api.json(["Name": "fragile", "File": file, "Pool": 1])).status == .created
+            )
             let id = try masterID(databasePath)
             let warm = try await Self.waitForPool(api, testbed, token: admin, resource: "fragile", ready: 1, machines: ["m9"], master: id)
 
@@ -190,12 +209,19 @@ struct PoolTests {
             #expect(try await api.addMachine(testbed, "m8", token: admin, capacity: 6).status == .created)
             let tag = UUID().uuidString
             let old = "FROM busybox\nRUN echo old-\(tag) > /id\n"
-            #expect(try await api.call(.post, "/resource", token: admin, body: api.json(["Name": "edited", "File": old, "Pool": 2])).status == .created)
+            #expect(
+                try await api.call(.post, "/resource", token: admin, body: api.json(["Name": "edited", "File": old, "Pool": 2])).status == .created
+            )
             let id = try masterID(databasePath)
             let before = try await Self.waitForPool(api, testbed, token: admin, resource: "edited", ready: 2, machines: ["m8"], master: id)
             #expect(try await Self.createLease(api, token: admin, resource: "edited", name: "keeper").status == .created)
 
-            let edit = try await api.call(.put, "/resource/edited", token: admin, body: api.json(["File": "FROM busybox\nRUN echo new-\(tag) > /id\n"]))
+            let edit = try await api.call(
+                .put,
+                "/resource/edited",
+                token: admin,
+                body: api.json(["File": "FROM busybox\nRUN echo new-\(tag) > /id\n"])
+            )
             #expect(edit.status == .ok, "\(edit.message)")
             let newImage = edit.object("Resource")["Image"] as? String ?? ""
             #expect(newImage != before[0].image)
