@@ -27,6 +27,9 @@ public final class SSHConnection: Sendable {
     /// False once the connection broke or was closed.
     public var isAlive: Bool { loop.isAlive }
 
+    /// How many channels the machine lets it open at once, as far as it has learned.
+    public var channelLimit: Int { loop.channelsAllowed }
+
     /// Runs `command` through the login shell and returns its output and exit status.
     /// - Parameters:
     ///   - stdin: bytes written to the command's standard input, followed by EOF.

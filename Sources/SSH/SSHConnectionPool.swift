@@ -1,12 +1,95 @@
-/// One reused connection per machine. Commands from many tasks share it as channels; a
-/// connection found broken is re-opened once before a command fails, but only when the command
-/// had not been sent yet, so nothing ever runs twice.
+/// Reused connections per machine. Commands from many tasks share one as channels; when every
+/// connection to a machine has as many commands as the machine lets it open channels, another
+/// is opened (one at a time, up to `maxConnections`, so well within sshd's `MaxStartups`), and
+/// an extra one idle for `idleAfter` is closed. A connection found broken is re-opened once
+/// before a command fails, but only when the command had not been sent yet, so nothing ever
+/// runs twice.
 public actor SSHConnectionPool {
     private var connections: [SSHEndpoint: Task<SSHConnection, any Error>] = [:]
+    /// Further connections to busy machines, and the one being opened, if any.
+    private var extras: [SSHEndpoint: [SSHConnection]] = [:]
+    private var openingExtra: [SSHEndpoint: Task<SSHConnection, any Error>] = [:]
     private let connectTimeout: Duration
+    public let maxConnections: Int
+    public let idleAfter: Duration
 
-    public init(connectTimeout: Duration = .seconds(10)) {
+    public init(connectTimeout: Duration = .seconds(10), maxConnections: Int = 4, idleAfter: Duration = .seconds(30)) {
         self.connectTimeout = connectTimeout
+        self.maxConnections = max(1, maxConnections)
+        self.idleAfter = idleAfter
+    }
+
+    /// Commands and processes the pool has given each connection that have not ended, and
+    /// since when a connection has had none.
+    private var assigned: [ObjectIdentifier: Int] = [:]
+    private var idleSince: [ObjectIdentifier: ContinuousClock.Instant] = [:]
+
+    /// How many connections to `endpoint` are open now.
+    public func connectionCount(to endpoint: SSHEndpoint) async -> Int {
+        var count = extras[endpoint, default: []].filter(\.isAlive).count
+        if let pending = connections[endpoint], case .success(let connection) = await pending.result, connection.isAlive { count += 1 }
+        return count
+    }
+
+    private func load(_ connection: SSHConnection) -> Int { assigned[ObjectIdentifier(connection), default: 0] }
+
+    private func release(_ connection: SSHConnection) {
+        let key = ObjectIdentifier(connection)
+        assigned[key, default: 1] -= 1
+        if assigned[key] == 0 {
+            assigned[key] = nil
+            idleSince[key] = .now
+        }
+    }
+
+    /// The connection a new command goes to, counted as its until `release`: the least loaded
+    /// one with a free channel; else a new one, while there are fewer than `maxConnections`;
+    /// else the least loaded.
+    private func assign(to endpoint: SSHEndpoint) async throws(SSHError) -> SSHConnection {
+        var refused = false
+        while true {
+            let first = try await self.connection(to: endpoint)
+            closeIdleExtras(endpoint)
+            let all = [first] + extras[endpoint, default: []]
+            let quietest = all.min { load($0) * $1.channelLimit < load($1) * $0.channelLimit }!
+            // After a new connection failed, queue rather than open another: a machine that
+            // refused one is busy, not broken.
+            if load(quietest) < quietest.channelLimit || all.count >= maxConnections || refused {
+                assigned[ObjectIdentifier(quietest), default: 0] += 1
+                return quietest
+            }
+            if case .failure = await (openingExtra[endpoint] ?? openExtra(to: endpoint)).result { refused = true }
+        }
+    }
+
+    /// Opens one more connection to `endpoint`; the pool knows of it (or of the failure) by the
+    /// time the task's result is read.
+    private func openExtra(to endpoint: SSHEndpoint) -> Task<SSHConnection, any Error> {
+        let timeout = connectTimeout
+        let attempt = Task {
+            defer { self.openingExtra[endpoint] = nil }
+            let connection = try await SSHConnection.connect(to: endpoint, timeout: timeout)
+            self.extras[endpoint, default: []].append(connection)
+            return connection
+        }
+        openingExtra[endpoint] = attempt
+        return attempt
+    }
+
+    /// Forgets extra connections that broke, and closes those idle for `idleAfter`.
+    private func closeIdleExtras(_ endpoint: SSHEndpoint) {
+        guard let list = extras[endpoint] else { return }
+        let now = ContinuousClock.now
+        let idle = list.filter { connection in
+            let key = ObjectIdentifier(connection)
+            return !connection.isAlive || (assigned[key] == nil && idleSince[key].map { now - $0 >= idleAfter } ?? false)
+        }
+        guard !idle.isEmpty else { return }
+        extras[endpoint] = list.filter { connection in !idle.contains { $0 === connection } }
+        for connection in idle {
+            idleSince[ObjectIdentifier(connection)] = nil
+            Task { await connection.close() }
+        }
     }
 
     /// The live connection to `endpoint`, made now if there is none (concurrent callers share one
@@ -43,7 +126,8 @@ public actor SSHConnectionPool {
         onOutput: (@Sendable (OutputChunk) -> Void)? = nil
     ) async throws(SSHError) -> ExecResult {
         try await withReconnect(endpoint) { connection throws(SSHError) in
-            try await connection.execute(command, stdin: stdin, timeout: timeout, onOutput: onOutput)
+            defer { release(connection) }
+            return try await connection.execute(command, stdin: stdin, timeout: timeout, onOutput: onOutput)
         }
     }
 
@@ -55,12 +139,23 @@ public actor SSHConnectionPool {
         flowControlled: Bool = false
     ) async throws(SSHError) -> RemoteProcess {
         try await withReconnect(endpoint) { connection throws(SSHError) in
-            try await connection.start(command, pty: pty, flowControlled: flowControlled)
+            let process: RemoteProcess
+            do throws(SSHError) { process = try await connection.start(command, pty: pty, flowControlled: flowControlled) } catch {
+                release(connection)
+                throw error
+            }
+            // It holds its channel until it ends.
+            Task {
+                _ = try? await process.exitStatus()
+                self.release(connection)
+            }
+            return process
         }
     }
 
-    /// Forgets and closes the machine's connection, if any (after a machine is deleted).
+    /// Forgets and closes the machine's connections, if any (after a machine is deleted).
     public func disconnect(_ endpoint: SSHEndpoint) async {
+        for connection in extras.removeValue(forKey: endpoint) ?? [] { await connection.close() }
         guard let pending = connections.removeValue(forKey: endpoint) else { return }
         if case .success(let connection) = await pending.result { await connection.close() }
     }
@@ -68,7 +163,10 @@ public actor SSHConnectionPool {
     /// Closes every connection (graceful shutdown).
     public func closeAll() async {
         let all = connections
+        let others = extras.values.flatMap { $0 }
         connections = [:]
+        extras = [:]
+        for connection in others { await connection.close() }
         for pending in all.values {
             if case .success(let connection) = await pending.result { await connection.close() }
         }
@@ -78,17 +176,18 @@ public actor SSHConnectionPool {
         _ endpoint: SSHEndpoint,
         _ body: (SSHConnection) async throws(SSHError) -> T
     ) async throws(SSHError) -> T {
-        let connection = try await self.connection(to: endpoint)
+        let connection = try await assign(to: endpoint)
         do {
             return try await body(connection)
         } catch  where error.kind == .disconnected && !error.commandStarted {
             await discard(connection)
-            return try await body(try await self.connection(to: endpoint))
+            return try await body(try await assign(to: endpoint))
         }
     }
 
     private func discard(_ connection: SSHConnection) async {
         let endpoint = connection.endpoint
+        extras[endpoint]?.removeAll { $0 === connection }
         if let pending = connections[endpoint], case .success(let current) = await pending.result, current === connection,
             connections[endpoint] == pending
         {

@@ -35,7 +35,12 @@ final class SessionLoop: @unchecked Sendable {
     private var queued: [ChannelOperation] = []
     private var active: [ChannelOperation] = []
     /// How many channels this machine accepts at once, as far as we know.
-    private var channelLimit = SessionLoop.maxChannels
+    private var channelLimit = SessionLoop.maxChannels {
+        didSet { learnedLimit.store(channelLimit, ordering: .relaxed) }
+    }
+    /// `channelLimit`, readable from any thread (the pool spreads work by it).
+    private let learnedLimit = Atomic<Int>(SessionLoop.maxChannels)
+    var channelsAllowed: Int { learnedLimit.load(ordering: .relaxed) }
     /// The most channels the machine has had open for us at once.
     private var mostOpenAtOnce = 0
 

@@ -74,39 +74,42 @@ struct CommandTests {
         #expect(!result.succeeded)
     }
 
-    @Test("20 concurrent commands on one machine share one connection")
+    @Test("20 commands on one machine, 9 at a time, share one connection")
     func concurrentOnOneMachine() async throws {
         let testbed = try await Testbed.shared()
         let pool = SSHConnectionPool()
         let endpoint = testbed.endpoint("m2", key: "reuse-a")
         let loginsBefore = try await testbed.acceptedLogins("m2", key: "reuse-a")
         let outputs = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            var outputs: [Int: String] = [:]
             for index in 0..<20 {
+                // Never more than a connection's channels at once.
+                if index >= 9, let (done, output) = try await group.next() { outputs[done] = output }
                 group.addTask { (index, try await pool.execute(on: endpoint, "sleep 0.2; echo \(index)").stdoutText) }
             }
-            return try await group.reduce(into: [Int: String]()) { $0[$1.0] = $1.1 }
+            return try await group.reduce(into: outputs) { $0[$1.0] = $1.1 }
         }
         await pool.closeAll()
         #expect(outputs.count == 20)
         for index in 0..<20 { #expect(outputs[index] == "\(index)\n") }
-        // One login served all 20 (more than sshd's 10 sessions: the rest waited for a channel).
+        // One login served all 20: a connection with a free channel is reused, not another opened.
         #expect(try await testbed.acceptedLogins("m2", key: "reuse-a", reaching: loginsBefore + 1) - loginsBefore == 1)
     }
 
-    @Test("20 concurrent docker commands across two machines, one connection each")
+    @Test("16 concurrent docker commands across two machines, one connection each")
     func concurrentAcrossMachines() async throws {
         let testbed = try await Testbed.shared()
         let pool = SSHConnectionPool()
         let before = [try await testbed.acceptedLogins("m1", key: "reuse-b"), try await testbed.acceptedLogins("m2", key: "reuse-b")]
         let results = try await withThrowingTaskGroup(of: ExecResult.self) { group in
-            for index in 0..<20 {
+            for index in 0..<16 {
                 let endpoint = testbed.endpoint(index % 2 == 0 ? "m1" : "m2", key: "reuse-b")
                 group.addTask { try await pool.execute(on: endpoint, "docker ps -q && docker info --format '{{.DockerRootDir}}'") }
             }
             return try await group.reduce(into: [ExecResult]()) { $0.append($1) }
         }
         await pool.closeAll()
-        #expect(results.count == 20)
+        #expect(results.count == 16)
         #expect(results.allSatisfy { $0.exitStatus == 0 && !$0.stdoutText.isEmpty })
         let after = [
             try await testbed.acceptedLogins("m1", key: "reuse-b", reaching: before[0] + 1),
@@ -118,6 +121,33 @@ struct CommandTests {
         #expect(Set(results.map { $0.stdoutText.split(separator: "\n").last! }).count == 2)
     }
 
+    @Test("More commands at once than a connection has channels open further connections, up to the limit; idle ones close")
+    func furtherConnections() async throws {
+        let testbed = try await Testbed.shared()
+        // m1's own sshd config on another port, so that the logins counted are this test's alone.
+        let variant = try await testbed.variantSSHD(of: "m1") { $0 }
+        defer { variant.stop() }
+        let endpoint = variant.endpoint
+        let pool = SSHConnectionPool(maxConnections: 2, idleAfter: .seconds(1))
+        let outputs = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for index in 0..<24 {
+                group.addTask { (index, try await pool.execute(on: endpoint, "sleep 2; echo \(index)").stdoutText) }
+            }
+            return try await group.reduce(into: [Int: String]()) { $0[$1.0] = $1.1 }
+        }
+        for index in 0..<24 { #expect(outputs[index] == "\(index)\n") }
+        // A second connection for the commands beyond the first one's 9 channels, and no third.
+        #expect(await pool.connectionCount(to: endpoint) == 2)
+        #expect(variant.log.components(separatedBy: "Accepted publickey").count - 1 == 2, "\(variant.log)")
+        #expect(!variant.log.contains("no more sessions"), "a connection was asked for more channels than sshd allows")
+
+        // Idle for longer than idleAfter, the extra connections close at the next command.
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(try await pool.execute(on: endpoint, "echo again").stdoutText == "again\n")
+        #expect(await pool.connectionCount(to: endpoint) == 1)
+        await pool.closeAll()
+    }
+
     @Test("A machine whose sshd allows only 2 sessions runs 6 concurrent commands, 2 at a time; one that waits too long times out")
     func fewerSessionsThanNine() async throws {
         let testbed = try await Testbed.shared()
@@ -125,7 +155,8 @@ struct CommandTests {
         let variant = try await testbed.variantSSHD(of: "m1") { $0 + "MaxSessions 2\n" }
         defer { variant.stop() }
         let endpoint = variant.endpoint
-        let pool = SSHConnectionPool()
+        // One connection, so that its own queue is what is tested (a pool would open more).
+        let pool = SSHConnectionPool(maxConnections: 1)
         let outputs = try await withThrowingTaskGroup(of: (Int, String).self) { group in
             for index in 0..<6 {
                 group.addTask { (index, try await pool.execute(on: endpoint, "sleep 0.3; echo \(index)").stdoutText) }
