@@ -18,6 +18,7 @@ struct BenchArguments: AppArguments {
     var logLevel: Logger.Level = .critical
     var bcryptCost: UInt8 = 10
     var reconcileEvery: Duration = .zero
+    var reconcileFollowUp: Duration = .zero
     var sshPort = 0
 }
 

@@ -184,7 +184,10 @@ func restartBenchmark(testbed: Testbed) async throws {
             String.init
         )
         if !leftovers.isEmpty { try await testbed.docker("m1", ["rm", "-f"] + leftovers) }
-        if !settled { print("round \(round): not settled within 60 s") }
+        if !settled {
+            let leases = try store.leaseListings(ownerID: nil).map { "\($0.lease.name):\($0.lease.state):\($0.lease.machineId ?? 0)" }
+            print("round \(round): not settled within 60 s: leases \(leases), containers were \(leftovers)")
+        }
     }
     printTable([Sample(name: "restart to leases = containers", durations: times)])
 }

@@ -17,6 +17,7 @@ if only == "all" || only == "shell" { try await shellBenchmark(testbed: testbed)
 if only == "all" || only == "cleanup" { try await cleanupBenchmark(testbed: testbed) }
 if only == "all" || only == "reach" { try await reachBenchmark(testbed: testbed) }
 if only == "all" || only == "pool" { try await poolBenchmark(testbed: testbed, runs: min(runs, 20)) }
+if only == "restart" { try await restartBenchmark(testbed: testbed) }
 
 func transportBenchmark() async throws {
     let machine = testbed.machine("m1")

@@ -18,8 +18,10 @@ public protocol AppArguments {
     /// A lease's lifetime when the request names none, and the longest one allowed.
     var defaultTTL: Duration { get }
     var maxTTL: Duration { get }
-    /// How often the server runs the cleanup pass itself; zero turns it off.
+    /// How often the server runs the cleanup pass itself, besides once at start; zero: never.
     var reconcileEvery: Duration { get }
+    /// When the pass after the start one runs; zero: none.
+    var reconcileFollowUp: Duration { get }
     /// How long a login token stays valid.
     var tokenLifetime: Duration { get }
     /// The SSH gateway's port on `host`; 0 turns it off.
@@ -36,6 +38,7 @@ extension AppArguments {
     public var defaultTTL: Duration { .seconds(86400) }
     public var maxTTL: Duration { .seconds(7 * 86400) }
     public var reconcileEvery: Duration { .seconds(60) }
+    public var reconcileFollowUp: Duration { .seconds(20) }
     public var tokenLifetime: Duration { .seconds(30 * 86400) }
     public var sshPort: Int { 0 }
     public var sshHostKeyPath: String? { nil }
@@ -74,7 +77,14 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     }
     let router = buildRouter(master, gateway: gateway)
     services.append(PoolKeeper(pool: master.warmPool, every: arguments.poolEvery))
-    services.append(ReconcileService(reconciler: Reconciler(master: master), databasePath: arguments.databasePath, every: arguments.reconcileEvery))
+    services.append(
+        ReconcileService(
+            reconciler: Reconciler(master: master),
+            databasePath: arguments.databasePath,
+            every: arguments.reconcileEvery,
+            followUp: arguments.reconcileFollowUp
+        )
+    )
     return Application(
         router: router,
         // Frames up to 1 MiB: resalloc cp sends its tar stream in 256 KiB pieces.
@@ -182,24 +192,34 @@ struct PoolKeeper: Service {
 }
 
 /// The cleanup pass: once when the server starts, so that leases a killed process left
-/// mid-saga are settled within seconds, then every `every` (zero: never again) so that cron is
-/// a safety net. It takes the same lock as `resalloc-master cleanup`, so the two never overlap.
+/// mid-saga are settled within seconds, once more `followUp` later, then every `every` (zero:
+/// never again) so that cron is a safety net. It takes the same lock as `resalloc-master
+/// cleanup`, so the two never overlap.
 struct ReconcileService: Service {
     let reconciler: Reconciler
     let databasePath: String
     let every: Duration
 
+    /// When the pass after the start one runs (zero: none): a `docker run` that a killed
+    /// process had sent may still finish on its machine after the first pass failed its lease.
+    let followUp: Duration
+
     func run() async throws {
         await pass(starting: true)
-        // A service that returns stops the server: with no periodic pass, wait for the end.
-        guard every > .zero else { return try await gracefulShutdown() }
         await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
+            if followUp > .zero {
+                try? await Task.sleep(for: followUp)
+                guard !Task.isCancelled else { return }
+                await pass(starting: false)
+            }
+            while every > .zero && !Task.isCancelled {
                 try? await Task.sleep(for: every)
                 guard !Task.isCancelled else { return }
                 await pass(starting: false)
             }
         }
+        // A service that returns stops the server: with no periodic pass, wait for the end.
+        try? await gracefulShutdown()
     }
 
     private func pass(starting: Bool) async {

@@ -17,6 +17,8 @@ struct TestArguments: AppArguments {
     var logLevel: Logger.Level = .warning
     var bcryptCost: UInt8 = 4
     var reconcileEvery: Duration = .zero
+    /// No pass after the one at start: the tests run cleanup themselves.
+    var reconcileFollowUp: Duration = .zero
     var tokenLifetime: Duration = .seconds(30 * 86400)
 }
 
