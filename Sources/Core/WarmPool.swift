@@ -64,10 +64,10 @@ public final class WarmPool: Sendable {
             let docker = fleet.docker(on: machine)
             let name = lease.containerName(masterID: masterID)
             do {
-                if let claimed = try await docker.claim(slot.containerName(masterID: masterID), as: name), claimed.running {
+                if let containerID = slot.containerId, try await docker.claim(slot.containerName(masterID: masterID), id: containerID, as: name) {
                     try? database.deletePoolSlot(id: slot.id!)
                     lease.machineId = machine.id
-                    lease.containerId = claimed.id
+                    lease.containerId = containerID
                     return machine
                 }
                 logger.notice("pool handout: a warm container was gone or stopped; discarded", metadata: ["machine": "\(machine.name)"])
@@ -204,15 +204,16 @@ public final class WarmPool: Sendable {
                             image: image,
                             labels: ["resalloc.master": self.masterID, "resalloc.pool": resource.name]
                         )
+                        let containerID: String
                         do {
-                            _ = try await docker.run(spec)
+                            containerID = try await docker.run(spec)
                         } catch {
                             self.fleet.images.forget(image, on: docker.endpoint)
                             try? self.database.deletePoolSlot(id: slot.id!)
                             _ = try? await docker.remove(name)
                             return MasterError.from(error, machine: machine.name).message
                         }
-                        if (try? self.database.markPoolSlotReady(id: slot.id!)) != true {
+                        if (try? self.database.markPoolSlotReady(id: slot.id!, containerID: containerID)) != true {
                             _ = try? await docker.remove(name)  // retired while it started
                         }
                         return nil

@@ -329,9 +329,12 @@ extension AppDatabase {
     }
 
     /// Marks a started slot ready; false when its row is gone (drained meanwhile).
-    public func markPoolSlotReady(id: Int64) throws -> Bool {
+    public func markPoolSlotReady(id: Int64, containerID: String) throws -> Bool {
         try writer.write { db in
-            try db.execute(sql: "UPDATE poolSlot SET state = 'ready' WHERE id = ? AND state = 'starting'", arguments: [id])
+            try db.execute(
+                sql: "UPDATE poolSlot SET state = 'ready', containerId = ? WHERE id = ? AND state = 'starting'",
+                arguments: [containerID, id]
+            )
             return db.changesCount > 0
         }
     }

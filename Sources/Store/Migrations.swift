@@ -152,6 +152,7 @@ public enum Schema {
                     t.belongsTo("machine", onDelete: .cascade).notNull()
                     t.column("image", .text).notNull()
                     t.column("state", .text).notNull().check { ["starting", "ready", "claimed"].contains($0) }
+                    t.column("containerId", .text)
                     t.column("leaseId", .integer)
                     t.column("incarnationId", .text)
                     t.column("createdAt", .datetime).notNull()

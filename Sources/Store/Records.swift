@@ -257,6 +257,8 @@ public struct PoolSlot: Codable, Sendable, Equatable, FetchableRecord, MutablePe
     public var machineId: Int64
     public var image: String
     public var state: State
+    /// The engine's id of its container, once started.
+    public var containerId: String?
     /// The lease that claimed it, while `claimed`.
     public var leaseId: Int64?
     /// The master process starting or handing it out.
