@@ -138,7 +138,7 @@ struct GatewayTests {
         #expect(try await testbed.docker("m7", ["exec", try gateway.container(), "ls", "/typed-here"]) == "/typed-here\n")
     }
 
-    @Test("sftp put and get, scp both ways, on an image with an sftp-server; a clear message on one without")
+    @Test("sftp put and get, scp and rsync both ways, on an image with an sftp-server; a clear message on one without")
     func sftp() async throws {
         let gateway = try await GatewayFixture.start(resource: "FROM sftp-base")
         defer { gateway.stop() }
@@ -171,6 +171,36 @@ struct GatewayTests {
         )
         #expect(back.status == 0, "\(back.errors)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: "\(gateway.directory)/back.bin")) == payload)
+
+        // rsync -e ssh: a tree with modes, a symlink and a nested directory, there and back,
+        // and a second run that sends only what changed.
+        let tree = "\(gateway.directory)/tree"
+        try FileManager.default.createDirectory(atPath: "\(tree)/nested", withIntermediateDirectories: true)
+        try Data("run me\n".utf8).write(to: URL(fileURLWithPath: "\(tree)/script.sh"))
+        try FileManager.default.setAttributes([.posixPermissions: 0o750], ofItemAtPath: "\(tree)/script.sh")
+        try payload.prefix(1_000_000).write(to: URL(fileURLWithPath: "\(tree)/nested/data.bin"))
+        try FileManager.default.createSymbolicLink(atPath: "\(tree)/link", withDestinationPath: "nested/data.bin")
+        let shell = (["ssh"] + gateway.options() + ["-p", String(gateway.master.sshPort)]).joined(separator: " ")
+        func rsync(_ arguments: String...) async throws -> Subprocess.Outcome {
+            try await Subprocess.run(
+                ["rsync", "-a", "--stats", "-e", shell] + arguments,
+                environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+                timeout: .seconds(60)
+            )
+        }
+        let there = try await rsync("\(tree)/", "box@127.0.0.1:/tmp/tree/")
+        #expect(there.status == 0, "\(there.errors)")
+        let listing = try await testbed.docker("m7", ["exec", try gateway.container(), "ls", "-l", "/tmp/tree", "/tmp/tree/nested"])
+        #expect(listing.contains("-rwxr-x---"), "\(listing)")
+        #expect(listing.contains("link -> nested/data.bin"), "\(listing)")
+        try Data("run me again\n".utf8).write(to: URL(fileURLWithPath: "\(tree)/script.sh"))
+        let again = try await rsync("\(tree)/", "box@127.0.0.1:/tmp/tree/")
+        #expect(again.status == 0, "\(again.errors)")
+        #expect(again.output.contains("Number of regular files transferred: 1"), "\(again.output)")
+        let home = try await rsync("box@127.0.0.1:/tmp/tree/", "\(gateway.directory)/tree-back/")
+        #expect(home.status == 0, "\(home.errors)")
+        let compared = try await Subprocess.run(["diff", "-r", "--no-dereference", tree, "\(gateway.directory)/tree-back"], timeout: .seconds(30))
+        #expect(compared.status == 0, "\(compared.output)")
 
         // An image without sftp-server says what to add.
         try await gateway.cli.ok("resources", "create", "bare", "FROM busybox")
