@@ -192,9 +192,9 @@ struct PoolKeeper: Service {
 }
 
 /// The cleanup pass: once when the server starts, so that leases a killed process left
-/// mid-saga are settled within seconds, once more `followUp` later, then every `every` (zero:
-/// never again) so that cron is a safety net. It takes the same lock as `resalloc-master
-/// cleanup`, so the two never overlap.
+/// mid-saga are settled within seconds (and, if it settled any, again 5 s and `followUp` later),
+/// then every `every` (zero: never again) so that cron is a safety net. It takes the same lock
+/// as `resalloc-master cleanup`, so the two never overlap.
 struct ReconcileService: Service {
     let reconciler: Reconciler
     let databasePath: String
@@ -205,10 +205,15 @@ struct ReconcileService: Service {
     let followUp: Duration
 
     func run() async throws {
-        await pass(starting: true)
+        let settled = await pass(starting: true)?.stuckFinished ?? 0
         await cancelWhenGracefulShutdown {
-            if followUp > .zero {
-                try? await Task.sleep(for: followUp)
+            // Only when the start pass settled what a stopped process left: early for the usual
+            // case (a docker run finishes within a few seconds), and at `followUp` for a loaded
+            // machine.
+            var slept: Duration = .zero
+            for at in [min(.seconds(5), followUp), followUp] where settled > 0 && at > slept {
+                try? await Task.sleep(for: at - slept)
+                slept = at
                 guard !Task.isCancelled else { return }
                 await pass(starting: false)
             }
@@ -222,8 +227,9 @@ struct ReconcileService: Service {
         try? await gracefulShutdown()
     }
 
-    private func pass(starting: Bool) async {
-        guard let lock = try? CleanupLock(databasePath: databasePath) else { return }
+    @discardableResult
+    private func pass(starting: Bool) async -> CleanupSummary? {
+        guard let lock = try? CleanupLock(databasePath: databasePath) else { return nil }
         let summary = await reconciler.run(dryRun: false)
         withExtendedLifetime(lock) {}
         reconciler.master.warmPool.wake()  // slots the pass dropped are refilled now
@@ -233,5 +239,6 @@ struct ReconcileService: Service {
             "\(starting ? "start pass" : "reconcile"): \(summary.line)",
             metadata: summary.problems.isEmpty ? nil : ["problems": "\(summary.problems)"]
         )
+        return summary
     }
 }

@@ -60,7 +60,7 @@ extension ResallocMaster {
         var tokenTTLText = "30d"
         @Option(
             name: .customLong("reconcile-every"),
-            help: "Run the cleanup pass this often, besides at start and 20 s later (0: only those; cron's resalloc-master cleanup still works)."
+            help: "Run the cleanup pass this often, besides at start, 5 s and 20 s later (0: only those; cron's resalloc-master cleanup still works)."
         )
         var reconcileEveryText = "60s"
         @Option(
