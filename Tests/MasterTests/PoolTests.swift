@@ -202,6 +202,56 @@ struct PoolTests {
         }
     }
 
+    @Test("A machine that goes down loses its warm containers, and they are started on the others")
+    func machineDown() async throws {
+        try await withMaster { api, testbed, databasePath in
+            // m8 through an sshd of its own, which the test can stop; m9 as it is.
+            let variant = try await testbed.variantSSHD(of: "m8") { $0 }
+            defer { variant.stop() }
+            let admin = try await api.login("admin")
+            let m8 = testbed.machine("m8")
+            let added = try await api.call(
+                .post,
+                "/machine",
+                token: admin,
+                body: api.json(["Name": "fragile", "Username": m8.login, "IP": variant.address, "Capacity": 4])
+            )
+            #expect(added.status == .created, "\(added.message)")
+            #expect(try await api.addMachine(testbed, "m9", token: admin, capacity: 4).status == .created)
+            let file = "FROM busybox\nRUN echo \(UUID().uuidString) > /id\n"
+            #expect(
+                try await api.call(.post, "/resource", token: admin, body: api.json(["Name": "spread", "File": file, "Pool": 4])).status == .created
+            )
+            let id = try masterID(databasePath)
+            try await Self.waitForPool(api, testbed, token: admin, resource: "spread", ready: 4, machines: ["m8", "m9"], master: id)
+            let store = try AppDatabase(path: databasePath)
+            let machines = Dictionary(uniqueKeysWithValues: try store.machines().map { ($0.id!, $0.name) })
+            #expect(Set(try store.poolSlots().map { machines[$0.machineId]! }) == ["fragile", "m9"], "spread over both machines")
+
+            variant.dropConnections()
+            variant.stop()
+            let pass = try await cleanup(databasePath, testbed, "--machine-timeout", "5s")
+            #expect(pass.stdout.contains("1 down (fragile)"), "\(pass.stdout) \(pass.stderr)")
+            _ = try await api.call(.put, "/resource/spread/pool", token: admin, body: api.json(["Size": 4]))  // wakes the refill
+            let start = ContinuousClock.now
+            var slots: [String] = []
+            while ContinuousClock.now - start < .seconds(30) {
+                let rows = try store.poolSlots()
+                slots = rows.map { "\(machines[$0.machineId]!):\($0.state)" }
+                if rows.count == 4 && rows.allSatisfy({ $0.state == .ready && machines[$0.machineId] == "m9" }) { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(slots == Array(repeating: "m9:ready", count: 4), "\(slots)")
+            #expect(try await Self.containers(testbed, "m9", master: id).filter(\.running).count == 4)
+
+            _ = try await api.call(.delete, "/resource/spread", token: admin)
+            #expect(try await Self.containers(testbed, "m9", master: id).isEmpty)
+            // What the machine that went down still holds, cleanup would remove when it is back.
+            let left = try await Self.containers(testbed, "m8", master: id)
+            if !left.isEmpty { try await testbed.docker("m8", ["rm", "-f"] + left.map(\.name)) }
+        }
+    }
+
     @Test("An edited resource replaces its pool with the new image; a running lease keeps the old one")
     func editedResource() async throws {
         try await withMaster { api, testbed, databasePath in

@@ -187,6 +187,17 @@ public struct VariantSSHD: Sendable {
     /// What it logged so far.
     public var log: String { (try? String(contentsOfFile: "\(directory)/sshd.log", encoding: .utf8)) ?? "" }
 
+    /// Ends the connections it serves (its children, by pid) but keeps listening: a machine
+    /// whose open connections broke.
+    public func dropConnections() {
+        let pidText = try? String(contentsOfFile: "\(directory)/sshd.pid", encoding: .utf8)
+        guard let pid = pidText.flatMap({ pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }), pid > 0 else { return }
+        let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        for child in children.split(separator: " ").compactMap({ pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
+            kill(child, SIGTERM)
+        }
+    }
+
     /// Stops it by its pid, waiting up to 2 s on this thread (for `defer`), and removes its files.
     public func stop() {
         let pidText = try? String(contentsOfFile: "\(directory)/sshd.pid", encoding: .utf8)
