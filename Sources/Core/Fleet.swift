@@ -108,6 +108,8 @@ public struct Fleet: Sendable {
     }
 
     public func docker(on machine: Machine) -> RemoteDocker {
-        RemoteDocker(endpoint: endpoint(for: machine), pool: pool)
+        var docker = RemoteDocker(endpoint: endpoint(for: machine), pool: pool)
+        docker.machineName = machine.name
+        return docker
     }
 }

@@ -47,6 +47,7 @@ public struct LeaseSaga: Sendable {
     ) async throws(MasterError) -> LeaseListing {
         let resource = try check(resourceName: resourceName, leaseName: leaseName)
         let ttl = try lifetime(ttl ?? defaultTTL)
+        let started = ContinuousClock.now
         var lease: Lease
         do {
             let now = Date()
@@ -71,6 +72,7 @@ public struct LeaseSaga: Sendable {
                 throw fail(&lease, .from(error))
             }
             logger.info("lease handed out from the pool", metadata: ["lease": "\(lease.name)", "machine": "\(machine.name)"])
+            MasterMetrics.leaseCreated(served: .pool, since: started)
             return LeaseListing(lease: lease, owner: owner.name, resource: resource.name, machine: machine.name)
         }
 
@@ -88,7 +90,8 @@ public struct LeaseSaga: Sendable {
         var unreachable: [String] = []
         for machine in candidates {
             do {
-                try await start(&lease, resource: resource, owner: owner, on: machine, onBuildLine: onBuildLine)
+                let built = try await start(&lease, resource: resource, owner: owner, on: machine, onBuildLine: onBuildLine)
+                MasterMetrics.leaseCreated(served: built ? .build : .cold, since: started)
                 return LeaseListing(lease: lease, owner: owner.name, resource: resource.name, machine: machine.name)
             } catch  where error.kind == .unreachable || error.kind == .timeout {
                 logger.warning("lease placement: machine failed, trying the next", metadata: ["machine": "\(machine.name)", "error": "\(error)"])
@@ -101,20 +104,21 @@ public struct LeaseSaga: Sendable {
         throw fail(&lease, MasterError(.unreachable, "no machine could start the lease (\(unreachable.joined(separator: "; ")))"))
     }
 
-    /// Builds the image if `machine` lacks it, runs the container, and marks the lease running.
-    /// On failure, removes the container if it may have been created.
+    /// Builds the image if `machine` lacks it, runs the container, and marks the lease running;
+    /// returns whether it built. On failure, removes the container if it may have been created.
     private func start(
         _ lease: inout Lease,
         resource: Resource,
         owner: User,
         on machine: Machine,
         onBuildLine: (@Sendable (String) -> Void)?
-    ) async throws(MasterError) {
+    ) async throws(MasterError) -> Bool {
         let docker = fleet.docker(on: machine)
+        let built: Bool
         lease.machineId = machine.id
         do { try database.updateLease(lease) } catch { throw .from(error) }
         do {
-            let built = try await docker.ensureImage(
+            built = try await docker.ensureImage(
                 lease.image,
                 dockerfile: Array(resource.dockerfile),
                 labels: ["resalloc.master": masterID],
@@ -144,6 +148,7 @@ public struct LeaseSaga: Sendable {
             _ = try? await docker.remove(lease.containerName(masterID: masterID))
             throw .from(error)
         }
+        return built
     }
 
     /// Marks the lease failed with the error's sentence and returns the error to throw.

@@ -1,4 +1,5 @@
 import Foundation
+import Metrics
 import SSH
 
 /// The Docker engine of one machine, driven through its `docker` command line over SSH.
@@ -12,12 +13,15 @@ public struct RemoteDocker: Sendable {
     public var commandTimeout: Duration
     /// Deadline for `build`.
     public var buildTimeout: Duration
+    /// How metrics name the machine (`resalloc_remote_command_seconds{machine=…}`).
+    public var machineName: String
 
     public init(endpoint: SSHEndpoint, pool: SSHConnectionPool, commandTimeout: Duration = .seconds(60), buildTimeout: Duration = .seconds(1800)) {
         self.endpoint = endpoint
         self.pool = pool
         self.commandTimeout = commandTimeout
         self.buildTimeout = buildTimeout
+        self.machineName = "\(endpoint.host):\(endpoint.port)"
     }
 
     /// Client and server versions; fails with `engineUnavailable` saying what to fix when the
@@ -256,6 +260,11 @@ public struct RemoteDocker: Sendable {
         onOutput: (@Sendable (OutputChunk) -> Void)? = nil
     ) async throws(DockerError) -> ExecResult {
         let command = "docker " + ShellQuote.join(argv)
+        let started = ContinuousClock.now
+        defer {
+            Timer(label: "resalloc_remote_command_seconds", dimensions: [("machine", machineName), ("command", argv.first ?? "")])
+                .record(duration: ContinuousClock.now - started)
+        }
         do {
             return try await pool.execute(on: endpoint, command, stdin: stdin, timeout: timeout ?? commandTimeout, onOutput: onOutput)
         } catch {

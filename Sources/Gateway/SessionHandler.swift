@@ -108,6 +108,8 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             resizes.withLock { process = opened.process }
             if wantReply { try? await channel.triggerUserOutboundEvent(ChannelSuccessEvent()) }
             logger.info("gateway session opened", metadata: ["lease": "\(target.name)", "command": "\(command)"])
+            MasterMetrics.sessionOpened("gateway")
+            defer { MasterMetrics.sessionClosed("gateway") }
             if let status = await bridge.run(opened.process) {
                 try? await channel.triggerUserOutboundEvent(SSHChannelRequestEvent.ExitStatus(exitStatus: Int(status)))
             } else {

@@ -32,6 +32,8 @@ public protocol AppArguments {
     var heartbeatEvery: Duration { get }
     /// How often the warm pools are checked when no handout wakes them.
     var poolEvery: Duration { get }
+    /// The bearer token `GET /metrics` requires; nil: open.
+    var metricsToken: String? { get }
 }
 
 extension AppArguments {
@@ -44,6 +46,7 @@ extension AppArguments {
     public var sshHostKeyPath: String? { nil }
     public var heartbeatEvery: Duration { .seconds(5) }
     public var poolEvery: Duration { .seconds(10) }
+    public var metricsToken: String? { nil }
 
     /// Where the gateway's host key lives: as given, else `gateway-host-key` beside the database.
     public var resolvedSSHHostKeyPath: String {
@@ -75,7 +78,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
         services.append(SSHGateway(master: master, host: arguments.host, port: arguments.sshPort, hostKey: hostKey, logger: logger))
         gateway = GatewayInfo(success: true, message: "", port: arguments.sshPort, hostKey: hostKey.publicKeyLine, fingerprint: hostKey.fingerprint)
     }
-    let router = buildRouter(master, gateway: gateway)
+    let router = buildRouter(master, gateway: gateway, metricsToken: arguments.metricsToken)
     services.append(PoolKeeper(pool: master.warmPool, every: arguments.poolEvery))
     services.append(
         ReconcileService(
@@ -102,9 +105,11 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
 }
 
 /// The routes of every controller, behind the error middleware.
-public func buildRouter(_ master: Master, gateway: GatewayInfo? = nil) -> Router<AppRequestContext> {
+public func buildRouter(_ master: Master, gateway: GatewayInfo? = nil, metricsToken: String? = nil) -> Router<AppRequestContext> {
     let router = Router(context: AppRequestContext.self)
-    let endpoints = endpoints(master, gateway: gateway)
+    let endpoints = endpoints(master, gateway: gateway, metricsToken: metricsToken)
+    _ = MetricsRegistry.shared  // bootstrapped before the middleware makes its first counter
+    router.add(middleware: MetricsMiddleware<AppRequestContext>())
     router.add(middleware: APIErrorMiddleware<AppRequestContext>(routes: RouteTable(endpoints)))
     for endpoint in endpoints {
         router.on(RouterPath(endpoint.path), method: endpoint.method) { request, context in
@@ -125,7 +130,7 @@ func buildWebSocketRouter(_ master: Master) -> Router<ShellRequestContext> {
 }
 
 /// Every route the master serves.
-public func endpoints(_ master: Master, gateway: GatewayInfo? = nil) -> [Endpoint] {
+public func endpoints(_ master: Master, gateway: GatewayInfo? = nil, metricsToken: String? = nil) -> [Endpoint] {
     [
         .user(.get, "/gateway") { _, _, _ in
             guard let gateway else { throw MasterError(.notFound, "this master runs no SSH gateway (serve --ssh-port)") }
@@ -138,6 +143,7 @@ public func endpoints(_ master: Master, gateway: GatewayInfo? = nil) -> [Endpoin
     ] + AccountController(accounts: master.accounts).endpoints + KeyController(accounts: master.accounts).endpoints
         + ResourceController(catalog: master.catalog, warmPool: master.warmPool).endpoints
         + MachineController(master: master).endpoints + LeaseController(master: master).endpoints + CopyController(master: master).endpoints
+        + MetricsController(master: master, token: metricsToken).endpoints
 }
 
 /// The API description shipped with the server.

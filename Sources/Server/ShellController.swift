@@ -72,6 +72,8 @@ struct ShellController {
         }
         let (process, marker) = try await master.openSession(target, SessionSpec(terminal: start.tty ? (start.term, size) : nil, command: command))
         let ended = Flag()
+        MasterMetrics.sessionOpened("shell")
+        defer { MasterMetrics.sessionClosed("shell") }
         logger.info("shell opened", metadata: ["machine": "\(machine.name)", "container": "\(container)", "tty": "\(start.tty)"])
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {

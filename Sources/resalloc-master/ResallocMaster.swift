@@ -73,7 +73,13 @@ extension ResallocMaster {
             help: "The gateway's Ed25519 host key, made on first start (mode 0600); default: gateway-host-key beside the database."
         )
         var sshHostKeyPath: String?
+        @Option(
+            name: .customLong("metrics-token"),
+            help: "Make GET /metrics require 'Authorization: Bearer TOKEN' (env RESALLOC_METRICS_TOKEN); without it /metrics is open."
+        )
+        var metricsTokenText: String? = ProcessInfo.processInfo.environment["RESALLOC_METRICS_TOKEN"]
 
+        var metricsToken: String? { metricsTokenText.flatMap { $0.isEmpty ? nil : $0 } }
         var port: Int { Int(portText) ?? 0 }
         var sshPort: Int { Int(sshPortText) ?? -1 }
         var databasePath: String { database.path }

@@ -15,11 +15,15 @@ final class MasterProcess {
     let sshPort: Int
     private var process: Subprocess?
 
-    init(databasePath: String, keyPath: String, logPath: String? = nil, sshPort: Int = 0) {
+    /// More `serve` flags.
+    let extraArguments: [String]
+
+    init(databasePath: String, keyPath: String, logPath: String? = nil, sshPort: Int = 0, extraArguments: [String] = []) {
         self.databasePath = databasePath
         self.keyPath = keyPath
         self.logPath = logPath
         self.sshPort = sshPort
+        self.extraArguments = extraArguments
     }
 
     /// Starts it and returns once it answers `GET /health`.
@@ -29,7 +33,7 @@ final class MasterProcess {
             [
                 CLI.masterBinary, "serve", "--port", String(port), "--db", databasePath, "--key", keyPath,
                 "--log-level", logPath == nil ? "error" : "info", "--reconcile-every", "0", "--ssh-port", String(sshPort),
-            ],
+            ] + extraArguments,
             stdout: log,
             stderr: log
         )
@@ -103,8 +107,13 @@ struct CrashTests {
         let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
         defer { master.kill9() }
         try await master.start()
-        try await cli.setUpAdmin(resource: "box", dockerfile: "FROM busybox", machine: testbed.machine("m2"))
-        try await cli.ok("lease", "create", "box", "warmup")  // the image is built; now creations only run
+        // A build of a few seconds keeps the creations in `creating`, so that the kill finds
+        // them there however loaded the host is.
+        try await cli.setUpAdmin(
+            resource: "box",
+            dockerfile: "FROM busybox\nRUN sleep 3 && echo \(UUID().uuidString) > /id",
+            machine: testbed.machine("m2")
+        )
         let id = try masterID(databasePath)
         let creates = try (0..<4).map { try cli.start("lease", "create", "box", "inflight\($0)").process }
         // Kill once a creation is under way on the machine.
