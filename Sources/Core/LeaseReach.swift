@@ -8,6 +8,8 @@ public struct LeaseTarget: Sendable {
     public let name: String
     public let machine: Machine
     public let container: String
+    /// Who reached it (for the audit trail).
+    public var user: String = ""
 }
 
 /// Reaching into a lease: shells, file copies and port tunnels. Every front door (the
@@ -24,7 +26,7 @@ extension Master {
             guard let found = try database.machine(id: machineID) else { throw MasterError(.notFound, "the lease's machine is gone") }
             machine = found
         } catch { throw .from(error) }
-        return LeaseTarget(name: listing.lease.name, machine: machine, container: listing.lease.containerName(masterID: masterID))
+        return LeaseTarget(name: listing.lease.name, machine: machine, container: listing.lease.containerName(masterID: masterID), user: caller.name)
     }
 
     public func docker(_ target: LeaseTarget) -> RemoteDocker { fleet.docker(on: target.machine) }

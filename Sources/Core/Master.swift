@@ -17,6 +17,8 @@ public struct Master: Sendable {
     public var saga: LeaseSaga
     /// Warm containers per resource; `serve` keeps them filled.
     public let warmPool: WarmPool
+    /// Who did what, when, from where.
+    public let audit: AuditTrail
     public let logger: Logger
     /// The image that reaches into a lease's namespaces (forwards, ending dropped sessions).
     public let relay: RelayImage?
@@ -43,6 +45,7 @@ public struct Master: Sendable {
         accounts = Accounts(database: database, bcryptCost: bcryptCost)
         fleet = Fleet(database: database, pool: pool, keyPath: keyPath, logger: logger)
         catalog = ResourceCatalog(database: database)
+        audit = AuditTrail(database: database, logger: logger)
         warmPool = WarmPool(database: database, fleet: fleet, masterID: masterID, incarnationID: incarnationID, logger: logger)
         saga = LeaseSaga(database: database, fleet: fleet, warmPool: warmPool, masterID: masterID, incarnationID: incarnationID, logger: logger)
     }

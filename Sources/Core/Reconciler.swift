@@ -58,6 +58,10 @@ public struct Reconciler: Sendable {
     public var workDeadline: Duration = .seconds(300)
     /// Containers removed by one `docker rm --force`.
     public var batchSize = 50
+    /// Who the audit trail says acted: `cleanup` (cron) or `reconcile` (the server's own pass).
+    public var actor = "cleanup"
+    /// Events older than this are purged.
+    public var keepEvents: Duration = .seconds(90 * 86400)
 
     public init(master: Master) { self.master = master }
 
@@ -84,7 +88,10 @@ public struct Reconciler: Sendable {
             }
             for await part in group { summary.merge(part) }
         }
-        if !dryRun { _ = try? master.database.purgeIncarnations(before: now - 86400) }
+        if !dryRun {
+            _ = try? master.database.purgeIncarnations(before: now - 86400)
+            _ = try? master.database.purgeEvents(before: now - TimeInterval(keepEvents.components.seconds))
+        }
         return summary
     }
 
@@ -185,6 +192,12 @@ public struct Reconciler: Sendable {
         func update(_ lease: Lease, to state: Lease.State, _ message: String) {
             summary.actions.append("mark lease \(lease.name) (#\(lease.id!)) \(state.rawValue)")
             guard !dryRun else { return }
+            master.audit.record(
+                actor,
+                "lease.\(state == .lost ? "lost" : state == .running ? "settled-running" : "settled-failed")",
+                "#\(lease.id!) \(lease.name)",
+                detail: message
+            )
             var lease = lease
             lease.state = state
             lease.message = message
@@ -192,7 +205,10 @@ public struct Reconciler: Sendable {
         }
         func delete(_ lease: Lease) {
             summary.actions.append("delete lease \(lease.name) (#\(lease.id!), \(lease.state.rawValue))")
-            if !dryRun { try? master.database.deleteLease(id: lease.id!) }
+            if !dryRun {
+                try? master.database.deleteLease(id: lease.id!)
+                master.audit.record(actor, lease.expiresAt <= now ? "lease.expired" : "lease.removed", "#\(lease.id!) \(lease.name)")
+            }
             if lease.expiresAt <= now { summary.expired += 1 } else { summary.stuckFinished += 1 }
         }
 

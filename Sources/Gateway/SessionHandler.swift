@@ -109,10 +109,14 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             if wantReply { try? await channel.triggerUserOutboundEvent(ChannelSuccessEvent()) }
             logger.info("gateway session opened", metadata: ["lease": "\(target.name)", "command": "\(command)"])
             MasterMetrics.sessionOpened("gateway")
+            let address = channel.parent?.remoteAddress?.ipAddress ?? channel.remoteAddress?.ipAddress
+            master.audit.record(target.user, "gateway.session-opened", target.name, detail: "\(command)", address: address)
             defer { MasterMetrics.sessionClosed("gateway") }
             if let status = await bridge.run(opened.process) {
+                master.audit.record(target.user, "gateway.session-closed", target.name, detail: "exit status \(status)", address: address)
                 try? await channel.triggerUserOutboundEvent(SSHChannelRequestEvent.ExitStatus(exitStatus: Int(status)))
             } else {
+                master.audit.record(target.user, "gateway.session-closed", target.name, detail: "the client went away", address: address)
                 // The client went away first: end what the session started.
                 await master.endSession(target, marker: opened.marker)
                 logger.info("gateway session's client went away; its processes were ended", metadata: ["lease": "\(target.name)"])

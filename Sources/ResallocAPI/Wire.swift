@@ -456,3 +456,32 @@ public struct GatewayInfo: Codable, Sendable {
         case fingerprint = "Fingerprint"
     }
 }
+
+/// `GET /event`: one entry of the audit trail.
+public struct EventInfo: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var at: Date
+    public var actor: String
+    public var action: String
+    public var subject: String
+    public var detail: String?
+    public var address: String?
+    public init(id: Int64, at: Date, actor: String, action: String, subject: String, detail: String?, address: String?) {
+        self.id = id
+        self.at = at
+        self.actor = actor
+        self.action = action
+        self.subject = subject
+        self.detail = detail
+        self.address = address
+    }
+    enum CodingKeys: String, CodingKey {
+        case id = "Id"
+        case at = "At"
+        case actor = "Actor"
+        case action = "Action"
+        case subject = "Subject"
+        case detail = "Detail"
+        case address = "Address"
+    }
+}

@@ -6,12 +6,20 @@ import Store
 /// `POST /register`, `POST /login`, `POST /logout`, and the admin's user routes.
 struct AccountController {
     let accounts: Accounts
+    let audit: AuditTrail
 
     var endpoints: [Endpoint] {
         [
             .open(.post, "/register") { request, context in
                 let body = try await Body.decode(Credentials.self, from: request, context: context, expecting: "Name and Password")
                 let user = try await accounts.register(name: body.name, password: body.password)
+                audit.record(
+                    user.name,
+                    "user.registered",
+                    user.name,
+                    detail: user.isAdmin ? "the first user, an admin" : nil,
+                    address: context.address
+                )
                 let message =
                     user.isAdmin
                     ? "registered \(user.name), the first user, as an admin"
@@ -20,7 +28,20 @@ struct AccountController {
             },
             .open(.post, "/login") { request, context in
                 let body = try await Body.decode(Credentials.self, from: request, context: context, expecting: "Name and Password")
-                let (token, user) = try await accounts.login(name: body.name, password: body.password)
+                let token: String
+                let user: User
+                do throws(MasterError) { (token, user) = try await accounts.login(name: body.name, password: body.password) } catch {
+                    if error.kind == .unauthorized || error.kind == .forbidden {
+                        audit.record(
+                            String(body.name.prefix(64)),
+                            "user.login-failed",
+                            String(body.name.prefix(64)),
+                            detail: error.message,
+                            address: context.address
+                        )
+                    }
+                    throw error
+                }
                 return try Body.reply(LoginReply(message: "logged in as \(user.name)", token: token))
             },
             .user(.post, "/logout") { _, _, caller in
@@ -30,12 +51,14 @@ struct AccountController {
             .admin(.get, "/user") { _, _, _ in
                 try Body.reply(Payload("Users", try accounts.users().map(Self.info)))
             },
-            .admin(.post, "/user/:name/approve") { _, context, _ in
+            .admin(.post, "/user/:name/approve") { _, context, caller in
                 let user = try accounts.approve(try context.parameters.require("name"))
+                audit.record(caller.user.name, "user.approved", user.name, address: context.address)
                 return try Body.reply(Payload("User", Self.info(user), message: "approved \(user.name)"))
             },
-            .admin(.post, "/user/:name/admin") { _, context, _ in
+            .admin(.post, "/user/:name/admin") { _, context, caller in
                 let user = try accounts.makeAdmin(try context.parameters.require("name"))
+                audit.record(caller.user.name, "user.made-admin", user.name, address: context.address)
                 return try Body.reply(Payload("User", Self.info(user), message: "\(user.name) is an admin"))
             },
         ]

@@ -34,6 +34,8 @@ public protocol AppArguments {
     var poolEvery: Duration { get }
     /// The bearer token `GET /metrics` requires; nil: open.
     var metricsToken: String? { get }
+    /// How long the audit trail keeps an event.
+    var keepEvents: Duration { get }
 }
 
 extension AppArguments {
@@ -47,6 +49,7 @@ extension AppArguments {
     public var heartbeatEvery: Duration { .seconds(5) }
     public var poolEvery: Duration { .seconds(10) }
     public var metricsToken: String? { nil }
+    public var keepEvents: Duration { .seconds(90 * 86400) }
 
     /// Where the gateway's host key lives: as given, else `gateway-host-key` beside the database.
     public var resolvedSSHHostKeyPath: String {
@@ -82,7 +85,12 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     services.append(PoolKeeper(pool: master.warmPool, every: arguments.poolEvery))
     services.append(
         ReconcileService(
-            reconciler: Reconciler(master: master),
+            reconciler: {
+                var reconciler = Reconciler(master: master)
+                reconciler.actor = "reconcile"
+                reconciler.keepEvents = arguments.keepEvents
+                return reconciler
+            }(),
             databasePath: arguments.databasePath,
             every: arguments.reconcileEvery,
             followUp: arguments.reconcileFollowUp
@@ -140,10 +148,11 @@ public func endpoints(_ master: Master, gateway: GatewayInfo? = nil, metricsToke
         .open(.get, "/openapi.yaml") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: .init(string: OpenAPIDocument.text)))
         },
-    ] + AccountController(accounts: master.accounts).endpoints + KeyController(accounts: master.accounts).endpoints
-        + ResourceController(catalog: master.catalog, warmPool: master.warmPool).endpoints
+    ] + AccountController(accounts: master.accounts, audit: master.audit).endpoints
+        + KeyController(accounts: master.accounts, audit: master.audit).endpoints
+        + ResourceController(catalog: master.catalog, warmPool: master.warmPool, audit: master.audit).endpoints
         + MachineController(master: master).endpoints + LeaseController(master: master).endpoints + CopyController(master: master).endpoints
-        + MetricsController(master: master, token: metricsToken).endpoints
+        + MetricsController(master: master, token: metricsToken).endpoints + EventController(audit: master.audit).endpoints
 }
 
 /// The API description shipped with the server.

@@ -7,6 +7,7 @@ import Store
 /// gateway lets them into their leases.
 struct KeyController {
     let accounts: Accounts
+    let audit: AuditTrail
 
     var endpoints: [Endpoint] {
         [
@@ -16,11 +17,13 @@ struct KeyController {
             .user(.post, "/key") { request, context, caller in
                 let body = try await Body.decode(KeyRequest.self, from: request, context: context, expecting: "Name and PublicKey")
                 let key = try accounts.addKey(for: caller.user, name: body.name, line: body.publicKey)
+                audit.record(caller.user.name, "key.added", key.name, detail: key.fingerprint, address: context.address)
                 return try Body.reply(Payload("Key", Self.info(key), message: "added key \(key.name) (\(key.fingerprint))"), status: .created)
             },
             .user(.delete, "/key/:name") { _, context, caller in
                 let name = try context.parameters.require("name")
                 try accounts.removeKey(of: caller.user, name: name)
+                audit.record(caller.user.name, "key.removed", name, address: context.address)
                 return try Body.done("removed key \(name)")
             },
         ]

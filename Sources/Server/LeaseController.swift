@@ -21,15 +21,18 @@ struct LeaseController {
                 let ttl = try body.ttl.map(InputRules.ttl)
                 if request.headers[.accept]?.contains(LeaseProgress.mediaType) == true {
                     try master.saga.check(resourceName: body.resourceName, leaseName: body.leaseName)
-                    return streamedCreate(owner: caller.user, body, ttl: ttl, logger: context.logger)
+                    return streamedCreate(owner: caller.user, body, ttl: ttl, logger: context.logger, address: context.address)
                 }
                 let listing = try await master.saga.create(owner: caller.user, resourceName: body.resourceName, leaseName: body.leaseName, ttl: ttl)
+                recordCreated(listing, address: context.address)
                 return try Body.reply(LeaseCreated(message: created(listing, ttl: ttl), lease: info(listing)), status: .created)
             },
             .user(.delete, "/lease") { request, context, caller in
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "Name (or LeaseName)")
                 let name = try Body.required(body.name ?? body.leaseName, "Name (or LeaseName)")
-                try await master.saga.delete(try master.lease(named: name, for: caller.user))
+                let listing = try master.lease(named: name, for: caller.user)
+                try await master.saga.delete(listing)
+                master.audit.record(caller.user.name, "lease.deleted", "\(listing.owner)/\(name)", address: context.address)
                 return try Body.done("deleted lease \(name)")
             },
             .user(.get, "/lease/:name") { request, context, caller in
@@ -42,26 +45,43 @@ struct LeaseController {
             },
             .user(.delete, "/lease/:name") { request, context, caller in
                 let name = try context.parameters.require("name")
-                try await master.saga.delete(
-                    try master.lease(named: name, for: caller.user, owner: request.uri.queryParameters["owner"].map(String.init))
-                )
+                let listing = try master.lease(named: name, for: caller.user, owner: request.uri.queryParameters["owner"].map(String.init))
+                try await master.saga.delete(listing)
+                master.audit.record(caller.user.name, "lease.deleted", "\(listing.owner)/\(name)", address: context.address)
                 return try Body.done("deleted lease \(name)")
             },
             .user(.post, "/lease/:name/extend") { request, context, caller in
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "TTL")
                 let ttl = try InputRules.ttl(try Body.required(body.ttl, "how long, as TTL: 90s, 15m, 2h or 1d"))
                 let listing = try master.saga.extend(try master.lease(named: try context.parameters.require("name"), for: caller.user), by: ttl)
+                master.audit.record(
+                    caller.user.name,
+                    "lease.extended",
+                    "\(listing.owner)/\(listing.lease.name)",
+                    detail: "until \(listing.lease.expiresAt)",
+                    address: context.address
+                )
                 let message = "lease \(listing.lease.name) now ends at \(listing.lease.expiresAt)\(master.saga.capNote(ttl))"
                 return try Body.reply(Payload("Lease", info(listing), message: message))
             },
         ]
     }
 
+    private func recordCreated(_ listing: LeaseListing, address: String?) {
+        master.audit.record(
+            listing.owner,
+            "lease.created",
+            "\(listing.owner)/\(listing.lease.name)",
+            detail: "\(listing.resource) on \(listing.machine ?? "?")",
+            address: address
+        )
+    }
+
     /// `POST /lease` for a client that asked for `application/x-ndjson`: a line for each line
     /// of the image build as it happens, then the outcome. The creation runs in a task of its
     /// own, so a client that goes away mid-build does not leave a lease half made: it is
     /// finished, or failed and cleaned up, and shows in the owner's list either way.
-    func streamedCreate(owner: User, _ body: LeaseRequest, ttl: Duration?, logger: Logger) -> Response {
+    func streamedCreate(owner: User, _ body: LeaseRequest, ttl: Duration?, logger: Logger, address: String?) -> Response {
         let (progress, sink) = AsyncStream.makeStream(of: LeaseProgress.self, bufferingPolicy: .bufferingNewest(10_000))
         Task {
             do {
@@ -69,6 +89,7 @@ struct LeaseController {
                     line in
                     sink.yield(.buildLine(line))
                 }
+                recordCreated(listing, address: address)
                 sink.yield(.created(info(listing), message: created(listing, ttl: ttl)))
             } catch {
                 let failure = MasterError.from(error)

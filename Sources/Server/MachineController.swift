@@ -13,20 +13,29 @@ struct MachineController {
                 let counts = try master.activeLeaseCounts()
                 return try Body.reply(Payload("Machines", try master.fleet.machines().map { Self.info($0, counts) }))
             },
-            .admin(.post, "/machine") { request, context, _ in
+            .admin(.post, "/machine") { request, context, caller in
                 let body = try await Body.decode(MachineRequest.self, from: request, context: context, expecting: "Name, Username and IP")
                 let machine = try await master.fleet.add(name: body.name, login: body.username, address: body.ip, capacity: body.capacity)
+                master.audit.record(
+                    caller.user.name,
+                    "machine.created",
+                    machine.name,
+                    detail: "\(machine.host):\(machine.port)",
+                    address: context.address
+                )
                 return try Body.reply(Payload("Machine", Self.info(machine, [:]), message: "added machine \(machine.name)"), status: .created)
             },
-            .admin(.delete, "/machine") { request, context, _ in
+            .admin(.delete, "/machine") { request, context, caller in
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "Name")
                 let name = try Body.required(body.name, "Name")
                 try await master.fleet.delete(name: name, force: body.force ?? false, masterID: master.masterID)
+                master.audit.record(caller.user.name, "machine.deleted", name, address: context.address)
                 return try Body.done("deleted machine \(name)")
             },
-            .admin(.delete, "/machine/:name") { request, context, _ in
+            .admin(.delete, "/machine/:name") { request, context, caller in
                 let name = try context.parameters.require("name")
                 try await master.fleet.delete(name: name, force: try Query.flag(request, "force"), masterID: master.masterID)
+                master.audit.record(caller.user.name, "machine.deleted", name, address: context.address)
                 return try Body.done("deleted machine \(name)")
             },
         ]

@@ -15,9 +15,13 @@ struct ShellRequestContext: RequestContext, WebSocketRequestContext {
     var coreContext: CoreRequestContextStorage
     let webSocket: WebSocketHandlerReference<Self>
 
+    /// The client's IP address, for the audit trail.
+    let address: String?
+
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         webSocket = .init()
+        address = source.channel.remoteAddress?.ipAddress
     }
 }
 
@@ -34,7 +38,13 @@ struct ShellController {
         } onUpgrade: { inbound, outbound, context in
             let logger = context.logger
             do {
-                try await relay(inbound, outbound, target: try target(context.request, context.requestContext.parameters), logger: logger)
+                try await relay(
+                    inbound,
+                    outbound,
+                    target: try target(context.request, context.requestContext.parameters),
+                    address: context.requestContext.address,
+                    logger: logger
+                )
             } catch {
                 let failure = MasterError.from(error)
                 logger.notice("shell failed", metadata: ["error": "\(failure)"])
@@ -54,6 +64,7 @@ struct ShellController {
         _ inbound: WebSocketInboundStream,
         _ outbound: WebSocketOutboundWriter,
         target: LeaseTarget,
+        address: String?,
         logger: Logger
     ) async throws {
         let machine = target.machine
@@ -71,9 +82,14 @@ struct ShellController {
             command = .shell
         }
         let (process, marker) = try await master.openSession(target, SessionSpec(terminal: start.tty ? (start.term, size) : nil, command: command))
-        let ended = Flag()
+        let exited = ExitRecord()
         MasterMetrics.sessionOpened("shell")
-        defer { MasterMetrics.sessionClosed("shell") }
+        master.audit.record(target.user, "shell.opened", target.name, detail: start.command.map { $0.joined(separator: " ") }, address: address)
+        defer {
+            MasterMetrics.sessionClosed("shell")
+            let detail = exited.value.map { "exit status \($0)" } ?? "the client went away"
+            master.audit.record(target.user, "shell.closed", target.name, detail: detail, address: address)
+        }
         logger.info("shell opened", metadata: ["machine": "\(machine.name)", "container": "\(container)", "tty": "\(start.tty)"])
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -91,8 +107,9 @@ struct ShellController {
                 }
                 let event: ShellEvent
                 do {
-                    event = ShellEvent(type: .exit, status: try await process.exitStatus())
-                    ended.set()
+                    let exit = try await process.exitStatus()
+                    exited.set(exit)
+                    event = ShellEvent(type: .exit, status: exit)
                 } catch {
                     event = ShellEvent(type: .error, message: MasterError.from(error, machine: machine.name).message)
                 }
@@ -121,7 +138,7 @@ struct ShellController {
             // The client left: stop the remote side if it still runs, and at once what it started
             // (docker exec leaves that running when its own client is cut off).
             process.close()
-            if !ended.value {
+            if exited.value == nil {
                 await master.endSession(target, marker: marker)
                 logger.info("shell's client went away; its processes were ended", metadata: ["container": "\(container)"])
             }
@@ -135,9 +152,9 @@ struct ShellController {
     }
 }
 
-/// Set once, read from anywhere.
-final class Flag: Sendable {
-    private let state = Mutex(false)
-    func set() { state.withLock { $0 = true } }
-    var value: Bool { state.withLock { $0 } }
+/// A session's exit status once it is known, read from anywhere.
+final class ExitRecord: Sendable {
+    private let state = Mutex<Int32?>(nil)
+    func set(_ status: Int32) { state.withLock { $0 = status } }
+    var value: Int32? { state.withLock { $0 } }
 }

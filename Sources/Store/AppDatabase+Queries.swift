@@ -369,3 +369,32 @@ extension AppDatabase {
         try writer.write { db in _ = try PoolSlot.deleteOne(db, key: id) }
     }
 }
+
+// MARK: - Audit trail
+
+extension AppDatabase {
+    public func appendEvent(_ event: Event) throws {
+        try writer.write { db in
+            var event = event
+            try event.insert(db)
+        }
+    }
+
+    /// Events oldest first: since `since`, of `actor` when given, after the id `after` (for
+    /// paging), at most `limit`.
+    public func events(since: Date? = nil, actor: String? = nil, after: Int64? = nil, limit: Int = 1000) throws -> [Event] {
+        try writer.read { db in
+            var request = Event.order(Column("id"))
+            if let since { request = request.filter(Column("at") >= since) }
+            if let actor { request = request.filter(Column("actor") == actor) }
+            if let after { request = request.filter(Column("id") > after) }
+            return try request.limit(limit).fetchAll(db)
+        }
+    }
+
+    /// Deletes events from before `date`; returns how many.
+    @discardableResult
+    public func purgeEvents(before date: Date) throws -> Int {
+        try writer.write { db in try Event.filter(Column("at") < date).deleteAll(db) }
+    }
+}

@@ -163,6 +163,27 @@ public enum Schema {
                 try db.alter(table: "resource") { t in t.drop(column: "poolSize") }
             }
         ),
+        Migration(
+            version: 7,
+            name: "audit trail",
+            up: { db in
+                // Who did what, on what, when, from where. Rows are only ever added (a trigger
+                // refuses updates); cleanup deletes those older than --keep-events.
+                try db.create(table: "event") { t in
+                    t.autoIncrementedPrimaryKey("id")
+                    t.column("at", .datetime).notNull().indexed()
+                    t.column("actor", .text).notNull()
+                    t.column("action", .text).notNull()
+                    t.column("subject", .text).notNull()
+                    t.column("detail", .text)
+                    t.column("address", .text)
+                }
+                try db.execute(
+                    sql: "CREATE TRIGGER event_append_only BEFORE UPDATE ON event BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+                )
+            },
+            down: { db in try db.drop(table: "event") }
+        ),
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

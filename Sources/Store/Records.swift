@@ -281,3 +281,28 @@ public struct PoolSlot: Codable, Sendable, Equatable, FetchableRecord, MutablePe
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
+
+/// One entry of the audit trail: `actor` (a user's name, or `cleanup`/`reconcile`) did
+/// `action` (`lease.created`, `user.login-failed`, …) on `subject`, from `address`.
+public struct Event: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public var id: Int64?
+    public var at: Date
+    public var actor: String
+    public var action: String
+    public var subject: String
+    public var detail: String?
+    public var address: String?
+
+    public static let databaseTableName = "event"
+
+    public init(at: Date = Date(), actor: String, action: String, subject: String, detail: String? = nil, address: String? = nil) {
+        self.at = at
+        self.actor = actor
+        self.action = action
+        self.subject = subject
+        self.detail = detail
+        self.address = address
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}

@@ -14,7 +14,7 @@ struct ResallocMaster: AsyncParsableCommand {
             Every option also reads from the environment: RESALLOC_DB, RESALLOC_KEY, RESALLOC_HOST, RESALLOC_PORT.
             Example: resalloc-master serve --db /var/lib/resalloc/resalloc.db --key /etc/resalloc/resalloc.pem
             """,
-        subcommands: [Serve.self, Cleanup.self, Migrate.self, Users.self]
+        subcommands: [Serve.self, Cleanup.self, Migrate.self, Users.self, Events.self]
     )
 }
 
@@ -79,7 +79,11 @@ extension ResallocMaster {
         )
         var metricsTokenText: String? = ProcessInfo.processInfo.environment["RESALLOC_METRICS_TOKEN"]
 
+        @Option(name: .customLong("keep-events"), help: "Events of the audit trail older than this are purged by the server's passes.")
+        var keepEventsText = "90d"
+
         var metricsToken: String? { metricsTokenText.flatMap { $0.isEmpty ? nil : $0 } }
+        var keepEvents: Duration { TTL.parse(keepEventsText) ?? .seconds(90 * 86400) }
         var port: Int { Int(portText) ?? 0 }
         var sshPort: Int { Int(sshPortText) ?? -1 }
         var databasePath: String { database.path }
@@ -105,6 +109,7 @@ extension ResallocMaster {
             guard reconcileEveryText == "0" || TTL.parse(reconcileEveryText) != nil else {
                 throw ValidationError("--reconcile-every takes 0, 30s, 5m, …")
             }
+            guard TTL.parse(keepEventsText) != nil else { throw ValidationError("--keep-events takes 30d, 12h, …") }
             guard defaultTTL <= maxTTL else { throw ValidationError("--default-ttl must not exceed --max-ttl") }
             guard FileManager.default.isReadableFile(atPath: keyPath) else {
                 throw ValidationError("cannot read the SSH key \(keyPath): create it with 'make keys' or pass --key")
@@ -143,11 +148,13 @@ extension ResallocMaster {
         ) var stuckAfter = "10m"
         @Option(help: "How long a machine has to list its containers before it is counted down.") var machineTimeout = "20s"
         @Option(help: "How long removing containers may take on one machine; what is left waits for the next pass.") var workTimeout = "5m"
+        @Option(help: "Events of the audit trail older than this are purged.") var keepEvents = "90d"
 
         func validate() throws {
             guard TTL.parse(stuckAfter) != nil || stuckAfter == "0s" else { throw ValidationError("--stuck-after takes 0s, 30s, 10m, …") }
             guard TTL.parse(machineTimeout) != nil else { throw ValidationError("--machine-timeout takes 5s, 1m, …") }
             guard TTL.parse(workTimeout) != nil else { throw ValidationError("--work-timeout takes 30s, 5m, …") }
+            guard TTL.parse(keepEvents) != nil else { throw ValidationError("--keep-events takes 30d, 12h, …") }
         }
 
         func run() async throws {
@@ -177,6 +184,7 @@ extension ResallocMaster {
             reconciler.stuckAfter = TTL.parse(stuckAfter) ?? .zero
             reconciler.machineDeadline = TTL.parse(machineTimeout)!
             reconciler.workDeadline = TTL.parse(workTimeout)!
+            reconciler.keepEvents = TTL.parse(keepEvents)!
             let summary = await reconciler.run(dryRun: dryRun)
             await master.shutdown()
             if dryRun || verbose {
@@ -262,6 +270,7 @@ extension ResallocMaster {
                 let db = try database.open()
                 try db.requireCurrentSchema()
                 do { _ = try db.updateUser(named: name, status: .active) } catch let error as StoreError { throw ValidationError(error.description) }
+                try db.appendEvent(Event(actor: "resalloc-master", action: "user.approved", subject: name))
                 print("approved \(name)")
             }
         }
@@ -276,7 +285,50 @@ extension ResallocMaster {
                 do { _ = try db.updateUser(named: name, status: .active, role: .admin) } catch let error as StoreError {
                     throw ValidationError(error.description)
                 }
+                try db.appendEvent(Event(actor: "resalloc-master", action: "user.made-admin", subject: name))
                 print("\(name) is an admin")
+            }
+        }
+    }
+
+    struct Events: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "events",
+            abstract: "The audit trail: who did what, on what, when, from where; oldest first.",
+            discussion: "Example: resalloc-master events --since 1h --user alice"
+        )
+        @OptionGroup var database: DatabaseOptions
+        @Option(help: "Only events of the last 90s, 15m, 2h, 1d, ….") var since: String?
+        @Option(help: "Only what this user (or cleanup, reconcile) did.") var user: String?
+        @Flag(help: "One JSON object a line.") var json = false
+
+        func validate() throws {
+            if let since, TTL.parse(since) == nil { throw ValidationError("--since takes 90s, 15m, 2h, 1d, …") }
+        }
+
+        func run() throws {
+            let db = try database.open()
+            try db.requireCurrentSchema()
+            let from = since.flatMap(TTL.parse).map { Date() - TimeInterval($0.components.seconds) }
+            var after: Int64?
+            let encoder = JSONEncoder()
+            encoder.dateEncodingStrategy = .iso8601
+            encoder.outputFormatting = [.sortedKeys]
+            let dates = ISO8601DateFormatter()
+            while true {
+                let page = try db.events(since: from, actor: user, after: after, limit: 1000)
+                for event in page {
+                    if json {
+                        print(String(decoding: try encoder.encode(event), as: UTF8.self))
+                    } else {
+                        print(
+                            [dates.string(from: event.at), event.actor, event.action, event.subject, event.detail ?? "", event.address ?? ""]
+                                .joined(separator: "  ")
+                        )
+                    }
+                }
+                guard page.count == 1000, let last = page.last?.id else { break }
+                after = last
             }
         }
     }
