@@ -19,6 +19,10 @@ public struct Master: Sendable {
     public let warmPool: WarmPool
     /// Who did what, when, from where.
     public let audit: AuditTrail
+    /// Where interactive sessions are recorded (asciinema v2); nil: not recorded.
+    public var recordDirectory: String?
+    /// Whether recordings also hold what the user typed.
+    public var recordInput = false
     public let logger: Logger
     /// The image that reaches into a lease's namespaces (forwards, ending dropped sessions).
     public let relay: RelayImage?

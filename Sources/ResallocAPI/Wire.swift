@@ -485,3 +485,26 @@ public struct EventInfo: Codable, Sendable, Equatable {
         case address = "Address"
     }
 }
+
+/// `GET /session`: one recorded interactive session.
+public struct SessionInfo: Codable, Sendable, Equatable {
+    public var id: String
+    public var lease: String
+    public var user: String
+    public var started: Date
+    public var bytes: Int
+    public init(id: String, lease: String, user: String, started: Date, bytes: Int) {
+        self.id = id
+        self.lease = lease
+        self.user = user
+        self.started = started
+        self.bytes = bytes
+    }
+    enum CodingKeys: String, CodingKey {
+        case id = "Id"
+        case lease = "Lease"
+        case user = "User"
+        case started = "Started"
+        case bytes = "Bytes"
+    }
+}

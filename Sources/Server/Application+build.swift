@@ -36,6 +36,10 @@ public protocol AppArguments {
     var metricsToken: String? { get }
     /// How long the audit trail keeps an event.
     var keepEvents: Duration { get }
+    /// Where interactive sessions are recorded: nil, `recordings` beside the database; "": off.
+    var recordDirectory: String? { get }
+    /// Whether recordings also hold what the user typed.
+    var recordInput: Bool { get }
 }
 
 extension AppArguments {
@@ -50,6 +54,14 @@ extension AppArguments {
     public var poolEvery: Duration { .seconds(10) }
     public var metricsToken: String? { nil }
     public var keepEvents: Duration { .seconds(90 * 86400) }
+    public var recordDirectory: String? { nil }
+    public var recordInput: Bool { false }
+
+    /// Where recordings go, or nil when they are off.
+    public var resolvedRecordDirectory: String? {
+        if let recordDirectory { return recordDirectory.isEmpty ? nil : recordDirectory }
+        return URL(fileURLWithPath: databasePath).deletingLastPathComponent().appendingPathComponent("recordings").path
+    }
 
     /// Where the gateway's host key lives: as given, else `gateway-host-key` beside the database.
     public var resolvedSSHHostKeyPath: String {
@@ -72,6 +84,8 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     assembled.saga.maxTTL = arguments.maxTTL
     guard arguments.tokenLifetime > .zero else { throw MasterError(.invalid, "the token lifetime must be positive") }
     assembled.accounts.tokenLifetime = arguments.tokenLifetime
+    assembled.recordDirectory = arguments.resolvedRecordDirectory
+    assembled.recordInput = arguments.recordInput
     let master = assembled
     try master.beginIncarnation(heartbeat: arguments.heartbeatEvery)
     var services: [any Service] = [MasterShutdown(master: master), Heartbeat(master: master, every: arguments.heartbeatEvery)]
@@ -153,6 +167,7 @@ public func endpoints(_ master: Master, gateway: GatewayInfo? = nil, metricsToke
         + ResourceController(catalog: master.catalog, warmPool: master.warmPool, audit: master.audit).endpoints
         + MachineController(master: master).endpoints + LeaseController(master: master).endpoints + CopyController(master: master).endpoints
         + MetricsController(master: master, token: metricsToken).endpoints + EventController(audit: master.audit).endpoints
+        + SessionController(master: master).endpoints
 }
 
 /// The API description shipped with the server.

@@ -83,9 +83,24 @@ struct ShellController {
         }
         let (process, marker) = try await master.openSession(target, SessionSpec(terminal: start.tty ? (start.term, size) : nil, command: command))
         let exited = ExitRecord()
+        let recorder =
+            start.tty
+            ? master.recordDirectory.flatMap { directory in
+                SessionRecorder.start(
+                    directory: directory,
+                    lease: target.name,
+                    user: target.user,
+                    columns: size.columns,
+                    rows: size.rows,
+                    term: start.term,
+                    recordInput: master.recordInput,
+                    logger: logger
+                )
+            } : nil
         MasterMetrics.sessionOpened("shell")
         master.audit.record(target.user, "shell.opened", target.name, detail: start.command.map { $0.joined(separator: " ") }, address: address)
         defer {
+            recorder?.close()
             MasterMetrics.sessionClosed("shell")
             let detail = exited.value.map { "exit status \($0)" } ?? "the client went away"
             master.audit.record(target.user, "shell.closed", target.name, detail: detail, address: address)
@@ -99,6 +114,7 @@ struct ShellController {
                     case .stdout(let bytes):
                         buffer.writeInteger(ShellStream.stdout.rawValue)
                         buffer.writeBytes(bytes)
+                        recorder?.output(bytes)
                     case .stderr(let bytes):
                         buffer.writeInteger(ShellStream.stderr.rawValue)
                         buffer.writeBytes(bytes)
@@ -121,14 +137,16 @@ struct ShellController {
                 while let message = try await messages.next() {
                     switch message {
                     case .binary(let buffer):
-                        process.write(Array(buffer: buffer))
+                        let bytes = Array(buffer: buffer)
+                        recorder?.input(bytes)
+                        process.write(bytes)
                     case .text(let text):
                         guard let control = try? JSONDecoder().decode(ShellControl.self, from: Data(text.utf8)) else { continue }
                         switch control.type {
                         case .resize:
-                            process.resize(
-                                TerminalSize(columns: min(max(control.columns ?? 80, 1), 1000), rows: min(max(control.rows ?? 24, 1), 1000))
-                            )
+                            let size = TerminalSize(columns: min(max(control.columns ?? 80, 1), 1000), rows: min(max(control.rows ?? 24, 1), 1000))
+                            recorder?.resize(columns: size.columns, rows: size.rows)
+                            process.resize(size)
                         case .eof:
                             process.closeInput()
                         }

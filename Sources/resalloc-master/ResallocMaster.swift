@@ -14,7 +14,7 @@ struct ResallocMaster: AsyncParsableCommand {
             Every option also reads from the environment: RESALLOC_DB, RESALLOC_KEY, RESALLOC_HOST, RESALLOC_PORT.
             Example: resalloc-master serve --db /var/lib/resalloc/resalloc.db --key /etc/resalloc/resalloc.pem
             """,
-        subcommands: [Serve.self, Cleanup.self, Migrate.self, Users.self, Events.self]
+        subcommands: [Serve.self, Cleanup.self, Migrate.self, Users.self, Events.self, Sessions.self]
     )
 }
 
@@ -81,6 +81,12 @@ extension ResallocMaster {
 
         @Option(name: .customLong("keep-events"), help: "Events of the audit trail older than this are purged by the server's passes.")
         var keepEventsText = "90d"
+        @Option(
+            name: .customLong("record-dir"),
+            help: "Where interactive sessions are recorded (asciinema v2, mode 0600); '' turns it off; default: recordings beside the database."
+        )
+        var recordDirectory: String?
+        @Flag(name: .customLong("record-input"), help: "Record what users type, too (off: output only).") var recordInput = false
 
         var metricsToken: String? { metricsTokenText.flatMap { $0.isEmpty ? nil : $0 } }
         var keepEvents: Duration { TTL.parse(keepEventsText) ?? .seconds(90 * 86400) }
@@ -329,6 +335,50 @@ extension ResallocMaster {
                 }
                 guard page.count == 1000, let last = page.last?.id else { break }
                 after = last
+            }
+        }
+    }
+
+    struct Sessions: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "sessions",
+            abstract: "Recorded interactive sessions (asciinema v2 files).",
+            discussion: "Examples: resalloc-master sessions list --lease mylease; resalloc-master sessions show ID | asciinema play -",
+            subcommands: [List.self, Show.self]
+        )
+
+        struct Place: ParsableArguments {
+            @OptionGroup var database: DatabaseOptions
+            @Option(name: .customLong("record-dir"), help: "Where serve records (default: recordings beside the database).")
+            var recordDirectory: String?
+            var directory: String {
+                recordDirectory ?? URL(fileURLWithPath: database.path).deletingLastPathComponent().appendingPathComponent("recordings").path
+            }
+        }
+
+        struct List: ParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List recordings, oldest first.")
+            @OptionGroup var place: Place
+            @Option(help: "Only this lease's.") var lease: String?
+            @Option(help: "Only this user's.") var user: String?
+            func run() throws {
+                let dates = ISO8601DateFormatter()
+                print(["ID", "LEASE", "USER", "STARTED", "BYTES"].joined(separator: "  "))
+                for entry in SessionRecordings.list(place.directory, lease: lease, user: user) {
+                    print([entry.id, entry.lease, entry.user, dates.string(from: entry.started), String(entry.bytes)].joined(separator: "  "))
+                }
+            }
+        }
+
+        struct Show: ParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Print a recording, for asciinema play or cat.")
+            @OptionGroup var place: Place
+            @Argument(help: "The recording's id, as sessions list prints it.") var id: String
+            func run() throws {
+                guard let path = SessionRecordings.path(place.directory, id: id), let data = FileManager.default.contents(atPath: path) else {
+                    throw ValidationError("no recording \(id) in \(place.directory)")
+                }
+                FileHandle.standardOutput.write(data)
             }
         }
     }

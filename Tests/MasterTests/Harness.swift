@@ -19,6 +19,7 @@ struct TestArguments: AppArguments {
     var reconcileEvery: Duration = .zero
     /// No pass after the one at start: the tests run cleanup themselves.
     var reconcileFollowUp: Duration = .zero
+    var recordInput = false
     var tokenLifetime: Duration = .seconds(30 * 86400)
 }
 

@@ -1,0 +1,181 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// One interactive session recorded in asciinema's v2 format: a JSON header line, then
+/// `[seconds, "o", text]` for output (`"i"` for input, only when asked; `"r"` for a resize).
+/// Events are timed when they happen and written in order on a queue of the recorder's own,
+/// so recording never waits on the disk in the session's path; a write that fails (a full
+/// disk) ends the recording, never the session. Files are mode 0600.
+public final class SessionRecorder: Sendable {
+    public let path: String
+    private let queue = DispatchQueue(label: "resalloc.recording")
+    private let started = ContinuousClock.now
+    private let recordInput: Bool
+    private let logger: Logger
+    private struct State {
+        var handle: FileHandle?
+        /// Bytes of a UTF-8 sequence cut at a chunk's end, per stream ("o", "i").
+        var pending: [String: [UInt8]] = [:]
+    }
+    private let state = Mutex(State())
+
+    /// Starts a recording under `directory`, or returns nil (logged) when it cannot.
+    public static func start(
+        directory: String,
+        lease: String,
+        user: String,
+        columns: Int,
+        rows: Int,
+        term: String,
+        recordInput: Bool,
+        logger: Logger
+    ) -> SessionRecorder? {
+        let now = Date()
+        let stamp = ISO8601DateFormatter.string(
+            from: now,
+            timeZone: .gmt,
+            formatOptions: [.withYear, .withMonth, .withDay, .withTime, .withTimeZone]
+        )
+        .replacingOccurrences(of: ":", with: "")
+        let id = "\(lease)-\(user)-\(stamp)-\(UUID().uuidString.prefix(8).lowercased())"
+        let path = "\(directory)/\(id).cast"
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                throw CocoaError(.fileWriteNoPermission)
+            }
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            let header: [String: Any] = [
+                "version": 2, "width": columns, "height": rows, "timestamp": Int(now.timeIntervalSince1970),
+                "env": ["TERM": term], "title": "lease \(lease) by \(user)", "lease": lease, "user": user,
+            ]
+            var line = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+            line.append(0x0A)
+            try handle.write(contentsOf: line)
+            return SessionRecorder(path: path, handle: handle, recordInput: recordInput, logger: logger)
+        } catch {
+            logger.warning("cannot record the session", metadata: ["path": "\(path)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    private init(path: String, handle: FileHandle, recordInput: Bool, logger: Logger) {
+        self.path = path
+        self.recordInput = recordInput
+        self.logger = logger
+        state.withLock { $0.handle = handle }
+    }
+
+    public func output(_ bytes: [UInt8]) { event("o", bytes) }
+    public func input(_ bytes: [UInt8]) { if recordInput { event("i", bytes) } }
+    public func resize(columns: Int, rows: Int) { write(seconds(), "r", "\(columns)x\(rows)") }
+
+    /// Writes what is pending and closes the file.
+    public func close() {
+        let rest = state.withLock { state in
+            defer { state.pending = [:] }
+            return state.pending
+        }
+        let at = seconds()
+        for (kind, bytes) in rest.sorted(by: { $0.key < $1.key }) where !bytes.isEmpty { write(at, kind, String(decoding: bytes, as: UTF8.self)) }
+        queue.async { [self] in
+            state.withLock { state in
+                try? state.handle?.close()
+                state.handle = nil
+            }
+        }
+    }
+
+    private func seconds() -> Double {
+        let elapsed = ContinuousClock.now - started
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+
+    /// Text up to the last whole UTF-8 character; the rest waits for the next chunk.
+    private func event(_ kind: String, _ bytes: [UInt8]) {
+        let at = seconds()
+        let text: String? = state.withLock { state in
+            let data = state.pending[kind, default: []] + bytes
+            let cut = Self.wholeCharacters(data)
+            state.pending[kind] = Array(data[cut...])
+            return cut == 0 ? nil : String(decoding: data[..<cut], as: UTF8.self)
+        }
+        if let text { write(at, kind, text) }
+    }
+
+    /// The length of `data`'s longest prefix that does not end inside a UTF-8 sequence.
+    static func wholeCharacters(_ data: [UInt8]) -> Int {
+        var index = data.count
+        var back = 0
+        while index > 0 && back < 4 {
+            let byte = data[index - 1]
+            if byte & 0xC0 != 0x80 {  // a lead byte (or ASCII): is its sequence complete?
+                let length = byte < 0x80 ? 1 : byte >= 0xF0 ? 4 : byte >= 0xE0 ? 3 : byte >= 0xC0 ? 2 : 1
+                return length > back + 1 ? index - 1 : data.count
+            }
+            index -= 1
+            back += 1
+        }
+        return data.count
+    }
+
+    private func write(_ at: Double, _ kind: String, _ text: String) {
+        let encoded = (try? JSONEncoder().encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
+        let line = Data("[\(String(format: "%.6f", at)), \"\(kind)\", \(encoded)]\n".utf8)
+        queue.async { [self] in
+            state.withLock { state in
+                guard let handle = state.handle else { return }
+                do { try handle.write(contentsOf: line) } catch {
+                    // A full disk ends the recording, not the session.
+                    logger.warning("the session recording stopped", metadata: ["path": "\(path)", "error": "\(error)"])
+                    try? handle.close()
+                    state.handle = nil
+                }
+            }
+        }
+    }
+}
+
+/// The recordings in a directory, as `resalloc-master sessions` and `GET /session` list them.
+public enum SessionRecordings {
+    public struct Entry: Sendable, Equatable, Codable {
+        public var id: String
+        public var lease: String
+        public var user: String
+        public var started: Date
+        public var bytes: Int
+    }
+
+    public static func list(_ directory: String, lease: String? = nil, user: String? = nil) -> [Entry] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        return names.filter { $0.hasSuffix(".cast") }.compactMap { name -> Entry? in
+            let path = "\(directory)/\(name)"
+            guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+            defer { try? handle.close() }
+            let head = (try? handle.read(upToCount: 4096)) ?? Data()
+            guard let line = head.split(separator: 0x0A).first,
+                let header = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+                let leaseName = header["lease"] as? String, let userName = header["user"] as? String,
+                let timestamp = header["timestamp"] as? Int
+            else { return nil }
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            return Entry(
+                id: String(name.dropLast(5)),
+                lease: leaseName,
+                user: userName,
+                started: Date(timeIntervalSince1970: Double(timestamp)),
+                bytes: size ?? 0
+            )
+        }
+        .filter { (lease == nil || $0.lease == lease) && (user == nil || $0.user == user) }
+        .sorted { ($0.started, $0.id) < ($1.started, $1.id) }
+    }
+
+    /// The file of recording `id`, if there is one (ids are file names: no path may be given).
+    public static func path(_ directory: String, id: String) -> String? {
+        guard id.wholeMatch(of: /[A-Za-z0-9_.-]{1,200}/) != nil, !id.hasPrefix("."), !id.contains("..") else { return nil }
+        let path = "\(directory)/\(id).cast"
+        return FileManager.default.fileExists(atPath: path) ? path : nil
+    }
+}
