@@ -1,3 +1,4 @@
+import Core
 import Foundation
 import NIOCore
 import NIOSSH
@@ -52,7 +53,8 @@ final class ChannelBridge: @unchecked Sendable {
     var clientIsGone: Bool { lock.withLock { gone } }
 
     /// Relays until the process ends; returns its exit status, or nil when it was cut off.
-    func run(_ process: RemoteProcess) async -> Int32? {
+    /// `recorder` gets what the terminal showed (and what was typed, if it records input).
+    func run(_ process: RemoteProcess, recorder: SessionRecorder? = nil) async -> Int32? {
         let goneAlready = lock.withLock {
             self.process = process
             return gone
@@ -61,6 +63,7 @@ final class ChannelBridge: @unchecked Sendable {
         let input = self.input
         let feeder = Task {
             for await bytes in input {
+                recorder?.input(bytes)
                 await process.send(bytes)
                 let resume = lock.withLock {
                     pending -= bytes.count
@@ -80,7 +83,9 @@ final class ChannelBridge: @unchecked Sendable {
         for await chunk in process.output {
             let (type, bytes): (SSHChannelData.DataType, [UInt8])
             switch chunk {
-            case .stdout(let data): (type, bytes) = (.channel, data)
+            case .stdout(let data):
+                (type, bytes) = (.channel, data)
+                recorder?.output(data)
             case .stderr(let data): (type, bytes) = (.stdErr, data)
             }
             try? await channel.writeAndFlush(SSHChannelData(type: type, data: .byteBuffer(ByteBuffer(bytes: bytes))))

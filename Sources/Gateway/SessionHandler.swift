@@ -20,6 +20,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var bridge: ChannelBridge?
     private let resizes = NSLock()
     private var process: RemoteProcess?
+    private var recorder: SessionRecorder?
 
     init(master: Master, target: LeaseTarget, logger: Logger) {
         self.master = master
@@ -68,7 +69,9 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             }
         case let request as SSHChannelRequestEvent.WindowChangeRequest:
             let size = TerminalSize(columns: min(max(request.terminalCharacterWidth, 1), 1000), rows: min(max(request.terminalRowHeight, 1), 1000))
-            resizes.withLock { process }?.resize(size)
+            let (process, recorder) = resizes.withLock { (self.process, self.recorder) }
+            process?.resize(size)
+            recorder?.resize(columns: size.columns, rows: size.rows)
         case let event as ChannelEvent where event == .inputClosed:
             bridge?.inputEnded()
         default:
@@ -105,14 +108,33 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                 try? await channel.close()
                 return
             }
-            resizes.withLock { process = opened.process }
+            // A session with a terminal is recorded, as resalloc ssh's are.
+            let recorder = spec.terminal.flatMap { terminal in
+                master.recordDirectory.flatMap { directory in
+                    SessionRecorder.start(
+                        directory: directory,
+                        lease: target.name,
+                        user: target.user,
+                        columns: terminal.size.columns,
+                        rows: terminal.size.rows,
+                        term: terminal.term,
+                        recordInput: master.recordInput,
+                        logger: logger
+                    )
+                }
+            }
+            defer { recorder?.close() }
+            resizes.withLock {
+                process = opened.process
+                self.recorder = recorder
+            }
             if wantReply { try? await channel.triggerUserOutboundEvent(ChannelSuccessEvent()) }
             logger.info("gateway session opened", metadata: ["lease": "\(target.name)", "command": "\(command)"])
             MasterMetrics.sessionOpened("gateway")
             let address = channel.parent?.remoteAddress?.ipAddress ?? channel.remoteAddress?.ipAddress
             master.audit.record(target.user, "gateway.session-opened", target.name, detail: "\(command)", address: address)
             defer { MasterMetrics.sessionClosed("gateway") }
-            if let status = await bridge.run(opened.process) {
+            if let status = await bridge.run(opened.process, recorder: recorder) {
                 master.audit.record(target.user, "gateway.session-closed", target.name, detail: "exit status \(status)", address: address)
                 try? await channel.triggerUserOutboundEvent(SSHChannelRequestEvent.ExitStatus(exitStatus: Int(status)))
             } else {

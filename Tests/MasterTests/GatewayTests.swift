@@ -136,6 +136,13 @@ struct GatewayTests {
         try await tmux.type("exit 5")
         _ = try await tmux.waitFor("EXIT=5")
         #expect(try await testbed.docker("m7", ["exec", try gateway.container(), "ls", "/typed-here"]) == "/typed-here\n")
+        // Recorded as resalloc ssh's sessions are, with the resize.
+        try await Task.sleep(for: .milliseconds(300))
+        let recordings = URL(fileURLWithPath: gateway.master.databasePath).deletingLastPathComponent().appendingPathComponent("recordings").path
+        let files = try FileManager.default.contentsOfDirectory(atPath: recordings).filter { $0.hasSuffix(".cast") }
+        #expect(files.count == 1)
+        let recording = try String(contentsOfFile: "\(recordings)/\(files.first ?? "")", encoding: .utf8)
+        #expect(recording.contains("typed-42") && recording.contains(#", "r", "120x40"]"#), "\(recording.prefix(2000))")
     }
 
     @Test("sftp put and get, scp and rsync both ways, on an image with an sftp-server; a clear message on one without")
