@@ -19,6 +19,8 @@ struct BenchArguments: AppArguments {
     var bcryptCost: UInt8 = 10
     var reconcileEvery: Duration = .zero
     var reconcileFollowUp: Duration = .zero
+    /// nil: sessions are recorded beside the database, as `serve` does by default; "": not.
+    var recordDirectory: String?
     var sshPort = 0
 }
 
@@ -29,6 +31,7 @@ func withBenchMaster(
     _ testbed: Testbed,
     machines: [String] = ["m1"],
     sshPort: Int = 0,
+    recording: Bool = true,
     _ body: (ResallocClient, String, String) async throws -> Void
 ) async throws {
     let directory = try makeTemporaryDirectory("resalloc-bench")
@@ -36,7 +39,13 @@ func withBenchMaster(
     let port = freeLoopbackPort()
     let databasePath = "\(directory)/bench.db"
     let app = try await buildApplication(
-        BenchArguments(port: port, databasePath: databasePath, keyPath: testbed.keys["ed25519"]!, sshPort: sshPort)
+        BenchArguments(
+            port: port,
+            databasePath: databasePath,
+            keyPath: testbed.keys["ed25519"]!,
+            recordDirectory: recording ? nil : "",
+            sshPort: sshPort
+        )
     )
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await app.runService() }

@@ -26,6 +26,7 @@ struct ShellNumbers {
 }
 
 func shellBenchmark(testbed: Testbed, keystrokes: Int = 200) async throws {
+    var bridgeRecorded: ShellNumbers?
     try await withBenchMaster(testbed) { client, _, _ in
         let lease = try await client.createLease("busybox", name: "bench-shell", ttl: nil)
         let container = try require(lease.value.container, "the lease's container")
@@ -62,6 +63,25 @@ func shellBenchmark(testbed: Testbed, keystrokes: Int = 200) async throws {
         print("\(pad("keystroke round trip, bridge / direct (p99)", 52)) \(String(format: "%7.2f", p99))")
         let throughput = bridge.megabytesPerSecond / direct.megabytesPerSecond
         verdict("cat throughput, bridge / direct", ratio: throughput, target: ">= 0.5 ", met: throughput >= 0.5)
+        _ = try await client.deleteLease("bench-shell")
+        bridgeRecorded = bridge
+    }
+    // The same bridge with recording off: what recording costs a session.
+    try await withBenchMaster(testbed, recording: false) { client, _, _ in
+        let lease = try await client.createLease("busybox", name: "bench-shell", ttl: nil)
+        let container = try require(lease.value.container, "the lease's container")
+        try await testbed.docker("m1", ["exec", container, "sh", "-c", "head -c 37748736 /dev/urandom | base64 > /tmp/big"])
+        let unrecorded = try await measureShell(try bridgeTerminal(client: client, lease: "bench-shell"), keystrokes: keystrokes)
+        guard let recorded = bridgeRecorded else { return }
+        print("\nbridge with the session recorded (serve's default) against --record-dir '':")
+        printTable([
+            Sample(name: "keystroke round trip, recorded", durations: recorded.keystrokes.durations),
+            Sample(name: "keystroke round trip, not recorded", durations: unrecorded.keystrokes.durations),
+        ])
+        print(
+            "\(pad("cat /tmp/big, recorded / not recorded", 44)) \(String(format: "%8.1f", recorded.megabytesPerSecond)) / "
+                + "\(String(format: "%.1f", unrecorded.megabytesPerSecond)) MB/s"
+        )
         _ = try await client.deleteLease("bench-shell")
     }
 }
