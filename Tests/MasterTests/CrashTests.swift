@@ -117,19 +117,24 @@ struct CrashTests {
         let id = try masterID(databasePath)
         let creates = try (0..<4).map { try cli.start("lease", "create", "box", "inflight\($0)").process }
         // Kill once a creation is under way on the machine.
-        let store = try AppDatabase(path: databasePath)
+        // Each look opens the file anew, so that what it reads is never an older snapshot.
         let asked = ContinuousClock.now
-        while try !store.leaseListings(ownerID: nil).contains(where: { $0.lease.state == .creating }),
-            ContinuousClock.now - asked < .seconds(60)
-        {
-            try await Task.sleep(for: .milliseconds(5))
+        var looks = 0
+        var seen: [String] = []
+        while ContinuousClock.now - asked < .seconds(60) {
+            looks += 1
+            let leases = try AppDatabase(path: databasePath).leaseListings(ownerID: nil).map(\.lease)
+            seen = leases.map { "\($0.name):\($0.state)" }
+            if leases.contains(where: { $0.state == .creating }) { break }
+            try await Task.sleep(for: .milliseconds(10))
         }
         master.kill9()
         for create in creates { try await create.wait(timeout: .seconds(30)) }
+        let store = try AppDatabase(path: databasePath)
         let before = try store.leaseListings(ownerID: nil).map(\.lease)
         #expect(
             before.contains { $0.state == .creating },
-            "the kill came after every creation finished, or none started in 60 s: \(before.map { "\($0.name):\($0.state)" })"
+            "after \(looks) looks in \(ContinuousClock.now - asked) (last saw \(seen)): \(before.map { "\($0.name):\($0.state)" })"
         )
 
         let restarted = ContinuousClock.now
