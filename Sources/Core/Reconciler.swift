@@ -95,10 +95,10 @@ public struct Reconciler: Sendable {
         return summary
     }
 
-    /// Whether no saga is working on `lease` any more: the incarnation it names is gone, or,
-    /// when that is unknown, the lease is older than `stuckAfter`.
-    private func abandoned(_ lease: Lease, _ incarnations: Incarnations, now: Date) -> Bool {
-        incarnations.isGone(lease.incarnationId) ?? (now.timeIntervalSince(lease.createdAt) >= seconds(stuckAfter))
+    /// Whether no process works on a lease or a warm slot any more: the incarnation it names is
+    /// gone, or, when that is unknown, it is older than `stuckAfter`.
+    private func abandoned(_ incarnationID: String?, since createdAt: Date, _ incarnations: Incarnations, now: Date) -> Bool {
+        incarnations.isGone(incarnationID) ?? (now.timeIntervalSince(createdAt) >= seconds(stuckAfter))
     }
 
     private func settleUnplaced(_ lease: Lease, _ incarnations: Incarnations, dryRun: Bool, now: Date) -> CleanupSummary {
@@ -106,7 +106,8 @@ public struct Reconciler: Sendable {
         let age = now.timeIntervalSince(lease.createdAt)
         let expired = lease.expiresAt <= now
         let stale =
-            (lease.state == .creating && abandoned(lease, incarnations, now: now)) || (lease.state == .failed && age >= seconds(failedKeptFor))
+            (lease.state == .creating && abandoned(lease.incarnationId, since: lease.createdAt, incarnations, now: now))
+            || (lease.state == .failed && age >= seconds(failedKeptFor))
         guard expired || stale || lease.state == .deleting else { return summary }
         summary.actions.append("delete lease \(lease.name) (#\(lease.id!), \(lease.state.rawValue), never placed)")
         if expired { summary.expired += 1 } else if lease.state == .failed { summary.failedPurged += 1 } else { summary.stuckFinished += 1 }
@@ -242,7 +243,7 @@ public struct Reconciler: Sendable {
                     explained.insert(name)
                 }
             case .creating:
-                if !abandoned(lease, incarnations, now: now) {
+                if !abandoned(lease.incarnationId, since: lease.createdAt, incarnations, now: now) {
                     explained.insert(name)  // a saga may be running it right now
                 } else if let container, container.state == "running" {
                     update(lease, to: .running, "")
@@ -269,7 +270,7 @@ public struct Reconciler: Sendable {
             let keep =
                 slot.state == .ready
                 ? present[name]?.state == "running"
-                : !(incarnations.isGone(slot.incarnationId) ?? (now.timeIntervalSince(slot.createdAt) >= seconds(stuckAfter)))
+                : !abandoned(slot.incarnationId, since: slot.createdAt, incarnations, now: now)
             if keep {
                 explained.insert(name)
                 continue

@@ -1,6 +1,25 @@
 import Foundation
 import Logging
+import SSH
 import Synchronization
+
+extension Master {
+    /// The recorder of a session in `target`: one with a terminal, when recording is on (both
+    /// front doors, `resalloc ssh` and the SSH gateway, ask here).
+    public func recorder(_ target: LeaseTarget, terminal: (term: String, size: TerminalSize)?, logger: Logger) -> SessionRecorder? {
+        guard let terminal, let recordDirectory else { return nil }
+        return SessionRecorder.start(
+            directory: recordDirectory,
+            lease: target.name,
+            user: target.user,
+            columns: terminal.size.columns,
+            rows: terminal.size.rows,
+            term: terminal.term,
+            recordInput: recordInput,
+            logger: logger
+        )
+    }
+}
 
 /// One interactive session recorded in asciinema's v2 format: a JSON header line, then
 /// `[seconds, "o", text]` for output (`"i"` for input, only when asked; `"r"` for a resize).

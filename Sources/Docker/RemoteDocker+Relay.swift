@@ -9,8 +9,8 @@ public final class RelayImage: Sendable {
     /// `resalloc/relay:<12 hex of the binary's SHA-256>`: a new busybox makes a new image.
     public let tag: String
     let archive: [UInt8]
-    /// Machines (by endpoint) known to hold the image; forgotten when a relay fails.
-    private let present = Mutex(Set<SSHEndpoint>())
+    /// Machines known to hold the image; forgotten when a relay fails.
+    private let present = ImageCache()
 
     /// `archive` is a tar holding the static busybox as `/busybox`; `tag` names the image.
     public init(tag: String, archive: [UInt8]) {
@@ -18,11 +18,9 @@ public final class RelayImage: Sendable {
         self.archive = archive
     }
 
-    func isPresent(on endpoint: SSHEndpoint) -> Bool { present.withLock { $0.contains(endpoint) } }
+    func isPresent(on endpoint: SSHEndpoint) -> Bool { present.has(tag, on: endpoint) }
     func mark(_ endpoint: SSHEndpoint, present isPresent: Bool) {
-        present.withLock { set in
-            if isPresent { set.insert(endpoint) } else { set.remove(endpoint) }
-        }
+        if isPresent { present.remember(tag, on: endpoint) } else { present.forget(tag, on: endpoint) }
     }
 }
 

@@ -109,20 +109,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             // A session with a terminal is recorded, as resalloc ssh's are.
-            let recorder = spec.terminal.flatMap { terminal in
-                master.recordDirectory.flatMap { directory in
-                    SessionRecorder.start(
-                        directory: directory,
-                        lease: target.name,
-                        user: target.user,
-                        columns: terminal.size.columns,
-                        rows: terminal.size.rows,
-                        term: terminal.term,
-                        recordInput: master.recordInput,
-                        logger: logger
-                    )
-                }
-            }
+            let recorder = master.recorder(target, terminal: spec.terminal, logger: logger)
             defer { recorder?.close() }
             resizes.withLock {
                 process = opened.process

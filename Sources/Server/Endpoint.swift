@@ -85,6 +85,16 @@ enum Query {
         }
         return value == "true"
     }
+
+    /// `?NAME=N` within `range`; nil when absent.
+    static func integer(_ request: Request, _ name: String, in range: ClosedRange<Int64>) throws(MasterError) -> Int64? {
+        let values = request.uri.queryParameters.getAll(name)
+        guard let value = values.first else { return nil }
+        guard values.count == 1, let number = Int64(value), range.contains(number) else {
+            throw MasterError(.invalid, "the query parameter \(name) takes a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return number
+    }
 }
 
 /// Reading and writing JSON bodies with errors a person can act on.

@@ -16,15 +16,8 @@ struct EventController {
                 let since = try query["since"].map { text throws(MasterError) -> Date in
                     Date() - TimeInterval(try InputRules.ttl(String(text)).components.seconds)
                 }
-                let after = try query["after"].map { text throws(MasterError) -> Int64 in
-                    guard let value = Int64(text), value >= 0 else { throw MasterError(.invalid, "after takes an event's Id") }
-                    return value
-                }
-                let limit =
-                    try query["limit"].map { text throws(MasterError) -> Int in
-                        guard let value = Int(text), (1...1000).contains(value) else { throw MasterError(.invalid, "limit takes 1 to 1000") }
-                        return value
-                    } ?? 100
+                let after = try Query.integer(request, "after", in: 0...Int64.max)
+                let limit = Int(try Query.integer(request, "limit", in: 1...1000) ?? 100)
                 let events = try audit.events(since: since, actor: query["user"].map(String.init), after: after, limit: limit)
                 return try Body.reply(Payload("Events", events.map(Self.info)))
             }

@@ -57,8 +57,9 @@ final class MetricsController: Sendable {
     private func refresh() throws {
         let database = master.database
         let leases = try database.leaseListings(ownerID: nil)
+        let pools = try master.catalog.resourcesWithReadyPools()
         var byState: [[String]: Int] = [:]
-        for state in Lease.State.allCases { for resource in try database.resources() { byState[[state.rawValue, resource.name]] = 0 } }
+        for state in Lease.State.allCases { for (resource, _) in pools { byState[[state.rawValue, resource.name]] = 0 } }
         for listing in leases { byState[[listing.lease.state.rawValue, listing.resource], default: 0] += 1 }
         set("resalloc_leases", ["state", "resource"], byState)
 
@@ -82,7 +83,7 @@ final class MetricsController: Sendable {
 
         var ready: [[String]: Int] = [:]
         var size: [[String]: Int] = [:]
-        for (resource, count) in try master.catalog.resourcesWithReadyPools() {
+        for (resource, count) in pools {
             ready[[resource.name]] = count
             size[[resource.name]] = resource.poolSize
         }

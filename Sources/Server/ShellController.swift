@@ -83,20 +83,7 @@ struct ShellController {
         }
         let (process, marker) = try await master.openSession(target, SessionSpec(terminal: start.tty ? (start.term, size) : nil, command: command))
         let exited = ExitRecord()
-        let recorder =
-            start.tty
-            ? master.recordDirectory.flatMap { directory in
-                SessionRecorder.start(
-                    directory: directory,
-                    lease: target.name,
-                    user: target.user,
-                    columns: size.columns,
-                    rows: size.rows,
-                    term: start.term,
-                    recordInput: master.recordInput,
-                    logger: logger
-                )
-            } : nil
+        let recorder = master.recorder(target, terminal: start.tty ? (start.term, size) : nil, logger: logger)
         MasterMetrics.sessionOpened("shell")
         master.audit.record(target.user, "shell.opened", target.name, detail: start.command.map { $0.joined(separator: " ") }, address: address)
         defer {

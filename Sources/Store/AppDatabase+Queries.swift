@@ -82,23 +82,20 @@ extension AppDatabase {
 
     /// Sets how many warm containers of the resource the master keeps.
     public func setPoolSize(resourceNamed name: String, to size: Int) throws -> Resource {
-        try writer.write { db in
-            guard var resource = try Resource.filter(Resource.Columns.name == name).fetchOne(db) else {
-                throw StoreError.notFound("no resource \(name)")
-            }
-            resource.poolSize = size
-            try resource.update(db)
-            return resource
-        }
+        try updateResource(named: name) { $0.poolSize = size }
     }
 
     /// Replaces the resource's Dockerfile; leases made from the old one keep their image.
     public func updateDockerfile(resourceNamed name: String, to dockerfile: Data) throws -> Resource {
+        try updateResource(named: name) { $0.dockerfile = dockerfile }
+    }
+
+    private func updateResource(named name: String, _ change: @Sendable @escaping (inout Resource) -> Void) throws -> Resource {
         try writer.write { db in
             guard var resource = try Resource.filter(Resource.Columns.name == name).fetchOne(db) else {
                 throw StoreError.notFound("no resource \(name)")
             }
-            resource.dockerfile = dockerfile
+            change(&resource)
             try resource.update(db)
             return resource
         }
