@@ -289,6 +289,7 @@ struct PoolTests {
                 let refused = try await api.call(.put, "/resource/edited/pool", token: admin, body: api.json(["Size": size]))
                 #expect(refused.status == .badRequest, "\(size): \(refused.message)")
             }
+            #expect(try await api.call(.put, "/resource/edited/pool", token: admin, body: #"{"Size": null}"#).status == .badRequest)
             #expect(try await api.call(.put, "/resource/nothing/pool", token: admin, body: api.json(["Size": 1])).status == .notFound)
             let user = try await LeaseTests.user(api, "pat", admin: admin)
             #expect(try await api.call(.put, "/resource/edited/pool", token: user, body: api.json(["Size": 5])).status == .forbidden)
