@@ -107,11 +107,11 @@ struct CrashTests {
         let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
         defer { master.kill9() }
         try await master.start()
-        // A build of a few seconds keeps the creations in `creating`, so that the kill finds
+        // A build of 20 s keeps the creations in `creating`, so that the kill finds
         // them there however loaded the host is.
         try await cli.setUpAdmin(
             resource: "box",
-            dockerfile: "FROM busybox\nRUN sleep 3 && echo \(UUID().uuidString) > /id",
+            dockerfile: "FROM busybox\nRUN sleep 20 && echo \(UUID().uuidString) > /id",
             machine: testbed.machine("m2")
         )
         let id = try masterID(databasePath)
@@ -120,11 +120,13 @@ struct CrashTests {
         // Each look opens the file anew, so that what it reads is never an older snapshot.
         let asked = ContinuousClock.now
         var looks = 0
+        // Each different thing seen, with when.
         var seen: [String] = []
         while ContinuousClock.now - asked < .seconds(60) {
             looks += 1
             let leases = try AppDatabase(path: databasePath).leaseListings(ownerID: nil).map(\.lease)
-            seen = leases.map { "\($0.name):\($0.state)" }
+            let look = leases.map { "\($0.name):\($0.state)" }.joined(separator: " ")
+            if seen.last?.hasSuffix(look) != true { seen.append("\(ContinuousClock.now - asked): \(look)") }
             if leases.contains(where: { $0.state == .creating }) { break }
             try await Task.sleep(for: .milliseconds(10))
         }
@@ -134,7 +136,7 @@ struct CrashTests {
         let before = try store.leaseListings(ownerID: nil).map(\.lease)
         #expect(
             before.contains { $0.state == .creating },
-            "after \(looks) looks in \(ContinuousClock.now - asked) (last saw \(seen)): \(before.map { "\($0.name):\($0.state)" })"
+            "after \(looks) looks in \(ContinuousClock.now - asked) (saw \(seen)): \(before.map { "\($0.name):\($0.state)" })"
         )
 
         let restarted = ContinuousClock.now
