@@ -70,6 +70,22 @@ public struct Accounts: Sendable {
         do { return try database.updateUser(named: name, status: .active, role: .admin) } catch { throw .from(error) }
     }
 
+    /// The token a signed-in console's forms carry: derived from the session's token, which
+    /// only the browser holds (in an HttpOnly cookie), so another site cannot know it.
+    public static func formToken(forSession token: String) -> String {
+        digest("resalloc console form\u{0}" + token)
+    }
+
+    /// Compares two tokens in time that does not depend on where they differ.
+    public static func sameToken(_ a: String, _ b: String) -> Bool {
+        let (x, y) = (Array(a.utf8), Array(b.utf8))
+        guard x.count == y.count, !x.isEmpty else { return false }
+        return zip(x, y).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
+    /// A new random token for a form that has no session behind it yet (the sign-in form).
+    public static func newFormToken() -> String { randomToken() }
+
     private static let unknownUserHash = Bcrypt.hash("resalloc: no such user", cost: 10)
 
     static func digest(_ token: String) -> String {

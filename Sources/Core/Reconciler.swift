@@ -184,7 +184,7 @@ public struct Reconciler: Sendable {
     ) async -> CleanupSummary {
         var summary = CleanupSummary()
         summary.machinesOK = [machine.name]
-        if !machine.healthy && !dryRun { try? master.database.setMachineHealth(id: machine.id!, healthy: true, error: nil) }
+        if !dryRun { try? master.database.setMachineHealth(id: machine.id!, healthy: true, error: nil, at: now) }
         let present = Dictionary(containers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var explained: Set<String> = []
         /// Containers to remove, in order, and the lease row to delete once each is gone.

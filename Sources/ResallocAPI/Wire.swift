@@ -237,6 +237,8 @@ public struct MachineInfo: Codable, Sendable, Equatable {
     public var activeLeases: Int
     public var healthy: Bool
     public var lastError: String?
+    /// When the master last reached it.
+    public var lastContact: Date?
     public init(
         name: String,
         username: String,
@@ -247,7 +249,8 @@ public struct MachineInfo: Codable, Sendable, Equatable {
         capacity: Int,
         activeLeases: Int,
         healthy: Bool,
-        lastError: String?
+        lastError: String?,
+        lastContact: Date? = nil
     ) {
         self.name = name
         self.username = username
@@ -259,6 +262,7 @@ public struct MachineInfo: Codable, Sendable, Equatable {
         self.activeLeases = activeLeases
         self.healthy = healthy
         self.lastError = lastError
+        self.lastContact = lastContact
     }
     enum CodingKeys: String, CodingKey {
         case name = "Name"
@@ -271,6 +275,7 @@ public struct MachineInfo: Codable, Sendable, Equatable {
         case activeLeases = "ActiveLeases"
         case healthy = "Healthy"
         case lastError = "LastError"
+        case lastContact = "LastContact"
     }
 }
 

@@ -28,20 +28,13 @@ struct AccountController {
             },
             .open(.post, "/login") { request, context in
                 let body = try await Body.decode(Credentials.self, from: request, context: context, expecting: "Name and Password")
-                let token: String
-                let user: User
-                do throws(MasterError) { (token, user) = try await accounts.login(name: body.name, password: body.password) } catch {
-                    if error.kind == .unauthorized || error.kind == .forbidden {
-                        audit.record(
-                            String(body.name.prefix(64)),
-                            "user.login-failed",
-                            String(body.name.prefix(64)),
-                            detail: error.message,
-                            address: context.address
-                        )
-                    }
-                    throw error
-                }
+                let (token, user) = try await Self.login(
+                    accounts: accounts,
+                    audit: audit,
+                    name: body.name,
+                    password: body.password,
+                    address: context.address
+                )
                 return try Body.reply(LoginReply(message: "logged in as \(user.name)", token: token))
             },
             .user(.post, "/logout") { _, _, caller in
@@ -62,6 +55,22 @@ struct AccountController {
                 return try Body.reply(Payload("User", Self.info(user), message: "\(user.name) is an admin"))
             },
         ]
+    }
+
+    /// Logs in, and records a refused attempt in the audit trail (the API and the console).
+    static func login(
+        accounts: Accounts,
+        audit: AuditTrail,
+        name: String,
+        password: String,
+        address: String?
+    ) async throws(MasterError) -> (token: String, user: User) {
+        do { return try await accounts.login(name: name, password: password) } catch {
+            if error.kind == .unauthorized || error.kind == .forbidden {
+                audit.record(String(name.prefix(64)), "user.login-failed", String(name.prefix(64)), detail: error.message, address: address)
+            }
+            throw error
+        }
     }
 
     static func info(_ user: User) -> UserInfo {

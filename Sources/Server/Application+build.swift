@@ -95,7 +95,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
         services.append(SSHGateway(master: master, host: arguments.host, port: arguments.sshPort, hostKey: hostKey, logger: logger))
         gateway = GatewayInfo(success: true, message: "", port: arguments.sshPort, hostKey: hostKey.publicKeyLine, fingerprint: hostKey.fingerprint)
     }
-    let router = buildRouter(master, gateway: gateway, metricsToken: arguments.metricsToken)
+    let router = try buildRouter(master, gateway: gateway, metricsToken: arguments.metricsToken)
     services.append(PoolKeeper(pool: master.warmPool, every: arguments.poolEvery))
     services.append(
         ReconcileService(
@@ -126,8 +126,8 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     )
 }
 
-/// The routes of every controller, behind the error middleware.
-public func buildRouter(_ master: Master, gateway: GatewayInfo? = nil, metricsToken: String? = nil) -> Router<AppRequestContext> {
+/// The routes of every controller and the web console, behind the error middleware.
+public func buildRouter(_ master: Master, gateway: GatewayInfo? = nil, metricsToken: String? = nil) throws -> Router<AppRequestContext> {
     let router = Router(context: AppRequestContext.self)
     let endpoints = endpoints(master, gateway: gateway, metricsToken: metricsToken)
     _ = MetricsRegistry.shared  // bootstrapped before the middleware makes its first counter
@@ -138,6 +138,7 @@ public func buildRouter(_ master: Master, gateway: GatewayInfo? = nil, metricsTo
             try await endpoint.respond(request, context, accounts: master.accounts)
         }
     }
+    ConsoleController(master: master, templates: try ConsoleController.loadTemplates()).add(to: router)
     return router
 }
 

@@ -52,7 +52,8 @@ struct MachineController {
             capacity: machine.capacity,
             activeLeases: counts[machine.id ?? -1, default: 0],
             healthy: machine.healthy,
-            lastError: machine.lastError
+            lastError: machine.lastError,
+            lastContact: machine.lastContactAt
         )
     }
 }

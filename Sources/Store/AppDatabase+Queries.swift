@@ -131,9 +131,14 @@ extension AppDatabase {
         try writer.read { db in try Machine.fetchOne(db, key: id) }
     }
 
-    public func setMachineHealth(id: Int64, healthy: Bool, error: String?) throws {
+    /// Records what a pass found: a healthy machine was reached just now.
+    public func setMachineHealth(id: Int64, healthy: Bool, error: String?, at now: Date = Date()) throws {
         try writer.write { db in
-            try db.execute(sql: "UPDATE machine SET healthy = ?, lastError = ? WHERE id = ?", arguments: [healthy, error, id])
+            if healthy {
+                try db.execute(sql: "UPDATE machine SET healthy = 1, lastError = NULL, lastContactAt = ? WHERE id = ?", arguments: [now, id])
+            } else {
+                try db.execute(sql: "UPDATE machine SET healthy = 0, lastError = ? WHERE id = ?", arguments: [error, id])
+            }
         }
     }
 

@@ -184,6 +184,15 @@ public enum Schema {
             },
             down: { db in try db.drop(table: "event") }
         ),
+        Migration(
+            version: 8,
+            name: "machine last contact",
+            up: { db in
+                // When a pass last reached the machine (the console and GET /machine show it).
+                try db.alter(table: "machine") { t in t.add(column: "lastContactAt", .datetime) }
+            },
+            down: { db in try db.alter(table: "machine") { t in t.drop(column: "lastContactAt") } }
+        ),
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

@@ -96,6 +96,8 @@ public struct Machine: Codable, Sendable, Equatable, FetchableRecord, MutablePer
     public var healthy: Bool
     public var lastError: String?
     public var createdAt: Date
+    /// When the master last reached it over SSH (added, or a cleanup pass found it up).
+    public var lastContactAt: Date?
 
     public static let databaseTableName = "machine"
     public enum Columns {
@@ -129,6 +131,7 @@ public struct Machine: Codable, Sendable, Equatable, FetchableRecord, MutablePer
         self.healthy = healthy
         self.lastError = lastError
         self.createdAt = createdAt
+        lastContactAt = createdAt
     }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }

@@ -1,0 +1,174 @@
+import Core
+import Foundation
+import Store
+
+/// What the console's templates show, as plain strings: every value is escaped by the template.
+struct ConsoleView {
+    struct LeaseRow {
+        let name: String
+        let resource: String
+        let state: String
+        let message: String?
+        let machine: String
+        let timeLeft: String
+        let running: Bool
+    }
+
+    struct MachineRow {
+        let name: String
+        let address: String
+        let healthy: Bool
+        let lastError: String
+        let leases: Int
+        let capacity: Int
+        let cpus: Int
+        let memory: String
+        let lastContact: String
+    }
+
+    struct PoolRow {
+        let resource: String
+        let ready: Int
+        let size: Int
+    }
+
+    struct UserRow {
+        let name: String
+        let registered: String
+    }
+
+    struct FailureRow {
+        let at: String
+        let what: String
+        let subject: String
+        let why: String
+    }
+
+    /// What only an admin sees. (Mustache reads stored properties only, hence the flags.)
+    struct AdminPart {
+        let machines: [MachineRow]
+        let pools: [PoolRow]
+        let pending: [UserRow]
+        let failures: [FailureRow]
+        let hasMachines: Bool
+        let hasPools: Bool
+        let hasPending: Bool
+        let hasFailures: Bool
+
+        init(machines: [MachineRow], pools: [PoolRow], pending: [UserRow], failures: [FailureRow]) {
+            self.machines = machines
+            self.pools = pools
+            self.pending = pending
+            self.failures = failures
+            hasMachines = !machines.isEmpty
+            hasPools = !pools.isEmpty
+            hasPending = !pending.isEmpty
+            hasFailures = !failures.isEmpty
+        }
+    }
+
+    let user: String
+    let isAdmin: Bool
+    /// The token every form of this page carries.
+    let csrf: String
+    let leases: [LeaseRow]
+    let admin: AdminPart?
+    let asOf: String
+    let hasLeases: Bool
+    var notice: String?
+    var error: String?
+
+    /// The page for `user` now: their leases, and for an admin the fleet.
+    static func build(_ master: Master, for user: User, formToken: String, now: Date = Date()) throws -> ConsoleView {
+        let leases = try master.leases(for: user, all: false).map { listing in
+            LeaseRow(
+                name: listing.lease.name,
+                resource: listing.resource,
+                state: listing.lease.state.rawValue,
+                message: listing.lease.message.map(brief),
+                machine: listing.machine ?? "–",
+                timeLeft: listing.lease.state == .running ? timeLeft(until: listing.lease.expiresAt, now: now) : "–",
+                running: listing.lease.state == .running
+            )
+        }
+        return ConsoleView(
+            user: user.name,
+            isAdmin: user.isAdmin,
+            csrf: formToken,
+            leases: leases,
+            admin: user.isAdmin ? try adminPart(master, admin: user, now: now) : nil,
+            asOf: clock(now),
+            hasLeases: !leases.isEmpty,
+            notice: nil,
+            error: nil
+        )
+    }
+
+    private static func adminPart(_ master: Master, admin: User, now: Date) throws -> AdminPart {
+        let counts = try master.activeLeaseCounts()
+        let machines = try master.fleet.machines().map { machine in
+            MachineRow(
+                name: machine.name,
+                address: "\(machine.login)@\(machine.host)\(machine.port == 22 ? "" : ":\(machine.port)")",
+                healthy: machine.healthy,
+                lastError: machine.lastError ?? "",
+                leases: counts[machine.id ?? -1, default: 0],
+                capacity: machine.capacity,
+                cpus: machine.cpus,
+                memory: ByteCountFormatter.string(fromByteCount: machine.memoryBytes, countStyle: .memory),
+                lastContact: machine.lastContactAt.map { ago($0, now: now) } ?? "never"
+            )
+        }
+        let pools = try master.catalog.resourcesWithReadyPools().filter { $0.resource.poolSize > 0 }.map {
+            PoolRow(resource: $0.resource.name, ready: $0.ready, size: $0.resource.poolSize)
+        }
+        let pending = try master.accounts.users().filter { $0.status == .pending }.map {
+            UserRow(name: $0.name, registered: ago($0.createdAt, now: now))
+        }
+        let failures = try master.leases(for: admin, all: true)
+            .filter { $0.lease.state == .failed || $0.lease.state == .lost }
+            .sorted { $0.lease.createdAt > $1.lease.createdAt }
+            .prefix(10)
+            .map { listing in
+                FailureRow(
+                    at: ago(listing.lease.createdAt, now: now),
+                    what: "lease \(listing.lease.state.rawValue)",
+                    subject: "\(listing.owner)/\(listing.lease.name) (\(listing.resource))",
+                    why: brief(listing.lease.message ?? "")
+                )
+            }
+        return AdminPart(machines: machines, pools: pools, pending: pending, failures: failures)
+    }
+
+    /// The end of a long message (a failed build's is its whole output): what went wrong is last.
+    static func brief(_ message: String) -> String {
+        message.count > 240 ? "…" + message.suffix(240) : message
+    }
+
+    /// "2 h 5 min", "45 s", or "expired".
+    static func timeLeft(until end: Date, now: Date) -> String {
+        let seconds = Int(end.timeIntervalSince(now))
+        return seconds <= 0 ? "expired" : span(seconds)
+    }
+
+    /// "3 min ago", "just now".
+    static func ago(_ date: Date, now: Date) -> String {
+        let seconds = Int(now.timeIntervalSince(date))
+        return seconds < 5 ? "just now" : "\(span(seconds)) ago"
+    }
+
+    static func span(_ seconds: Int) -> String {
+        switch seconds {
+        case ..<60: return "\(seconds) s"
+        case ..<3600: return "\(seconds / 60) min"
+        case ..<86400: return "\(seconds / 3600) h \(seconds % 3600 / 60) min"
+        default: return "\(seconds / 86400) d \(seconds % 86400 / 3600) h"
+        }
+    }
+
+    static func clock(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withFullTime, .withColonSeparatorInTime, .withTimeZone]
+        return formatter.string(from: date)
+    }
+}
