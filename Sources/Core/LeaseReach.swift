@@ -64,8 +64,9 @@ extension Master {
         }
     }
 
-    /// Ends what a session marked `marker` left running in the lease (its client went away).
-    public func endSession(_ target: LeaseTarget, marker: String) async {
+    /// Ends what a session marked `marker` left running in the lease (its client went away), with
+    /// a relay started for it: what `OpenedSession.close` does when no guard tracks the session.
+    func endSession(_ target: LeaseTarget, marker: String) async {
         guard let relay else { return }
         do { try await docker(target).endSession(target.container, marker: marker, relay: relay) } catch {
             logger.warning("could not end a dropped session's processes", metadata: ["lease": "\(target.name)", "error": "\(error)"])
@@ -73,9 +74,9 @@ extension Master {
     }
 
     /// Starts a shell, a command or an SFTP server in the lease: the one place both front doors
-    /// (`resalloc ssh` over the WebSocket, and the SSH gateway) open sessions. Returns the
-    /// process and the marker its processes carry, for `endSession` if its client goes away.
-    public func openSession(_ target: LeaseTarget, _ spec: SessionSpec) async throws(MasterError) -> (process: RemoteProcess, marker: String) {
+    /// (`resalloc ssh` over the WebSocket, and the SSH gateway) open sessions. The caller closes
+    /// the session when it is over, saying whether its client went away first.
+    public func openSession(_ target: LeaseTarget, _ spec: SessionSpec) async throws(MasterError) -> OpenedSession {
         let marker = UUID().uuidString
         var environment = spec.environment.filter { $0.key == "LANG" || $0.key.hasPrefix("LC_") }
         environment["RESALLOC_SESSION"] = marker
@@ -97,7 +98,7 @@ extension Master {
                 process = try await docker.start(target.container, ["sh", "-c", Self.sftpLauncher], environment: environment)
             }
         } catch { throw .from(error, machine: target.machine.name) }
-        return (process, marker)
+        return OpenedSession(process: process, marker: marker, target: target, master: self)
     }
 
     /// The image's own sftp-server, wherever its distribution puts it.

@@ -26,6 +26,8 @@ public struct Master: Sendable {
     public let logger: Logger
     /// The image that reaches into a lease's namespaces (forwards, ending dropped sessions).
     public let relay: RelayImage?
+    /// Per-lease guards that end a dropped session's processes at once.
+    public let sessionGuards: SessionGuards
 
     /// Opens the database at `databasePath`, migrating it to the current schema.
     public init(databasePath: String, keyPath: String, logger: Logger, bcryptCost: UInt8 = 10) throws {
@@ -44,6 +46,7 @@ public struct Master: Sendable {
         self.logger = logger
         pool = SSHConnectionPool()
         relay = RelayImage.load()
+        sessionGuards = SessionGuards(relay: relay, logger: logger)
         masterID = try database.masterID()
         incarnationID = UUID().uuidString.lowercased()
         accounts = Accounts(database: database, bcryptCost: bcryptCost)
@@ -79,5 +82,8 @@ public struct Master: Sendable {
     }
 
     /// Closes every SSH connection (graceful shutdown).
-    public func shutdown() async { await pool.closeAll() }
+    public func shutdown() async {
+        await sessionGuards.closeAll()
+        await pool.closeAll()
+    }
 }

@@ -55,25 +55,70 @@ extension RemoteDocker {
         }
     }
 
+    /// Shell functions for the relay: `find M` prints the pids whose environment holds
+    /// `RESALLOC_SESSION=M`; `end M` sends them TERM, then KILL to what is left a second later.
+    static let sessionEnder = """
+        find() { for d in /proc/[0-9]*; do /busybox tr '\\0' '\\n' < "$d/environ" 2>/dev/null | /busybox grep -qx "RESALLOC_SESSION=$1" && echo "${d#/proc/}"; done; }
+        end() {
+          pids=$(find "$1"); [ -z "$pids" ] && return 0
+          /busybox kill -TERM $pids 2>/dev/null
+          for _ in 1 2 3 4 5 6 7 8 9 10; do /busybox usleep 100000; pids=$(find "$1"); [ -z "$pids" ] && return 0; done
+          /busybox kill -KILL $pids 2>/dev/null; return 0
+        }
+        """
+
     /// Ends every process in `container` whose environment holds `RESALLOC_SESSION=marker`
     /// (TERM, then KILL what is left a second later): `docker exec` leaves a command running when its
-    /// client goes away, so the session marks what it starts and this ends it.
+    /// client goes away, so the session marks what it starts and this ends it. It starts a relay
+    /// container, which takes a second or more; a session guard (below) is quicker.
     public func endSession(_ container: String, marker: String, relay: RelayImage) async throws(DockerError) {
         try DockerNames.validateContainer(container)
-        guard marker.wholeMatch(of: /[A-Za-z0-9-]{1,64}/) != nil else { throw .invalidArgument("a session marker is letters, digits and -") }
+        try Self.validateMarker(marker)
         try await ensure(relay)
-        let script = """
-            find() { for d in /proc/[0-9]*; do /busybox tr '\\0' '\\n' < "$d/environ" 2>/dev/null | /busybox grep -qx "RESALLOC_SESSION=$1" && echo "${d#/proc/}"; done; }
-            pids=$(find "$1"); [ -z "$pids" ] && exit 0
-            /busybox kill -TERM $pids 2>/dev/null
-            for _ in 1 2 3 4 5 6 7 8 9 10; do /busybox usleep 100000; pids=$(find "$1"); [ -z "$pids" ] && exit 0; done
-            /busybox kill -KILL $pids 2>/dev/null; exit 0
-            """
         let argv = [
             "run", "--rm", "--log-driver", "none", "--network", "none", "--pid", "container:\(container)",
-            "--entrypoint", "/busybox", relay.tag, "sh", "-c", script, "sh", marker,
+            "--entrypoint", "/busybox", relay.tag, "sh", "-c", Self.sessionEnder + "\nend \"$1\"", "sh", marker,
         ]
         let result = try await run(argv, timeout: .seconds(30))
         guard result.succeeded else { throw .commandFailed(command: "run (relay)", status: result.exitStatus, stderr: result.stderrText) }
+    }
+
+    /// A guard over a lease's sessions: a relay in the container's PID namespace that reads lines
+    /// on its input. `+M` tracks the session marked M, `-M` forgets it (it ended by itself), `!M`
+    /// ends its processes now. When its input ends (the master closed it, or died and its SSH
+    /// connection dropped) it ends every session it still tracks, then exits.
+    public func startSessionGuard(_ container: String, relay: RelayImage) async throws(DockerError) -> RemoteProcess {
+        try DockerNames.validateContainer(container)
+        try await ensure(relay)
+        let script =
+            Self.sessionEnder + """
+
+                tracked=" "
+                while read -r line; do
+                  marker=${line#?}
+                  case "$marker" in ""|*[!A-Za-z0-9-]*) continue ;; esac
+                  case "$line" in
+                    +*) tracked="$tracked$marker " ;;
+                    -*) tracked=$(echo "$tracked" | /busybox sed "s/ $marker / /") ;;
+                    !*) tracked=$(echo "$tracked" | /busybox sed "s/ $marker / /"); end "$marker" & ;;
+                  esac
+                done
+                for marker in $tracked; do end "$marker" & done
+                wait
+                """
+        let argv = [
+            "run", "--rm", "--interactive", "--log-driver", "none", "--network", "none", "--pid", "container:\(container)",
+            "--entrypoint", "/busybox", relay.tag, "sh", "-c", script,
+        ]
+        do {
+            return try await pool.start(on: endpoint, "docker " + ShellQuote.join(argv))
+        } catch {
+            relay.mark(endpoint, present: false)
+            throw .transport(error)
+        }
+    }
+
+    static func validateMarker(_ marker: String) throws(DockerError) {
+        guard marker.wholeMatch(of: /[A-Za-z0-9-]{1,64}/) != nil else { throw .invalidArgument("a session marker is letters, digits and -") }
     }
 }

@@ -98,7 +98,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         let spec = SessionSpec(terminal: command == .sftp ? nil : terminal, command: command, environment: environment)
         let (master, target, logger) = (self.master, self.target, self.logger)
         Task {
-            let opened: (process: RemoteProcess, marker: String)
+            let opened: OpenedSession
             do {
                 opened = try await master.openSession(target, spec)
             } catch {
@@ -124,10 +124,11 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             if let status = await bridge.run(opened.process, recorder: recorder) {
                 master.audit.record(target.user, "gateway.session-closed", target.name, detail: "exit status \(status)", address: address)
                 try? await channel.triggerUserOutboundEvent(SSHChannelRequestEvent.ExitStatus(exitStatus: Int(status)))
+                await opened.close(clientLeft: false)
             } else {
                 master.audit.record(target.user, "gateway.session-closed", target.name, detail: "the client went away", address: address)
                 // The client went away first: end what the session started.
-                await master.endSession(target, marker: opened.marker)
+                await opened.close(clientLeft: true)
                 logger.info("gateway session's client went away; its processes were ended", metadata: ["lease": "\(target.name)"])
             }
             try? await channel.close()

@@ -81,7 +81,8 @@ struct ShellController {
             guard start.tty else { throw MasterError(.invalid, "without a terminal, say which command to run") }
             command = .shell
         }
-        let (process, marker) = try await master.openSession(target, SessionSpec(terminal: start.tty ? (start.term, size) : nil, command: command))
+        let session = try await master.openSession(target, SessionSpec(terminal: start.tty ? (start.term, size) : nil, command: command))
+        let process = session.process
         let exited = ExitRecord()
         let recorder = master.recorder(target, terminal: start.tty ? (start.term, size) : nil, logger: logger)
         MasterMetrics.sessionOpened("shell")
@@ -143,8 +144,8 @@ struct ShellController {
             // The client left: stop the remote side if it still runs, and at once what it started
             // (docker exec leaves that running when its own client is cut off).
             process.close()
+            await session.close(clientLeft: exited.value == nil)
             if exited.value == nil {
-                await master.endSession(target, marker: marker)
                 logger.info("shell's client went away; its processes were ended", metadata: ["container": "\(container)"])
             }
             try? await group.waitForAll()

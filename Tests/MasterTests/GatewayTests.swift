@@ -279,8 +279,9 @@ struct GatewayTests {
             stderr: .null
         )
         try await SessionEndTests.waitUntil(seconds: 15) { try await processes().contains("sleep 999") }
+        try await SessionEndTests.waitForGuard(testbed, "m7", container)
         client.kill9()
-        try await SessionEndTests.waitUntil(seconds: 10, "sleep 999 gone after its ssh was killed") { try await !processes().contains("sleep 999") }
+        try await SessionEndTests.waitUntil(seconds: 5, "sleep 999 gone after its ssh was killed") { try await !processes().contains("sleep 999") }
 
         // ssh-config: Host blocks that stock ssh uses as they are.
         let config = try await gateway.cli.ok("ssh-config")

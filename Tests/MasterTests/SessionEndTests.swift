@@ -1,4 +1,5 @@
 import Foundation
+import Store
 import Testbed
 import Testing
 
@@ -11,17 +12,56 @@ struct SessionEndTests {
 
             let (command, _, _) = try cli.start("ssh", "box", "--", "sleep", "999")
             try await Self.waitUntil(seconds: 15) { try await processes().contains("sleep 999") }
+            // A session that has run for a second gets its lease's guard, which ends it at once.
+            try await Self.waitForGuard(testbed, "m2", container)
             command.kill9()
             let killedAt = Date()
-            // The goal is 5 s; on an idle machine it takes about 1.5 s. Under the whole suite on
-            // two cores, starting the relay container alone can take seconds: allow 10.
-            try await Self.waitUntil(seconds: 10, "sleep 999 gone after kill -9") { try await !processes().contains("sleep 999") }
+            try await Self.waitUntil(seconds: 5, "sleep 999 gone after kill -9") { try await !processes().contains("sleep 999") }
             print("a killed resalloc ssh's process was gone after \(String(format: "%.1f", Date().timeIntervalSince(killedAt))) s")
             // A session that ends by itself ends nothing else: a detached process stays.
             try await testbed.docker("m2", ["exec", "-d", container, "sleep", "997"])
             #expect(try await cli.ok("ssh", "box", "--", "true") == "")
             try await Task.sleep(for: .seconds(2))
             #expect(try await processes().contains("sleep 997"))
+        }
+    }
+
+    @Test("The master killed with -9 mid-session: what the session ran is gone from the container within seconds")
+    func killedMaster() async throws {
+        let testbed = try await Testbed.shared()
+        let directory = try makeTemporaryDirectory("resalloc-session-end")
+        let master = MasterProcess(databasePath: "\(directory)/resalloc.db", keyPath: testbed.keys["ed25519"]!)
+        defer { master.kill9() }
+        try await master.start()
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
+        try await cli.setUpAdmin(resource: "box", dockerfile: "FROM busybox", machine: testbed.machine("m2"))
+        try await cli.ok("lease", "create", "box", "orphaned", "-q")
+        let container = try #require(try AppDatabase(path: master.databasePath).leaseListings(ownerID: nil).first).lease
+            .containerName(masterID: try masterID(master.databasePath))
+        let processes = { try await testbed.docker("m2", ["exec", container, "ps", "-o", "args"]) }
+
+        let (command, _, _) = try cli.start("ssh", "orphaned", "--", "sleep", "998")
+        defer { command.kill9() }
+        try await Self.waitUntil(seconds: 15) { try await processes().contains("sleep 998") }
+        try await Self.waitForGuard(testbed, "m2", container)
+        master.kill9()
+        // The guard's SSH connection died with the master: its input ended, so it ended the session.
+        try await Self.waitUntil(seconds: 5, "sleep 998 gone after the master was killed") { try await !processes().contains("sleep 998") }
+        try await testbed.docker("m2", ["rm", "-f", container])
+    }
+
+    /// Waits until the session guard of `container` runs on `machine` (a relay in its PID
+    /// namespace, started once a session has lasted a second).
+    static func waitForGuard(_ testbed: Testbed, _ machine: String, _ container: String) async throws {
+        let id = try await testbed.docker(machine, ["inspect", "--format", "{{.Id}}", container]).trimmingCharacters(in: .whitespacesAndNewlines)
+        try await waitUntil(seconds: 15, "a session guard on \(container)") {
+            let running = try await testbed.docker(machine, ["ps", "-q", "--no-trunc"]).split(separator: "\n")
+            for other in running where other != id {
+                let mode = try? await testbed.docker(machine, ["inspect", "--format", "{{.HostConfig.PidMode}} {{.Config.Cmd}}", String(other)])
+                let joined = mode?.hasPrefix("container:\(id)") == true || mode?.hasPrefix("container:\(container) ") == true
+                if joined && mode?.contains("tracked=") == true { return true }
+            }
+            return false
         }
     }
 
