@@ -144,11 +144,14 @@ final class Browser: Sendable {
         guard done as? Bool == true else { throw TestbedError("no field \(selector) on \(try await location())") }
     }
 
-    /// Clicks `selector` (a submit button) and waits for the page the form leads to.
-    func click(_ selector: String) async throws {
+    /// Clicks `selector` (a submit button) and waits for the page the form leads to. `choosing`
+    /// sets fields (selector, value) first, in the same turn of the page's script, so that a
+    /// refresh of the page cannot come between.
+    func click(_ selector: String, choosing fields: [(String, String)] = []) async throws {
+        let setting = fields.map { "document.querySelector(\(Self.quote($0.0))).value = \(Self.quote($0.1));" }.joined()
         try await navigating {
             let done = try await self.evaluate(
-                "(() => { const e = document.querySelector(\(Self.quote(selector))); if (!e) return false; e.click(); return true })()"
+                "(() => { \(setting) const e = document.querySelector(\(Self.quote(selector))); if (!e) return false; e.click(); return true })()"
             )
             guard done as? Bool == true else { throw TestbedError("nothing to click at \(selector) on \(try await self.location())") }
         }

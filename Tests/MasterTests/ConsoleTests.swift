@@ -36,8 +36,8 @@ struct ConsoleTests {
         try await browser.click("#login button")
         #expect(try await browser.location() == "\(base)/ui")
         #expect(try await browser.text("#lease-web1 .state") == "running")
-        #expect(try await browser.text("#machine-m3 .state") == "up")
-        #expect(try await browser.text("#machine-m3 td:nth-child(4)")?.hasPrefix("1 / ") == true)
+        #expect(try await browser.text("#machine-m2 .state") == "up")
+        #expect(try await browser.text("#machine-m2 td:nth-child(4)")?.hasPrefix("1 / ") == true)
         #expect(try await browser.text("#user-bob .name") == "bob")
         #expect(try await browser.text("#failures")?.contains("admin/bad1 (broken)") == true)
         // The session is an HttpOnly, SameSite=Strict cookie that the page's scripts cannot read.
@@ -48,8 +48,7 @@ struct ConsoleTests {
 
         // Extend by a day: the API sees the new end.
         let before = try await Self.expiry(cli, "web1")
-        try await browser.evaluate("document.querySelector('#lease-web1 select').value = '1d'")
-        try await browser.click("#lease-web1 button.extend")
+        try await browser.click("#lease-web1 button.extend", choosing: [("#lease-web1 select", "1d")])
         #expect(try await browser.text("#notice") == "Lease web1 extended.")
         let after = try await Self.expiry(cli, "web1")
         #expect(after.timeIntervalSince(Date()) > 86400 - 120 && after > before, "\(before) → \(after)")
@@ -80,7 +79,7 @@ struct ConsoleTests {
         try await browser.click("#lease-web1 button.delete")
         #expect(try await browser.text("#notice") == "Lease web1 deleted.")
         #expect(try await browser.text("#lease-web1") == nil)
-        let left = try await testbed.docker("m3", ["ps", "-a", "--filter", "name=^\(container)$", "--format", "{{.Names}}"])
+        let left = try await testbed.docker("m2", ["ps", "-a", "--filter", "name=^\(container)$", "--format", "{{.Names}}"])
         #expect(left.isEmpty, "\(left)")
         _ = try await cli.run(["lease", "delete", "web2"])
         try await cli.ok("resources", "pool", "box", "0")
@@ -134,14 +133,14 @@ struct ConsoleTests {
         for name in ["mine", "secret"] { _ = try await (name == "mine" ? bob : cli).run(["lease", "delete", name]) }
     }
 
-    /// A master with an admin (admin/admin-password), the resource `box` and machine m3.
+    /// A master with an admin (admin/admin-password), the resource `box` and machine m2.
     static func start() async throws -> (MasterProcess, CLI, Testbed) {
         let testbed = try await Testbed.shared()
         let directory = try makeTemporaryDirectory("resalloc-console")
         let master = MasterProcess(databasePath: "\(directory)/resalloc.db", keyPath: testbed.keys["ed25519"]!)
         try await master.start()
         let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
-        try await cli.setUpAdmin(resource: "box", dockerfile: "FROM busybox", machine: testbed.machine("m3"))
+        try await cli.setUpAdmin(resource: "box", dockerfile: "FROM busybox", machine: testbed.machine("m2"))
         return (master, cli, testbed)
     }
 

@@ -54,12 +54,13 @@ struct SessionEndTests {
     /// namespace, started once a session has lasted a second).
     static func waitForGuard(_ testbed: Testbed, _ machine: String, _ container: String) async throws {
         let id = try await testbed.docker(machine, ["inspect", "--format", "{{.Id}}", container]).trimmingCharacters(in: .whitespacesAndNewlines)
-        try await waitUntil(seconds: 15, "a session guard on \(container)") {
-            let running = try await testbed.docker(machine, ["ps", "-q", "--no-trunc"]).split(separator: "\n")
-            for other in running where other != id {
-                let mode = try? await testbed.docker(machine, ["inspect", "--format", "{{.HostConfig.PidMode}} {{.Config.Cmd}}", String(other)])
-                let joined = mode?.hasPrefix("container:\(id)") == true || mode?.hasPrefix("container:\(container) ") == true
-                if joined && mode?.contains("tracked=") == true { return true }
+        // Under the whole suite a machine runs dozens of containers and starting one takes seconds.
+        try await waitUntil(seconds: 30, "a session guard on \(container)") {
+            let listed = try await testbed.docker(machine, ["ps", "--no-trunc", "--format", "{{.ID}}|{{.Command}}"]).split(separator: "\n")
+            for line in listed where line.contains("tracked=") {
+                let other = String(line.prefix { $0 != "|" })
+                let mode = try? await testbed.docker(machine, ["inspect", "--format", "{{.HostConfig.PidMode}}", other])
+                if mode?.hasPrefix("container:\(id)") == true || mode == "container:\(container)\n" { return true }
             }
             return false
         }
