@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 DEBS := libssh2-1-dev libsqlite3-dev pkg-config docker.io openssh-server openssh-client busybox-static tmux procps iproute2 wrk \
-	curl python3-venv openssh-sftp-server rsync chromium
+	curl python3-venv openssh-sftp-server rsync chromium postgresql
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 KEY := resources/resalloc.pem
 TESTBED := scripts/testbed
@@ -42,6 +42,7 @@ format: ## reformat the Swift sources in place
 test: deps keys lint ## check formatting, the API against its document, every test, on real local machines (needs root)
 	@$(SUDO) true
 	$(SUDO) $(TESTBED) start 9 --key $(KEY).pub >/dev/null
+	$(SUDO) $(TESTBED) postgres-start >/dev/null
 	swift build --build-tests
 	$(SUDO) scripts/api-check && scripts/run-tests; status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
 

@@ -1,0 +1,79 @@
+import Foundation
+
+/// What resalloc keeps, as named operations: users and their tokens and keys, resources,
+/// machines, leases, warm slots, incarnations and the audit trail. Two engines implement it with
+/// the same schema versions and the same answers: `AppDatabase` (GRDB on a SQLite file, the
+/// embedded default) and `PostgresStore` (postgres-nio, for several masters on one database).
+/// Failures a person can act on are `StoreError`s, whichever the engine.
+public protocol Store: Sendable {
+    // Users and tokens
+    func createUser(name: String, passwordHash: String) async throws -> User
+    func user(named name: String) async throws -> User?
+    func users() async throws -> [User]
+    func updateUser(named name: String, status: User.Status?, role: User.Role?) async throws -> User
+    func createToken(userID: Int64, hash: String, expiresAt: Date) async throws
+    func user(forTokenHash hash: String, at now: Date) async throws -> User?
+    func deleteToken(hash: String) async throws -> Bool
+
+    // Resources
+    func createResource(name: String, dockerfile: Data) async throws -> Resource
+    func resources() async throws -> [Resource]
+    func resource(named name: String) async throws -> Resource?
+    func setPoolSize(resourceNamed name: String, to size: Int) async throws -> Resource
+    func updateDockerfile(resourceNamed name: String, to dockerfile: Data) async throws -> Resource
+    func deleteResource(named name: String) async throws
+
+    // Machines
+    func createMachine(_ machine: Machine) async throws -> Machine
+    func machines() async throws -> [Machine]
+    func machine(named name: String) async throws -> Machine?
+    func machine(id: Int64) async throws -> Machine?
+    func setMachineHealth(id: Int64, healthy: Bool, error: String?, at now: Date) async throws
+    func deleteMachine(id: Int64) async throws
+    func activeLeaseCounts() async throws -> [Int64: Int]
+
+    // Leases
+    func createLease(_ lease: Lease) async throws -> Lease
+    func updateLease(_ lease: Lease) async throws
+    func deleteLease(id: Int64) async throws
+    func lease(id: Int64) async throws -> Lease?
+    func leaseListings(ownerID: Int64?, name: String?, machineID: Int64?) async throws -> [LeaseListing]
+
+    // Users' SSH keys
+    func createUserKey(_ key: UserKey) async throws -> UserKey
+    func userKeys(userId: Int64) async throws -> [UserKey]
+    func deleteUserKey(userId: Int64, name: String) async throws
+    func user(withKeyBlob blob: String) async throws -> User?
+
+    // Incarnations
+    func registerIncarnation(_ incarnation: Incarnation) async throws
+    func heartbeat(incarnationID: String, at now: Date) async throws -> Bool
+    func stopIncarnation(id: String, at now: Date) async throws
+    func incarnations() async throws -> [Incarnation]
+    func purgeIncarnations(before date: Date) async throws -> Int
+
+    // Warm pools
+    func poolSlots(machineID: Int64?) async throws -> [PoolSlot]
+    func addPoolSlot(_ slot: PoolSlot) async throws -> PoolSlot?
+    func markPoolSlotReady(id: Int64, containerID: String) async throws -> Bool
+    func claimPoolSlot(image: String, resourceID: Int64, lease: Lease, incarnationID: String) async throws -> PoolSlot?
+    func deletePoolSlot(id: Int64) async throws
+
+    // Audit trail
+    func appendEvent(_ event: Event) async throws
+    func events(since: Date?, actor: String?, after: Int64?, limit: Int) async throws -> [Event]
+    func purgeEvents(before date: Date) async throws -> Int
+
+    // Schema and identity
+    func schemaVersion() async throws -> Int
+    func migrationStatus() async throws -> [MigrationStatus]
+    func migrateUp(to target: Int?) async throws -> [Int]
+    func migrateDown(to target: Int?) async throws -> [Int]
+    func masterID() async throws -> String
+}
+
+// The domain still calls `AppDatabase` directly; convenience overloads with defaults join this
+// protocol when it switches to `any Store` (in an async context they would shadow the SQLite
+// store's synchronous methods).
+
+extension AppDatabase: Store {}
