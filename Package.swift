@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         .systemLibrary(
@@ -35,7 +37,15 @@ let package = Package(
         .target(name: "SSH", dependencies: ["CLibSSH2"]),
         .target(name: "Docker", dependencies: ["SSH", .product(name: "Metrics", package: "swift-metrics")]),
         .target(name: "ResallocAPI"),
-        .target(name: "Store", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
+        .target(
+            name: "Store",
+            dependencies: [
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "Core",
             dependencies: [
@@ -100,6 +110,14 @@ let package = Package(
         ),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "Testbed"]),
         .testTarget(name: "DockerTests", dependencies: ["Docker", "SSH", "Testbed"]),
+        .testTarget(
+            name: "StoreTests",
+            dependencies: [
+                "Store", "Testbed",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "MasterTests",
             dependencies: [

@@ -33,6 +33,8 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
             case .conflict(let message): return MasterError(.conflict, message)
             case .notFound(let message): return MasterError(.notFound, message)
             case .schemaOutdated: return MasterError(.internal, "the server's database needs an upgrade", detail: error.description)
+            case .invalid(let message): return MasterError(.invalid, message)
+            case .unavailable(let message): return MasterError(.unreachable, message)
             }
         case let error as SSHError:
             switch error.kind {

@@ -8,10 +8,14 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case notFound(String)
     /// The database's schema is older than this program; run `resalloc-master migrate up`.
     case schemaOutdated(current: Int, needed: Int)
+    /// What names the database is wrong (a PostgreSQL URL that is not one).
+    case invalid(String)
+    /// The database server cannot be reached now.
+    case unavailable(String)
 
     public var description: String {
         switch self {
-        case .conflict(let message), .notFound(let message): return message
+        case .conflict(let message), .notFound(let message), .invalid(let message), .unavailable(let message): return message
         case .schemaOutdated(let current, let needed):
             return "the database is at schema version \(current), this master needs \(needed): run resalloc-master migrate up"
         }

@@ -28,6 +28,10 @@ public final class Testbed: Sendable {
     /// Started once per process; later calls share it.
     public static func shared() async throws -> Testbed { try await SharedTestbed.instance.value }
 
+    /// The URL of the throwaway PostgreSQL server of `scripts/testbed postgres-start` (started
+    /// once per test run if it is not running; `testbed stop` stops it).
+    public static func postgresURL() async throws -> String { try await SharedTestbed.postgres.value }
+
     fileprivate init() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         repositoryRoot = root
@@ -224,6 +228,11 @@ public struct TestbedError: Error, CustomStringConvertible {
 
 private enum SharedTestbed {
     static let instance = Task { try Testbed() }
+    static let postgres = Task {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let url: String = try Testbed.run(["\(root)/scripts/testbed", "postgres-start"])
+        return url.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on now: the kernel's pick, from outside the

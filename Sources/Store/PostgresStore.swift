@@ -1,0 +1,188 @@
+import Foundation
+import Logging
+import NIOSSL
+import PostgresNIO
+
+/// resalloc's store on PostgreSQL, for several masters on one database, through postgres-nio's
+/// `PostgresClient` pool. The pool does its work in `run()`, which must run for as long as the
+/// store is used (`serve` runs it as a service; one-shot commands in a task around their work).
+/// Same tables, columns and schema versions as the SQLite store; identifiers are quoted, so
+/// their camel case is kept.
+public final class PostgresStore: Store {
+    public let client: PostgresClient
+    let logger: Logger
+
+    public init(configuration: PostgresClient.Configuration, logger: Logger) {
+        var configuration = configuration
+        configuration.options.connectTimeout = .seconds(5)
+        client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.logger = logger
+    }
+
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=disable|prefer|require]`.
+    public convenience init(url: String, logger: Logger) throws {
+        self.init(configuration: try Self.configuration(url: url), logger: logger)
+    }
+
+    /// Keeps the pool's connections; returns when the task running it is cancelled.
+    public func run() async { await client.run() }
+
+    /// Whether `text` names a PostgreSQL database rather than a SQLite file.
+    public static func isURL(_ text: String) -> Bool { text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") }
+
+    static func configuration(url text: String) throws -> PostgresClient.Configuration {
+        guard isURL(text), let url = URLComponents(string: text), let host = url.host, !host.isEmpty, let user = url.user, !user.isEmpty else {
+            throw StoreError.invalid("'\(text.prefix(120))' is not a PostgreSQL URL: use postgres://USER[:PASSWORD]@HOST[:PORT]/DB")
+        }
+        let database = String(url.path.drop { $0 == "/" })
+        let tls: PostgresClient.Configuration.TLS
+        switch url.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "disable" {
+        case "disable": tls = .disable
+        case "prefer", "allow": tls = .prefer(.makeClientConfiguration())
+        case "require", "verify-ca", "verify-full": tls = .require(.makeClientConfiguration())
+        case let other: throw StoreError.invalid("sslmode=\(other) is not one of disable, prefer, require")
+        }
+        return PostgresClient.Configuration(
+            host: host,
+            port: url.port ?? 5432,
+            username: user,
+            password: url.password,
+            database: database.isEmpty ? user : database,
+            tls: tls
+        )
+    }
+
+    // MARK: - Schema
+
+    /// Fixed key of the advisory lock that serialises migrations across masters.
+    static let migrationLock: Int64 = 0x7265_7361_6c6c_6f63  // "resalloc"
+
+    public func schemaVersion() async throws -> Int {
+        try await client.withConnection { connection in
+            try await Self.ensureHistoryTable(connection, logger)
+            return try await Self.currentVersion(connection, logger)
+        }
+    }
+
+    public func migrationStatus() async throws -> [MigrationStatus] {
+        try await client.withConnection { connection in
+            try await Self.ensureHistoryTable(connection, logger)
+            var applied: [Int: Date] = [:]
+            for try await (version, at) in try await connection.query("SELECT version, \"appliedAt\" FROM schema_version", logger: logger)
+                .decode((Int, Date).self)
+            {
+                applied[version] = at
+            }
+            return Schema.migrations.map { MigrationStatus(version: $0.version, name: $0.name, appliedAt: applied[$0.version]) }
+        }
+    }
+
+    /// Applies each version in its own transaction under an advisory lock, so that masters
+    /// starting together on an empty database apply each one once.
+    public func migrateUp(to target: Int?) async throws -> [Int] {
+        let target = target ?? Schema.latestVersion
+        var applied: [Int] = []
+        for migration in PostgresSchema.migrations where migration.version <= target {
+            let done = try await client.withTransaction(logger: logger) { connection in
+                try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: logger)
+                try await Self.ensureHistoryTable(connection, logger)
+                guard migration.version > (try await Self.currentVersion(connection, logger)) else { return false }
+                for statement in migration.up { try await connection.query(statement, logger: logger) }
+                let name = Schema.migrations.first { $0.version == migration.version }?.name ?? ""
+                try await connection.query(
+                    "INSERT INTO schema_version (version, name, \"appliedAt\") VALUES (\(migration.version), \(name), \(Date()))",
+                    logger: logger
+                )
+                return true
+            }
+            if done { applied.append(migration.version) }
+        }
+        return applied
+    }
+
+    public func migrateDown(to target: Int?) async throws -> [Int] {
+        let current = try await schemaVersion()
+        let target = target ?? max(current - 1, 0)
+        var reverted: [Int] = []
+        for migration in PostgresSchema.migrations.reversed() where migration.version > target && migration.version <= current {
+            try await client.withTransaction(logger: logger) { connection in
+                try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: logger)
+                for statement in migration.down { try await connection.query(statement, logger: logger) }
+                try await connection.query("DELETE FROM schema_version WHERE version = \(migration.version)", logger: logger)
+            }
+            reverted.append(migration.version)
+        }
+        return reverted
+    }
+
+    public func masterID() async throws -> String {
+        let rows = try await client.query("SELECT value FROM setting WHERE key = 'masterId'", logger: logger)
+        for try await id in rows.decode(String.self) { return id }
+        throw StoreError.schemaOutdated(current: 0, needed: Schema.latestVersion)
+    }
+
+    private static func ensureHistoryTable(_ connection: PostgresConnection, _ logger: Logger) async throws {
+        try await connection.query(
+            "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \"appliedAt\" TIMESTAMPTZ NOT NULL)",
+            logger: logger
+        )
+    }
+
+    private static func currentVersion(_ connection: PostgresConnection, _ logger: Logger) async throws -> Int {
+        for try await version in try await connection.query("SELECT COALESCE(MAX(version), 0) FROM schema_version", logger: logger)
+            .decode(Int.self)
+        {
+            return version
+        }
+        return 0
+    }
+
+    // MARK: - Helpers
+
+    /// Runs `body` and turns a unique or foreign-key violation into `StoreError.conflict`.
+    func conflict<T>(_ sentence: String, _ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch {
+            if let state = Self.sqlState(error), state == "23505" || state == "23503" { throw StoreError.conflict(sentence) }
+            throw error
+        }
+    }
+
+    /// The SQLSTATE of a server error, unwrapped from a transaction's error.
+    static func sqlState(_ error: any Error) -> String? {
+        if let error = error as? PSQLError { return error.serverInfo?[.sqlState] }
+        if let error = error as? PostgresTransactionError {
+            for inner in [error.closureError, error.commitError, error.beginError].compactMap({ $0 }) {
+                if let state = sqlState(inner) { return state }
+            }
+        }
+        return nil
+    }
+
+    /// The rows of `query`, each made into a `T` by `make`.
+    func all<T>(_ query: PostgresQuery, _ make: (PostgresRandomAccessRow) throws -> T) async throws -> [T] {
+        var result: [T] = []
+        for try await row in try await client.query(query, logger: logger) { result.append(try make(row.makeRandomAccess())) }
+        return result
+    }
+
+    func all<T>(_ query: PostgresQuery, on connection: PostgresConnection, _ make: (PostgresRandomAccessRow) throws -> T) async throws -> [T] {
+        var result: [T] = []
+        for try await row in try await connection.query(query, logger: logger) { result.append(try make(row.makeRandomAccess())) }
+        return result
+    }
+
+    /// The number of rows an UPDATE or DELETE touched.
+    func changes(_ query: PostgresQuery, on connection: PostgresConnection? = nil) async throws -> Int {
+        let rows: PostgresRowSequence
+        if let connection { rows = try await connection.query(query, logger: logger) } else { rows = try await client.query(query, logger: logger) }
+        var count = 0
+        for try await _ in rows { count += 1 }
+        return count
+    }
+}
+
+extension PostgresRandomAccessRow {
+    func get<T: PostgresDecodable>(_ column: String, _ type: T.Type = T.self) throws -> T {
+        try self[column].decode(T.self, context: .default)
+    }
+}

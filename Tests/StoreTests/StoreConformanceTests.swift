@@ -1,0 +1,357 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Testbed
+import Testing
+
+@testable import Store
+
+/// The two engines behind `Store`. Every test here runs on both: a new SQLite file, and a new
+/// database on the testbed's real PostgreSQL server.
+enum Engine: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite, postgres
+    var testDescription: String { rawValue }
+}
+
+/// A new, migrated store of `engine` for `body`; a PostgreSQL database is dropped afterwards.
+func withStore(_ engine: Engine, _ body: (any Store) async throws -> Void) async throws {
+    switch engine {
+    case .sqlite:
+        let directory = try makeTemporaryDirectory("resalloc-store")
+        let store = try AppDatabase(path: "\(directory)/resalloc.db")
+        #expect(try await store.migrateUp(to: nil) == Array(1...Schema.latestVersion))
+        try await body(store)
+    case .postgres:
+        let base = try await Testbed.postgresURL()
+        var logger = Logger(label: "store-test")
+        logger.logLevel = .critical
+        let name = "resalloc_test_\(UUID().uuidString.prefix(8).lowercased())"
+        let admin = try PostgresStore(url: base, logger: logger)
+        let adminRun = Task { await admin.run() }
+        defer { adminRun.cancel() }
+        try await admin.client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: logger)
+        var url = try #require(URLComponents(string: base))
+        url.path = "/\(name)"
+        let store = try PostgresStore(url: try #require(url.string), logger: logger)
+        let run = Task { await store.run() }
+        do {
+            #expect(try await store.migrateUp(to: nil) == Array(1...Schema.latestVersion))
+            try await body(store)
+        } catch {
+            run.cancel()
+            throw error
+        }
+        run.cancel()
+        _ = try? await admin.client.query(PostgresQuery(unsafeSQL: "DROP DATABASE \(name) WITH (FORCE)"), logger: logger)
+    }
+}
+
+/// Dates as both engines keep them: to the millisecond.
+func kept(_ date: Date) -> Date { Date(timeIntervalSince1970: (date.timeIntervalSince1970 * 1000).rounded() / 1000) }
+
+/// The same instant, to the millisecond either engine keeps.
+func same(_ a: Date?, _ b: Date?) -> Bool {
+    guard let a, let b else { return a == nil && b == nil }
+    return abs(a.timeIntervalSince(b)) < 0.001
+}
+
+extension Lease {
+    /// With its dates as a store keeps them, for comparing a row read back.
+    var kept: Lease {
+        var lease = self
+        lease.createdAt = StoreTests.kept(createdAt)
+        lease.expiresAt = StoreTests.kept(expiresAt)
+        return lease
+    }
+}
+
+@Suite("One store, two engines: SQLite and PostgreSQL answer alike", .timeLimit(.minutes(3)))
+struct StoreConformanceTests {
+    @Test("Schema versions go up and down and up again; the master id is kept", arguments: Engine.allCases)
+    func schema(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            #expect(try await store.schemaVersion() == Schema.latestVersion)
+            #expect(try await store.migrationStatus().allSatisfy { $0.appliedAt != nil })
+            #expect(try await store.migrateUp(to: nil).isEmpty)
+            let id = try await store.masterID()
+            #expect(id.count == 36)
+            #expect(try await store.migrateDown(to: 4) == Array((5...Schema.latestVersion).reversed()))
+            #expect(try await store.schemaVersion() == 4)
+            #expect(try await store.migrationStatus().filter { $0.appliedAt == nil }.map(\.version) == Array(5...Schema.latestVersion))
+            #expect(try await store.migrateUp(to: nil) == Array(5...Schema.latestVersion))
+            #expect(try await store.masterID() == id)
+        }
+    }
+
+    @Test("Users: the first is an active admin, then pending; names are unique; tokens expire and are revoked", arguments: Engine.allCases)
+    func users(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let admin = try await store.createUser(name: "ann", passwordHash: "h1")
+            #expect(admin.role == .admin && admin.status == .active && admin.id != nil)
+            let bob = try await store.createUser(name: "bob", passwordHash: "h2")
+            #expect(bob.role == .user && bob.status == .pending)
+            await #expect(throws: StoreError.conflict("the name bob is taken")) { try await store.createUser(name: "bob", passwordHash: "x") }
+            #expect(try await store.users().map(\.name) == ["ann", "bob"])
+            #expect(try await store.updateUser(named: "bob", status: .active, role: nil).status == .active)
+            #expect(try await store.updateUser(named: "bob", status: nil, role: .admin).role == .admin)
+            await #expect(throws: StoreError.notFound("no user carl")) { try await store.updateUser(named: "carl", status: .active, role: nil) }
+            #expect(try await store.user(named: "bob")?.role == .admin)
+            #expect(try await store.user(named: "carl") == nil)
+
+            let now = Date()
+            try await store.createToken(userID: admin.id!, hash: "t1", expiresAt: now + 60)
+            #expect(try await store.user(forTokenHash: "t1", at: now)?.name == "ann")
+            #expect(try await store.user(forTokenHash: "t1", at: now + 61) == nil)
+            #expect(try await store.deleteToken(hash: "t1"))
+            #expect(try await !store.deleteToken(hash: "t1"))
+            #expect(try await store.user(forTokenHash: "t1", at: now) == nil)
+        }
+    }
+
+    @Test("Resources: unique names, sorted, pool size and Dockerfile changed in place, not deleted while leased", arguments: Engine.allCases)
+    func resources(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let bytes = Data("FROM busybox\n\u{0}\u{ff}".utf8)
+            let made = try await store.createResource(name: "zed", dockerfile: bytes)
+            _ = try await store.createResource(name: "alpha", dockerfile: Data("FROM busybox".utf8))
+            await #expect(throws: StoreError.self) { try await store.createResource(name: "zed", dockerfile: Data()) }
+            #expect(try await store.resources().map(\.name) == ["alpha", "zed"])
+            #expect(try await store.resource(named: "zed")?.dockerfile == bytes)
+            #expect(try await store.setPoolSize(resourceNamed: "zed", to: 3).poolSize == 3)
+            #expect(try await store.updateDockerfile(resourceNamed: "zed", to: Data("FROM x".utf8)).dockerfile == Data("FROM x".utf8))
+            #expect(try await store.resource(named: "zed")?.poolSize == 3)
+            await #expect(throws: StoreError.notFound("no resource nope")) { try await store.setPoolSize(resourceNamed: "nope", to: 1) }
+
+            let owner = try await store.createUser(name: "ann", passwordHash: "h")
+            _ = try await store.createLease(Self.lease("l1", owner: owner.id!, resource: made.id!))
+            await #expect(throws: StoreError.conflict("resource zed is used by leases; delete them first")) {
+                try await store.deleteResource(named: "zed")
+            }
+            try await store.deleteResource(named: "alpha")
+            await #expect(throws: StoreError.notFound("no resource alpha")) { try await store.deleteResource(named: "alpha") }
+        }
+    }
+
+    @Test(
+        "Machines and leases: unique names and addresses, a failed lease's name reused, listings filtered, counts with slots",
+        arguments: Engine.allCases
+    )
+    func machinesAndLeases(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let owner = try await store.createUser(name: "ann", passwordHash: "h")
+            let other = try await store.createUser(name: "bob", passwordHash: "h")
+            let resource = try await store.createResource(name: "box", dockerfile: Data("FROM busybox".utf8))
+            let m1 = try await store.createMachine(Self.machine("m1", host: "127.0.0.11"))
+            let m2 = try await store.createMachine(Self.machine("m2", host: "127.0.0.12"))
+            await #expect(throws: StoreError.self) { try await store.createMachine(Self.machine("m1", host: "127.0.0.99")) }
+            await #expect(throws: StoreError.self) { try await store.createMachine(Self.machine("m9", host: "127.0.0.11")) }
+            #expect(try await store.machines().map(\.name) == ["m1", "m2"])
+            #expect(try await store.machine(id: m2.id!)?.name == "m2")
+            #expect(try await store.machine(named: "m1")?.capacity == 5)
+
+            let now = kept(Date())
+            try await store.setMachineHealth(id: m2.id!, healthy: false, error: "gone", at: now)
+            #expect(try await store.machine(id: m2.id!)?.lastError == "gone")
+            try await store.setMachineHealth(id: m2.id!, healthy: true, error: nil, at: now)
+            let healed = try await store.machine(id: m2.id!)
+            #expect(healed?.healthy == true && healed?.lastError == nil && same(healed?.lastContactAt, now))
+
+            var first = try await store.createLease(Self.lease("web", owner: owner.id!, resource: resource.id!))
+            await #expect(throws: StoreError.conflict("you already have a lease named web")) {
+                try await store.createLease(Self.lease("web", owner: owner.id!, resource: resource.id!))
+            }
+            _ = try await store.createLease(Self.lease("web", owner: other.id!, resource: resource.id!))
+            first.state = .failed
+            first.message = "build failed"
+            try await store.updateLease(first)
+            // A failed lease gives its name up.
+            var second = try await store.createLease(Self.lease("web", owner: owner.id!, resource: resource.id!))
+            #expect(second.id != first.id)
+            #expect(try await store.lease(id: first.id!) == nil)
+            second.machineId = m1.id
+            second.state = .running
+            second.containerId = "abc"
+            try await store.updateLease(second)
+            #expect(try await store.lease(id: second.id!)?.kept == second.kept)
+
+            let all = try await store.leaseListings(ownerID: nil, name: nil, machineID: nil)
+            #expect(all.map { "\($0.owner)/\($0.lease.name)@\($0.machine ?? "-")" } == ["bob/web@-", "ann/web@m1"])
+            #expect(try await store.leaseListings(ownerID: owner.id!, name: "web", machineID: nil).map(\.lease.id) == [second.id])
+            #expect(try await store.leaseListings(ownerID: nil, name: nil, machineID: m1.id!).count == 1)
+            #expect(try await store.leaseListings(ownerID: other.id!, name: "nope", machineID: nil).isEmpty)
+
+            _ = try await store.addPoolSlot(PoolSlot(resourceId: resource.id!, machineId: m1.id!, image: "img", incarnationId: "i1"))
+            #expect(try await store.activeLeaseCounts() == [m1.id!: 2])
+            await #expect(throws: StoreError.conflict("the machine still has leases")) { try await store.deleteMachine(id: m1.id!) }
+            try await store.deleteLease(id: second.id!)
+            #expect(try await store.activeLeaseCounts() == [m1.id!: 1])
+            try await store.deleteMachine(id: m2.id!)
+            #expect(try await store.machines().map(\.name) == ["m1"])
+        }
+    }
+
+    @Test("SSH keys: one owner per key, one name per owner, found by their wire form", arguments: Engine.allCases)
+    func keys(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let ann = try await store.createUser(name: "ann", passwordHash: "h")
+            let bob = try await store.createUser(name: "bob", passwordHash: "h")
+            let key = try await store.createUserKey(
+                UserKey(userId: ann.id!, name: "laptop", algorithm: "ssh-ed25519", blob: "AAAA1", fingerprint: "SHA256:x")
+            )
+            #expect(key.id != nil)
+            await #expect(throws: StoreError.self) {
+                try await store.createUserKey(UserKey(userId: bob.id!, name: "other", algorithm: "ssh-ed25519", blob: "AAAA1", fingerprint: "f"))
+            }
+            await #expect(throws: StoreError.self) {
+                try await store.createUserKey(UserKey(userId: ann.id!, name: "laptop", algorithm: "ssh-ed25519", blob: "AAAA2", fingerprint: "f"))
+            }
+            #expect(try await store.user(withKeyBlob: "AAAA1")?.name == "ann")
+            #expect(try await store.user(withKeyBlob: "nope") == nil)
+            #expect(try await store.userKeys(userId: ann.id!).map(\.name) == ["laptop"])
+            await #expect(throws: StoreError.notFound("you have no key named laptop")) {
+                try await store.deleteUserKey(userId: bob.id!, name: "laptop")
+            }
+            try await store.deleteUserKey(userId: ann.id!, name: "laptop")
+            #expect(try await store.userKeys(userId: ann.id!).isEmpty)
+        }
+    }
+
+    @Test("Incarnations: heartbeats, stops, and purges that keep the ones a lease names", arguments: Engine.allCases)
+    func incarnations(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let old = kept(Date() - 3600)
+            try await store.registerIncarnation(Incarnation(id: "gone", host: "h", pid: 7, heartbeatSeconds: 5, startedAt: old))
+            try await store.registerIncarnation(Incarnation(id: "named", host: "h", pid: 8, heartbeatSeconds: 5, startedAt: old))
+            try await store.registerIncarnation(Incarnation(id: "alive", host: "h", pid: 9, heartbeatSeconds: 5, startedAt: kept(Date())))
+            #expect(try await store.heartbeat(incarnationID: "alive", at: kept(Date())))
+            #expect(try await !store.heartbeat(incarnationID: "nobody", at: Date()))
+            try await store.stopIncarnation(id: "gone", at: old)
+            let owner = try await store.createUser(name: "ann", passwordHash: "h")
+            let resource = try await store.createResource(name: "box", dockerfile: Data())
+            var lease = Self.lease("l", owner: owner.id!, resource: resource.id!)
+            lease.incarnationId = "named"
+            _ = try await store.createLease(lease)
+            let rows = try await store.incarnations()
+            #expect(rows.map(\.id).sorted() == ["alive", "gone", "named"])
+            #expect(same(rows.first { $0.id == "gone" }?.stoppedAt, old) && rows.first { $0.id == "named" }?.pid == 8)
+            #expect(try await store.purgeIncarnations(before: Date() - 60) == 1)
+            #expect(try await store.incarnations().map(\.id).sorted() == ["alive", "named"])
+        }
+    }
+
+    @Test("Warm slots: added within capacity on healthy machines, readied, claimed oldest first, each once", arguments: Engine.allCases)
+    func poolSlots(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let owner = try await store.createUser(name: "ann", passwordHash: "h")
+            let resource = try await store.createResource(name: "box", dockerfile: Data())
+            let machine = try await store.createMachine(Self.machine("m1", host: "127.0.0.11", capacity: 3))
+            var slots: [PoolSlot] = []
+            for index in 0..<4 {
+                let slot = PoolSlot(
+                    resourceId: resource.id!,
+                    machineId: machine.id!,
+                    image: "img",
+                    incarnationId: "i",
+                    createdAt: kept(Date() + Double(index))
+                )
+                if let added = try await store.addPoolSlot(slot) { slots.append(added) }
+            }
+            #expect(slots.count == 3, "capacity 3")
+            #expect(try await store.markPoolSlotReady(id: slots[1].id!, containerID: "c1"))
+            #expect(try await store.markPoolSlotReady(id: slots[0].id!, containerID: "c0"))
+            #expect(try await !store.markPoolSlotReady(id: slots[0].id!, containerID: "again"))
+            #expect(try await store.poolSlots(machineID: machine.id!).filter { $0.state == .ready }.count == 2)
+
+            let lease = try await store.createLease(Self.lease("l", owner: owner.id!, resource: resource.id!))
+            let claimed = try await store.claimPoolSlot(image: "img", resourceID: resource.id!, lease: lease, incarnationID: "i2")
+            #expect(claimed?.id == slots[0].id && claimed?.state == .claimed && claimed?.leaseId == lease.id)
+            #expect(try await store.lease(id: lease.id!)?.machineId == machine.id)
+            #expect(try await store.claimPoolSlot(image: "other", resourceID: resource.id!, lease: lease, incarnationID: "i2") == nil)
+            try await store.deletePoolSlot(id: slots[2].id!)
+            #expect(try await store.poolSlots(machineID: nil).map(\.id) == [slots[0].id, slots[1].id])
+
+            try await store.setMachineHealth(id: machine.id!, healthy: false, error: "down", at: Date())
+            #expect(try await store.claimPoolSlot(image: "img", resourceID: resource.id!, lease: lease, incarnationID: "i2") == nil)
+            #expect(try await store.addPoolSlot(PoolSlot(resourceId: resource.id!, machineId: machine.id!, image: "img", incarnationId: "i")) == nil)
+        }
+    }
+
+    @Test(
+        "Racing: 20 slots asked at once on a machine of capacity 5 give 5; 8 claims of 5 ready slots give 5 different ones",
+        arguments: Engine.allCases
+    )
+    func races(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let owner = try await store.createUser(name: "ann", passwordHash: "h")
+            let resource = try await store.createResource(name: "box", dockerfile: Data())
+            let machine = try await store.createMachine(Self.machine("m1", host: "127.0.0.11", capacity: 5))
+            let added = try await withThrowingTaskGroup(of: PoolSlot?.self) { group in
+                for _ in 0..<20 {
+                    group.addTask {
+                        try await store.addPoolSlot(PoolSlot(resourceId: resource.id!, machineId: machine.id!, image: "img", incarnationId: "i"))
+                    }
+                }
+                return try await group.reduce(into: [PoolSlot]()) { if let slot = $1 { $0.append(slot) } }
+            }
+            #expect(added.count == 5)
+            #expect(try await store.activeLeaseCounts()[machine.id!] == 5)
+            for slot in added { #expect(try await store.markPoolSlotReady(id: slot.id!, containerID: "c\(slot.id!)")) }
+            var leases: [Lease] = []
+            for index in 0..<8 { leases.append(try await store.createLease(Self.lease("l\(index)", owner: owner.id!, resource: resource.id!))) }
+            let claims = try await withThrowingTaskGroup(of: Int64?.self) { group in
+                for lease in leases {
+                    group.addTask { try await store.claimPoolSlot(image: "img", resourceID: resource.id!, lease: lease, incarnationID: "i")?.id }
+                }
+                return try await group.reduce(into: [Int64]()) { if let id = $1 { $0.append(id) } }
+            }
+            #expect(claims.count == 5 && Set(claims).count == 5)
+        }
+    }
+
+    @Test("The audit trail: filtered by time and actor, paged by id, purged by age", arguments: Engine.allCases)
+    func events(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let start = kept(Date() - 100)
+            for index in 0..<5 {
+                try await store.appendEvent(
+                    Event(
+                        at: start + Double(index * 10),
+                        actor: index % 2 == 0 ? "ann" : "cleanup",
+                        action: "a\(index)",
+                        subject: "s",
+                        detail: nil,
+                        address: "127.0.0.1"
+                    )
+                )
+            }
+            let all = try await store.events(since: nil, actor: nil, after: nil, limit: 1000)
+            #expect(all.map(\.action) == ["a0", "a1", "a2", "a3", "a4"])
+            #expect(same(all[0].at, start) && all[0].address == "127.0.0.1" && all[0].detail == nil)
+            #expect(try await store.events(since: start + 15, actor: nil, after: nil, limit: 1000).map(\.action) == ["a2", "a3", "a4"])
+            #expect(try await store.events(since: nil, actor: "ann", after: nil, limit: 1000).map(\.action) == ["a0", "a2", "a4"])
+            #expect(try await store.events(since: nil, actor: nil, after: all[1].id, limit: 2).map(\.action) == ["a2", "a3"])
+            #expect(try await store.purgeEvents(before: start + 25) == 3)
+            #expect(try await store.events(since: nil, actor: nil, after: nil, limit: 1000).map(\.action) == ["a3", "a4"])
+        }
+    }
+
+    static func machine(_ name: String, host: String, capacity: Int = 5) -> Machine {
+        Machine(
+            name: name,
+            login: "resalloc",
+            host: host,
+            port: 22,
+            hostKeyType: "ssh-ed25519",
+            hostKeyFingerprint: "SHA256:x",
+            cpus: 2,
+            memoryBytes: 1 << 30,
+            capacity: capacity,
+            createdAt: kept(Date())
+        )
+    }
+
+    static func lease(_ name: String, owner: Int64, resource: Int64) -> Lease {
+        let now = kept(Date())
+        return Lease(name: name, ownerId: owner, resourceId: resource, image: "img", createdAt: now, expiresAt: now + 3600)
+    }
+}
