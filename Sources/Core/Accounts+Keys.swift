@@ -8,26 +8,26 @@ extension Accounts {
     static let acceptedKeyTypes = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"]
 
     /// Registers the OpenSSH public key `line` (as in a `.pub` file) for `user` as `name`.
-    public func addKey(for user: User, name: String, line: String) throws(MasterError) -> UserKey {
+    public func addKey(for user: User, name: String, line: String) async throws(MasterError) -> UserKey {
         try InputRules.validateName(name, "key")
         let (algorithm, blob) = try Self.parsePublicKey(line)
         let digest = Data(SHA256.hash(data: Data(base64Encoded: blob)!)).base64EncodedString().replacingOccurrences(of: "=", with: "")
         let key = UserKey(userId: user.id!, name: name, algorithm: algorithm, blob: blob, fingerprint: "SHA256:\(digest)")
-        do { return try database.createUserKey(key) } catch { throw .from(error) }
+        do { return try await database.createUserKey(key) } catch { throw .from(error) }
     }
 
-    public func keys(of user: User) throws(MasterError) -> [UserKey] {
-        do { return try database.userKeys(userId: user.id!) } catch { throw .from(error) }
+    public func keys(of user: User) async throws(MasterError) -> [UserKey] {
+        do { return try await database.userKeys(userId: user.id!) } catch { throw .from(error) }
     }
 
-    public func removeKey(of user: User, name: String) throws(MasterError) {
-        do { try database.deleteUserKey(userId: user.id!, name: name) } catch { throw .from(error) }
+    public func removeKey(of user: User, name: String) async throws(MasterError) {
+        do { try await database.deleteUserKey(userId: user.id!, name: name) } catch { throw .from(error) }
     }
 
     /// The active user who registered the key with this wire form (base64), if any.
-    public func user(withKeyBlob blob: String) throws(MasterError) -> User? {
+    public func user(withKeyBlob blob: String) async throws(MasterError) -> User? {
         do {
-            guard let user = try database.user(withKeyBlob: blob), user.status == .active else { return nil }
+            guard let user = try await database.user(withKeyBlob: blob), user.status == .active else { return nil }
             return user
         } catch { throw .from(error) }
     }

@@ -6,11 +6,11 @@ import Store
 /// Registration, approval, login and tokens. Passwords are bcrypt-hashed; tokens are 256 random
 /// bits that the user holds and the database keeps only as SHA-256.
 public struct Accounts: Sendable {
-    let database: AppDatabase
+    let database: any Store
     public var tokenLifetime: Duration
     public var bcryptCost: UInt8
 
-    public init(database: AppDatabase, tokenLifetime: Duration = .seconds(30 * 86400), bcryptCost: UInt8 = 10) {
+    public init(database: any Store, tokenLifetime: Duration = .seconds(30 * 86400), bcryptCost: UInt8 = 10) {
         self.database = database
         self.tokenLifetime = tokenLifetime
         self.bcryptCost = bcryptCost
@@ -22,13 +22,13 @@ public struct Accounts: Sendable {
         try InputRules.validatePassword(password)
         let cost = bcryptCost
         let hash = await Self.offload { Bcrypt.hash(password, cost: cost) }
-        do { return try database.createUser(name: name, passwordHash: hash) } catch { throw .from(error) }
+        do { return try await database.createUser(name: name, passwordHash: hash) } catch { throw .from(error) }
     }
 
     /// Checks the password and returns a new token for an active user.
     public func login(name: String, password: String) async throws(MasterError) -> (token: String, user: User) {
         let user: User?
-        do { user = try database.user(named: name) } catch { throw .from(error) }
+        do { user = try await database.user(named: name) } catch { throw .from(error) }
         // Verify against a fixed hash for unknown names too, so timing does not tell who exists.
         let hash = user?.passwordHash
         let matches = await Self.offload { Bcrypt.verify(password, hash: hash ?? Self.unknownUserHash) }
@@ -38,15 +38,19 @@ public struct Accounts: Sendable {
         }
         let token = Self.randomToken()
         do {
-            try database.createToken(userID: user.id!, hash: Self.digest(token), expiresAt: Date() + TimeInterval(tokenLifetime.components.seconds))
+            try await database.createToken(
+                userID: user.id!,
+                hash: Self.digest(token),
+                expiresAt: Date() + TimeInterval(tokenLifetime.components.seconds)
+            )
         } catch { throw .from(error) }
         return (token, user)
     }
 
     /// The user holding `token`, if it is valid and unexpired.
-    public func authenticate(token: String) throws(MasterError) -> User {
+    public func authenticate(token: String) async throws(MasterError) -> User {
         let user: User?
-        do { user = try database.user(forTokenHash: Self.digest(token)) } catch { throw .from(error) }
+        do { user = try await database.user(forTokenHash: Self.digest(token), at: Date()) } catch { throw .from(error) }
         guard let user, user.status == .active else {
             throw MasterError(.unauthorized, "your token is invalid or has expired: run resalloc login")
         }
@@ -54,20 +58,20 @@ public struct Accounts: Sendable {
     }
 
     /// Revokes `token`.
-    public func logout(token: String) throws(MasterError) {
-        do { try database.deleteToken(hash: Self.digest(token)) } catch { throw .from(error) }
+    public func logout(token: String) async throws(MasterError) {
+        do { try await database.deleteToken(hash: Self.digest(token)) } catch { throw .from(error) }
     }
 
-    public func users() throws(MasterError) -> [User] {
-        do { return try database.users() } catch { throw .from(error) }
+    public func users() async throws(MasterError) -> [User] {
+        do { return try await database.users() } catch { throw .from(error) }
     }
 
-    public func approve(_ name: String) throws(MasterError) -> User {
-        do { return try database.updateUser(named: name, status: .active) } catch { throw .from(error) }
+    public func approve(_ name: String) async throws(MasterError) -> User {
+        do { return try await database.updateUser(named: name, status: .active, role: nil) } catch { throw .from(error) }
     }
 
-    public func makeAdmin(_ name: String) throws(MasterError) -> User {
-        do { return try database.updateUser(named: name, status: .active, role: .admin) } catch { throw .from(error) }
+    public func makeAdmin(_ name: String) async throws(MasterError) -> User {
+        do { return try await database.updateUser(named: name, status: .active, role: .admin) } catch { throw .from(error) }
     }
 
     /// The token a signed-in console's forms carry: derived from the session's token, which

@@ -7,14 +7,14 @@ import Store
 /// The machines: adding one (connect, pin its host key, ask its engine), listing, deleting,
 /// and reaching one through the shared SSH pool.
 public struct Fleet: Sendable {
-    let database: AppDatabase
+    let database: any Store
     let pool: SSHConnectionPool
     let keyPath: String
     let logger: Logger
     /// Which images each machine holds, as far as this process has seen.
     public let images = ImageCache()
 
-    public init(database: AppDatabase, pool: SSHConnectionPool, keyPath: String, logger: Logger) {
+    public init(database: any Store, pool: SSHConnectionPool, keyPath: String, logger: Logger) {
         self.database = database
         self.pool = pool
         self.keyPath = keyPath
@@ -29,7 +29,7 @@ public struct Fleet: Sendable {
         let (host, port) = try InputRules.parseAddress(address)
         if let capacity, !InputRules.capacity.contains(capacity) { throw MasterError(.invalid, "capacity must be 1 to 10000") }
         do {
-            if try database.machine(named: name) != nil { throw MasterError(.conflict, "a machine named \(name) exists already") }
+            if try await database.machine(named: name) != nil { throw MasterError(.conflict, "a machine named \(name) exists already") }
         } catch { throw .from(error) }
         let endpoint = SSHEndpoint(host: host, port: port, user: login, privateKeyPath: keyPath)
         let docker = RemoteDocker(endpoint: endpoint, pool: pool, commandTimeout: .seconds(20))
@@ -57,11 +57,11 @@ public struct Fleet: Sendable {
             memoryBytes: info.memoryBytes,
             capacity: capacity ?? max(4, info.cpus * 4)
         )
-        do { return try database.createMachine(machine) } catch { throw .from(error) }
+        do { return try await database.createMachine(machine) } catch { throw .from(error) }
     }
 
-    public func machines() throws(MasterError) -> [Machine] {
-        do { return try database.machines() } catch { throw .from(error) }
+    public func machines() async throws(MasterError) -> [Machine] {
+        do { return try await database.machines() } catch { throw .from(error) }
     }
 
     /// Deletes a machine. With live leases this is refused unless `force`, which removes their
@@ -70,9 +70,9 @@ public struct Fleet: Sendable {
         let machine: Machine
         let leases: [LeaseListing]
         do {
-            guard let found = try database.machine(named: name) else { throw MasterError(.notFound, "no machine \(name)") }
+            guard let found = try await database.machine(named: name) else { throw MasterError(.notFound, "no machine \(name)") }
             machine = found
-            leases = try database.leaseListings(ownerID: nil, machineID: found.id)
+            leases = try await database.leaseListings(ownerID: nil, name: nil, machineID: found.id)
         } catch { throw .from(error) }
         let live = leases.filter { $0.lease.state != .failed }
         if !live.isEmpty && !force {
@@ -80,7 +80,7 @@ public struct Fleet: Sendable {
         }
         let docker = self.docker(on: machine)
         let slots: [PoolSlot]
-        do { slots = try database.poolSlots(machineID: machine.id) } catch { throw .from(error) }
+        do { slots = try await database.poolSlots(machineID: machine.id) } catch { throw .from(error) }
         if !slots.isEmpty {
             do { _ = try await docker.remove(slots.map { $0.containerName(masterID: masterID) }) } catch {
                 logger.warning("could not remove the warm containers of a deleted machine", metadata: ["machine": "\(name)", "error": "\(error)"])
@@ -90,9 +90,9 @@ public struct Fleet: Sendable {
             do { _ = try await docker.remove(listing.lease.containerName(masterID: masterID)) } catch {
                 logger.warning("could not remove a container of a deleted machine", metadata: ["machine": "\(name)", "error": "\(error)"])
             }
-            do { try database.deleteLease(id: listing.lease.id!) } catch { throw .from(error) }
+            do { try await database.deleteLease(id: listing.lease.id!) } catch { throw .from(error) }
         }
-        do { try database.deleteMachine(id: machine.id!) } catch { throw .from(error) }
+        do { try await database.deleteMachine(id: machine.id!) } catch { throw .from(error) }
         await pool.disconnect(endpoint(for: machine))
     }
 

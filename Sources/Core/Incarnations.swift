@@ -37,10 +37,10 @@ public struct Incarnations: Sendable {
 
 extension Master {
     /// Registers this process as a running incarnation; `serve` does this at start.
-    public func beginIncarnation(heartbeat: Duration) throws(MasterError) {
+    public func beginIncarnation(heartbeat: Duration) async throws(MasterError) {
         let seconds = max(1, Int(heartbeat.components.seconds))
         do {
-            try database.registerIncarnation(
+            try await database.registerIncarnation(
                 Incarnation(id: incarnationID, host: Incarnations.hostName, pid: getpid(), heartbeatSeconds: seconds)
             )
         } catch { throw .from(error) }
@@ -48,13 +48,13 @@ extension Master {
     }
 
     /// Says this process is alive.
-    public func heartbeat() throws(MasterError) {
-        do { try database.heartbeat(incarnationID: incarnationID) } catch { throw .from(error) }
+    public func heartbeat() async throws(MasterError) {
+        do { try await database.heartbeat(incarnationID: incarnationID, at: Date()) } catch { throw .from(error) }
     }
 
     /// Says this process stopped cleanly: whatever it left mid-saga can be settled at once.
-    public func endIncarnation() {
-        do { try database.stopIncarnation(id: incarnationID) } catch {
+    public func endIncarnation() async {
+        do { try await database.stopIncarnation(id: incarnationID, at: Date()) } catch {
             logger.warning("could not record the incarnation's end", metadata: ["error": "\(error)"])
         }
     }

@@ -16,14 +16,14 @@ public struct LeaseTarget: Sendable {
 /// WebSocket bridges, the console, the SSH gateway) comes through `reach(_:for:)`, the one
 /// check that the lease is the caller's and running; another user's lease is "not found".
 extension Master {
-    public func reach(_ name: String, for caller: User) throws(MasterError) -> LeaseTarget {
-        let listing = try lease(named: name, for: caller)
+    public func reach(_ name: String, for caller: User) async throws(MasterError) -> LeaseTarget {
+        let listing = try await lease(named: name, for: caller)
         guard listing.lease.state == .running, let machineID = listing.lease.machineId else {
             throw MasterError(.conflict, "lease \(listing.lease.name) is \(listing.lease.state.rawValue), not running")
         }
         let machine: Machine
         do {
-            guard let found = try database.machine(id: machineID) else { throw MasterError(.notFound, "the lease's machine is gone") }
+            guard let found = try await database.machine(id: machineID) else { throw MasterError(.notFound, "the lease's machine is gone") }
             machine = found
         } catch { throw .from(error) }
         return LeaseTarget(name: listing.lease.name, machine: machine, container: listing.lease.containerName(masterID: masterID), user: caller.name)

@@ -7,7 +7,7 @@ import Store
 /// written first (`creating`), the container carries labels that name its lease, owner and
 /// master, and every failure removes what was started and marks the lease `failed`.
 public struct LeaseSaga: Sendable {
-    let database: AppDatabase
+    let database: any Store
     let fleet: Fleet
     let warmPool: WarmPool
     let masterID: String
@@ -17,7 +17,7 @@ public struct LeaseSaga: Sendable {
     public var maxTTL: Duration
 
     public init(
-        database: AppDatabase,
+        database: any Store,
         fleet: Fleet,
         warmPool: WarmPool,
         masterID: String,
@@ -45,13 +45,13 @@ public struct LeaseSaga: Sendable {
         ttl: Duration? = nil,
         onBuildLine: (@Sendable (String) -> Void)? = nil
     ) async throws(MasterError) -> LeaseListing {
-        let resource = try check(resourceName: resourceName, leaseName: leaseName)
+        let resource = try await check(resourceName: resourceName, leaseName: leaseName)
         let ttl = try lifetime(ttl ?? defaultTTL)
         let started = ContinuousClock.now
         var lease: Lease
         do {
             let now = Date()
-            lease = try database.createLease(
+            lease = try await database.createLease(
                 Lease(
                     name: leaseName,
                     ownerId: owner.id!,
@@ -67,9 +67,9 @@ public struct LeaseSaga: Sendable {
         if resource.poolSize > 0, let machine = await warmPool.take(&lease, resource: resource) {
             lease.state = .running
             lease.message = nil
-            do { try database.updateLease(lease) } catch {
+            do { try await database.updateLease(lease) } catch {
                 _ = try? await fleet.docker(on: machine).remove(lease.containerName(masterID: masterID))
-                throw fail(&lease, .from(error))
+                throw await fail(&lease, .from(error))
             }
             logger.info("lease handed out from the pool", metadata: ["lease": "\(lease.name)", "machine": "\(machine.name)"])
             MasterMetrics.leaseCreated(served: .pool, since: started)
@@ -78,14 +78,14 @@ public struct LeaseSaga: Sendable {
 
         var candidates: [Machine]
         do {
-            candidates = Placement.candidates(try database.machines(), activeLeases: try database.activeLeaseCounts())
+            candidates = Placement.candidates(try await database.machines(), activeLeases: try await database.activeLeaseCounts())
             // Warm containers give way to a lease that has nowhere else to go.
             if candidates.isEmpty, await warmPool.evictOne() {
-                candidates = Placement.candidates(try database.machines(), activeLeases: try database.activeLeaseCounts())
+                candidates = Placement.candidates(try await database.machines(), activeLeases: try await database.activeLeaseCounts())
             }
-        } catch { throw fail(&lease, .from(error)) }
+        } catch { throw await fail(&lease, .from(error)) }
         guard !candidates.isEmpty else {
-            throw fail(&lease, MasterError(.noCapacity, "no machine has room for a lease now; try again later or ask an admin to add one"))
+            throw await fail(&lease, MasterError(.noCapacity, "no machine has room for a lease now; try again later or ask an admin to add one"))
         }
         var unreachable: [String] = []
         for machine in candidates {
@@ -98,10 +98,10 @@ public struct LeaseSaga: Sendable {
                 unreachable.append("\(machine.name): \(error.message)")
                 continue
             } catch {
-                throw fail(&lease, error)
+                throw await fail(&lease, error)
             }
         }
-        throw fail(&lease, MasterError(.unreachable, "no machine could start the lease (\(unreachable.joined(separator: "; ")))"))
+        throw await fail(&lease, MasterError(.unreachable, "no machine could start the lease (\(unreachable.joined(separator: "; ")))"))
     }
 
     /// Builds the image if `machine` lacks it, runs the container, and marks the lease running;
@@ -116,7 +116,7 @@ public struct LeaseSaga: Sendable {
         let docker = fleet.docker(on: machine)
         let built: Bool
         lease.machineId = machine.id
-        do { try database.updateLease(lease) } catch { throw .from(error) }
+        do { try await database.updateLease(lease) } catch { throw .from(error) }
         do {
             built = try await docker.ensureImage(
                 lease.image,
@@ -144,7 +144,7 @@ public struct LeaseSaga: Sendable {
         }
         lease.state = .running
         lease.message = nil
-        do { try database.updateLease(lease) } catch {
+        do { try await database.updateLease(lease) } catch {
             _ = try? await docker.remove(lease.containerName(masterID: masterID))
             throw .from(error)
         }
@@ -152,10 +152,10 @@ public struct LeaseSaga: Sendable {
     }
 
     /// Marks the lease failed with the error's sentence and returns the error to throw.
-    private func fail(_ lease: inout Lease, _ error: MasterError) -> MasterError {
+    private func fail(_ lease: inout Lease, _ error: MasterError) async -> MasterError {
         lease.state = .failed
         lease.message = error.message
-        do { try database.updateLease(lease) } catch {
+        do { try await database.updateLease(lease) } catch {
             logger.error("could not mark a lease failed", metadata: ["lease": "\(lease.id ?? 0)", "error": "\(error)"])
         }
         logger.notice("lease failed", metadata: ["lease": "\(lease.name)", "error": "\(error)"])
@@ -169,10 +169,10 @@ public struct LeaseSaga: Sendable {
         if let machineID = lease.machineId, lease.state != .failed || lease.containerId != nil {
             let machine: Machine?
             do {
-                machine = try database.machine(id: machineID)
+                machine = try await database.machine(id: machineID)
                 lease.state = .deleting
                 lease.incarnationId = incarnationID
-                try database.updateLease(lease)
+                try await database.updateLease(lease)
             } catch { throw .from(error) }
             if let machine {
                 do { _ = try await fleet.docker(on: machine).remove(lease.containerName(masterID: masterID)) } catch {
@@ -180,15 +180,15 @@ public struct LeaseSaga: Sendable {
                 }
             }
         }
-        do { try database.deleteLease(id: lease.id!) } catch { throw .from(error) }
+        do { try await database.deleteLease(id: lease.id!) } catch { throw .from(error) }
     }
 
     /// Extends a lease to end `ttl` from now, capped at the maximum.
-    public func extend(_ listing: LeaseListing, by ttl: Duration) throws(MasterError) -> LeaseListing {
+    public func extend(_ listing: LeaseListing, by ttl: Duration) async throws(MasterError) -> LeaseListing {
         let ttl = try lifetime(ttl)
         var listing = listing
         listing.lease.expiresAt = Date() + TimeInterval(ttl.components.seconds)
-        do { try database.updateLease(listing.lease) } catch { throw .from(error) }
+        do { try await database.updateLease(listing.lease) } catch { throw .from(error) }
         return listing
     }
 }
@@ -197,11 +197,11 @@ extension LeaseSaga {
     /// Refuses what `create` would refuse before doing anything: bad names, an unknown resource.
     /// The streamed `POST /lease` asks this first, so that bad input is an ordinary error reply.
     @discardableResult
-    public func check(resourceName: String, leaseName: String) throws(MasterError) -> Resource {
+    public func check(resourceName: String, leaseName: String) async throws(MasterError) -> Resource {
         try InputRules.validateName(leaseName, "lease")
         try InputRules.validateName(resourceName, "resource")
         do {
-            guard let found = try database.resource(named: resourceName) else { throw MasterError(.notFound, "no resource \(resourceName)") }
+            guard let found = try await database.resource(named: resourceName) else { throw MasterError(.notFound, "no resource \(resourceName)") }
             return found
         } catch { throw .from(error) }
     }

@@ -6,7 +6,7 @@ import Store
 
 /// The master's domain, assembled once: the server and the cron job both start from here.
 public struct Master: Sendable {
-    public let database: AppDatabase
+    public let database: any Store
     public let pool: SSHConnectionPool
     public let masterID: String
     /// This process, as the leases it works on record it (see `Incarnations`).
@@ -29,16 +29,17 @@ public struct Master: Sendable {
     /// Per-lease guards that end a dropped session's processes at once.
     public let sessionGuards: SessionGuards
 
-    /// Opens the database at `databasePath`, migrating it to the current schema.
-    public init(databasePath: String, keyPath: String, logger: Logger, bcryptCost: UInt8 = 10) throws {
-        let database = try AppDatabase(path: databasePath)
-        let applied = try database.migrateUp()
-        if !applied.isEmpty { logger.notice("database migrated", metadata: ["path": "\(databasePath)", "versions": "\(applied)"]) }
-        try self.init(database: database, keyPath: keyPath, logger: logger, bcryptCost: bcryptCost)
+    /// Opens the store `databasePath` names (a SQLite file or a `postgres://` URL), migrating
+    /// it to the current schema.
+    public init(databasePath: String, keyPath: String, logger: Logger, bcryptCost: UInt8 = 10) async throws {
+        let database = try openStore(databasePath, logger: logger)
+        let applied = try await database.migrateUp(to: nil)
+        if !applied.isEmpty { logger.notice("database migrated", metadata: ["versions": "\(applied)"]) }
+        try await self.init(database: database, keyPath: keyPath, logger: logger, bcryptCost: bcryptCost)
     }
 
-    public init(database: AppDatabase, keyPath: String, logger: Logger, bcryptCost: UInt8 = 10) throws {
-        try database.requireCurrentSchema()
+    public init(database: any Store, keyPath: String, logger: Logger, bcryptCost: UInt8 = 10) async throws {
+        try await database.requireCurrentVersion()
         guard FileManager.default.isReadableFile(atPath: keyPath) else {
             throw MasterError(.internal, "cannot read the master's SSH key \(keyPath); create it with make keys")
         }
@@ -47,7 +48,7 @@ public struct Master: Sendable {
         pool = SSHConnectionPool()
         relay = RelayImage.load()
         sessionGuards = SessionGuards(relay: relay, logger: logger)
-        masterID = try database.masterID()
+        masterID = try await database.masterID()
         incarnationID = UUID().uuidString.lowercased()
         accounts = Accounts(database: database, bcryptCost: bcryptCost)
         fleet = Fleet(database: database, pool: pool, keyPath: keyPath, logger: logger)
@@ -58,27 +59,29 @@ public struct Master: Sendable {
     }
 
     /// The lease `name` as `caller` may see it: their own; an admin may name another owner.
-    public func lease(named name: String, for caller: User, owner: String? = nil) throws(MasterError) -> LeaseListing {
+    public func lease(named name: String, for caller: User, owner: String? = nil) async throws(MasterError) -> LeaseListing {
         do {
             var ownerID = caller.id!
             if let owner, owner != caller.name {
-                guard caller.isAdmin, let other = try database.user(named: owner) else { throw MasterError(.notFound, "no lease \(name)") }
+                guard caller.isAdmin, let other = try await database.user(named: owner) else { throw MasterError(.notFound, "no lease \(name)") }
                 ownerID = other.id!
             }
-            guard let listing = try database.leaseListing(ownerID: ownerID, name: name) else { throw MasterError(.notFound, "no lease \(name)") }
+            guard let listing = try await database.leaseListing(ownerID: ownerID, name: name) else {
+                throw MasterError(.notFound, "no lease \(name)")
+            }
             return listing
         } catch { throw .from(error) }
     }
 
     /// The caller's leases, or everyone's for an admin who asks for all.
-    public func leases(for caller: User, all: Bool) throws(MasterError) -> [LeaseListing] {
+    public func leases(for caller: User, all: Bool) async throws(MasterError) -> [LeaseListing] {
         if all && !caller.isAdmin { throw MasterError(.forbidden, "only admins see every lease") }
-        do { return try database.leaseListings(ownerID: all ? nil : caller.id!) } catch { throw .from(error) }
+        do { return try await database.leaseListings(ownerID: all ? nil : caller.id!, name: nil, machineID: nil) } catch { throw .from(error) }
     }
 
     /// Active lease counts per machine, for listings.
-    public func activeLeaseCounts() throws(MasterError) -> [Int64: Int] {
-        do { return try database.activeLeaseCounts() } catch { throw .from(error) }
+    public func activeLeaseCounts() async throws(MasterError) -> [Int64: Int] {
+        do { return try await database.activeLeaseCounts() } catch { throw .from(error) }
     }
 
     /// Closes every SSH connection (graceful shutdown).

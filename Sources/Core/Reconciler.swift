@@ -71,16 +71,16 @@ public struct Reconciler: Sendable {
         let leases: [Lease]
         let incarnations: Incarnations
         do {
-            machines = try master.database.machines()
-            leases = try master.database.leaseListings(ownerID: nil).map(\.lease)
-            incarnations = Incarnations(rows: try master.database.incarnations(), current: master.incarnationID, now: now)
+            machines = try await master.database.machines()
+            leases = try await master.database.leaseListings(ownerID: nil, name: nil, machineID: nil).map(\.lease)
+            incarnations = Incarnations(rows: try await master.database.incarnations(), current: master.incarnationID, now: now)
         } catch {
             summary.problems.append("cannot read the database: \(error)")
             return summary
         }
         // Leases that never reached a machine.
         for lease in leases where lease.machineId == nil {
-            summary.merge(settleUnplaced(lease, incarnations, dryRun: dryRun, now: now))
+            await summary.merge(settleUnplaced(lease, incarnations, dryRun: dryRun, now: now))
         }
         await withTaskGroup(of: CleanupSummary.self) { group in
             for machine in machines {
@@ -89,8 +89,8 @@ public struct Reconciler: Sendable {
             for await part in group { summary.merge(part) }
         }
         if !dryRun {
-            _ = try? master.database.purgeIncarnations(before: now - 86400)
-            _ = try? master.database.purgeEvents(before: now - TimeInterval(keepEvents.components.seconds))
+            _ = try? await master.database.purgeIncarnations(before: now - 86400)
+            _ = try? await master.database.purgeEvents(before: now - TimeInterval(keepEvents.components.seconds))
         }
         return summary
     }
@@ -101,7 +101,7 @@ public struct Reconciler: Sendable {
         incarnations.isGone(incarnationID) ?? (now.timeIntervalSince(createdAt) >= seconds(stuckAfter))
     }
 
-    private func settleUnplaced(_ lease: Lease, _ incarnations: Incarnations, dryRun: Bool, now: Date) -> CleanupSummary {
+    private func settleUnplaced(_ lease: Lease, _ incarnations: Incarnations, dryRun: Bool, now: Date) async -> CleanupSummary {
         var summary = CleanupSummary()
         let age = now.timeIntervalSince(lease.createdAt)
         let expired = lease.expiresAt <= now
@@ -111,7 +111,7 @@ public struct Reconciler: Sendable {
         guard expired || stale || lease.state == .deleting else { return summary }
         summary.actions.append("delete lease \(lease.name) (#\(lease.id!), \(lease.state.rawValue), never placed)")
         if expired { summary.expired += 1 } else if lease.state == .failed { summary.failedPurged += 1 } else { summary.stuckFinished += 1 }
-        if !dryRun { try? master.database.deleteLease(id: lease.id!) }
+        if !dryRun { try? await master.database.deleteLease(id: lease.id!) }
         return summary
     }
 
@@ -128,15 +128,15 @@ public struct Reconciler: Sendable {
         let listing = await race(machineDeadline) { try await docker.containers(labelled: "resalloc.master", masterID, showing: "resalloc.lease") }
         switch listing {
         case nil:
-            return markDown(machine, reason: "did not answer within \(TTL.format(machineDeadline))", dryRun: dryRun)
+            return await markDown(machine, reason: "did not answer within \(TTL.format(machineDeadline))", dryRun: dryRun)
         case .failure(let error):
-            return markDown(machine, reason: MasterError.from(error, machine: machine.name).message, dryRun: dryRun)
+            return await markDown(machine, reason: MasterError.from(error, machine: machine.name).message, dryRun: dryRun)
         case .success(let containers):
             let leases: [Lease]
             let slots: [PoolSlot]
             do {
-                leases = try master.database.leaseListings(ownerID: nil, machineID: machine.id).map(\.lease)
-                slots = try master.database.poolSlots(machineID: machine.id)
+                leases = try await master.database.leaseListings(ownerID: nil, name: nil, machineID: machine.id).map(\.lease)
+                slots = try await master.database.poolSlots(machineID: machine.id)
             } catch {
                 var summary = CleanupSummary()
                 summary.problems = ["cannot read the database: \(error)"]
@@ -162,11 +162,11 @@ public struct Reconciler: Sendable {
         }
     }
 
-    private func markDown(_ machine: Machine, reason: String, dryRun: Bool) -> CleanupSummary {
+    private func markDown(_ machine: Machine, reason: String, dryRun: Bool) async -> CleanupSummary {
         var summary = CleanupSummary()
         summary.machinesDown = [machine.name]
         summary.problems = ["machine \(machine.name) \(reason)"]
-        if !dryRun { try? master.database.setMachineHealth(id: machine.id!, healthy: false, error: reason) }
+        if !dryRun { try? await master.database.setMachineHealth(id: machine.id!, healthy: false, error: reason, at: Date()) }
         master.logger.warning("machine down", metadata: ["machine": "\(machine.name)", "reason": "\(reason)"])
         return summary
     }
@@ -184,16 +184,16 @@ public struct Reconciler: Sendable {
     ) async -> CleanupSummary {
         var summary = CleanupSummary()
         summary.machinesOK = [machine.name]
-        if !dryRun { try? master.database.setMachineHealth(id: machine.id!, healthy: true, error: nil, at: now) }
+        if !dryRun { try? await master.database.setMachineHealth(id: machine.id!, healthy: true, error: nil, at: now) }
         let present = Dictionary(containers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var explained: Set<String> = []
         /// Containers to remove, in order, and the lease row to delete once each is gone.
         var removals: [(name: String, lease: Lease?)] = []
 
-        func update(_ lease: Lease, to state: Lease.State, _ message: String) {
+        func update(_ lease: Lease, to state: Lease.State, _ message: String) async {
             summary.actions.append("mark lease \(lease.name) (#\(lease.id!)) \(state.rawValue)")
             guard !dryRun else { return }
-            master.audit.record(
+            await master.audit.record(
                 actor,
                 "lease.\(state == .lost ? "lost" : state == .running ? "settled-running" : "settled-failed")",
                 "#\(lease.id!) \(lease.name)",
@@ -202,13 +202,13 @@ public struct Reconciler: Sendable {
             var lease = lease
             lease.state = state
             lease.message = message
-            try? master.database.updateLease(lease)
+            try? await master.database.updateLease(lease)
         }
-        func delete(_ lease: Lease) {
+        func delete(_ lease: Lease) async {
             summary.actions.append("delete lease \(lease.name) (#\(lease.id!), \(lease.state.rawValue))")
             if !dryRun {
-                try? master.database.deleteLease(id: lease.id!)
-                master.audit.record(actor, lease.expiresAt <= now ? "lease.expired" : "lease.removed", "#\(lease.id!) \(lease.name)")
+                try? await master.database.deleteLease(id: lease.id!)
+                await master.audit.record(actor, lease.expiresAt <= now ? "lease.expired" : "lease.removed", "#\(lease.id!) \(lease.name)")
             }
             if lease.expiresAt <= now { summary.expired += 1 } else { summary.stuckFinished += 1 }
         }
@@ -220,7 +220,7 @@ public struct Reconciler: Sendable {
             if lease.expiresAt <= now || lease.state == .deleting {
                 explained.insert(name)  // handled here, not again as an orphan
                 if container == nil {
-                    delete(lease)
+                    await delete(lease)
                 } else {
                     summary.actions.append(
                         "remove container \(name) on \(machine.name) (\(lease.state == .deleting ? "lease being deleted" : "lease expired"))"
@@ -232,31 +232,31 @@ public struct Reconciler: Sendable {
             switch lease.state {
             case .running:
                 if container == nil {
-                    update(lease, to: .lost, "the container disappeared from \(machine.name)")
+                    await update(lease, to: .lost, "the container disappeared from \(machine.name)")
                     summary.lost += 1
                 } else {
                     explained.insert(name)
                 }
             case .lost:
                 if container != nil {
-                    update(lease, to: .running, "")
+                    await update(lease, to: .running, "")
                     explained.insert(name)
                 }
             case .creating:
                 if !abandoned(lease.incarnationId, since: lease.createdAt, incarnations, now: now) {
                     explained.insert(name)  // a saga may be running it right now
                 } else if let container, container.state == "running" {
-                    update(lease, to: .running, "")
+                    await update(lease, to: .running, "")
                     explained.insert(name)
                     summary.stuckFinished += 1
                 } else {
-                    update(lease, to: .failed, "the master stopped while creating it")
+                    await update(lease, to: .failed, "the master stopped while creating it")
                     summary.stuckFinished += 1
                 }
             case .failed:
                 if age >= seconds(failedKeptFor) {
                     summary.actions.append("delete lease \(lease.name) (#\(lease.id!), failed)")
-                    if !dryRun { try? master.database.deleteLease(id: lease.id!) }
+                    if !dryRun { try? await master.database.deleteLease(id: lease.id!) }
                     summary.failedPurged += 1
                 }
             case .deleting:
@@ -276,7 +276,7 @@ public struct Reconciler: Sendable {
                 continue
             }
             summary.actions.append("drop warm container \(name) on \(machine.name) (\(slot.state == .ready ? "not running" : "its master is gone"))")
-            if !dryRun { try? master.database.deletePoolSlot(id: slot.id!) }
+            if !dryRun { try? await master.database.deletePoolSlot(id: slot.id!) }
         }
         for container in containers where !explained.contains(container.name) {
             summary.actions.append("remove container \(container.name) on \(machine.name) (no live lease #\(container.label))")
@@ -285,7 +285,7 @@ public struct Reconciler: Sendable {
 
         let gone = dryRun ? Set(removals.map(\.name)) : await removeInBatches(removals.map(\.name), on: machine, docker, summary: &summary)
         for removal in removals where gone.contains(removal.name) {
-            if let lease = removal.lease { delete(lease) } else { summary.orphansRemoved += 1 }
+            if let lease = removal.lease { await delete(lease) } else { summary.orphansRemoved += 1 }
         }
         return summary
     }

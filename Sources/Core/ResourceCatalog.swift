@@ -4,30 +4,30 @@ import Store
 
 /// Resources: Dockerfiles stored byte for byte, and the image tag each one builds as.
 public struct ResourceCatalog: Sendable {
-    let database: AppDatabase
+    let database: any Store
 
-    public init(database: AppDatabase) { self.database = database }
+    public init(database: any Store) { self.database = database }
 
-    public func create(name: String, dockerfile: Data, pool: Int = 0) throws(MasterError) -> Resource {
+    public func create(name: String, dockerfile: Data, pool: Int = 0) async throws(MasterError) -> Resource {
         try InputRules.validateName(name, "resource")
         try InputRules.validateDockerfile(String(decoding: dockerfile, as: UTF8.self))
         try Self.validatePool(pool)
         do {
-            var resource = try database.createResource(name: name, dockerfile: dockerfile)
-            if pool > 0 { resource = try database.setPoolSize(resourceNamed: name, to: pool) }
+            var resource = try await database.createResource(name: name, dockerfile: dockerfile)
+            if pool > 0 { resource = try await database.setPoolSize(resourceNamed: name, to: pool) }
             return resource
         } catch { throw .from(error) }
     }
 
-    public func resources() throws(MasterError) -> [Resource] {
-        do { return try database.resources() } catch { throw .from(error) }
+    public func resources() async throws(MasterError) -> [Resource] {
+        do { return try await database.resources() } catch { throw .from(error) }
     }
 
     /// Every resource with the number of its warm containers ready now.
-    public func resourcesWithReadyPools() throws(MasterError) -> [(resource: Resource, ready: Int)] {
+    public func resourcesWithReadyPools() async throws(MasterError) -> [(resource: Resource, ready: Int)] {
         do {
-            let ready = Dictionary(grouping: try database.poolSlots().filter { $0.state == .ready }, by: \.resourceId)
-            return try database.resources().map { resource in
+            let ready = Dictionary(grouping: try await database.poolSlots(machineID: nil).filter { $0.state == .ready }, by: \.resourceId)
+            return try await database.resources().map { resource in
                 let image = Self.imageTag(for: resource)
                 return (resource, ready[resource.id!, default: []].filter { $0.image == image }.count)
             }
@@ -35,16 +35,16 @@ public struct ResourceCatalog: Sendable {
     }
 
     /// Sets how many warm containers of the resource the master keeps (0 drains them).
-    public func setPool(name: String, size: Int) throws(MasterError) -> Resource {
+    public func setPool(name: String, size: Int) async throws(MasterError) -> Resource {
         try Self.validatePool(size)
-        do { return try database.setPoolSize(resourceNamed: name, to: size) } catch { throw .from(error) }
+        do { return try await database.setPoolSize(resourceNamed: name, to: size) } catch { throw .from(error) }
     }
 
     /// Replaces the resource's Dockerfile: new leases and warm containers use the new image,
     /// leases already running keep theirs.
-    public func edit(name: String, dockerfile: Data) throws(MasterError) -> Resource {
+    public func edit(name: String, dockerfile: Data) async throws(MasterError) -> Resource {
         try InputRules.validateDockerfile(String(decoding: dockerfile, as: UTF8.self))
-        do { return try database.updateDockerfile(resourceNamed: name, to: dockerfile) } catch { throw .from(error) }
+        do { return try await database.updateDockerfile(resourceNamed: name, to: dockerfile) } catch { throw .from(error) }
     }
 
     static func validatePool(_ size: Int) throws(MasterError) {
@@ -53,8 +53,8 @@ public struct ResourceCatalog: Sendable {
         }
     }
 
-    public func delete(name: String) throws(MasterError) {
-        do { try database.deleteResource(named: name) } catch { throw .from(error) }
+    public func delete(name: String) async throws(MasterError) {
+        do { try await database.deleteResource(named: name) } catch { throw .from(error) }
     }
 
     /// `resalloc/<name>:<first 12 hex of sha256(Dockerfile)>`: an edited resource builds anew,

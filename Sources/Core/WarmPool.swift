@@ -13,7 +13,7 @@ import Synchronization
 /// start. A refill (in the background, woken by every handout) retires slots of an old image or
 /// beyond the size, and starts what is missing on the least loaded healthy machines.
 public final class WarmPool: Sendable {
-    let database: AppDatabase
+    let database: any Store
     let fleet: Fleet
     let masterID: String
     let incarnationID: String
@@ -25,7 +25,7 @@ public final class WarmPool: Sendable {
     /// Containers started at once by one refill.
     static let parallelStarts = 4
 
-    init(database: AppDatabase, fleet: Fleet, masterID: String, incarnationID: String, logger: Logger) {
+    init(database: any Store, fleet: Fleet, masterID: String, incarnationID: String, logger: Logger) {
         self.database = database
         self.fleet = fleet
         self.masterID = masterID
@@ -47,13 +47,13 @@ public final class WarmPool: Sendable {
             let machine: Machine
             do {
                 guard
-                    let claimed = try database.claimPoolSlot(
+                    let claimed = try await database.claimPoolSlot(
                         image: lease.image,
                         resourceID: resource.id!,
                         lease: lease,
                         incarnationID: incarnationID
                     ),
-                    let found = try database.machine(id: claimed.machineId)
+                    let found = try await database.machine(id: claimed.machineId)
                 else { return nil }
                 slot = claimed
                 machine = found
@@ -65,7 +65,7 @@ public final class WarmPool: Sendable {
             let name = lease.containerName(masterID: masterID)
             do {
                 if let containerID = slot.containerId, try await docker.claim(slot.containerName(masterID: masterID), id: containerID, as: name) {
-                    try? database.deletePoolSlot(id: slot.id!)
+                    try? await database.deletePoolSlot(id: slot.id!)
                     lease.machineId = machine.id
                     lease.containerId = containerID
                     return machine
@@ -76,9 +76,9 @@ public final class WarmPool: Sendable {
             }
             // Whatever is left of it, under either name, goes; the slot is refilled.
             _ = try? await docker.remove([slot.containerName(masterID: masterID), name])
-            try? database.deletePoolSlot(id: slot.id!)
+            try? await database.deletePoolSlot(id: slot.id!)
             lease.machineId = nil
-            try? database.updateLease(lease)
+            try? await database.updateLease(lease)
         }
         return nil
     }
@@ -86,7 +86,7 @@ public final class WarmPool: Sendable {
     /// Retires the oldest ready slot on a healthy machine, to make room for a cold lease; the
     /// refill puts it back when there is room again.
     func evictOne() async -> Bool {
-        guard let machines = try? database.machines(), let slots = try? database.poolSlots() else { return false }
+        guard let machines = try? await database.machines(), let slots = try? await database.poolSlots(machineID: nil) else { return false }
         let healthy = Dictionary(uniqueKeysWithValues: machines.filter(\.healthy).map { ($0.id!, $0) })
         guard let oldest = slots.filter({ $0.state == .ready && healthy[$0.machineId] != nil }).min(by: { $0.createdAt < $1.createdAt }) else {
             return false
@@ -113,9 +113,9 @@ public final class WarmPool: Sendable {
         let slots: [PoolSlot]
         let machines: [Int64: Machine]
         do {
-            resources = try database.resources()
-            slots = try database.poolSlots()
-            machines = Dictionary(uniqueKeysWithValues: try database.machines().map { ($0.id!, $0) })
+            resources = try await database.resources()
+            slots = try await database.poolSlots(machineID: nil)
+            machines = Dictionary(uniqueKeysWithValues: try await database.machines().map { ($0.id!, $0) })
         } catch {
             summary.failures.append("cannot read the database: \(error)")
             return summary
@@ -142,7 +142,7 @@ public final class WarmPool: Sendable {
         for (resource, count) in missing {
             var placed: [Int64: [PoolSlot]] = [:]
             for _ in 0..<count {
-                guard let occupancy = try? database.activeLeaseCounts() else { break }
+                guard let occupancy = try? await database.activeLeaseCounts() else { break }
                 let candidates = Placement.candidates(Array(machines.values), activeLeases: occupancy)
                 var added: PoolSlot?
                 for machine in candidates {
@@ -152,7 +152,7 @@ public final class WarmPool: Sendable {
                         image: ResourceCatalog.imageTag(for: resource),
                         incarnationId: incarnationID
                     )
-                    if let slot = try? database.addPoolSlot(slot) {
+                    if let slot = try? await database.addPoolSlot(slot) {
                         added = slot
                         break
                     }
@@ -188,7 +188,7 @@ public final class WarmPool: Sendable {
                 cache: fleet.images
             )
         } catch {
-            for slot in slots { try? database.deletePoolSlot(id: slot.id!) }
+            for slot in slots { try? await database.deletePoolSlot(id: slot.id!) }
             return failed(resource, MasterError.from(error, machine: machine.name).message)
         }
         var remaining = slots[...]
@@ -209,11 +209,11 @@ public final class WarmPool: Sendable {
                             containerID = try await docker.run(spec)
                         } catch {
                             self.fleet.images.forget(image, on: docker.endpoint)
-                            try? self.database.deletePoolSlot(id: slot.id!)
+                            try? await self.database.deletePoolSlot(id: slot.id!)
                             _ = try? await docker.remove(name)
                             return MasterError.from(error, machine: machine.name).message
                         }
-                        if (try? self.database.markPoolSlotReady(id: slot.id!, containerID: containerID)) != true {
+                        if await (try? self.database.markPoolSlotReady(id: slot.id!, containerID: containerID)) != true {
                             _ = try? await docker.remove(name)  // retired while it started
                         }
                         return nil
@@ -246,14 +246,14 @@ public final class WarmPool: Sendable {
 
     /// The slots of a resource, so that its deletion can remove their containers after the
     /// rows are gone with it.
-    public func slots(ofResourceNamed name: String) -> [PoolSlot] {
-        guard let resource = try? database.resource(named: name), let slots = try? database.poolSlots() else { return [] }
+    public func slots(ofResourceNamed name: String) async -> [PoolSlot] {
+        guard let resource = try? await database.resource(named: name), let slots = try? await database.poolSlots(machineID: nil) else { return [] }
         return slots.filter { $0.resourceId == resource.id }
     }
 
     /// Removes the containers of slots whose rows are gone (or go now).
     public func remove(_ slots: [PoolSlot]) async {
-        guard let machines = try? database.machines() else { return }
+        guard let machines = try? await database.machines() else { return }
         _ = await retire(slots, machines: Dictionary(uniqueKeysWithValues: machines.map { ($0.id!, $0) }))
     }
 
@@ -261,7 +261,7 @@ public final class WarmPool: Sendable {
     /// that is down keeps them until cleanup finds them there without a row).
     private func retire(_ slots: [PoolSlot], machines: [Int64: Machine]) async -> Int {
         guard !slots.isEmpty else { return 0 }
-        for slot in slots { try? database.deletePoolSlot(id: slot.id!) }
+        for slot in slots { try? await database.deletePoolSlot(id: slot.id!) }
         for (machineID, group) in Dictionary(grouping: slots, by: \.machineId) {
             guard let machine = machines[machineID], machine.healthy else { continue }
             _ = try? await fleet.docker(on: machine).remove(group.map { $0.containerName(masterID: masterID) })

@@ -55,7 +55,7 @@ final class KeyAuthenticator: NIOSSHServerUserAuthenticationDelegate, @unchecked
         let state = self.state
         // The store is SQLite (or a network database): not on the event loop.
         responsePromise.completeWithTask {
-            guard let user = try? master.accounts.user(withKeyBlob: blob), let target = try? master.reach(lease, for: user) else {
+            guard let user = try? await master.accounts.user(withKeyBlob: blob), let target = try? await master.reach(lease, for: user) else {
                 return .failure
             }
             state.set(user, target)

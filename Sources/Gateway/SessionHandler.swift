@@ -119,14 +119,14 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             logger.info("gateway session opened", metadata: ["lease": "\(target.name)", "command": "\(command)"])
             MasterMetrics.sessionOpened("gateway")
             let address = channel.parent?.remoteAddress?.ipAddress ?? channel.remoteAddress?.ipAddress
-            master.audit.record(target.user, "gateway.session-opened", target.name, detail: "\(command)", address: address)
+            await master.audit.record(target.user, "gateway.session-opened", target.name, detail: "\(command)", address: address)
             defer { MasterMetrics.sessionClosed("gateway") }
             if let status = await bridge.run(opened.process, recorder: recorder) {
-                master.audit.record(target.user, "gateway.session-closed", target.name, detail: "exit status \(status)", address: address)
+                await master.audit.record(target.user, "gateway.session-closed", target.name, detail: "exit status \(status)", address: address)
                 try? await channel.triggerUserOutboundEvent(SSHChannelRequestEvent.ExitStatus(exitStatus: Int(status)))
                 await opened.close(clientLeft: false)
             } else {
-                master.audit.record(target.user, "gateway.session-closed", target.name, detail: "the client went away", address: address)
+                await master.audit.record(target.user, "gateway.session-closed", target.name, detail: "the client went away", address: address)
                 // The client went away first: end what the session started.
                 await opened.close(clientLeft: true)
                 logger.info("gateway session's client went away; its processes were ended", metadata: ["lease": "\(target.name)"])

@@ -13,7 +13,7 @@ struct AccountController {
             .open(.post, "/register") { request, context in
                 let body = try await Body.decode(Credentials.self, from: request, context: context, expecting: "Name and Password")
                 let user = try await accounts.register(name: body.name, password: body.password)
-                audit.record(
+                await audit.record(
                     user.name,
                     "user.registered",
                     user.name,
@@ -38,20 +38,20 @@ struct AccountController {
                 return try Body.reply(LoginReply(message: "logged in as \(user.name)", token: token))
             },
             .user(.post, "/logout") { _, _, caller in
-                try accounts.logout(token: caller.token)
+                try await accounts.logout(token: caller.token)
                 return try Body.done("logged out")
             },
             .admin(.get, "/user") { _, _, _ in
-                try Body.reply(Payload("Users", try accounts.users().map(Self.info)))
+                try await Body.reply(Payload("Users", try accounts.users().map(Self.info)))
             },
             .admin(.post, "/user/:name/approve") { _, context, caller in
-                let user = try accounts.approve(try context.parameters.require("name"))
-                audit.record(caller.user.name, "user.approved", user.name, address: context.address)
+                let user = try await accounts.approve(try context.parameters.require("name"))
+                await audit.record(caller.user.name, "user.approved", user.name, address: context.address)
                 return try Body.reply(Payload("User", Self.info(user), message: "approved \(user.name)"))
             },
             .admin(.post, "/user/:name/admin") { _, context, caller in
-                let user = try accounts.makeAdmin(try context.parameters.require("name"))
-                audit.record(caller.user.name, "user.made-admin", user.name, address: context.address)
+                let user = try await accounts.makeAdmin(try context.parameters.require("name"))
+                await audit.record(caller.user.name, "user.made-admin", user.name, address: context.address)
                 return try Body.reply(Payload("User", Self.info(user), message: "\(user.name) is an admin"))
             },
         ]
@@ -67,7 +67,7 @@ struct AccountController {
     ) async throws(MasterError) -> (token: String, user: User) {
         do { return try await accounts.login(name: name, password: password) } catch {
             if error.kind == .unauthorized || error.kind == .forbidden {
-                audit.record(String(name.prefix(64)), "user.login-failed", String(name.prefix(64)), detail: error.message, address: address)
+                await audit.record(String(name.prefix(64)), "user.login-failed", String(name.prefix(64)), detail: error.message, address: address)
             }
             throw error
         }

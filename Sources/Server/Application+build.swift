@@ -76,7 +76,12 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
         logger.logLevel = arguments.logLevel
         return logger
     }()
-    var assembled = try Master(databasePath: arguments.databasePath, keyPath: arguments.keyPath, logger: logger, bcryptCost: arguments.bcryptCost)
+    var assembled = try await Master(
+        databasePath: arguments.databasePath,
+        keyPath: arguments.keyPath,
+        logger: logger,
+        bcryptCost: arguments.bcryptCost
+    )
     guard arguments.defaultTTL > .zero, arguments.defaultTTL <= arguments.maxTTL else {
         throw MasterError(.invalid, "the default lease lifetime must be positive and at most the maximum")
     }
@@ -87,7 +92,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     assembled.recordDirectory = arguments.resolvedRecordDirectory
     assembled.recordInput = arguments.recordInput
     let master = assembled
-    try master.beginIncarnation(heartbeat: arguments.heartbeatEvery)
+    try await master.beginIncarnation(heartbeat: arguments.heartbeatEvery)
     var services: [any Service] = [MasterShutdown(master: master), Heartbeat(master: master, every: arguments.heartbeatEvery)]
     var gateway: GatewayInfo?
     if arguments.sshPort > 0 {
@@ -189,7 +194,7 @@ struct MasterShutdown: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await master.shutdown()
-        master.endIncarnation()
+        await master.endIncarnation()
         master.logger.notice("resalloc-master stopped: requests drained, SSH connections closed")
     }
 }
@@ -204,7 +209,7 @@ struct Heartbeat: Service {
             while !Task.isCancelled {
                 try? await Task.sleep(for: every)
                 guard !Task.isCancelled else { return }
-                do { try master.heartbeat() } catch {
+                do { try await master.heartbeat() } catch {
                     master.logger.warning("could not write the heartbeat", metadata: ["error": "\(error)"])
                 }
             }

@@ -31,23 +31,23 @@ struct ConsoleController {
     func add(to router: Router<AppRequestContext>) {
         router.get("/") { _, _ in Self.redirect("/ui") }
         router.get("/ui") { request, context in
-            guard let session = try? session(request) else { return Self.redirect("/ui/login") }
-            return page(try? view(session, request: request))
+            guard let session = try? await session(request) else { return Self.redirect("/ui/login") }
+            return await page(try? view(session, request: request))
         }
         router.get("/ui/panel") { request, _ in
-            guard let session = try? session(request) else { return Self.html("", status: .unauthorized) }
+            guard let session = try? await session(request) else { return Self.html("", status: .unauthorized) }
             let view: ConsoleView
-            do { view = try self.view(session, request: request) } catch { return Self.html("", status: .internalServerError) }
+            do { view = try await self.view(session, request: request) } catch { return Self.html("", status: .internalServerError) }
             return Self.html(templates.render(view, withTemplate: "panel") ?? "")
         }
         router.get("/ui/login") { request, _ in
-            if (try? session(request)) != nil { return Self.redirect("/ui") }
+            if await (try? session(request)) != nil { return Self.redirect("/ui") }
             return signInPage(request, notice: request.uri.queryParameters["signed-out"] != nil ? "Signed out." : nil)
         }
         router.post("/ui/login") { request, context in try await signIn(request, context) }
         router.post("/ui/logout") { request, context in
             try await form(request, context) { session, _ in
-                try master.accounts.logout(token: session.token)
+                try await master.accounts.logout(token: session.token)
                 var response = Self.redirect("/ui/login?signed-out")
                 response.setCookie(Self.cookie(Self.sessionCookie, "", maxAge: 0, request))
                 return response
@@ -57,8 +57,8 @@ struct ConsoleController {
             try await form(request, context) { session, fields in
                 let ttl = try InputRules.ttl(fields["ttl"] ?? "")
                 let name = try context.parameters.require("name")
-                let listing = try master.saga.extend(try master.lease(named: name, for: session.user), by: ttl)
-                master.audit.record(
+                let listing = try await master.saga.extend(try master.lease(named: name, for: session.user), by: ttl)
+                await master.audit.record(
                     session.user.name,
                     "lease.extended",
                     "\(listing.owner)/\(listing.lease.name)",
@@ -70,17 +70,17 @@ struct ConsoleController {
         }
         router.post("/ui/lease/:name/delete") { request, context in
             try await form(request, context) { session, _ in
-                let listing = try master.lease(named: try context.parameters.require("name"), for: session.user)
+                let listing = try await master.lease(named: try context.parameters.require("name"), for: session.user)
                 try await master.saga.delete(listing)
-                master.audit.record(session.user.name, "lease.deleted", "\(listing.owner)/\(listing.lease.name)", address: context.address)
+                await master.audit.record(session.user.name, "lease.deleted", "\(listing.owner)/\(listing.lease.name)", address: context.address)
                 return Self.redirect("/ui?deleted=\(listing.lease.name)")
             }
         }
         router.post("/ui/user/:name/approve") { request, context in
             try await form(request, context) { session, _ in
                 guard session.user.isAdmin else { throw MasterError(.forbidden, "only an admin may approve accounts") }
-                let user = try master.accounts.approve(try context.parameters.require("name"))
-                master.audit.record(session.user.name, "user.approved", user.name, address: context.address)
+                let user = try await master.accounts.approve(try context.parameters.require("name"))
+                await master.audit.record(session.user.name, "user.approved", user.name, address: context.address)
                 return Self.redirect("/ui?approved=\(user.name)")
             }
         }
@@ -91,11 +91,11 @@ struct ConsoleController {
     // MARK: Sessions and forms
 
     /// The signed-in user behind the request's session cookie.
-    private func session(_ request: Request) throws(MasterError) -> Caller {
+    private func session(_ request: Request) async throws(MasterError) -> Caller {
         guard let token = request.cookies[Self.sessionCookie]?.value, !token.isEmpty else {
             throw MasterError(.unauthorized, "not signed in")
         }
-        return Caller(user: try master.accounts.authenticate(token: token), token: token)
+        return await Caller(user: try master.accounts.authenticate(token: token), token: token)
     }
 
     /// Runs a signed-in form's action once its form token checks out; failures become the
@@ -105,17 +105,17 @@ struct ConsoleController {
         _ context: AppRequestContext,
         _ action: (Caller, [String: String]) async throws -> Response
     ) async throws -> Response {
-        guard let session = try? session(request) else { return Self.redirect("/ui/login") }
+        guard let session = try? await session(request) else { return Self.redirect("/ui/login") }
         let fields = await Self.fields(request, context)
         guard let sent = fields["csrf"], Accounts.sameToken(sent, Accounts.formToken(forSession: session.token)) else {
-            return page(try? view(session, request: request), error: Self.staleForm, status: .forbidden)
+            return await page(try? view(session, request: request), error: Self.staleForm, status: .forbidden)
         }
         do {
             return try await action(session, fields)
         } catch {
             let failure = MasterError.from(error)
             failure.log(to: context.logger)
-            return page(try? view(session, request: request), error: failure.message, status: failure.httpStatus)
+            return await page(try? view(session, request: request), error: failure.message, status: failure.httpStatus)
         }
     }
 
@@ -169,8 +169,8 @@ struct ConsoleController {
         return Self.html(templates.render(view, withTemplate: "console") ?? "", status: status)
     }
 
-    private func view(_ session: Caller, request: Request) throws -> ConsoleView {
-        var view = try ConsoleView.build(master, for: session.user, formToken: Accounts.formToken(forSession: session.token))
+    private func view(_ session: Caller, request: Request) async throws -> ConsoleView {
+        var view = try await ConsoleView.build(master, for: session.user, formToken: Accounts.formToken(forSession: session.token))
         view.notice = Self.notice(request)
         return view
     }

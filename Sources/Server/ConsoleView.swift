@@ -79,8 +79,8 @@ struct ConsoleView {
     var error: String?
 
     /// The page for `user` now: their leases, and for an admin the fleet.
-    static func build(_ master: Master, for user: User, formToken: String, now: Date = Date()) throws -> ConsoleView {
-        let leases = try master.leases(for: user, all: false).map { listing in
+    static func build(_ master: Master, for user: User, formToken: String, now: Date = Date()) async throws -> ConsoleView {
+        let leases = try await master.leases(for: user, all: false).map { listing in
             LeaseRow(
                 name: listing.lease.name,
                 resource: listing.resource,
@@ -91,7 +91,7 @@ struct ConsoleView {
                 running: listing.lease.state == .running
             )
         }
-        return ConsoleView(
+        return await ConsoleView(
             user: user.name,
             isAdmin: user.isAdmin,
             csrf: formToken,
@@ -104,9 +104,9 @@ struct ConsoleView {
         )
     }
 
-    private static func adminPart(_ master: Master, admin: User, now: Date) throws -> AdminPart {
-        let counts = try master.activeLeaseCounts()
-        let machines = try master.fleet.machines().map { machine in
+    private static func adminPart(_ master: Master, admin: User, now: Date) async throws -> AdminPart {
+        let counts = try await master.activeLeaseCounts()
+        let machines = try await master.fleet.machines().map { machine in
             MachineRow(
                 name: machine.name,
                 address: "\(machine.login)@\(machine.host)\(machine.port == 22 ? "" : ":\(machine.port)")",
@@ -119,13 +119,13 @@ struct ConsoleView {
                 lastContact: machine.lastContactAt.map { ago($0, now: now) } ?? "never"
             )
         }
-        let pools = try master.catalog.resourcesWithReadyPools().filter { $0.resource.poolSize > 0 }.map {
+        let pools = try await master.catalog.resourcesWithReadyPools().filter { $0.resource.poolSize > 0 }.map {
             PoolRow(resource: $0.resource.name, ready: $0.ready, size: $0.resource.poolSize)
         }
-        let pending = try master.accounts.users().filter { $0.status == .pending }.map {
+        let pending = try await master.accounts.users().filter { $0.status == .pending }.map {
             UserRow(name: $0.name, registered: ago($0.createdAt, now: now))
         }
-        let failures = try master.leases(for: admin, all: true)
+        let failures = try await master.leases(for: admin, all: true)
             .filter { $0.lease.state == .failed || $0.lease.state == .lost }
             .sorted { $0.lease.createdAt > $1.lease.createdAt }
             .prefix(10)

@@ -19,7 +19,7 @@ struct CopyController {
                 guard let path = request.uri.queryParameters["path"].map(String.init), !path.isEmpty else {
                     throw MasterError(.invalid, "say which path, as ?path=/some/where")
                 }
-                let target = try master.reach(try context.parameters.require("name"), for: caller.user)
+                let target = try await master.reach(try context.parameters.require("name"), for: caller.user)
                 return try Body.reply(PathInfo(path: path, kind: try await master.pathKind(target, path).rawValue))
             }
         ]
@@ -27,13 +27,13 @@ struct CopyController {
 
     func add(to router: Router<ShellRequestContext>) {
         router.ws("/lease/:name/copy") { request, context in
-            _ = try target(request, context.parameters)
+            _ = try await target(request, context.parameters)
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
             let event: CopyEvent
             do {
-                let target = try target(context.request, context.requestContext.parameters)
+                let target = try await target(context.request, context.requestContext.parameters)
                 guard case .text(let text) = try await messages.next(), let start = try? JSONDecoder().decode(CopyStart.self, from: Data(text.utf8))
                 else {
                     throw MasterError(.invalid, "the first message must be a CopyStart")
@@ -60,9 +60,9 @@ struct CopyController {
         }
     }
 
-    private func target(_ request: Request, _ parameters: Parameters) throws -> LeaseTarget {
-        let caller = try Endpoint.authenticate(request, accounts: master.accounts)
-        return try master.reach(try parameters.require("name"), for: caller.user)
+    private func target(_ request: Request, _ parameters: Parameters) async throws -> LeaseTarget {
+        let caller = try await Endpoint.authenticate(request, accounts: master.accounts)
+        return try await master.reach(try parameters.require("name"), for: caller.user)
     }
 
     /// Relays `docker cp C:PATH -` to the client; each chunk is acknowledged once written, so

@@ -51,17 +51,17 @@ public struct Endpoint: Sendable {
     /// Authenticates as `access` requires, then runs the handler.
     func respond(_ request: Request, _ context: AppRequestContext, accounts: Accounts) async throws -> Response {
         guard access != .anyone else { return try await handler(request, context, nil) }
-        let caller = try Self.authenticate(request, accounts: accounts)
+        let caller = try await Self.authenticate(request, accounts: accounts)
         if access == .admin && !caller.user.isAdmin { throw MasterError(.forbidden, "only an admin may do this") }
         return try await handler(request, context, caller)
     }
 
     /// The caller a request's token names, or 401.
-    static func authenticate(_ request: Request, accounts: Accounts) throws -> Caller {
+    static func authenticate(_ request: Request, accounts: Accounts) async throws -> Caller {
         guard let token = token(in: request) else {
             throw MasterError(.unauthorized, "this needs a login: run resalloc login NAME, then send the token")
         }
-        return Caller(user: try accounts.authenticate(token: token), token: token)
+        return await Caller(user: try accounts.authenticate(token: token), token: token)
     }
 
     /// The seed's `token:` header, or `Authorization: Bearer …`.

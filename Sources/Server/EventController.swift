@@ -18,7 +18,7 @@ struct EventController {
                 }
                 let after = try Query.integer(request, "after", in: 0...Int64.max)
                 let limit = Int(try Query.integer(request, "limit", in: 1...1000) ?? 100)
-                let events = try audit.events(since: since, actor: query["user"].map(String.init), after: after, limit: limit)
+                let events = try await audit.events(since: since, actor: query["user"].map(String.init), after: after, limit: limit)
                 return try Body.reply(Payload("Events", events.map(Self.info)))
             }
         ]

@@ -15,11 +15,11 @@ struct ForwardController {
 
     func add(to router: Router<ShellRequestContext>) {
         router.ws("/lease/:name/forward") { request, context in
-            _ = try target(request, context.parameters)
+            _ = try await target(request, context.parameters)
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             do {
-                let (target, port) = try target(context.request, context.requestContext.parameters)
+                let (target, port) = try await target(context.request, context.requestContext.parameters)
                 try await relay(target, port, inbound, outbound)
             } catch {
                 let failure = MasterError.from(error)
@@ -30,12 +30,12 @@ struct ForwardController {
         }
     }
 
-    private func target(_ request: Request, _ parameters: Parameters) throws -> (LeaseTarget, Int) {
-        let caller = try Endpoint.authenticate(request, accounts: master.accounts)
+    private func target(_ request: Request, _ parameters: Parameters) async throws -> (LeaseTarget, Int) {
+        let caller = try await Endpoint.authenticate(request, accounts: master.accounts)
         guard let text = request.uri.queryParameters["port"], let port = Int(text), (1...65535).contains(port) else {
             throw MasterError(.invalid, "say which port in the lease, as ?port=8000 (1 to 65535)")
         }
-        return (try master.reach(try parameters.require("name"), for: caller.user), port)
+        return await (try master.reach(try parameters.require("name"), for: caller.user), port)
     }
 
     /// Relays until either end closes: the client's bytes into the relay, the relay's out; when

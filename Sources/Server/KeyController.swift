@@ -12,18 +12,18 @@ struct KeyController {
     var endpoints: [Endpoint] {
         [
             .user(.get, "/key") { _, _, caller in
-                try Body.reply(Payload("Keys", try accounts.keys(of: caller.user).map(Self.info)))
+                try await Body.reply(Payload("Keys", try accounts.keys(of: caller.user).map(Self.info)))
             },
             .user(.post, "/key") { request, context, caller in
                 let body = try await Body.decode(KeyRequest.self, from: request, context: context, expecting: "Name and PublicKey")
-                let key = try accounts.addKey(for: caller.user, name: body.name, line: body.publicKey)
-                audit.record(caller.user.name, "key.added", key.name, detail: key.fingerprint, address: context.address)
+                let key = try await accounts.addKey(for: caller.user, name: body.name, line: body.publicKey)
+                await audit.record(caller.user.name, "key.added", key.name, detail: key.fingerprint, address: context.address)
                 return try Body.reply(Payload("Key", Self.info(key), message: "added key \(key.name) (\(key.fingerprint))"), status: .created)
             },
             .user(.delete, "/key/:name") { _, context, caller in
                 let name = try context.parameters.require("name")
-                try accounts.removeKey(of: caller.user, name: name)
-                audit.record(caller.user.name, "key.removed", name, address: context.address)
+                try await accounts.removeKey(of: caller.user, name: name)
+                await audit.record(caller.user.name, "key.removed", name, address: context.address)
                 return try Body.done("removed key \(name)")
             },
         ]

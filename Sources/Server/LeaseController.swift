@@ -14,29 +14,29 @@ struct LeaseController {
         [
             .user(.get, "/lease") { request, _, caller in
                 let all = try Query.flag(request, "all")
-                return try Body.reply(Payload("Leases", try master.leases(for: caller.user, all: all).map(info)))
+                return try await Body.reply(Payload("Leases", try master.leases(for: caller.user, all: all).map(info)))
             },
             .user(.post, "/lease") { request, context, caller in
                 let body = try await Body.decode(LeaseRequest.self, from: request, context: context, expecting: "ResourceName and LeaseName")
                 let ttl = try body.ttl.map(InputRules.ttl)
                 if request.headers[.accept]?.contains(LeaseProgress.mediaType) == true {
-                    try master.saga.check(resourceName: body.resourceName, leaseName: body.leaseName)
+                    try await master.saga.check(resourceName: body.resourceName, leaseName: body.leaseName)
                     return streamedCreate(owner: caller.user, body, ttl: ttl, logger: context.logger, address: context.address)
                 }
                 let listing = try await master.saga.create(owner: caller.user, resourceName: body.resourceName, leaseName: body.leaseName, ttl: ttl)
-                recordCreated(listing, address: context.address)
+                await recordCreated(listing, address: context.address)
                 return try Body.reply(LeaseCreated(message: created(listing, ttl: ttl), lease: info(listing)), status: .created)
             },
             .user(.delete, "/lease") { request, context, caller in
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "Name (or LeaseName)")
                 let name = try Body.required(body.name ?? body.leaseName, "Name (or LeaseName)")
-                let listing = try master.lease(named: name, for: caller.user)
+                let listing = try await master.lease(named: name, for: caller.user)
                 try await master.saga.delete(listing)
-                master.audit.record(caller.user.name, "lease.deleted", "\(listing.owner)/\(name)", address: context.address)
+                await master.audit.record(caller.user.name, "lease.deleted", "\(listing.owner)/\(name)", address: context.address)
                 return try Body.done("deleted lease \(name)")
             },
             .user(.get, "/lease/:name") { request, context, caller in
-                let listing = try master.lease(
+                let listing = try await master.lease(
                     named: try context.parameters.require("name"),
                     for: caller.user,
                     owner: request.uri.queryParameters["owner"].map(String.init)
@@ -45,16 +45,16 @@ struct LeaseController {
             },
             .user(.delete, "/lease/:name") { request, context, caller in
                 let name = try context.parameters.require("name")
-                let listing = try master.lease(named: name, for: caller.user, owner: request.uri.queryParameters["owner"].map(String.init))
+                let listing = try await master.lease(named: name, for: caller.user, owner: request.uri.queryParameters["owner"].map(String.init))
                 try await master.saga.delete(listing)
-                master.audit.record(caller.user.name, "lease.deleted", "\(listing.owner)/\(name)", address: context.address)
+                await master.audit.record(caller.user.name, "lease.deleted", "\(listing.owner)/\(name)", address: context.address)
                 return try Body.done("deleted lease \(name)")
             },
             .user(.post, "/lease/:name/extend") { request, context, caller in
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "TTL")
                 let ttl = try InputRules.ttl(try Body.required(body.ttl, "how long, as TTL: 90s, 15m, 2h or 1d"))
-                let listing = try master.saga.extend(try master.lease(named: try context.parameters.require("name"), for: caller.user), by: ttl)
-                master.audit.record(
+                let listing = try await master.saga.extend(try master.lease(named: try context.parameters.require("name"), for: caller.user), by: ttl)
+                await master.audit.record(
                     caller.user.name,
                     "lease.extended",
                     "\(listing.owner)/\(listing.lease.name)",
@@ -67,8 +67,8 @@ struct LeaseController {
         ]
     }
 
-    private func recordCreated(_ listing: LeaseListing, address: String?) {
-        master.audit.record(
+    private func recordCreated(_ listing: LeaseListing, address: String?) async {
+        await master.audit.record(
             listing.owner,
             "lease.created",
             "\(listing.owner)/\(listing.lease.name)",
@@ -89,7 +89,7 @@ struct LeaseController {
                     line in
                     sink.yield(.buildLine(line))
                 }
-                recordCreated(listing, address: address)
+                await recordCreated(listing, address: address)
                 sink.yield(.created(info(listing), message: created(listing, ttl: ttl)))
             } catch {
                 let failure = MasterError.from(error)

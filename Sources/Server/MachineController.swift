@@ -10,13 +10,13 @@ struct MachineController {
     var endpoints: [Endpoint] {
         [
             .admin(.get, "/machine") { _, _, _ in
-                let counts = try master.activeLeaseCounts()
-                return try Body.reply(Payload("Machines", try master.fleet.machines().map { Self.info($0, counts) }))
+                let counts = try await master.activeLeaseCounts()
+                return try await Body.reply(Payload("Machines", try master.fleet.machines().map { Self.info($0, counts) }))
             },
             .admin(.post, "/machine") { request, context, caller in
                 let body = try await Body.decode(MachineRequest.self, from: request, context: context, expecting: "Name, Username and IP")
                 let machine = try await master.fleet.add(name: body.name, login: body.username, address: body.ip, capacity: body.capacity)
-                master.audit.record(
+                await master.audit.record(
                     caller.user.name,
                     "machine.created",
                     machine.name,
@@ -29,13 +29,13 @@ struct MachineController {
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "Name")
                 let name = try Body.required(body.name, "Name")
                 try await master.fleet.delete(name: name, force: body.force ?? false, masterID: master.masterID)
-                master.audit.record(caller.user.name, "machine.deleted", name, address: context.address)
+                await master.audit.record(caller.user.name, "machine.deleted", name, address: context.address)
                 return try Body.done("deleted machine \(name)")
             },
             .admin(.delete, "/machine/:name") { request, context, caller in
                 let name = try context.parameters.require("name")
                 try await master.fleet.delete(name: name, force: try Query.flag(request, "force"), masterID: master.masterID)
-                master.audit.record(caller.user.name, "machine.deleted", name, address: context.address)
+                await master.audit.record(caller.user.name, "machine.deleted", name, address: context.address)
                 return try Body.done("deleted machine \(name)")
             },
         ]

@@ -45,7 +45,7 @@ final class MetricsController: Sendable {
                         throw MasterError(.unauthorized, "/metrics needs the bearer token the master was started with (--metrics-token)")
                     }
                 }
-                try refresh()
+                try await refresh()
                 var headers = HTTPFields()
                 headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
                 return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: MetricsRegistry.shared.emitToBuffer())))
@@ -54,17 +54,17 @@ final class MetricsController: Sendable {
     }
 
     /// Sets the gauges that describe the fleet now.
-    private func refresh() throws {
+    private func refresh() async throws {
         let database = master.database
-        let leases = try database.leaseListings(ownerID: nil)
-        let pools = try master.catalog.resourcesWithReadyPools()
+        let leases = try await database.leaseListings(ownerID: nil, name: nil, machineID: nil)
+        let pools = try await master.catalog.resourcesWithReadyPools()
         var byState: [[String]: Int] = [:]
         for state in Lease.State.allCases { for (resource, _) in pools { byState[[state.rawValue, resource.name]] = 0 } }
         for listing in leases { byState[[listing.lease.state.rawValue, listing.resource], default: 0] += 1 }
         set("resalloc_leases", ["state", "resource"], byState)
 
-        let machines = try database.machines()
-        let slots = try database.poolSlots()
+        let machines = try await database.machines()
+        let slots = try await database.poolSlots(machineID: nil)
         var up: [[String]: Int] = [:]
         var active: [[String]: Int] = [:]
         var capacity: [[String]: Int] = [:]

@@ -13,12 +13,12 @@ struct ResourceController {
     var endpoints: [Endpoint] {
         [
             .user(.get, "/resource") { _, _, _ in
-                try Body.reply(Payload("Resources", try catalog.resourcesWithReadyPools().map { Self.info($0.resource, ready: $0.ready) }))
+                try await Body.reply(Payload("Resources", try catalog.resourcesWithReadyPools().map { Self.info($0.resource, ready: $0.ready) }))
             },
             .admin(.post, "/resource") { request, context, caller in
                 let body = try await Body.decode(ResourceRequest.self, from: request, context: context, expecting: "Name and File")
-                let resource = try catalog.create(name: body.name, dockerfile: Data(body.file.utf8), pool: body.pool ?? 0)
-                audit.record(
+                let resource = try await catalog.create(name: body.name, dockerfile: Data(body.file.utf8), pool: body.pool ?? 0)
+                await audit.record(
                     caller.user.name,
                     "resource.created",
                     resource.name,
@@ -31,8 +31,14 @@ struct ResourceController {
             .admin(.put, "/resource/:name") { request, context, caller in
                 let name = try context.parameters.require("name")
                 let body = try await Body.decode(DockerfileRequest.self, from: request, context: context, expecting: "File")
-                let resource = try catalog.edit(name: name, dockerfile: Data(body.file.utf8))
-                audit.record(caller.user.name, "resource.edited", name, detail: ResourceCatalog.imageTag(for: resource), address: context.address)
+                let resource = try await catalog.edit(name: name, dockerfile: Data(body.file.utf8))
+                await audit.record(
+                    caller.user.name,
+                    "resource.edited",
+                    name,
+                    detail: ResourceCatalog.imageTag(for: resource),
+                    address: context.address
+                )
                 warmPool.wake()
                 return try Body.reply(
                     Payload("Resource", Self.info(resource), message: "resource \(name) now builds \(ResourceCatalog.imageTag(for: resource))")
@@ -41,25 +47,25 @@ struct ResourceController {
             .admin(.put, "/resource/:name/pool") { request, context, caller in
                 let name = try context.parameters.require("name")
                 let body = try await Body.decode(PoolRequest.self, from: request, context: context, expecting: "Size")
-                let resource = try catalog.setPool(name: name, size: body.size)
-                audit.record(caller.user.name, "resource.pool-set", name, detail: "\(body.size)", address: context.address)
+                let resource = try await catalog.setPool(name: name, size: body.size)
+                await audit.record(caller.user.name, "resource.pool-set", name, detail: "\(body.size)", address: context.address)
                 warmPool.wake()
                 return try Body.reply(Payload("Resource", Self.info(resource), message: "resource \(name) keeps \(body.size) warm container(s)"))
             },
             .admin(.delete, "/resource") { request, context, caller in
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "Name")
                 let name = try Body.required(body.name, "Name")
-                let warm = warmPool.slots(ofResourceNamed: name)
-                try catalog.delete(name: name)
-                audit.record(caller.user.name, "resource.deleted", name, address: context.address)
+                let warm = await warmPool.slots(ofResourceNamed: name)
+                try await catalog.delete(name: name)
+                await audit.record(caller.user.name, "resource.deleted", name, address: context.address)
                 await warmPool.remove(warm)
                 return try Body.done("deleted resource \(name)")
             },
             .admin(.delete, "/resource/:name") { _, context, caller in
                 let name = try context.parameters.require("name")
-                let warm = warmPool.slots(ofResourceNamed: name)
-                try catalog.delete(name: name)
-                audit.record(caller.user.name, "resource.deleted", name, address: context.address)
+                let warm = await warmPool.slots(ofResourceNamed: name)
+                try await catalog.delete(name: name)
+                await audit.record(caller.user.name, "resource.deleted", name, address: context.address)
                 await warmPool.remove(warm)
                 return try Body.done("deleted resource \(name)")
             },

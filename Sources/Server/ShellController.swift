@@ -33,7 +33,7 @@ struct ShellController {
 
     func add(to router: Router<ShellRequestContext>) {
         router.ws("/lease/:name/shell") { request, context in
-            _ = try target(request, context.parameters)
+            _ = try await target(request, context.parameters)
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             let logger = context.logger
@@ -55,9 +55,9 @@ struct ShellController {
     }
 
     /// The caller's running lease named in the path.
-    private func target(_ request: Request, _ parameters: Parameters) throws -> LeaseTarget {
-        let caller = try Endpoint.authenticate(request, accounts: master.accounts)
-        return try master.reach(try parameters.require("name"), for: caller.user)
+    private func target(_ request: Request, _ parameters: Parameters) async throws -> LeaseTarget {
+        let caller = try await Endpoint.authenticate(request, accounts: master.accounts)
+        return try await master.reach(try parameters.require("name"), for: caller.user)
     }
 
     private func relay(
@@ -86,14 +86,37 @@ struct ShellController {
         let exited = ExitRecord()
         let recorder = master.recorder(target, terminal: start.tty ? (start.term, size) : nil, logger: logger)
         MasterMetrics.sessionOpened("shell")
-        master.audit.record(target.user, "shell.opened", target.name, detail: start.command.map { $0.joined(separator: " ") }, address: address)
-        defer {
+        await master.audit.record(target.user, "shell.opened", target.name, detail: start.command.map { $0.joined(separator: " ") }, address: address)
+        // What ends the session, however the relay below ends.
+        func finish() async {
             recorder?.close()
             MasterMetrics.sessionClosed("shell")
             let detail = exited.value.map { "exit status \($0)" } ?? "the client went away"
-            master.audit.record(target.user, "shell.closed", target.name, detail: detail, address: address)
+            await master.audit.record(target.user, "shell.closed", target.name, detail: detail, address: address)
         }
         logger.info("shell opened", metadata: ["machine": "\(machine.name)", "container": "\(container)", "tty": "\(start.tty)"])
+        do { try await relay(process, session, exited, recorder, &messages, outbound, machine: machine, container: container, logger: logger) } catch
+        {
+            await finish()
+            throw error
+        }
+        await finish()
+        logger.info("shell closed", metadata: ["machine": "\(machine.name)", "container": "\(container)"])
+    }
+
+    /// Carries output to the client and the client's input, resizes and end of input to the
+    /// process, until both sides are done.
+    private func relay(
+        _ process: RemoteProcess,
+        _ session: OpenedSession,
+        _ exited: ExitRecord,
+        _ recorder: SessionRecorder?,
+        _ messages: inout WebSocketInboundMessageStream.AsyncIterator,
+        _ outbound: WebSocketOutboundWriter,
+        machine: Machine,
+        container: String,
+        logger: Logger
+    ) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await chunk in process.output {
@@ -150,7 +173,6 @@ struct ShellController {
             }
             try? await group.waitForAll()
         }
-        logger.info("shell closed", metadata: ["machine": "\(machine.name)", "container": "\(container)"])
     }
 
     static func encode<T: Encodable>(_ value: T) -> String {

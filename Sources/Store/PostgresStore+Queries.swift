@@ -288,6 +288,10 @@ extension PostgresStore {
         }
     }
 
+    public func leaseListing(ownerID: Int64, name: String) async throws -> LeaseListing? {
+        try await leaseListings(ownerID: ownerID, name: name, machineID: nil).first
+    }
+
     static func lease(_ row: PostgresRandomAccessRow) throws -> Lease {
         var lease = Lease(
             name: try row.get("name"),

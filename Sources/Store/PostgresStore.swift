@@ -11,21 +11,28 @@ import PostgresNIO
 public final class PostgresStore: Store {
     public let client: PostgresClient
     let logger: Logger
+    /// The pool's `run()`: started with the store, so that it serves from the first query
+    /// (migrations run before any service group), and ended by `close()`.
+    private let running: Task<Void, Never>
 
     public init(configuration: PostgresClient.Configuration, logger: Logger) {
         var configuration = configuration
         configuration.options.connectTimeout = .seconds(5)
-        client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.client = client
         self.logger = logger
+        running = Task { await client.run() }
     }
+
+    deinit { running.cancel() }
+
+    /// Closes the pool's connections.
+    public func close() { running.cancel() }
 
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=disable|prefer|require]`.
     public convenience init(url: String, logger: Logger) throws {
         self.init(configuration: try Self.configuration(url: url), logger: logger)
     }
-
-    /// Keeps the pool's connections; returns when the task running it is cancelled.
-    public func run() async { await client.run() }
 
     /// Whether `text` names a PostgreSQL database rather than a SQLite file.
     public static func isURL(_ text: String) -> Bool { text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") }

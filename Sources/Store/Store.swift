@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// What resalloc keeps, as named operations: users and their tokens and keys, resources,
 /// machines, leases, warm slots, incarnations and the audit trail. Two engines implement it with
@@ -38,6 +39,7 @@ public protocol Store: Sendable {
     func deleteLease(id: Int64) async throws
     func lease(id: Int64) async throws -> Lease?
     func leaseListings(ownerID: Int64?, name: String?, machineID: Int64?) async throws -> [LeaseListing]
+    func leaseListing(ownerID: Int64, name: String) async throws -> LeaseListing?
 
     // Users' SSH keys
     func createUserKey(_ key: UserKey) async throws -> UserKey
@@ -72,8 +74,19 @@ public protocol Store: Sendable {
     func masterID() async throws -> String
 }
 
-// The domain still calls `AppDatabase` directly; convenience overloads with defaults join this
-// protocol when it switches to `any Store` (in an async context they would shadow the SQLite
-// store's synchronous methods).
+extension Store {
+    /// Throws unless the schema is the one this program was built for.
+    public func requireCurrentVersion() async throws {
+        let version = try await schemaVersion()
+        guard version == Schema.latestVersion else { throw StoreError.schemaOutdated(current: version, needed: Schema.latestVersion) }
+    }
+}
+
+/// Opens what `--db` names: a `postgres://` URL selects PostgreSQL, anything else is the path
+/// of a SQLite file (created when missing).
+public func openStore(_ location: String, logger: Logger) throws -> any Store {
+    if PostgresStore.isURL(location) { return try PostgresStore(url: location, logger: logger) }
+    return try AppDatabase(path: location)
+}
 
 extension AppDatabase: Store {}

@@ -181,7 +181,7 @@ extension ResallocMaster {
             do {
                 let db = try database.open()
                 try db.requireCurrentSchema()
-                master = try Master(database: db, keyPath: keyPath, logger: logger)
+                master = try await Master(database: db, keyPath: keyPath, logger: logger)
             } catch {
                 FileHandle.standardError.write(Data("resalloc-master cleanup: \(error)\n".utf8))
                 throw ExitCode(2)

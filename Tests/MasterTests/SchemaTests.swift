@@ -79,7 +79,7 @@ struct SchemaTests {
     func openAPICoversRoutes() async throws {
         let testbed = try await Testbed.shared()
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("resalloc-openapi-\(UUID().uuidString).db").path
-        let master = try Master(databasePath: path, keyPath: testbed.keys["ed25519"]!, logger: Logger(label: "test"))
+        let master = try await Master(databasePath: path, keyPath: testbed.keys["ed25519"]!, logger: Logger(label: "test"))
         let document = OpenAPIDocument.text
         let documented = Self.operations(in: document)
         let registered = endpoints(master).map {

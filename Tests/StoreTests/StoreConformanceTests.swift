@@ -27,21 +27,14 @@ func withStore(_ engine: Engine, _ body: (any Store) async throws -> Void) async
         logger.logLevel = .critical
         let name = "resalloc_test_\(UUID().uuidString.prefix(8).lowercased())"
         let admin = try PostgresStore(url: base, logger: logger)
-        let adminRun = Task { await admin.run() }
-        defer { adminRun.cancel() }
+        defer { admin.close() }
         try await admin.client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: logger)
         var url = try #require(URLComponents(string: base))
         url.path = "/\(name)"
         let store = try PostgresStore(url: try #require(url.string), logger: logger)
-        let run = Task { await store.run() }
-        do {
-            #expect(try await store.migrateUp(to: nil) == Array(1...Schema.latestVersion))
-            try await body(store)
-        } catch {
-            run.cancel()
-            throw error
-        }
-        run.cancel()
+        defer { store.close() }
+        #expect(try await store.migrateUp(to: nil) == Array(1...Schema.latestVersion))
+        try await body(store)
         _ = try? await admin.client.query(PostgresQuery(unsafeSQL: "DROP DATABASE \(name) WITH (FORCE)"), logger: logger)
     }
 }
