@@ -59,7 +59,7 @@ public struct Accounts: Sendable {
 
     /// Revokes `token`.
     public func logout(token: String) async throws(MasterError) {
-        do { try await database.deleteToken(hash: Self.digest(token)) } catch { throw .from(error) }
+        do { _ = try await database.deleteToken(hash: Self.digest(token)) } catch { throw .from(error) }
     }
 
     public func users() async throws(MasterError) -> [User] {

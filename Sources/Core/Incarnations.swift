@@ -49,7 +49,7 @@ extension Master {
 
     /// Says this process is alive.
     public func heartbeat() async throws(MasterError) {
-        do { try await database.heartbeat(incarnationID: incarnationID, at: Date()) } catch { throw .from(error) }
+        do { _ = try await database.heartbeat(incarnationID: incarnationID, at: Date()) } catch { throw .from(error) }
     }
 
     /// Says this process stopped cleanly: whatever it left mid-saga can be settled at once.

@@ -88,5 +88,6 @@ public struct Master: Sendable {
     public func shutdown() async {
         await sessionGuards.closeAll()
         await pool.closeAll()
+        database.close()
     }
 }

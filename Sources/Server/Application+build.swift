@@ -6,6 +6,7 @@ import HummingbirdWebSocket
 import Logging
 import ResallocAPI
 import ServiceLifecycle
+import Store
 
 /// What `buildApplication` needs; `resalloc-master serve` and the tests both provide it.
 public protocol AppArguments {
@@ -60,12 +61,18 @@ extension AppArguments {
     /// Where recordings go, or nil when they are off.
     public var resolvedRecordDirectory: String? {
         if let recordDirectory { return recordDirectory.isEmpty ? nil : recordDirectory }
-        return URL(fileURLWithPath: databasePath).deletingLastPathComponent().appendingPathComponent("recordings").path
+        return URL(fileURLWithPath: besideDatabase).appendingPathComponent("recordings").path
     }
 
     /// Where the gateway's host key lives: as given, else `gateway-host-key` beside the database.
     public var resolvedSSHHostKeyPath: String {
-        sshHostKeyPath ?? URL(fileURLWithPath: databasePath).deletingLastPathComponent().appendingPathComponent("gateway-host-key").path
+        sshHostKeyPath ?? URL(fileURLWithPath: besideDatabase).appendingPathComponent("gateway-host-key").path
+    }
+
+    /// The SQLite file's directory; for PostgreSQL, the working directory.
+    var besideDatabase: String {
+        PostgresStore.isURL(databasePath)
+            ? FileManager.default.currentDirectoryPath : URL(fileURLWithPath: databasePath).deletingLastPathComponent().path
     }
 }
 
@@ -265,9 +272,11 @@ struct ReconcileService: Service {
 
     @discardableResult
     private func pass(starting: Bool) async -> CleanupSummary? {
-        guard let lock = try? CleanupLock(databasePath: databasePath) else { return nil }
-        let summary = await reconciler.run(dryRun: false)
-        withExtendedLifetime(lock) {}
+        let reconciler = reconciler
+        // Another pass (cron, another master) holds the lock, or the database is away: skip this one.
+        guard let summary = try? await reconciler.master.database.exclusivePass({ await reconciler.run(dryRun: false) }) else {
+            return nil
+        }
         reconciler.master.warmPool.wake()  // slots the pass dropped are refilled now
         let level: Logger.Level = summary.problems.isEmpty ? (summary.actions.isEmpty && !starting ? .debug : .info) : .warning
         reconciler.master.logger.log(

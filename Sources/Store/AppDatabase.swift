@@ -117,6 +117,16 @@ public struct AppDatabase: Sendable {
 }
 
 extension AppDatabase {
+    /// Nothing to do: the file is closed with the last reference to the pool.
+    public func close() {}
+
+    /// A lock file beside the database (`PATH.cleanup.lock`), held with flock for the pass.
+    public func exclusivePass<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T? {
+        guard let lock = try CleanupLock(databasePath: writer.path) else { return nil }
+        defer { withExtendedLifetime(lock) {} }
+        return try await body()
+    }
+
     /// Runs a write and turns constraint failures into `StoreError.conflict` with `sentence`.
     func write<T: Sendable>(conflict sentence: String, _ body: @Sendable (Database) throws -> T) throws -> T {
         do {

@@ -144,6 +144,26 @@ public final class PostgresStore: Store {
         return 0
     }
 
+    /// Fixed key of the advisory lock that lets one cleanup pass run at a time.
+    static let cleanupLock: Int64 = 0x7265_7361_6c6c_6f64
+
+    /// A session-level advisory lock on a connection held for the whole pass: it is freed when
+    /// the pass ends, or within moments if the process holding it dies.
+    public func exclusivePass<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T? {
+        let logger = logger
+        return try await client.withConnection { connection in
+            var got = false
+            for try await locked in try await connection.query("SELECT pg_try_advisory_lock(\(Self.cleanupLock))", logger: logger).decode(Bool.self) {
+                got = locked
+            }
+            guard got else { return nil }
+            let result: Result<T, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.cleanupLock))", logger: logger)
+            return try result.get()
+        }
+    }
+
     // MARK: - Helpers
 
     /// Runs `body` and turns a unique or foreign-key violation into `StoreError.conflict`.

@@ -72,6 +72,13 @@ public protocol Store: Sendable {
     func migrateUp(to target: Int?) async throws -> [Int]
     func migrateDown(to target: Int?) async throws -> [Int]
     func masterID() async throws -> String
+
+    /// Runs `body` as the only cleanup pass over this database, whichever master or cron job
+    /// asks; nil, without running it, while another pass holds the lock.
+    func exclusivePass<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T?
+
+    /// Lets go of the database's connections (graceful shutdown).
+    func close()
 }
 
 extension Store {

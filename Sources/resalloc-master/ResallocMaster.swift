@@ -20,18 +20,37 @@ struct ResallocMaster: AsyncParsableCommand {
 
 /// `--db`, shared by every command.
 struct DatabaseOptions: ParsableArguments {
-    @Option(name: .customLong("db"), help: "The SQLite database file (env RESALLOC_DB).")
+    @Option(
+        name: .customLong("db"),
+        help: "The SQLite database file, or postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=require] (env RESALLOC_DB)."
+    )
     var path: String = ProcessInfo.processInfo.environment["RESALLOC_DB"] ?? "resalloc.db"
 
-    /// Opens the database, creating the file when `create` (serve and migrate up); otherwise a
-    /// mistyped path is an error and leaves no empty database behind.
-    func open(create: Bool = false) throws -> AppDatabase {
+    var isPostgres: Bool { PostgresStore.isURL(path) }
+
+    /// Opens the store, creating a SQLite file only when `create` (serve and migrate up);
+    /// otherwise a mistyped path is an error and leaves no empty database behind.
+    func open(create: Bool = false) throws -> any Store {
+        var logger = Logger(label: "resalloc-master")
+        logger.logLevel = .critical
+        if isPostgres {
+            do { return try PostgresStore(url: path, logger: logger) } catch { throw ValidationError("\(error)") }
+        }
         guard create || FileManager.default.fileExists(atPath: path) else {
             throw ValidationError("there is no database at \(path): pass --db (or RESALLOC_DB), or create it with resalloc-master migrate up")
         }
         do { return try AppDatabase(path: path) } catch {
             throw ValidationError("cannot open the database \(path): \(error)")
         }
+    }
+
+    /// Opens the store and checks that its schema is this program's.
+    func openCurrent() async throws -> any Store {
+        let store = try open()
+        do { try await store.requireCurrentVersion() } catch let error as StoreError { throw ValidationError(error.description) } catch {
+            throw ValidationError("cannot reach the database: \(String(reflecting: error))")
+        }
+        return store
     }
 }
 
@@ -164,23 +183,17 @@ extension ResallocMaster {
         }
 
         func run() async throws {
-            guard FileManager.default.fileExists(atPath: database.path) else {
+            guard database.isPostgres || FileManager.default.fileExists(atPath: database.path) else {
                 FileHandle.standardError.write(
                     Data("resalloc-master cleanup: there is no database at \(database.path); pass --db (or RESALLOC_DB)\n".utf8)
                 )
                 throw ExitCode(2)
             }
-            guard let lock = try CleanupLock(databasePath: database.path) else {
-                print("another cleanup is running; nothing to do")
-                return
-            }
-            defer { withExtendedLifetime(lock) {} }
             var logger = Logger(label: "resalloc-master")
             logger.logLevel = .error
             let master: Master
             do {
-                let db = try database.open()
-                try db.requireCurrentSchema()
+                let db = try await database.openCurrent()
                 master = try await Master(database: db, keyPath: keyPath, logger: logger)
             } catch {
                 FileHandle.standardError.write(Data("resalloc-master cleanup: \(error)\n".utf8))
@@ -191,7 +204,14 @@ extension ResallocMaster {
             reconciler.machineDeadline = TTL.parse(machineTimeout)!
             reconciler.workDeadline = TTL.parse(workTimeout)!
             reconciler.keepEvents = TTL.parse(keepEvents)!
-            let summary = await reconciler.run(dryRun: dryRun)
+            let pass = reconciler
+            let dryRun = dryRun
+            // One pass at a time over the database, whichever host's cron or master runs it.
+            guard let summary = try await master.database.exclusivePass({ await pass.run(dryRun: dryRun) }) else {
+                await master.shutdown()
+                print("another cleanup is running; nothing to do")
+                return
+            }
             await master.shutdown()
             if dryRun || verbose {
                 for action in summary.actions { print("\(dryRun ? "would " : "")\(action)") }
@@ -209,36 +229,36 @@ extension ResallocMaster {
             subcommands: [Status.self, Up.self, Down.self]
         )
 
-        struct Status: ParsableCommand {
+        struct Status: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List migrations and which are applied.")
             @OptionGroup var database: DatabaseOptions
-            func run() throws {
-                for step in try database.open().migrationStatus() {
+            func run() async throws {
+                for step in try await database.open().migrationStatus() {
                     let applied = step.appliedAt.map { "applied \($0.formatted(.iso8601))" } ?? "pending"
                     print("\(step.version)  \(step.name.padding(toLength: 32, withPad: " ", startingAt: 0))  \(applied)")
                 }
             }
         }
 
-        struct Up: ParsableCommand {
+        struct Up: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Apply migrations up to --to (default: all).")
             @OptionGroup var database: DatabaseOptions
             @Option(help: "Stop at this version.") var to: Int?
-            func run() throws {
-                let applied = try database.open(create: true).migrateUp(to: to)
+            func run() async throws {
+                let applied = try await database.open(create: true).migrateUp(to: to)
                 print(applied.isEmpty ? "already up to date" : "applied \(applied.map(String.init).joined(separator: ", "))")
             }
         }
 
-        struct Down: ParsableCommand {
+        struct Down: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Revert migrations down to --to (default: one step). Their data is lost.")
             @OptionGroup var database: DatabaseOptions
             @Option(help: "Revert down to this version (0 empties the database).") var to: Int?
             func validate() throws {
                 if let to, to < 0 { throw ValidationError("--to must be 0 or more") }
             }
-            func run() throws {
-                let reverted = try database.open().migrateDown(to: to)
+            func run() async throws {
+                let reverted = try await database.open().migrateDown(to: to)
                 print(reverted.isEmpty ? "nothing to revert" : "reverted \(reverted.map(String.init).joined(separator: ", "))")
             }
         }
@@ -252,14 +272,13 @@ extension ResallocMaster {
             subcommands: [List.self, Approve.self, Admin.self]
         )
 
-        struct List: ParsableCommand {
+        struct List: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List users.")
             @OptionGroup var database: DatabaseOptions
-            func run() throws {
-                let db = try database.open()
-                try db.requireCurrentSchema()
+            func run() async throws {
+                let db = try await database.openCurrent()
                 print("NAME".padding(toLength: 24, withPad: " ", startingAt: 0) + "ROLE   STATUS")
-                for user in try db.users() {
+                for user in try await db.users() {
                     print(
                         user.name.padding(toLength: 24, withPad: " ", startingAt: 0)
                             + user.role.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0) + user.status.rawValue
@@ -268,36 +287,36 @@ extension ResallocMaster {
             }
         }
 
-        struct Approve: ParsableCommand {
+        struct Approve: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Let a pending user log in.")
             @OptionGroup var database: DatabaseOptions
             @Argument(help: "The user's name.") var name: String
-            func run() throws {
-                let db = try database.open()
-                try db.requireCurrentSchema()
-                do { _ = try db.updateUser(named: name, status: .active) } catch let error as StoreError { throw ValidationError(error.description) }
-                try db.appendEvent(Event(actor: "resalloc-master", action: "user.approved", subject: name))
+            func run() async throws {
+                let db = try await database.openCurrent()
+                do { _ = try await db.updateUser(named: name, status: .active, role: nil) } catch let error as StoreError {
+                    throw ValidationError(error.description)
+                }
+                try await db.appendEvent(Event(actor: "resalloc-master", action: "user.approved", subject: name))
                 print("approved \(name)")
             }
         }
 
-        struct Admin: ParsableCommand {
+        struct Admin: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Make a user an admin (and active).")
             @OptionGroup var database: DatabaseOptions
             @Argument(help: "The user's name.") var name: String
-            func run() throws {
-                let db = try database.open()
-                try db.requireCurrentSchema()
-                do { _ = try db.updateUser(named: name, status: .active, role: .admin) } catch let error as StoreError {
+            func run() async throws {
+                let db = try await database.openCurrent()
+                do { _ = try await db.updateUser(named: name, status: .active, role: .admin) } catch let error as StoreError {
                     throw ValidationError(error.description)
                 }
-                try db.appendEvent(Event(actor: "resalloc-master", action: "user.made-admin", subject: name))
+                try await db.appendEvent(Event(actor: "resalloc-master", action: "user.made-admin", subject: name))
                 print("\(name) is an admin")
             }
         }
     }
 
-    struct Events: ParsableCommand {
+    struct Events: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "events",
             abstract: "The audit trail: who did what, on what, when, from where; oldest first.",
@@ -312,9 +331,8 @@ extension ResallocMaster {
             if let since, TTL.parse(since) == nil { throw ValidationError("--since takes 90s, 15m, 2h, 1d, …") }
         }
 
-        func run() throws {
-            let db = try database.open()
-            try db.requireCurrentSchema()
+        func run() async throws {
+            let db = try await database.openCurrent()
             let from = since.flatMap(TTL.parse).map { Date() - TimeInterval($0.components.seconds) }
             var after: Int64?
             let encoder = JSONEncoder()
@@ -322,7 +340,7 @@ extension ResallocMaster {
             encoder.outputFormatting = [.sortedKeys]
             let dates = ISO8601DateFormatter()
             while true {
-                let page = try db.events(since: from, actor: user, after: after, limit: 1000)
+                let page = try await db.events(since: from, actor: user, after: after, limit: 1000)
                 for event in page {
                     if json {
                         print(String(decoding: try encoder.encode(event), as: UTF8.self))
@@ -339,7 +357,7 @@ extension ResallocMaster {
         }
     }
 
-    struct Sessions: ParsableCommand {
+    struct Sessions: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "sessions",
             abstract: "Recorded interactive sessions (asciinema v2 files).",
@@ -352,16 +370,19 @@ extension ResallocMaster {
             @Option(name: .customLong("record-dir"), help: "Where serve records (default: recordings beside the database).")
             var recordDirectory: String?
             var directory: String {
-                recordDirectory ?? URL(fileURLWithPath: database.path).deletingLastPathComponent().appendingPathComponent("recordings").path
+                let beside =
+                    database.isPostgres
+                    ? FileManager.default.currentDirectoryPath : URL(fileURLWithPath: database.path).deletingLastPathComponent().path
+                return recordDirectory ?? URL(fileURLWithPath: beside).appendingPathComponent("recordings").path
             }
         }
 
-        struct List: ParsableCommand {
+        struct List: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List recordings, oldest first.")
             @OptionGroup var place: Place
             @Option(help: "Only this lease's.") var lease: String?
             @Option(help: "Only this user's.") var user: String?
-            func run() throws {
+            func run() async throws {
                 let dates = ISO8601DateFormatter()
                 print(["ID", "LEASE", "USER", "STARTED", "BYTES"].joined(separator: "  "))
                 for entry in SessionRecordings.list(place.directory, lease: lease, user: user) {
@@ -370,11 +391,11 @@ extension ResallocMaster {
             }
         }
 
-        struct Show: ParsableCommand {
+        struct Show: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Print a recording, for asciinema play or cat.")
             @OptionGroup var place: Place
             @Argument(help: "The recording's id, as sessions list prints it.") var id: String
-            func run() throws {
+            func run() async throws {
                 guard let path = SessionRecordings.path(place.directory, id: id), let data = FileManager.default.contents(atPath: path) else {
                     throw ValidationError("no recording \(id) in \(place.directory)")
                 }
