@@ -76,19 +76,32 @@ public struct LeaseSaga: Sendable {
             return LeaseListing(lease: lease, owner: owner.name, resource: resource.name, machine: machine.name)
         }
 
-        var candidates: [Machine]
-        do {
-            candidates = Placement.candidates(try await database.machines(), activeLeases: try await database.activeLeaseCounts())
-            // Warm containers give way to a lease that has nowhere else to go.
-            if candidates.isEmpty, await warmPool.evictOne() {
-                candidates = Placement.candidates(try await database.machines(), activeLeases: try await database.activeLeaseCounts())
-            }
-        } catch { throw await fail(&lease, .from(error)) }
-        guard !candidates.isEmpty else {
-            throw await fail(&lease, MasterError(.noCapacity, "no machine has room for a lease now; try again later or ask an admin to add one"))
-        }
+        // Place, start, and on an unreachable machine give the place back and try the next.
         var unreachable: [String] = []
-        for machine in candidates {
+        var tried: Set<Int64> = []
+        var evicted = false
+        while true {
+            let machine: Machine?
+            do {
+                let order = Placement.candidates(try await database.machines(), activeLeases: try await database.activeLeaseCounts())
+                    .filter { !tried.contains($0.id!) }
+                machine = try await database.placeLease(lease, on: order.map { $0.id! })
+            } catch { throw await fail(&lease, .from(error)) }
+            guard let machine else {
+                // Warm containers give way to a lease that has nowhere else to go.
+                if !evicted && unreachable.isEmpty, await warmPool.evictOne() {
+                    evicted = true
+                    continue
+                }
+                if unreachable.isEmpty {
+                    throw await fail(
+                        &lease,
+                        MasterError(.noCapacity, "no machine has room for a lease now; try again later or ask an admin to add one")
+                    )
+                }
+                throw await fail(&lease, MasterError(.unreachable, "no machine could start the lease (\(unreachable.joined(separator: "; ")))"))
+            }
+            lease.machineId = machine.id
             do {
                 let built = try await start(&lease, resource: resource, owner: owner, on: machine, onBuildLine: onBuildLine)
                 MasterMetrics.leaseCreated(served: built ? .build : .cold, since: started)
@@ -96,12 +109,13 @@ public struct LeaseSaga: Sendable {
             } catch  where error.kind == .unreachable || error.kind == .timeout {
                 logger.warning("lease placement: machine failed, trying the next", metadata: ["machine": "\(machine.name)", "error": "\(error)"])
                 unreachable.append("\(machine.name): \(error.message)")
-                continue
+                tried.insert(machine.id!)
+                lease.machineId = nil
+                do { try await database.updateLease(lease) } catch { throw await fail(&lease, .from(error)) }
             } catch {
                 throw await fail(&lease, error)
             }
         }
-        throw await fail(&lease, MasterError(.unreachable, "no machine could start the lease (\(unreachable.joined(separator: "; ")))"))
     }
 
     /// Builds the image if `machine` lacks it, runs the container, and marks the lease running;
@@ -115,8 +129,6 @@ public struct LeaseSaga: Sendable {
     ) async throws(MasterError) -> Bool {
         let docker = fleet.docker(on: machine)
         let built: Bool
-        lease.machineId = machine.id
-        do { try await database.updateLease(lease) } catch { throw .from(error) }
         do {
             built = try await docker.ensureImage(
                 lease.image,

@@ -2,8 +2,17 @@ import Docker
 import Foundation
 import Logging
 import Store
+import Synchronization
 
 /// What one cleanup pass did (or, dry, would do).
+/// What a pass run under `Store.exclusivePass` found, handed out of its closure.
+public final class PassOutcome: Sendable {
+    private let summary = Mutex<CleanupSummary?>(nil)
+    public init() {}
+    public func set(_ value: CleanupSummary) { summary.withLock { $0 = value } }
+    public var value: CleanupSummary? { summary.withLock { $0 } }
+}
+
 public struct CleanupSummary: Sendable, Equatable {
     public var expired = 0
     public var orphansRemoved = 0

@@ -273,10 +273,11 @@ struct ReconcileService: Service {
     @discardableResult
     private func pass(starting: Bool) async -> CleanupSummary? {
         let reconciler = reconciler
+        let outcome = PassOutcome()
         // Another pass (cron, another master) holds the lock, or the database is away: skip this one.
-        guard let summary = try? await reconciler.master.database.exclusivePass({ await reconciler.run(dryRun: false) }) else {
-            return nil
-        }
+        guard (try? await reconciler.master.database.exclusivePass({ outcome.set(await reconciler.run(dryRun: false)) })) == true,
+            let summary = outcome.value
+        else { return nil }
         reconciler.master.warmPool.wake()  // slots the pass dropped are refilled now
         let level: Logger.Level = summary.problems.isEmpty ? (summary.actions.isEmpty && !starting ? .debug : .info) : .warning
         reconciler.master.logger.log(

@@ -180,6 +180,21 @@ extension AppDatabase {
         }
     }
 
+    /// SQLite runs one write transaction at a time: the count and the update cannot interleave.
+    public func placeLease(_ lease: Lease, on machineIDs: [Int64]) throws -> Machine? {
+        try writer.write { db in
+            let occupied = try Self.occupancy(db)
+            for id in machineIDs {
+                guard let machine = try Machine.fetchOne(db, key: id), machine.healthy, occupied[id, default: 0] < machine.capacity else { continue }
+                var placed = lease
+                placed.machineId = id
+                try placed.update(db)
+                return machine
+            }
+            return nil
+        }
+    }
+
     public func updateLease(_ lease: Lease) throws {
         try writer.write { db in try lease.update(db) }
     }

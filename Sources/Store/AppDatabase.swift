@@ -121,10 +121,11 @@ extension AppDatabase {
     public func close() {}
 
     /// A lock file beside the database (`PATH.cleanup.lock`), held with flock for the pass.
-    public func exclusivePass<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T? {
-        guard let lock = try CleanupLock(databasePath: writer.path) else { return nil }
-        defer { withExtendedLifetime(lock) {} }
-        return try await body()
+    public func exclusivePass(_ body: @Sendable () async -> Void) async throws -> Bool {
+        guard let lock = try CleanupLock(databasePath: writer.path) else { return false }
+        await body()
+        withExtendedLifetime(lock) {}
+        return true
     }
 
     /// Runs a write and turns constraint failures into `StoreError.conflict` with `sentence`.

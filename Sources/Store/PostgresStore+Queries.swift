@@ -245,6 +245,23 @@ extension PostgresStore {
         }
     }
 
+    /// The candidates' rows are locked (in id order, so that two placements cannot deadlock)
+    /// while their room is counted and the lease written: the same lock as `addPoolSlot`.
+    public func placeLease(_ lease: Lease, on machineIDs: [Int64]) async throws -> Machine? {
+        guard !machineIDs.isEmpty else { return nil }
+        return try await client.withTransaction(logger: logger) { connection in
+            let locked = try await all("SELECT * FROM machine WHERE id = ANY(\(machineIDs)) ORDER BY id FOR UPDATE", on: connection, Self.machine)
+            let machines = Dictionary(uniqueKeysWithValues: locked.map { ($0.id!, $0) })
+            let occupied = try await occupancy(on: connection)
+            for id in machineIDs {
+                guard let machine = machines[id], machine.healthy, occupied[id, default: 0] < machine.capacity else { continue }
+                try await connection.query(#"UPDATE lease SET "machineId" = \#(id) WHERE id = \#(lease.id)"#, logger: logger)
+                return machine
+            }
+            return nil
+        }
+    }
+
     public func updateLease(_ lease: Lease) async throws {
         try await update(lease, on: nil)
     }

@@ -149,18 +149,17 @@ public final class PostgresStore: Store {
 
     /// A session-level advisory lock on a connection held for the whole pass: it is freed when
     /// the pass ends, or within moments if the process holding it dies.
-    public func exclusivePass<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T? {
+    public func exclusivePass(_ body: @Sendable () async -> Void) async throws -> Bool {
         let logger = logger
         return try await client.withConnection { connection in
             var got = false
             for try await locked in try await connection.query("SELECT pg_try_advisory_lock(\(Self.cleanupLock))", logger: logger).decode(Bool.self) {
                 got = locked
             }
-            guard got else { return nil }
-            let result: Result<T, any Error>
-            do { result = .success(try await body()) } catch { result = .failure(error) }
+            guard got else { return false }
+            await body()
             _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.cleanupLock))", logger: logger)
-            return try result.get()
+            return true
         }
     }
 

@@ -40,6 +40,11 @@ public protocol Store: Sendable {
     func lease(id: Int64) async throws -> Lease?
     func leaseListings(ownerID: Int64?, name: String?, machineID: Int64?) async throws -> [LeaseListing]
     func leaseListing(ownerID: Int64, name: String) async throws -> LeaseListing?
+    /// Puts the lease on the first of `machineIDs`, in that order, that is healthy and has room
+    /// (its leases and warm slots below its capacity), deciding and writing at once, so that
+    /// placements racing on any number of masters never fill a machine past its capacity; nil
+    /// when none has room.
+    func placeLease(_ lease: Lease, on machineIDs: [Int64]) async throws -> Machine?
 
     // Users' SSH keys
     func createUserKey(_ key: UserKey) async throws -> UserKey
@@ -74,8 +79,8 @@ public protocol Store: Sendable {
     func masterID() async throws -> String
 
     /// Runs `body` as the only cleanup pass over this database, whichever master or cron job
-    /// asks; nil, without running it, while another pass holds the lock.
-    func exclusivePass<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T?
+    /// asks, and returns true; false, without running it, while another pass holds the lock.
+    func exclusivePass(_ body: @Sendable () async -> Void) async throws -> Bool
 
     /// Lets go of the database's connections (graceful shutdown).
     func close()

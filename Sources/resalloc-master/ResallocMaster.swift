@@ -206,8 +206,9 @@ extension ResallocMaster {
             reconciler.keepEvents = TTL.parse(keepEvents)!
             let pass = reconciler
             let dryRun = dryRun
+            let outcome = PassOutcome()
             // One pass at a time over the database, whichever host's cron or master runs it.
-            guard let summary = try await master.database.exclusivePass({ await pass.run(dryRun: dryRun) }) else {
+            guard try await master.database.exclusivePass({ outcome.set(await pass.run(dryRun: dryRun)) }), let summary = outcome.value else {
                 await master.shutdown()
                 print("another cleanup is running; nothing to do")
                 return

@@ -301,6 +301,38 @@ struct StoreConformanceTests {
         }
     }
 
+    @Test(
+        "Racing placements: 14 leases at once over two machines of capacity 5, one holding a warm slot, place 9; none over",
+        arguments: Engine.allCases
+    )
+    func placementRace(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let owner = try await store.createUser(name: "ann", passwordHash: "h")
+            let resource = try await store.createResource(name: "box", dockerfile: Data())
+            let m1 = try await store.createMachine(Self.machine("m1", host: "127.0.0.11", capacity: 5))
+            let m2 = try await store.createMachine(Self.machine("m2", host: "127.0.0.12", capacity: 5))
+            _ = try await store.addPoolSlot(PoolSlot(resourceId: resource.id!, machineId: m1.id!, image: "img", incarnationId: "i"))
+            var leases: [Lease] = []
+            for index in 0..<14 { leases.append(try await store.createLease(Self.lease("l\(index)", owner: owner.id!, resource: resource.id!))) }
+            let placed = try await withThrowingTaskGroup(of: String?.self) { group in
+                for (index, lease) in leases.enumerated() {
+                    // Half prefer m1, half m2, as two masters with different snapshots would.
+                    let order = index % 2 == 0 ? [m1.id!, m2.id!] : [m2.id!, m1.id!]
+                    group.addTask { try await store.placeLease(lease, on: order)?.name }
+                }
+                return try await group.reduce(into: [String]()) { if let name = $1 { $0.append(name) } }
+            }
+            #expect(placed.count == 9)
+            #expect(try await store.activeLeaseCounts() == [m1.id!: 5, m2.id!: 5])
+            #expect(try await store.leaseListings(ownerID: nil, name: nil, machineID: nil).filter { $0.lease.machineId != nil }.count == 9)
+            try await store.setMachineHealth(id: m2.id!, healthy: false, error: "down", at: Date())
+            var extra = try await store.createLease(Self.lease("late", owner: owner.id!, resource: resource.id!))
+            #expect(try await store.placeLease(extra, on: [m2.id!]) == nil, "down, and full")
+            extra.state = .failed
+            try await store.updateLease(extra)
+        }
+    }
+
     @Test("The audit trail: filtered by time and actor, paged by id, purged by age", arguments: Engine.allCases)
     func events(_ engine: Engine) async throws {
         try await withStore(engine) { store in
