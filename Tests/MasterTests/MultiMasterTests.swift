@@ -1,0 +1,218 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testbed
+import Testing
+
+/// Started and stopped from one task at a time; the two are started side by side once.
+extension MasterProcess: @unchecked Sendable {}
+
+/// Two real `resalloc-master serve` processes on one real PostgreSQL database (the testbed's),
+/// with machines m1 and m2 at capacity 5 each.
+struct TwoMasters {
+    let url: String
+    let a: MasterProcess
+    let b: MasterProcess
+    let token: String
+    let masterID: String
+    let testbed: Testbed
+
+    /// A new database, both masters started at once on it (each schema version is applied once,
+    /// and both serve), an admin, the resource `box` and the two machines.
+    static func start(dockerfile: String = "FROM busybox") async throws -> TwoMasters {
+        let testbed = try await Testbed.shared()
+        let server = try await Testbed.postgresURL()
+        let name = "resalloc_multi_\(UUID().uuidString.prefix(8).lowercased())"
+        try await Testbed.run(["psql", server, "-qc", "CREATE DATABASE \(name)"])
+        var url = try #require(URLComponents(string: server))
+        url.path = "/\(name)"
+        let database = try #require(url.string)
+        let key = testbed.keys["ed25519"]!
+        let (a, b) = (MasterProcess(databasePath: database, keyPath: key), MasterProcess(databasePath: database, keyPath: key))
+        async let startedA: Void = a.start()
+        async let startedB: Void = b.start()
+        _ = try await (startedA, startedB)
+        let applied = try await Testbed.run(["psql", database, "-tAc", "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"])
+        #expect(applied.trimmingCharacters(in: .whitespacesAndNewlines) == "1,2,3,4,5,6,7,8")
+
+        let token = try await Self.login(a.port)
+        #expect(try await Self.call(b.port, .POST, "/resource", token, ["Name": "box", "File": dockerfile]).status == 201)
+        for machine in ["m1", "m2"] {
+            let found = testbed.machine(machine)
+            let reply = try await Self.call(
+                a.port,
+                .POST,
+                "/machine",
+                token,
+                ["Name": machine, "Username": found.login, "IP": found.host, "Capacity": 5]
+            )
+            #expect(reply.status == 201, "\(reply.message)")
+        }
+        let id = try await Testbed.run(["psql", database, "-tAc", "SELECT value FROM setting WHERE key = 'masterId'"])
+        return TwoMasters(url: database, a: a, b: b, token: token, masterID: id.trimmingCharacters(in: .whitespacesAndNewlines), testbed: testbed)
+    }
+
+    func stop() {
+        a.kill9()
+        b.kill9()
+    }
+
+    /// This installation's lease containers on `machine`.
+    func containers(_ machine: String) async throws -> [String] {
+        try await leaseContainers(testbed, machine, master: masterID)
+    }
+
+    /// What must hold whatever happened: no machine over capacity, no owner with two live leases of
+    /// one name, every running lease's container on its machine and no other.
+    func checkInvariants() async throws {
+        let over = try await Testbed.run([
+            "psql", url, "-tAc",
+            """
+            SELECT m.name FROM machine m WHERE m.capacity < (SELECT COUNT(*) FROM lease l WHERE l."machineId" = m.id AND l.state IN
+            ('creating', 'running', 'deleting')) + (SELECT COUNT(*) FROM "poolSlot" s WHERE s."machineId" = m.id)
+            """,
+        ])
+        #expect(over.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "over capacity: \(over)")
+        let duplicates = try await Testbed.run([
+            "psql", url, "-tAc", #"SELECT name FROM lease WHERE state <> 'failed' GROUP BY "ownerId", name HAVING COUNT(*) > 1"#,
+        ])
+        #expect(duplicates.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "duplicate names: \(duplicates)")
+        for machine in ["m1", "m2"] {
+            let running = try await Testbed.run([
+                "psql", url, "-tAc",
+                #"SELECT COUNT(*) FROM lease l JOIN machine m ON m.id = l."machineId" WHERE m.name = '\#(machine)' AND l.state = 'running'"#,
+            ])
+            let present = try await containers(machine)
+            #expect(Int(running.trimmingCharacters(in: .whitespacesAndNewlines)) == present.count, "\(machine): \(running) running, \(present)")
+            #expect(present.count <= 5)
+        }
+    }
+
+    /// Removes this installation's containers.
+    func clean() async throws {
+        for machine in ["m1", "m2"] {
+            let left = try await containers(machine)
+            if !left.isEmpty { try await testbed.docker(machine, ["rm", "-f"] + left) }
+        }
+    }
+
+    static func login(_ port: Int) async throws -> String {
+        _ = try await call(port, .POST, "/register", nil, ["Name": "admin", "Password": "admin-password"])
+        let reply = try await call(port, .POST, "/login", nil, ["Name": "admin", "Password": "admin-password"])
+        return try #require(reply.json["Token"] as? String)
+    }
+
+    struct Reply: @unchecked Sendable {
+        let status: Int
+        let json: [String: Any]
+        var message: String { json["Message"] as? String ?? "" }
+    }
+
+    static func call(_ port: Int, _ method: HTTPMethod, _ path: String, _ token: String?, _ body: [String: Any]? = nil) async throws -> Reply {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        request.method = method
+        request.headers.add(name: "Content-Type", value: "application/json")
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let body { request.body = .bytes(ByteBuffer(data: try JSONSerialization.data(withJSONObject: body))) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
+        let data = try await response.body.collect(upTo: 1 << 20)
+        let json = (try? JSONSerialization.jsonObject(with: Data(buffer: data))) as? [String: Any] ?? [:]
+        return Reply(status: Int(response.status.code), json: json)
+    }
+}
+
+@Suite("Several masters on one PostgreSQL", .serialized, .timeLimit(.minutes(5)))
+struct MultiMasterTests {
+    @Test("Racing through both masters: one lease of a name and four 409s; 30 creates on 10 places give 10 leases and clear 503s, none over")
+    func racingPlacement() async throws {
+        let masters = try await TwoMasters.start()
+        defer { masters.stop() }
+        let ports = [masters.a.port, masters.b.port]
+        let token = masters.token
+
+        let sameName = try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<5 {
+                group.addTask {
+                    try await TwoMasters.call(ports[index % 2], .POST, "/lease", token, ["ResourceName": "box", "LeaseName": "same"]).status
+                }
+            }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(sameName.sorted() == [201, 409, 409, 409, 409], "\(sameName)")
+
+        let replies = try await withThrowingTaskGroup(of: TwoMasters.Reply.self) { group in
+            for index in 0..<30 {
+                group.addTask {
+                    try await TwoMasters.call(ports[index % 2], .POST, "/lease", token, ["ResourceName": "box", "LeaseName": "r\(index)"])
+                }
+            }
+            return try await group.reduce(into: [TwoMasters.Reply]()) { $0.append($1) }
+        }
+        let statuses = replies.map(\.status)
+        #expect(statuses.filter { $0 == 201 }.count == 9, "\(statuses.sorted())")
+        #expect(statuses.filter { $0 == 503 }.count == 21, "\(statuses.sorted())")
+        #expect(replies.filter { $0.status == 503 }.allSatisfy { $0.message.contains("no machine has room") })
+        #expect(try await masters.containers("m1").count == 5)
+        #expect(try await masters.containers("m2").count == 5)
+        try await masters.checkInvariants()
+        try await masters.clean()
+    }
+
+    @Test(
+        "kill -9 of one master mid-creation: cleanup from cron settles its leases; a second cleanup waits its turn; a shell through one master on the other's lease"
+    )
+    func oneMasterDies() async throws {
+        let masters = try await TwoMasters.start()
+        defer { masters.stop() }
+        // A lease made through b, reached through a.
+        #expect(
+            try await TwoMasters.call(masters.b.port, .POST, "/lease", masters.token, ["ResourceName": "box", "LeaseName": "kept"]).status == 201
+        )
+        let cli = try CLI(server: "http://127.0.0.1:\(masters.a.port)")
+        try await cli.ok("login", "admin", "admin-password")
+        #expect(try await cli.ok("ssh", "kept", "--", "cat", "/etc/hostname").isEmpty == false)
+
+        // Creations through b on a new image with a slow build, then b dies mid-build.
+        let fresh = "FROM busybox\nRUN sleep 20 && echo \(UUID().uuidString) > /other"
+        #expect(try await TwoMasters.call(masters.a.port, .POST, "/resource", masters.token, ["Name": "slow", "File": fresh]).status == 201)
+        let (port, token) = (masters.b.port, masters.token)
+        let inflight = (0..<3).map { index in
+            Task { try? await TwoMasters.call(port, .POST, "/lease", token, ["ResourceName": "slow", "LeaseName": "f\(index)"]) }
+        }
+        var creating = 0
+        for _ in 0..<100 where creating < 3 {
+            try await Task.sleep(for: .milliseconds(100))
+            let counted = try await Testbed.run(["psql", masters.url, "-tAc", "SELECT COUNT(*) FROM lease WHERE state = 'creating'"])
+            creating = Int(counted.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        }
+        #expect(creating == 3)
+        masters.b.kill9()
+        for task in inflight { _ = await task.value }
+
+        // While another pass holds the lock, cron's cleanup says so and does nothing.
+        let holder = try Subprocess.start(
+            ["psql", masters.url, "-qc", "SELECT pg_advisory_lock(\(0x7265_7361_6c6c_6f64)); SELECT pg_sleep(4)"],
+            stdout: .null,
+            stderr: .null
+        )
+        defer { holder.kill9() }
+        let cleanup = [CLI.masterBinary, "cleanup", "--db", masters.url, "--key", masters.testbed.keys["ed25519"]!]
+        var waited = false
+        for _ in 0..<50 where !waited {
+            let run = try await Subprocess.run(cleanup, timeout: .seconds(60))
+            waited = run.output.contains("another cleanup is running")
+            if !waited { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(waited)
+        // A backend inside a statement keeps its lock until the statement ends: let it end.
+        try await holder.wait(timeout: .seconds(30))
+        let done = try await Subprocess.run(cleanup, timeout: .seconds(120))
+        #expect(done.status == 0, "\(done.errors)")
+        #expect(done.output.contains("stuck 3"), "\(done.output)")
+        let states = try await Testbed.run(["psql", masters.url, "-tAc", "SELECT name || ':' || state FROM lease ORDER BY name"])
+        #expect(states.split(separator: "\n").map(String.init) == ["f0:failed", "f1:failed", "f2:failed", "kept:running"], "\(states)")
+        try await masters.checkInvariants()
+        try await masters.clean()
+    }
+}
