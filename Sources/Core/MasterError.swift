@@ -7,6 +7,8 @@ import Store
 public struct MasterError: Error, Sendable, CustomStringConvertible {
     public enum Kind: Sendable, Equatable {
         case invalid, unauthorized, forbidden, notFound, conflict, buildFailed, unprocessable, unreachable, noCapacity, timeout, `internal`
+        /// The master's own database cannot be reached now.
+        case unavailable
     }
 
     public var kind: Kind
@@ -22,6 +24,8 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { detail.map { "\(message) [\($0)]" } ?? message }
 
+    func with(detail: String) -> MasterError { MasterError(kind, message, detail: detail) }
+
     /// Translates store, SSH and docker failures into sentences; anything else is internal.
     public static func from(_ error: any Error, machine: String? = nil) -> MasterError {
         let on = machine.map { " \($0)" } ?? ""
@@ -34,7 +38,7 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
             case .notFound(let message): return MasterError(.notFound, message)
             case .schemaOutdated: return MasterError(.internal, "the server's database needs an upgrade", detail: error.description)
             case .invalid(let message): return MasterError(.invalid, message)
-            case .unavailable(let message): return MasterError(.unreachable, message)
+            case .unavailable(let message): return MasterError(.unavailable, message)
             }
         case let error as SSHError:
             switch error.kind {
@@ -58,6 +62,7 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
             case .commandFailed, .unparsable: return MasterError(.unreachable, "docker on machine\(on) failed", detail: error.description)
             }
         default:
+            if let store = StoreError.classify(error) { return MasterError.from(store).with(detail: String(reflecting: error)) }
             return MasterError(.internal, "something went wrong on the server", detail: String(describing: error))
         }
     }

@@ -76,7 +76,7 @@ extension MasterError {
         case .conflict: return .conflict
         case .buildFailed, .unprocessable: return .unprocessableContent
         case .unreachable: return .badGateway
-        case .noCapacity: return .serviceUnavailable
+        case .noCapacity, .unavailable: return .serviceUnavailable
         case .timeout: return .gatewayTimeout
         case .internal: return .internalServerError
         }

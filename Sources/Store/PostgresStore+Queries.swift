@@ -9,7 +9,7 @@ import PostgresNIO
 extension PostgresStore {
     public func createUser(name: String, passwordHash: String) async throws -> User {
         try await conflict("the name \(name) is taken") {
-            try await client.withTransaction(logger: logger) { connection in
+            try await transaction { [self] connection in
                 // The first user is the admin: serialise the check with other registrations.
                 try await connection.query(#"LOCK TABLE "user" IN SHARE ROW EXCLUSIVE MODE"#, logger: logger)
                 let isFirst = try await all(#"SELECT 1 FROM "user" LIMIT 1"#, on: connection) { _ in true }.isEmpty
@@ -47,7 +47,7 @@ extension PostgresStore {
     }
 
     public func createToken(userID: Int64, hash: String, expiresAt: Date) async throws {
-        try await client.query(
+        try await self.query(
             #"INSERT INTO token ("userId", hash, "createdAt", "expiresAt") VALUES (\#(userID), \#(hash), \#(Date()), \#(expiresAt))"#,
             logger: logger
         )
@@ -165,12 +165,12 @@ extension PostgresStore {
 
     public func setMachineHealth(id: Int64, healthy: Bool, error: String?, at now: Date) async throws {
         if healthy {
-            try await client.query(
+            try await self.query(
                 #"UPDATE machine SET healthy = TRUE, "lastError" = NULL, "lastContactAt" = \#(now) WHERE id = \#(id)"#,
                 logger: logger
             )
         } else {
-            try await client.query(#"UPDATE machine SET healthy = FALSE, "lastError" = \#(error) WHERE id = \#(id)"#, logger: logger)
+            try await self.query(#"UPDATE machine SET healthy = FALSE, "lastError" = \#(error) WHERE id = \#(id)"#, logger: logger)
         }
     }
 
@@ -224,7 +224,7 @@ extension PostgresStore {
 extension PostgresStore {
     public func createLease(_ lease: Lease) async throws -> Lease {
         try await conflict("you already have a lease named \(lease.name)") {
-            try await client.withTransaction(logger: logger) { connection in
+            try await transaction { [self] connection in
                 try await connection.query(
                     #"DELETE FROM lease WHERE "ownerId" = \#(lease.ownerId) AND name = \#(lease.name) AND state = 'failed'"#,
                     logger: logger
@@ -249,7 +249,7 @@ extension PostgresStore {
     /// while their room is counted and the lease written: the same lock as `addPoolSlot`.
     public func placeLease(_ lease: Lease, on machineIDs: [Int64]) async throws -> Machine? {
         guard !machineIDs.isEmpty else { return nil }
-        return try await client.withTransaction(logger: logger) { connection in
+        return try await transaction { [self] connection in
             let locked = try await all("SELECT * FROM machine WHERE id = ANY(\(machineIDs)) ORDER BY id FOR UPDATE", on: connection, Self.machine)
             let machines = Dictionary(uniqueKeysWithValues: locked.map { ($0.id!, $0) })
             let occupied = try await occupancy(on: connection)
@@ -273,11 +273,11 @@ extension PostgresStore {
                 "createdAt" = \(lease.createdAt), "expiresAt" = \(lease.expiresAt), "incarnationId" = \(lease.incarnationId)
             WHERE id = \(lease.id)
             """
-        if let connection { try await connection.query(query, logger: logger) } else { try await client.query(query, logger: logger) }
+        if let connection { try await connection.query(query, logger: logger) } else { try await self.query(query, logger: logger) }
     }
 
     public func deleteLease(id: Int64) async throws {
-        try await client.query("DELETE FROM lease WHERE id = \(id)", logger: logger)
+        try await self.query("DELETE FROM lease WHERE id = \(id)", logger: logger)
     }
 
     public func lease(id: Int64) async throws -> Lease? {
@@ -377,7 +377,7 @@ extension PostgresStore {
 
 extension PostgresStore {
     public func registerIncarnation(_ incarnation: Incarnation) async throws {
-        try await client.query(
+        try await self.query(
             """
             INSERT INTO incarnation (id, host, pid, "heartbeatSeconds", "startedAt", "heartbeatAt", "stoppedAt")
             VALUES (\(incarnation.id), \(incarnation.host), \(Int(incarnation.pid)), \(incarnation.heartbeatSeconds), \(incarnation.startedAt),
@@ -392,7 +392,7 @@ extension PostgresStore {
     }
 
     public func stopIncarnation(id: String, at now: Date) async throws {
-        try await client.query(#"UPDATE incarnation SET "stoppedAt" = \#(now) WHERE id = \#(id)"#, logger: logger)
+        try await self.query(#"UPDATE incarnation SET "stoppedAt" = \#(now) WHERE id = \#(id)"#, logger: logger)
     }
 
     public func incarnations() async throws -> [Incarnation] {
@@ -430,7 +430,7 @@ extension PostgresStore {
     /// The machine's row is locked while its room is counted, so two masters filling pools at
     /// once never put more on it than its capacity.
     public func addPoolSlot(_ slot: PoolSlot) async throws -> PoolSlot? {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { [self] connection in
             let machines = try await all("SELECT * FROM machine WHERE id = \(slot.machineId) FOR UPDATE", on: connection, Self.machine)
             guard let machine = machines.first, machine.healthy,
                 try await occupancy(on: connection)[slot.machineId, default: 0] < machine.capacity
@@ -457,7 +457,7 @@ extension PostgresStore {
 
     /// `FOR UPDATE SKIP LOCKED`: two masters handing out at once take two different slots.
     public func claimPoolSlot(image: String, resourceID: Int64, lease: Lease, incarnationID: String) async throws -> PoolSlot? {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { [self] connection in
             let found = try await all(
                 """
                 SELECT "poolSlot".* FROM "poolSlot" JOIN machine ON machine.id = "poolSlot"."machineId"
@@ -483,7 +483,7 @@ extension PostgresStore {
     }
 
     public func deletePoolSlot(id: Int64) async throws {
-        try await client.query(#"DELETE FROM "poolSlot" WHERE id = \#(id)"#, logger: logger)
+        try await self.query(#"DELETE FROM "poolSlot" WHERE id = \#(id)"#, logger: logger)
     }
 
     static func slot(_ row: PostgresRandomAccessRow) throws -> PoolSlot {
@@ -507,7 +507,7 @@ extension PostgresStore {
 
 extension PostgresStore {
     public func appendEvent(_ event: Event) async throws {
-        try await client.query(
+        try await self.query(
             """
             INSERT INTO event (at, actor, action, subject, detail, address)
             VALUES (\(event.at), \(event.actor), \(event.action), \(event.subject), \(event.detail), \(event.address))

@@ -65,14 +65,14 @@ public final class PostgresStore: Store {
     static let migrationLock: Int64 = 0x7265_7361_6c6c_6f63  // "resalloc"
 
     public func schemaVersion() async throws -> Int {
-        try await client.withConnection { connection in
+        try await self.connection { [self] connection in
             try await Self.ensureHistoryTable(connection, logger)
             return try await Self.currentVersion(connection, logger)
         }
     }
 
     public func migrationStatus() async throws -> [MigrationStatus] {
-        try await client.withConnection { connection in
+        try await self.connection { [self] connection in
             try await Self.ensureHistoryTable(connection, logger)
             var applied: [Int: Date] = [:]
             for try await (version, at) in try await connection.query("SELECT version, \"appliedAt\" FROM schema_version", logger: logger)
@@ -90,7 +90,7 @@ public final class PostgresStore: Store {
         let target = target ?? Schema.latestVersion
         var applied: [Int] = []
         for migration in PostgresSchema.migrations where migration.version <= target {
-            let done = try await client.withTransaction(logger: logger) { connection in
+            let done = try await transaction { [self] connection in
                 try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: logger)
                 try await Self.ensureHistoryTable(connection, logger)
                 guard migration.version > (try await Self.currentVersion(connection, logger)) else { return false }
@@ -112,7 +112,7 @@ public final class PostgresStore: Store {
         let target = target ?? max(current - 1, 0)
         var reverted: [Int] = []
         for migration in PostgresSchema.migrations.reversed() where migration.version > target && migration.version <= current {
-            try await client.withTransaction(logger: logger) { connection in
+            try await transaction { [self] connection in
                 try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: logger)
                 for statement in migration.down { try await connection.query(statement, logger: logger) }
                 try await connection.query("DELETE FROM schema_version WHERE version = \(migration.version)", logger: logger)
@@ -123,7 +123,7 @@ public final class PostgresStore: Store {
     }
 
     public func masterID() async throws -> String {
-        let rows = try await client.query("SELECT value FROM setting WHERE key = 'masterId'", logger: logger)
+        let rows = try await self.query("SELECT value FROM setting WHERE key = 'masterId'", logger: logger)
         for try await id in rows.decode(String.self) { return id }
         throw StoreError.schemaOutdated(current: 0, needed: Schema.latestVersion)
     }
@@ -150,6 +150,8 @@ public final class PostgresStore: Store {
     /// A session-level advisory lock on a connection held for the whole pass: it is freed when
     /// the pass ends, or within moments if the process holding it dies.
     public func exclusivePass(_ body: @Sendable () async -> Void) async throws -> Bool {
+        // Fail fast when the database is away; the pass itself may take minutes on its connection.
+        try await self.query("SELECT 1", logger: logger)
         let logger = logger
         return try await client.withConnection { connection in
             var got = false
@@ -164,6 +166,40 @@ public final class PostgresStore: Store {
     }
 
     // MARK: - Helpers
+
+    /// How long an operation waits for the database. postgres-nio keeps a request waiting for a
+    /// connection until its circuit breaker opens (60 s, not configurable through
+    /// `PostgresClient`): past this, the request fails with a sentence instead.
+    static let deadline: Duration = .seconds(8)
+
+    /// Runs `body`, or fails with `StoreError.unavailable` once `deadline` has passed.
+    func bounded<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: Self.deadline)
+                throw StoreError.unavailable("the master's database cannot be reached now; try again shortly")
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+    }
+
+    @discardableResult
+    func query(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
+        let client = client
+        return try await bounded { try await client.query(query, logger: logger) }
+    }
+
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let (client, logger) = (client, logger)
+        return try await bounded { try await client.withTransaction(logger: logger) { connection in try await body(connection) } }
+    }
+
+    func connection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let client = client
+        return try await bounded { try await client.withConnection { connection in try await body(connection) } }
+    }
 
     /// Runs `body` and turns a unique or foreign-key violation into `StoreError.conflict`.
     func conflict<T>(_ sentence: String, _ body: () async throws -> T) async throws -> T {
@@ -187,7 +223,7 @@ public final class PostgresStore: Store {
     /// The rows of `query`, each made into a `T` by `make`.
     func all<T>(_ query: PostgresQuery, _ make: (PostgresRandomAccessRow) throws -> T) async throws -> [T] {
         var result: [T] = []
-        for try await row in try await client.query(query, logger: logger) { result.append(try make(row.makeRandomAccess())) }
+        for try await row in try await self.query(query, logger: logger) { result.append(try make(row.makeRandomAccess())) }
         return result
     }
 
@@ -200,7 +236,7 @@ public final class PostgresStore: Store {
     /// The number of rows an UPDATE or DELETE touched.
     func changes(_ query: PostgresQuery, on connection: PostgresConnection? = nil) async throws -> Int {
         let rows: PostgresRowSequence
-        if let connection { rows = try await connection.query(query, logger: logger) } else { rows = try await client.query(query, logger: logger) }
+        if let connection { rows = try await connection.query(query, logger: logger) } else { rows = try await self.query(query, logger: logger) }
         var count = 0
         for try await _ in rows { count += 1 }
         return count
@@ -210,5 +246,30 @@ public final class PostgresStore: Store {
 extension PostgresRandomAccessRow {
     func get<T: PostgresDecodable>(_ column: String, _ type: T.Type = T.self) throws -> T {
         try self[column].decode(T.self, context: .default)
+    }
+}
+
+extension StoreError {
+    /// A failure of the database itself that a person can act on, or nil: PostgreSQL gone away
+    /// (refused, closed, shutting down, or the pool's circuit breaker open after failed
+    /// connections) is `unavailable`.
+    public static func classify(_ error: any Error) -> StoreError? {
+        let away = StoreError.unavailable("the master's database cannot be reached now; try again shortly")
+        if let error = error as? StoreError { return error }
+        if let error = error as? PostgresTransactionError {
+            return [error.beginError, error.closureError, error.commitError].compactMap { $0 }.lazy.compactMap(classify).first
+        }
+        if let error = error as? PSQLError {
+            switch error.code {
+            case .connectionError, .serverClosedConnection, .uncleanShutdown, .clientClosedConnection, .poolClosed: return away
+            case .server:
+                let state = error.serverInfo?[.sqlState] ?? ""
+                return state.hasPrefix("08") || state.hasPrefix("57P") ? away : nil
+            default: return nil
+            }
+        }
+        // ConnectionPoolError lives in a module postgres-nio does not export.
+        if String(describing: type(of: error)) == "ConnectionPoolError" { return away }
+        return nil
     }
 }

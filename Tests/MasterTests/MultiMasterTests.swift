@@ -197,14 +197,16 @@ struct MultiMasterTests {
             stderr: .null
         )
         defer { holder.kill9() }
-        let cleanup = [CLI.masterBinary, "cleanup", "--db", masters.url, "--key", masters.testbed.keys["ed25519"]!]
-        var waited = false
-        for _ in 0..<50 where !waited {
-            let run = try await Subprocess.run(cleanup, timeout: .seconds(60))
-            waited = run.output.contains("another cleanup is running")
-            if !waited { try await Task.sleep(for: .milliseconds(100)) }
+        var held = false
+        for _ in 0..<100 where !held {
+            // A lock another session holds: trying it here fails (and this session's own try ends with it).
+            held = try await Testbed.run(["psql", masters.url, "-tAc", "SELECT pg_try_advisory_lock(\(0x7265_7361_6c6c_6f64))"]).hasPrefix("f")
+            if !held { try await Task.sleep(for: .milliseconds(50)) }
         }
-        #expect(waited)
+        #expect(held)
+        let cleanup = [CLI.masterBinary, "cleanup", "--db", masters.url, "--key", masters.testbed.keys["ed25519"]!]
+        let waited = try await Subprocess.run(cleanup, timeout: .seconds(60))
+        #expect(waited.status == 0 && waited.output == "another cleanup is running; nothing to do\n", "\(waited.output) \(waited.errors)")
         // A backend inside a statement keeps its lock until the statement ends: let it end.
         try await holder.wait(timeout: .seconds(30))
         let done = try await Subprocess.run(cleanup, timeout: .seconds(120))
@@ -214,5 +216,46 @@ struct MultiMasterTests {
         #expect(states.split(separator: "\n").map(String.init) == ["f0:failed", "f1:failed", "f2:failed", "kept:running"], "\(states)")
         try await masters.checkInvariants()
         try await masters.clean()
+    }
+
+    @Test("The database going away: requests fail within seconds with a sentence, and are served again when it is back, no restart")
+    func databaseAway() async throws {
+        let testbed = try await Testbed.shared()
+        // A server of its own (the testbed's is shared with other suites), halted and started again.
+        let root = try makeTemporaryDirectory("resalloc-pg-away")
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root)
+        let environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TESTBED_DIR": root, "TESTBED_POSTGRES_PORT": String(freeLoopbackPort())]
+        let script = "\(CLI.repositoryRoot)/scripts/testbed"
+        func testbedCommand(_ command: String) async throws -> String {
+            let run = try await Subprocess.run([script, command], environment: environment, timeout: .seconds(60))
+            guard run.status == 0 else { throw TestbedError("testbed \(command): \(run.errors)") }
+            return run.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let url = try await testbedCommand("postgres-start")
+        defer { _ = try? Subprocess.runBlocking([script, "postgres-stop"], environment: environment, timeout: .seconds(60)) }
+        let master = MasterProcess(databasePath: url, keyPath: testbed.keys["ed25519"]!)
+        defer { master.kill9() }
+        try await master.start()
+        let token = try await TwoMasters.login(master.port)
+        #expect(try await TwoMasters.call(master.port, .GET, "/resource", token).status == 200)
+
+        _ = try await testbedCommand("postgres-halt")
+        let asked = ContinuousClock.now
+        let away = try await TwoMasters.call(master.port, .GET, "/resource", token)
+        let took = ContinuousClock.now - asked
+        #expect(away.status == 503, "\(away.status) \(away.message)")
+        #expect(away.message == "the master's database cannot be reached now; try again shortly")
+        #expect(took < .seconds(12), "the refusal took \(took)")
+        print("with the database down, a request was refused after \(took)")
+
+        _ = try await testbedCommand("postgres-start")
+        let back = ContinuousClock.now
+        var status = 0
+        while status != 200 && ContinuousClock.now - back < .seconds(60) {
+            status = (try? await TwoMasters.call(master.port, .GET, "/resource", token).status) ?? 0
+            if status != 200 { try await Task.sleep(for: .milliseconds(250)) }
+        }
+        #expect(status == 200, "the master did not serve again within 60 s of the database's return")
+        print("served again \(ContinuousClock.now - back) after the database came back")
     }
 }
