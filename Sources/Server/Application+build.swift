@@ -119,7 +119,8 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
             }(),
             databasePath: arguments.databasePath,
             every: arguments.reconcileEvery,
-            followUp: arguments.reconcileFollowUp
+            followUp: arguments.reconcileFollowUp,
+            watchEvery: arguments.heartbeatEvery
         )
     )
     return Application(
@@ -247,6 +248,9 @@ struct ReconcileService: Service {
     /// process had sent may still finish on its machine after the first pass failed its lease.
     let followUp: Duration
 
+    /// How often it looks for other masters that died (the heartbeat's interval).
+    let watchEvery: Duration
+
     func run() async throws {
         let settled = await pass(starting: true)?.stuckFinished ?? 0
         await cancelWhenGracefulShutdown {
@@ -260,14 +264,35 @@ struct ReconcileService: Service {
                 guard !Task.isCancelled else { return }
                 await pass(starting: false)
             }
-            while every > .zero && !Task.isCancelled {
-                try? await Task.sleep(for: every)
+            // Every `every`, and at once when another master sharing the database dies: its
+            // leases in flight are settled within a few heartbeats, not at the next period.
+            var sincePass: Duration = .zero
+            var handled = await peersGone()  // the start pass has settled these
+            while !Task.isCancelled {
+                try? await Task.sleep(for: watchEvery)
                 guard !Task.isCancelled else { return }
+                sincePass += watchEvery
+                let gone = await peersGone().subtracting(handled)
+                guard (every > .zero && sincePass >= every) || !gone.isEmpty else { continue }
+                if !gone.isEmpty {
+                    reconciler.master.logger.notice(
+                        "another master stopped answering; settling what it left",
+                        metadata: ["incarnations": "\(gone.sorted())"]
+                    )
+                }
+                handled.formUnion(gone)
+                sincePass = .zero
                 await pass(starting: false)
             }
         }
-        // A service that returns stops the server: with no periodic pass, wait for the end.
-        try? await gracefulShutdown()
+    }
+
+    /// Other masters' incarnations that died without stopping.
+    private func peersGone() async -> Set<String> {
+        let master = reconciler.master
+        guard let rows = try? await master.database.incarnations() else { return [] }
+        let known = Incarnations(rows: rows, current: master.incarnationID, now: Date())
+        return Set(rows.filter { $0.stoppedAt == nil && known.isGone($0.id) == true }.map(\.id))
     }
 
     @discardableResult

@@ -192,7 +192,7 @@ extension PostgresStore {
                 UNION ALL SELECT "machineId" FROM "poolSlot"
             ) AS occupied GROUP BY "machineId"
             """
-        let make: (PostgresRandomAccessRow) throws -> (Int64, Int) = { (try $0.get("machineId"), try $0.get("n")) }
+        let make: @Sendable (PostgresRandomAccessRow) throws -> (Int64, Int) = { (try $0.get("machineId"), try $0.get("n")) }
         let rows: [(Int64, Int)]
         if let connection { rows = try await all(query, on: connection, make) } else { rows = try await all(query, make) }
         return Dictionary(rows, uniquingKeysWith: +)

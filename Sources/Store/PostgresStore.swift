@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOSSL
 import PostgresNIO
+import Synchronization
 
 /// resalloc's store on PostgreSQL, for several masters on one database, through postgres-nio's
 /// `PostgresClient` pool. The pool does its work in `run()`, which must run for as long as the
@@ -123,9 +124,10 @@ public final class PostgresStore: Store {
     }
 
     public func masterID() async throws -> String {
-        let rows = try await self.query("SELECT value FROM setting WHERE key = 'masterId'", logger: logger)
-        for try await id in rows.decode(String.self) { return id }
-        throw StoreError.schemaOutdated(current: 0, needed: Schema.latestVersion)
+        guard let id = try await all("SELECT value FROM setting WHERE key = 'masterId'", { try $0.get("value", String.self) }).first else {
+            throw StoreError.schemaOutdated(current: 0, needed: Schema.latestVersion)
+        }
+        return id
     }
 
     private static func ensureHistoryTable(_ connection: PostgresConnection, _ logger: Logger) async throws {
@@ -167,38 +169,53 @@ public final class PostgresStore: Store {
 
     // MARK: - Helpers
 
-    /// How long an operation waits for the database. postgres-nio keeps a request waiting for a
-    /// connection until its circuit breaker opens (60 s, not configurable through
-    /// `PostgresClient`): past this, the request fails with a sentence instead.
+    /// How long an operation waits for a connection. postgres-nio keeps a request waiting until
+    /// its circuit breaker opens (60 s, not configurable through `PostgresClient`): past this,
+    /// the request fails with a sentence instead. What runs once connected is not bounded.
     static let deadline: Duration = .seconds(8)
 
-    /// Runs `body`, or fails with `StoreError.unavailable` once `deadline` has passed.
-    func bounded<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T.self) { group in
-            group.addTask { try await body() }
+    /// Runs `body` on a pooled connection, or fails with `StoreError.unavailable` when none could
+    /// be had within `deadline`.
+    func connection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let (client, connected) = (client, Connected())
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                try await client.withConnection { connection in
+                    connected.mark()
+                    return try await body(connection)
+                }
+            }
             group.addTask {
                 try await Task.sleep(for: Self.deadline)
-                throw StoreError.unavailable("the master's database cannot be reached now; try again shortly")
+                guard connected.value else { throw StoreError.unavailable("the master's database cannot be reached now; try again shortly") }
+                return nil
             }
             defer { group.cancelAll() }
-            return try await group.next()!
+            while let finished = try await group.next() {
+                if let result = finished { return result }
+            }
+            throw StoreError.unavailable("the master's database cannot be reached now; try again shortly")
         }
     }
 
-    @discardableResult
-    func query(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
-        let client = client
-        return try await bounded { try await client.query(query, logger: logger) }
-    }
-
+    /// `connection`, in a transaction.
     func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        let (client, logger) = (client, logger)
-        return try await bounded { try await client.withTransaction(logger: logger) { connection in try await body(connection) } }
+        let logger = logger
+        return try await connection { connection in try await connection.withTransaction(logger: logger) { try await body($0) } }
     }
 
-    func connection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        let client = client
-        return try await bounded { try await client.withConnection { connection in try await body(connection) } }
+    /// Runs a statement whose rows are not read.
+    func query(_ query: PostgresQuery, logger: Logger) async throws {
+        _ = try await connection { connection in
+            for try await _ in try await connection.query(query, logger: logger) {}
+        }
+    }
+
+    /// Whether a connection has been had (set once, read from the deadline's task).
+    private final class Connected: Sendable {
+        private let flag = Atomic<Bool>(false)
+        func mark() { flag.store(true, ordering: .releasing) }
+        var value: Bool { flag.load(ordering: .acquiring) }
     }
 
     /// Runs `body` and turns a unique or foreign-key violation into `StoreError.conflict`.
@@ -221,10 +238,8 @@ public final class PostgresStore: Store {
     }
 
     /// The rows of `query`, each made into a `T` by `make`.
-    func all<T>(_ query: PostgresQuery, _ make: (PostgresRandomAccessRow) throws -> T) async throws -> [T] {
-        var result: [T] = []
-        for try await row in try await self.query(query, logger: logger) { result.append(try make(row.makeRandomAccess())) }
-        return result
+    func all<T: Sendable>(_ query: PostgresQuery, _ make: @escaping @Sendable (PostgresRandomAccessRow) throws -> T) async throws -> [T] {
+        try await connection { [self] connection in try await all(query, on: connection, make) }
     }
 
     func all<T>(_ query: PostgresQuery, on connection: PostgresConnection, _ make: (PostgresRandomAccessRow) throws -> T) async throws -> [T] {
@@ -235,11 +250,14 @@ public final class PostgresStore: Store {
 
     /// The number of rows an UPDATE or DELETE touched.
     func changes(_ query: PostgresQuery, on connection: PostgresConnection? = nil) async throws -> Int {
-        let rows: PostgresRowSequence
-        if let connection { rows = try await connection.query(query, logger: logger) } else { rows = try await self.query(query, logger: logger) }
-        var count = 0
-        for try await _ in rows { count += 1 }
-        return count
+        let logger = logger
+        let count: @Sendable (PostgresConnection) async throws -> Int = { connection in
+            var count = 0
+            for try await _ in try await connection.query(query, logger: logger) { count += 1 }
+            return count
+        }
+        if let connection { return try await count(connection) }
+        return try await self.connection(count)
     }
 }
 
