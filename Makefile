@@ -54,10 +54,11 @@ run: build keys ## start a local test machine and the master, ready for resalloc
 	$(SUDO) scripts/run
 
 BENCH ?= all
-bench: deps ## benchmarks on real local machines; prints numbers (BENCH=transport|master|shell|cleanup|reach|pool)
+bench: deps ## benchmarks on real local machines; prints numbers (BENCH=transport|master|shell|cleanup|reach|pool|store)
 	swift build -c release --product resalloc-master
 	swift build -c release --product resalloc
 	swift build -c release --product resalloc-bench
+	$(SUDO) $(TESTBED) postgres-start >/dev/null
 	$(SUDO) stdbuf -oL .build/release/resalloc-bench $(BENCH); status=$$?; $(SUDO) $(TESTBED) stop; exit $$status
 
 stop: ## stop the local test machines
