@@ -105,6 +105,8 @@ let package = Package(
             dependencies: [
                 "SSH", "Docker", "Testbed", "Server", "Core", "Store", "ResallocAPI", "ResallocClient",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Benchmarks/resalloc-bench"
         ),

@@ -1,5 +1,7 @@
 import Docker
 import Foundation
+import NIOCore
+import NIOPosix
 import SSH
 import Testbed
 
@@ -8,6 +10,9 @@ import Testbed
 // the master's HTTP path; resalloc ssh through the bridge against ssh -tt; cleanup at scale.
 // Prints medians and ratios against the targets; it asserts nothing, it reports.
 
+if ProcessInfo.processInfo.environment["BENCH_NIO_EXECUTOR"] == "1" {
+    print("Swift Concurrency on NIO's event loops: \(NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor())")
+}
 let runs = Int(ProcessInfo.processInfo.environment["BENCH_RUNS"] ?? "") ?? 30
 let only = CommandLine.arguments.dropFirst().first ?? "all"
 let testbed = try await Testbed.shared()
