@@ -69,17 +69,26 @@ struct MetricsTests {
         )
         #expect(!samples.contains { $0.labels.values.contains("admin") }, "a user's name in a label")
 
-        // An open shell is counted while it runs.
-        let shell = try cli.start("ssh", "first", "--", "sleep", "3")
+        // An open shell is counted while it runs, and no more once its client has gone (a
+        // long command, ended by killing the client, so that a loaded host cannot miss the window).
+        let shell = try cli.start("ssh", "first", "--", "sleep", "60")
+        defer { shell.process.kill9() }
         var open: Double?
-        for _ in 0..<40 {
+        let asked = ContinuousClock.now
+        while ContinuousClock.now - asked < .seconds(30) {
             open = try await scrape(master.port).samples.value("resalloc_sessions_open", ["kind": "shell"])
             if open == 1 { break }
             try await Task.sleep(for: .milliseconds(100))
         }
         #expect(open == 1)
-        _ = try await shell.process.wait(timeout: .seconds(30))
-        #expect(try await scrape(master.port).samples.value("resalloc_sessions_open", ["kind": "shell"]) == 0)
+        shell.process.kill9()
+        let killed = ContinuousClock.now
+        while ContinuousClock.now - killed < .seconds(30) {
+            open = try await scrape(master.port).samples.value("resalloc_sessions_open", ["kind": "shell"])
+            if open == 0 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(open == 0)
 
         try await cli.ok("lease", "delete", "second")
         samples = try await scrape(master.port).samples
