@@ -83,7 +83,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "resalloc-master",
-            dependencies: ["Server", "Gateway", "Core", "Store", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "Server", "Gateway", "Core", "Store", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
         .target(
             name: "ResallocClient",

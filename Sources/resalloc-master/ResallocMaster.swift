@@ -5,7 +5,6 @@ import Logging
 import Server
 import Store
 
-@main
 struct ResallocMaster: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "resalloc-master",
