@@ -53,7 +53,8 @@ final class KeyAuthenticator: NIOSSHServerUserAuthenticationDelegate, @unchecked
         let blob = line.split(separator: " ").dropFirst().first.map(String.init) ?? ""
         let master = self.master
         let state = self.state
-        // The store is SQLite (or a network database): not on the event loop.
+        // Asking the store is asynchronous work: answered later through the promise, so the
+        // handshake's event loop is not held while it runs.
         responsePromise.completeWithTask {
             guard let user = try? await master.accounts.user(withKeyBlob: blob), let target = try? await master.reach(lease, for: user) else {
                 return .failure

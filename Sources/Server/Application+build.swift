@@ -61,18 +61,12 @@ extension AppArguments {
     /// Where recordings go, or nil when they are off.
     public var resolvedRecordDirectory: String? {
         if let recordDirectory { return recordDirectory.isEmpty ? nil : recordDirectory }
-        return URL(fileURLWithPath: besideDatabase).appendingPathComponent("recordings").path
+        return URL(fileURLWithPath: directoryBeside(databasePath)).appendingPathComponent("recordings").path
     }
 
     /// Where the gateway's host key lives: as given, else `gateway-host-key` beside the database.
     public var resolvedSSHHostKeyPath: String {
-        sshHostKeyPath ?? URL(fileURLWithPath: besideDatabase).appendingPathComponent("gateway-host-key").path
-    }
-
-    /// The SQLite file's directory; for PostgreSQL, the working directory.
-    var besideDatabase: String {
-        PostgresStore.isURL(databasePath)
-            ? FileManager.default.currentDirectoryPath : URL(fileURLWithPath: databasePath).deletingLastPathComponent().path
+        sshHostKeyPath ?? URL(fileURLWithPath: directoryBeside(databasePath)).appendingPathComponent("gateway-host-key").path
     }
 }
 

@@ -94,6 +94,12 @@ extension Store {
     }
 }
 
+/// Where files that go "beside the database" live (recordings, the gateway's host key): the
+/// SQLite file's directory; for a PostgreSQL URL, the working directory.
+public func directoryBeside(_ location: String) -> String {
+    PostgresStore.isURL(location) ? FileManager.default.currentDirectoryPath : URL(fileURLWithPath: location).deletingLastPathComponent().path
+}
+
 /// Opens what `--db` names: a `postgres://` URL selects PostgreSQL, anything else is the path
 /// of a SQLite file (created when missing).
 public func openStore(_ location: String, logger: Logger) throws -> any Store {

@@ -370,10 +370,7 @@ extension ResallocMaster {
             @Option(name: .customLong("record-dir"), help: "Where serve records (default: recordings beside the database).")
             var recordDirectory: String?
             var directory: String {
-                let beside =
-                    database.isPostgres
-                    ? FileManager.default.currentDirectoryPath : URL(fileURLWithPath: database.path).deletingLastPathComponent().path
-                return recordDirectory ?? URL(fileURLWithPath: beside).appendingPathComponent("recordings").path
+                recordDirectory ?? URL(fileURLWithPath: directoryBeside(database.path)).appendingPathComponent("recordings").path
             }
         }
 
