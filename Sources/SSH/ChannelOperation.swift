@@ -48,8 +48,9 @@ final class ChannelMailbox: Sendable {
 
 /// One remote command on one channel, as a state machine the session loop steps without waiting.
 ///
-/// Everything but `mailbox` and the `let`s is touched only on the owning loop's thread after
-/// `SessionLoop.submit`; that confinement is why the class may be `@unchecked Sendable`.
+/// Everything but `mailbox` and the `let`s is touched only under the owning loop's libssh2 lock
+/// after `SessionLoop.submit` (by its thread, or by `sendNow`); that is why the class may be
+/// `@unchecked Sendable`.
 final class ChannelOperation: @unchecked Sendable {
     enum Phase: Equatable { case queued, opening, openRefused, requestingPTY, starting, running, closing, waitingClosed, freeing, finished }
 
@@ -195,6 +196,24 @@ final class ChannelOperation: @unchecked Sendable {
             progressed = progressed || moved
             if phase == before || phase == .finished { return progressed }
         }
+    }
+
+    /// Writes `bytes` to the running channel now, if none of its input is waiting to be sent
+    /// before them; returns whether it took them. What libssh2 does not take at once (a full
+    /// window, a partial packet) stays as input that the loop's next pass sends, and meets any
+    /// error there. Called with the loop's libssh2 lock held, from any thread.
+    func sendNow(_ bytes: [UInt8], _ session: OpaquePointer) -> Bool {
+        guard phase == .running, let channel, input.isEmpty, !inputClosed, !reported,
+            mailbox.letters.withLock({ $0.input.isEmpty && !$0.inputClosed })
+        else { return false }
+        let written = bytes.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { resalloc_channel_write(channel, $0.baseAddress!, $0.count) }
+        }
+        if written < bytes.count {
+            input = Array(bytes[max(written, 0)...])
+            inputOffset = 0
+        }
+        return true
     }
 
     /// Tells writers how much input is still to be sent, and lets them go on below the window.

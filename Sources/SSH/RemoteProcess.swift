@@ -17,6 +17,7 @@ public final class RemoteProcess: Sendable {
 
     /// Sends bytes (keystrokes) to the command.
     public func write(_ bytes: [UInt8]) {
+        if sendNow(bytes) { return }
         operation.mailbox.letters.withLock { $0.input.append(contentsOf: bytes) }
         loop.wake()
     }
@@ -24,9 +25,18 @@ public final class RemoteProcess: Sendable {
     /// Sends bytes and waits while more than a window (1 MiB) of input is still unsent: for
     /// streams of any size, whose writer must not run ahead of the network.
     public func send(_ bytes: [UInt8]) async {
+        if sendNow(bytes) { return }
         let full = operation.mailbox.enqueue(bytes)
         loop.wake()
         if full { await operation.mailbox.waitForRoom() }
+    }
+
+    /// Sends a few bytes (a keystroke, a line; at most 4 KiB) on the caller's thread, if the
+    /// connection is free and none of this process's input is waiting; returns false, having
+    /// sent nothing, otherwise. `write` and `send` try this first; a relay whose own queue
+    /// could hold earlier bytes calls it only when that queue is empty.
+    public func sendNow(_ bytes: [UInt8]) -> Bool {
+        bytes.count <= 4096 && loop.sendNow(bytes, on: operation)
     }
 
     /// Says that the caller has handled `count` bytes of `output`. A process started with

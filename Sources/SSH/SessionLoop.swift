@@ -25,6 +25,9 @@ final class SessionLoop: @unchecked Sendable {
     }
 
     private let inbox = Mutex(Inbox())
+    /// Held by whichever thread calls libssh2: the loop thread for each whole pass (it lets go
+    /// only while it sleeps in `poll`), or a writer sending a few bytes at once (`sendNow`).
+    private let libssh2Lock = NSLock()
     private let wakeFD: Int32
     private let isAliveFlag = Atomic<Bool>(true)
     let endpoint: SSHEndpoint
@@ -90,6 +93,20 @@ final class SessionLoop: @unchecked Sendable {
         }
     }
 
+    /// Sends `bytes` on `operation`'s channel from the caller's thread, when no other thread is
+    /// in libssh2 and none of the channel's input is waiting: a keystroke then leaves at once
+    /// instead of after the loop thread has woken up (0.09 ms of a 0.7 ms echo here). Returns
+    /// false when the bytes must go through the mailbox instead.
+    func sendNow(_ bytes: [UInt8], on operation: ChannelOperation) -> Bool {
+        guard libssh2Lock.try() else { return false }
+        let taken = session.map { operation.sendNow(bytes, $0) } ?? false
+        libssh2Lock.unlock()
+        // libssh2 reads whatever packets have arrived before it writes; poll no longer shows them
+        // to the loop, which must look.
+        if taken { wake() }
+        return taken
+    }
+
     /// Wakes the loop so it reads mailboxes and the inbox.
     func wake() {
         var one: UInt64 = 1
@@ -113,6 +130,8 @@ final class SessionLoop: @unchecked Sendable {
     // MARK: - The loop thread
 
     private func run() {
+        libssh2Lock.lock()
+        defer { libssh2Lock.unlock() }
         guard let session else { return }
         var failure = SSHError(.disconnected, "the connection to \(endpoint.host) was closed")
         loop: while true {
@@ -228,7 +247,9 @@ final class SessionLoop: @unchecked Sendable {
         }
         var fds = [pollfd(fd: socket, events: events, revents: 0), pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
         resalloc_quickack(socket)
+        libssh2Lock.unlock()
         _ = poll(&fds, 2, timeout)
+        libssh2Lock.lock()
         if fds[1].revents & Int16(POLLIN) != 0 {
             var value: UInt64 = 0
             _ = Glibc.read(wakeFD, &value, 8)

@@ -45,4 +45,36 @@ struct PTYTests {
         #expect(String(decoding: stderr, as: UTF8.self) == "err:one\nerr:two\n")
         #expect(try await process.exitStatus() == 3)
     }
+
+    @Test("Keystrokes sent at once and large writes queued behind them arrive in order while output streams back")
+    func orderedInput() async throws {
+        let testbed = try await Testbed.shared()
+        let connection = try await SSHConnection.connect(to: testbed.endpoint("m1"))
+        defer { Task { await connection.close() } }
+        let process = try await connection.start("cat")
+        let collected = Task {
+            var bytes: [UInt8] = []
+            for await chunk in process.output { if case .stdout(let data) = chunk { bytes += data } }
+            return bytes
+        }
+        // Small writes may go out on this thread (RemoteProcess.sendNow); 16 KiB ones through
+        // the mailbox; some small ones land while a large one is still queued.
+        var expected: [UInt8] = []
+        for round in 0..<300 {
+            let small = Array("<\(round)>".utf8)
+            process.write(small)
+            expected += small
+            if round % 3 == 0 {
+                let large = [UInt8](repeating: UInt8(round % 251), count: 16 * 1024)
+                await process.send(large)
+                expected += large
+            }
+        }
+        process.closeInput()
+        let received = try await within(.seconds(60), "cat's output") { await collected.value }
+        #expect(received.count == expected.count)
+        let firstDifference = zip(received, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        #expect(firstDifference == nil, "the bytes came back out of order from byte \(firstDifference ?? 0)")
+        #expect(try await process.exitStatus() == 0)
+    }
 }
