@@ -36,7 +36,7 @@ let package = Package(
         ),
         .target(name: "SSH", dependencies: ["CLibSSH2"]),
         .target(name: "Docker", dependencies: ["SSH", .product(name: "Metrics", package: "swift-metrics")]),
-        .target(name: "ResallocAPI"),
+        .target(name: "ResallocAPI", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "Store",
             dependencies: [
@@ -73,7 +73,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "Core", "SSH",
+                "Core", "SSH", "ResallocAPI",
                 .product(name: "NIOSSH", package: "swift-nio-ssh"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -14,6 +14,7 @@ final class ChannelBridge: @unchecked Sendable {
     let channel: any Channel
     private let lock = NSLock()
     private var process: RemoteProcess?
+    private var recorder: SessionRecorder?
     private var pending = 0
     private var paused = false
     private var gone = false
@@ -25,8 +26,15 @@ final class ChannelBridge: @unchecked Sendable {
         (input, inputSink) = AsyncStream.makeStream(of: [UInt8].self)
     }
 
-    /// From the channel's read: bytes for the process.
+    /// From the channel's read: bytes for the process. A keystroke with nothing queued before it
+    /// goes out at once, on this event loop (`RemoteProcess.sendNow`); the rest in order through
+    /// the feeder task.
     func received(_ bytes: [UInt8]) {
+        let idle = lock.withLock { pending == 0 ? process.map { ($0, recorder) } : nil }
+        if let (process, recorder) = idle, process.sendNow(bytes) {
+            recorder?.input(bytes)
+            return
+        }
         let pause = lock.withLock {
             pending += bytes.count
             guard pending > Self.window, !paused else { return false }
@@ -57,6 +65,7 @@ final class ChannelBridge: @unchecked Sendable {
     func run(_ process: RemoteProcess, recorder: SessionRecorder? = nil) async -> Int32? {
         let goneAlready = lock.withLock {
             self.process = process
+            self.recorder = recorder
             return gone
         }
         if goneAlready { process.close() }

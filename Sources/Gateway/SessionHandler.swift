@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOSSH
+import ResallocAPI
 import SSH
 
 /// A `session` channel: a PTY request and environment, then one shell, exec or `sftp`
@@ -97,7 +98,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         let channel = context.channel
         let spec = SessionSpec(terminal: command == .sftp ? nil : terminal, command: command, environment: environment)
         let (master, target, logger) = (self.master, self.target, self.logger)
-        Task {
+        Task(executorPreference: EventLoopExecutor(channel.eventLoop)) { [self] in
             let opened: OpenedSession
             do {
                 opened = try await master.openSession(target, spec)
@@ -166,7 +167,7 @@ final class TunnelHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func relay(_ process: RemoteProcess) {
         let bridge = self.bridge
-        Task {
+        Task(executorPreference: EventLoopExecutor(bridge.channel.eventLoop)) {
             _ = await bridge.run(process)
             try? await bridge.channel.close()
         }

@@ -17,11 +17,14 @@ struct ShellRequestContext: RequestContext, WebSocketRequestContext {
 
     /// The client's IP address, for the audit trail.
     let address: String?
+    /// The connection's event loop, which the relay runs on.
+    let executor: EventLoopExecutor
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         webSocket = .init()
         address = source.channel.remoteAddress?.ipAddress
+        executor = EventLoopExecutor(source.channel.eventLoop)
     }
 }
 
@@ -38,13 +41,15 @@ struct ShellController {
         } onUpgrade: { inbound, outbound, context in
             let logger = context.logger
             do {
-                try await relay(
-                    inbound,
-                    outbound,
-                    target: try target(context.request, context.requestContext.parameters),
-                    address: context.requestContext.address,
-                    logger: logger
-                )
+                try await withTaskExecutorPreference(context.requestContext.executor) {
+                    try await relay(
+                        inbound,
+                        outbound,
+                        target: try target(context.request, context.requestContext.parameters),
+                        address: context.requestContext.address,
+                        logger: logger
+                    )
+                }
             } catch {
                 let failure = MasterError.from(error)
                 logger.notice("shell failed", metadata: ["error": "\(failure)"])

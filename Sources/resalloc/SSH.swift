@@ -63,13 +63,22 @@ struct SSH: AsyncParsableCommand {
             resize.resume()
             sources.append(resize)
         }
-        Self.readStandardInput(into: continuation)
+        // A terminal is read by the session on its connection's event loop, through a descriptor
+        // of its own: non-blocking reads there must not make writes to standard output, which
+        // shares the terminal's open file, non-blocking too.
+        let keyboard = interactive ? open("/proc/self/fd/0", O_RDONLY | O_NOCTTY | O_CLOEXEC) : -1
+        if keyboard < 0 { Self.readStandardInput(into: continuation) }
 
         if interactive { terminal.enterRawMode() }
         defer { terminal.restore() }
         let status: Int32
         do {
-            status = try await ShellSession(client: global.client).run(lease: name, start: start, input: input) { stream, buffer in
+            status = try await ShellSession(client: global.client).run(
+                lease: name,
+                start: start,
+                input: input,
+                terminal: keyboard < 0 ? nil : keyboard
+            ) { stream, buffer in
                 let bytes = Data(buffer.readableBytesView)
                 (stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput).write(bytes)
             }
