@@ -3,7 +3,7 @@ import ResallocAPI
 import ResallocClient
 import Testbed
 
-// Reaching a lease (BENCH=reach): keystrokes through the SSH gateway against ssh -tt straight to
+// Reaching a lease (BENCH=reach): keystrokes through the SSH gateway against ssh -t straight to
 // the machine + docker exec -it; resalloc cp of 1 GiB in and out against docker cp over one
 // ssh, with the master's resident memory before and after; scp through the gateway against
 // scp to the machine itself. The master runs in this process, so its memory is this process's.
@@ -28,30 +28,30 @@ func reachBenchmark(testbed: Testbed, keystrokes: Int = 200) async throws {
         try await testbed.docker("m1", ["exec", container, "sh", "-c", "head -c 37748736 /dev/urandom | base64 > /tmp/big"])
 
         print("\nreach benchmark: machine m1, lease on sftp-base; the master (and its gateway) in this process")
-        let gateway = try await measureShell(
-            try directTerminal(["ssh", "-tt"] + toGateway + ["-p", String(gatewayPort), "reach@127.0.0.1"]),
+        let shells = try await measureShells(
+            [
+                try programTerminal(
+                    "gateway (ssh -t -p \(gatewayPort))",
+                    ["ssh", "-t"] + toGateway + ["-p", String(gatewayPort), "reach@127.0.0.1"]
+                ),
+                try programTerminal(
+                    "ssh -t to the machine + docker exec",
+                    ["ssh", "-t"] + toMachine + ["\(machine.login)@\(machine.host)", "docker exec -it -e TERM=xterm \(container) sh"]
+                ),
+            ],
             keystrokes: keystrokes
         )
-        let direct = try await measureShell(
-            try directTerminal(["ssh", "-tt"] + toMachine + ["\(machine.login)@\(machine.host)", "docker exec -it -e TERM=xterm \(container) sh"]),
-            keystrokes: keystrokes
-        )
-        printTable([
-            Sample(name: "keystroke round trip, gateway (ssh -tt -p \(gatewayPort))", durations: gateway.keystrokes.durations),
-            Sample(name: "keystroke round trip, ssh -tt to the machine + docker exec", durations: direct.keystrokes.durations),
-        ])
+        let (gateway, direct) = (shells[0], shells[1])
+        printTable([gateway.keystrokes, direct.keystrokes])
         let ratio = gateway.keystrokes.median.milliseconds / direct.keystrokes.median.milliseconds
         verdict("keystroke round trip, gateway / direct (median)", ratio: ratio, target: "<= 1.5 ", met: ratio <= 1.5)
         print(String(format: "cat of 50 MB: gateway %.1f MB/s, direct %.1f MB/s", gateway.megabytesPerSecond, direct.megabytesPerSecond))
 
         // resalloc cp of 1 GiB, in and out, against docker cp over one ssh to the machine.
-        let cli = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("resalloc").path
+        let cli = cliPath()
         let big = "\(directory)/big.bin"
         try await Testbed.run(["sh", "-c", "head -c 1073741824 /dev/urandom > \(big)"], timeout: .seconds(300))
-        let environment = ["HOME": directory, "RESALLOC_URL": server, "PATH": "/usr/bin:/bin"]
-        try FileManager.default.createDirectory(atPath: "\(directory)/.config/resalloc", withIntermediateDirectories: true)
-        try JSONEncoder().encode(ClientConfig(server: server, token: client.token, user: "bench"))
-            .write(to: URL(fileURLWithPath: "\(directory)/.config/resalloc/config.json"))
+        let environment = try cliEnvironment(server: server, token: client.token, home: directory)
         let before = memory()
         let copyIn = try await timed {
             try await Testbed.run(["env"] + environment.map { "\($0)=\($1)" } + [cli, "cp", "-q", big, "reach:/tmp/in.bin"], timeout: .seconds(900))

@@ -7,10 +7,12 @@ import Testbed
 
 // resalloc's benchmarks (make bench [BENCH=transport|master|shell|cleanup|reach|pool|store]) on real local test
 // machines: the SSH transport against one ssh process per call and the machine's own engine;
-// the master's HTTP path; resalloc ssh through the bridge against ssh -tt; cleanup at scale.
+// the master's HTTP path; resalloc ssh through the bridge against ssh -t; cleanup at scale.
 // Prints medians and ratios against the targets; it asserts nothing, it reports.
 
-if ProcessInfo.processInfo.environment["BENCH_NIO_EXECUTOR"] == "1" {
+// The master in this process runs Swift Concurrency on NIO's event loops, as resalloc-master
+// does; BENCH_NIO_EXECUTOR=0 leaves Swift's own global executor, to compare.
+if ProcessInfo.processInfo.environment["BENCH_NIO_EXECUTOR"] != "0" {
     print("Swift Concurrency on NIO's event loops: \(NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor())")
 }
 let runs = Int(ProcessInfo.processInfo.environment["BENCH_RUNS"] ?? "") ?? 30

@@ -89,6 +89,45 @@ public final class Subprocess: @unchecked Sendable {
         )
     }
 
+    /// Starts `arguments` on a new pseudo-terminal of `columns`×`rows`, as someone at a terminal
+    /// would run it; returns the child and the terminal's master side, to type into and read
+    /// from. Reads from it fail (EIO) once the child and its descendants have closed the terminal.
+    public static func startOnTerminal(
+        _ arguments: [String],
+        environment: [String: String]? = nil,
+        columns: Int = 200,
+        rows: Int = 50
+    ) throws -> (child: Subprocess, terminal: FileHandle) {
+        let (master, slave) = try spawnLock.withLock { () throws -> (Int32, Int32) in
+            // posix_openpt, unlockpt and ptsname are hidden from Swift behind _XOPEN_SOURCE: their ioctls,
+            // TIOCSPTLCK and TIOCGPTN (Linux's values; function-like macros are not imported).
+            let master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
+            var unlock: Int32 = 0
+            var number: UInt32 = 0
+            guard master >= 0, ioctl(master, 0x4004_5431, &unlock) == 0, ioctl(master, 0x8004_5430, &number) == 0 else {
+                if master >= 0 { close(master) }
+                throw TestbedError("no pseudo-terminal: \(String(cString: strerror(errno)))")
+            }
+            let slave = open("/dev/pts/\(number)", O_RDWR | O_NOCTTY | O_CLOEXEC)
+            guard slave >= 0 else {
+                close(master)
+                throw TestbedError("cannot open /dev/pts/\(number): \(String(cString: strerror(errno)))")
+            }
+            return (master, slave)
+        }
+        defer { close(slave) }
+        var size = winsize(ws_row: UInt16(rows), ws_col: UInt16(columns), ws_xpixel: 0, ws_ypixel: 0)
+        _ = ioctl(slave, UInt(TIOCSWINSZ), &size)
+        let pid: pid_t
+        do {
+            pid = try spawn(arguments, environment: environment, stdin: slave, stdout: slave, stderr: slave)
+        } catch {
+            close(master)
+            throw error
+        }
+        return (Subprocess(pid: pid, arguments: arguments), FileHandle(fileDescriptor: master, closeOnDealloc: true))
+    }
+
     /// A descriptor for the child's end of `stream`, which the caller closes after the spawn;
     /// nil to inherit this process's own.
     private static func descriptor(_ stream: Stream) throws -> Int32? {
