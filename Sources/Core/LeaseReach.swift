@@ -49,7 +49,7 @@ extension Master {
     /// Extracts the tar stream that `write` sends into the lease's directory `directory`.
     public func copyIn(_ target: LeaseTarget, directory: String, write: (RemoteProcess) async throws -> Int?) async throws(MasterError) {
         do {
-            try await docker(target).copyIn(target.container, directory: directory, write: write)
+            try await docker(target).copyIn(target.container, directory: directory, relay: relay, write: write)
         } catch .invalidArgument(let message) {
             throw MasterError(.invalid, "\(directory) in lease \(target.name): \(message)")
         } catch { throw .from(error, machine: target.machine.name) }

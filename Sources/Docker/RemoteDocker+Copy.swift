@@ -1,3 +1,4 @@
+import Foundation
 import SSH
 
 /// What a path in a container is.
@@ -38,15 +39,126 @@ extension RemoteDocker {
 
     /// Extracts a tar stream into the existing directory `directory` of `container`. `write`
     /// sends the stream to the process it is given and returns the count of bytes it sent, or
-    /// nil when the stream was cut short. The stream is staged in a file on the machine first,
-    /// and only a complete one reaches the container: a copy that breaks off leaves nothing
-    /// half-written there.
+    /// nil when the stream was cut short. Only a complete stream reaches its place: a copy that
+    /// breaks off leaves nothing half-written there.
+    ///
+    /// With `relay` (the master's static busybox), the stream is unpacked as it arrives into a
+    /// hidden directory beside its place (`.resalloc-cp-*`, same filesystem), and its entries
+    /// are renamed into place once all of it is there, by that busybox run in the container;
+    /// transfer and unpacking overlap. Without it, or where that busybox cannot run (another
+    /// architecture), the stream is staged in a file on the machine and unpacked after.
     public func copyIn(
         _ container: String,
         directory: String,
+        relay: RelayImage? = nil,
         write: (RemoteProcess) async throws -> Int?
     ) async throws(DockerError) {
         try Self.validateCopy(container, directory)
+        if let relay, let staging = try await prepareStreamedCopy(container, directory: directory, relay: relay) {
+            try await streamedCopyIn(container, directory: directory, staging: staging, write: write)
+        } else {
+            try await stagedCopyIn(container, directory: directory, write: write)
+        }
+    }
+
+    /// Makes `DIRECTORY/.resalloc-cp-<random>/` holding `busybox` and an empty `data/`, and checks
+    /// that the busybox runs there; returns that directory, or nil (having removed it) when it
+    /// does not run.
+    private func prepareStreamedCopy(_ container: String, directory: String, relay: RelayImage) async throws(DockerError) -> String? {
+        let name = ".resalloc-cp-" + String(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF, radix: 16)
+        let base = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        let staging = "\(base)/\(name)"
+        let skeleton = TarHeader.directory(name + "/") + TarHeader.directory(name + "/data/") + [UInt8](repeating: 0, count: 1024)
+        try await extract(container, into: directory, skeleton)
+        try await extract(container, into: staging, relay.archive)
+        let probe = try await run(["exec", "--user", "0", container, "\(staging)/busybox", "true"], timeout: commandTimeout)
+        guard probe.succeeded else {
+            // Nothing here can remove it without a runnable tool: say so where an operator looks.
+            throw .commandFailed(
+                command: "exec (copy helper)",
+                status: probe.exitStatus,
+                stderr: "the master's busybox does not run in this container (another architecture, or a noexec mount?); \(staging) is left behind: "
+                    + probe.stderrText
+            )
+        }
+        return staging
+    }
+
+    /// Unpacks the stream into `staging/data` as it arrives, then moves what it held into place.
+    private func streamedCopyIn(
+        _ container: String,
+        directory: String,
+        staging: String,
+        write: (RemoteProcess) async throws -> Int?
+    ) async throws(DockerError) {
+        let tool = "\(staging)/busybox"
+        var sent: Int?
+        var status: Int32?
+        var errors = ""
+        do {
+            let process = try await pool.start(on: endpoint, "docker cp - \(ShellQuote.quote("\(container):\(staging)/data"))")
+            let stderr = Task {
+                var text: [UInt8] = []
+                for await chunk in process.output { if case .stderr(let bytes) = chunk { text += bytes.prefix(4096 - text.count) } }
+                return String(decoding: text, as: UTF8.self)
+            }
+            sent = try? await write(process)
+            if sent == nil { process.close() } else { process.closeInput() }
+            status = try? await process.exitStatus()
+            errors = await stderr.value
+        } catch {
+            _ = try? await run(["exec", "--user", "0", container, tool, "rm", "-rf", staging], timeout: commandTimeout)
+            throw .transport(error)
+        }
+        guard let sent, status == 0 else {
+            _ = try? await run(["exec", "--user", "0", container, tool, "rm", "-rf", staging], timeout: commandTimeout)
+            if sent == nil { throw .invalidArgument("the copy was cut short; nothing was written in the lease") }
+            throw Self.copyFailure(errors, container: container) ?? .commandFailed(command: "cp", status: status ?? -1, stderr: errors)
+        }
+        let moved = try await run(
+            ["exec", "--user", "0", container, tool, "sh", "-c", Self.mergeScript, "sh", "\(staging)/data", directory, staging],
+            timeout: .seconds(600)
+        )
+        guard moved.succeeded else {
+            _ = try? await run(["exec", "--user", "0", container, tool, "rm", "-rf", staging], timeout: commandTimeout)
+            throw .invalidArgument(moved.stderrText.split(separator: "\n").first.map(String.init) ?? "could not move the copy into place")
+        }
+    }
+
+    /// `sh -c SCRIPT sh FROM TO STAGING`, run by the copy's busybox: each entry of FROM is renamed
+    /// into TO (atomic for each file); a directory that TO already has is merged into, as
+    /// `docker cp` does, and anything else there of the same name is replaced. STAGING goes last.
+    static let mergeScript = """
+        b="$3/busybox"
+        merge() {
+          for e in "$1"/* "$1"/.[!.]* "$1"/..?*; do
+            [ -e "$e" ] || [ -L "$e" ] || continue
+            n=${e##*/}
+            if [ -d "$e" ] && [ ! -L "$e" ] && [ -d "$2/$n" ] && [ ! -L "$2/$n" ]; then
+              merge "$e" "$2/$n" || return 1
+              "$b" touch -r "$e" "$2/$n"; "$b" chmod "$("$b" stat -c %a "$e")" "$2/$n"
+            else
+              if [ -d "$2/$n" ] && [ ! -L "$2/$n" ]; then "$b" rm -rf "$2/$n" || return 1; fi
+              "$b" mv -f "$e" "$2/$n" || return 1
+            fi
+          done
+        }
+        merge "$1" "$2"; status=$?
+        "$b" rm -rf "$3"
+        exit $status
+        """
+
+    /// Unpacks a small tar (bytes in hand) into `directory` of `container`.
+    private func extract(_ container: String, into directory: String, _ archive: [UInt8]) async throws(DockerError) {
+        let result = try await run(["cp", "-", "\(container):\(directory)"], stdin: archive, timeout: commandTimeout)
+        guard result.succeeded else {
+            throw Self.copyFailure(result.stderrText, container: container)
+                ?? .commandFailed(command: "cp", status: result.exitStatus, stderr: result.stderrText)
+        }
+    }
+
+    /// The stream staged in a file on the machine, unpacked once all of it has arrived.
+    private func stagedCopyIn(_ container: String, directory: String, write: (RemoteProcess) async throws -> Int?) async throws(DockerError) {
         let made = try await shell(#"umask 077 && mktemp "${TMPDIR:-/var/tmp}/resalloc-copy.XXXXXX""#, timeout: commandTimeout)
         let staging = made.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines)
         guard made.succeeded, staging.hasPrefix("/"), !staging.contains("\n") else {
@@ -112,6 +224,24 @@ extension RemoteDocker {
 
 /// Just enough of the tar format to say what an archive's first entry is.
 enum TarHeader {
+    /// A ustar header for a directory entry `name` (ending in `/`, under 100 bytes), mode 0700.
+    static func directory(_ name: String) -> [UInt8] {
+        var block = [UInt8](repeating: 0, count: 512)
+        func put(_ text: String, at offset: Int) { for (index, byte) in text.utf8.enumerated() { block[offset + index] = byte } }
+        put(name, at: 0)
+        put("0000700", at: 100)
+        put("0000000", at: 108)
+        put("0000000", at: 116)
+        put("00000000000", at: 124)
+        put(String(format: "%011o", Int(Date().timeIntervalSince1970)), at: 136)
+        put("        ", at: 148)
+        block[156] = UInt8(ascii: "5")
+        put("ustar\u{0}00", at: 257)
+        let sum = block.reduce(0) { $0 + Int($1) }
+        put(String(format: "%06o", sum) + "\u{0} ", at: 148)
+        return block
+    }
+
     static func firstEntryKind(_ bytes: [UInt8]) -> PathKind? {
         var offset = 0
         while offset + 512 <= bytes.count {

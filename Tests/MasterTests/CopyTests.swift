@@ -47,6 +47,13 @@ struct CopyTests {
             // Into an existing directory: under the source's own name.
             try await cli.ok("cp", "\(tree)/a.txt", "box:/tmp")
             #expect(try await testbed.docker("m2", ["exec", container, "cat", "/tmp/a.txt"]) == "alpha\n")
+            // Again onto what is there, as docker cp does: a file replaced, a directory merged into
+            // (what the lease added to it stays), and nothing of the copy's staging left beside.
+            try await testbed.docker("m2", ["exec", container, "sh", "-c", "echo mine > /work/sub/own.txt && echo old > /work/a.txt"])
+            try await cli.ok("cp", "\(tree)/.", "box:/work")
+            let merged = try await testbed.docker("m2", ["exec", container, "sh", "-c", "cat /work/a.txt /work/sub/own.txt; ls -a /work /tmp"])
+            #expect(merged.hasPrefix("alpha\nmine\n"), "\(merged)")
+            #expect(!merged.contains(".resalloc-cp"), "\(merged)")
 
             // Out, under a new name, then into an existing directory.
             try await cli.ok("cp", "box:/work", "\(cli.home)/back")
@@ -126,7 +133,14 @@ struct CopyTests {
                 try await Task.sleep(for: .milliseconds(100))
             }
             #expect(staged.isEmpty, "\(staged)")
-            #expect(try await testbed.docker("m2", ["exec", container, "ls", "/tmp"]).contains("partial") == false)
+            // Nor in the lease: no partial file, and the hidden directory it was unpacked into is gone.
+            var left = ""
+            for _ in 0..<50 {
+                left = try await testbed.docker("m2", ["exec", container, "ls", "-a", "/tmp"])
+                if !left.contains("partial") && !left.contains(".resalloc-cp") { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(!left.contains("partial") && !left.contains(".resalloc-cp"), "\(left)")
 
             // Another user: the same "not found" as for the shell.
             try await cli.ok("register", "eve", "eve-password-1")
