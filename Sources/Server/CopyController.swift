@@ -96,8 +96,9 @@ struct CopyController {
         return CopyEvent(type: .done, bytes: bytes)
     }
 
-    /// Stages the client's tar stream on the machine and extracts it once the client says it
-    /// sent all of it; a client that goes away first leaves nothing in the lease.
+    /// Unpacks the client's tar stream into the lease, where it takes its place only once the
+    /// client says it sent all of it (`RemoteDocker.copyIn`); a client that goes away first
+    /// leaves nothing in the lease.
     private func copyIn(
         _ target: LeaseTarget,
         _ directory: String,
