@@ -23,9 +23,10 @@ extension Master {
 
 /// One interactive session recorded in asciinema's v2 format: a JSON header line, then
 /// `[seconds, "o", text]` for output (`"i"` for input, only when asked; `"r"` for a resize).
-/// Events are timed when they happen and written in order on a queue of the recorder's own,
-/// so recording never waits on the disk in the session's path; a write that fails (a full
-/// disk) ends the recording, never the session. Files are mode 0600.
+/// Events are timed when they happen, kept in order, and encoded and written in batches on a
+/// queue of the recorder's own at most every 50 ms, so recording costs a keystroke's path
+/// neither the disk nor a thread's wake-up; a write that fails (a full disk) ends the
+/// recording, never the session. Files are mode 0600.
 public final class SessionRecorder: Sendable {
     public let path: String
     private let queue = DispatchQueue(label: "resalloc.recording")
@@ -36,7 +37,11 @@ public final class SessionRecorder: Sendable {
         var handle: FileHandle?
         /// Bytes of a UTF-8 sequence cut at a chunk's end, per stream ("o", "i").
         var pending: [String: [UInt8]] = [:]
+        /// Events not yet written: seconds, kind, text.
+        var events: [(Double, String, String)] = []
+        var flushScheduled = false
     }
+    static let batchInterval = DispatchTimeInterval.milliseconds(50)
     private let state = Mutex(State())
 
     /// Starts a recording under `directory`, or returns nil (logged) when it cannot.
@@ -99,6 +104,7 @@ public final class SessionRecorder: Sendable {
         let at = seconds()
         for (kind, bytes) in rest.sorted(by: { $0.key < $1.key }) where !bytes.isEmpty { write(at, kind, String(decoding: bytes, as: UTF8.self)) }
         queue.async { [self] in
+            flush()
             state.withLock { state in
                 try? state.handle?.close()
                 state.handle = nil
@@ -139,18 +145,39 @@ public final class SessionRecorder: Sendable {
         return data.count
     }
 
+    /// Keeps the event for the next batch, and schedules that batch if none is.
     private func write(_ at: Double, _ kind: String, _ text: String) {
-        let encoded = (try? JSONEncoder().encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
-        let line = Data("[\(String(format: "%.6f", at)), \"\(kind)\", \(encoded)]\n".utf8)
-        queue.async { [self] in
+        let schedule = state.withLock { state -> Bool in
+            guard state.handle != nil else { return false }
+            state.events.append((at, kind, text))
+            defer { state.flushScheduled = true }
+            return !state.flushScheduled
+        }
+        if schedule { queue.asyncAfter(deadline: .now() + Self.batchInterval) { [self] in flush() } }
+    }
+
+    /// Encodes and writes the events kept so far; on the recorder's queue.
+    private func flush() {
+        let (events, handle) = state.withLock { state in
+            defer {
+                state.events = []
+                state.flushScheduled = false
+            }
+            return (state.events, state.handle)
+        }
+        guard let handle, !events.isEmpty else { return }
+        let encoder = JSONEncoder()
+        var lines = Data()
+        for (at, kind, text) in events {
+            let encoded = (try? encoder.encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
+            lines.append(contentsOf: "[\(String(format: "%.6f", at)), \"\(kind)\", \(encoded)]\n".utf8)
+        }
+        do { try handle.write(contentsOf: lines) } catch {
+            // A full disk ends the recording, not the session.
+            logger.warning("the session recording stopped", metadata: ["path": "\(path)", "error": "\(error)"])
             state.withLock { state in
-                guard let handle = state.handle else { return }
-                do { try handle.write(contentsOf: line) } catch {
-                    // A full disk ends the recording, not the session.
-                    logger.warning("the session recording stopped", metadata: ["path": "\(path)", "error": "\(error)"])
-                    try? handle.close()
-                    state.handle = nil
-                }
+                try? state.handle?.close()
+                state.handle = nil
             }
         }
     }

@@ -72,8 +72,8 @@ final class ChannelBridge: @unchecked Sendable {
         let input = self.input
         let feeder = Task {
             for await bytes in input {
-                recorder?.input(bytes)
                 await process.send(bytes)
+                recorder?.input(bytes)
                 let resume = lock.withLock {
                     pending -= bytes.count
                     guard paused, pending <= Self.window / 2 else { return false }
@@ -92,12 +92,11 @@ final class ChannelBridge: @unchecked Sendable {
         for await chunk in process.output {
             let (type, bytes): (SSHChannelData.DataType, [UInt8])
             switch chunk {
-            case .stdout(let data):
-                (type, bytes) = (.channel, data)
-                recorder?.output(data)
+            case .stdout(let data): (type, bytes) = (.channel, data)
             case .stderr(let data): (type, bytes) = (.stdErr, data)
             }
             try? await channel.writeAndFlush(SSHChannelData(type: type, data: .byteBuffer(ByteBuffer(bytes: bytes))))
+            if type == .channel { recorder?.output(bytes) }
             process.consumed(bytes.count)
         }
         feeder.cancel()

@@ -124,18 +124,20 @@ struct ShellController {
     ) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
+                // What the user sees is sent first, then recorded.
                 for await chunk in process.output {
                     var buffer = ByteBuffer()
                     switch chunk {
                     case .stdout(let bytes):
                         buffer.writeInteger(ShellStream.stdout.rawValue)
                         buffer.writeBytes(bytes)
+                        try await outbound.write(.binary(buffer))
                         recorder?.output(bytes)
                     case .stderr(let bytes):
                         buffer.writeInteger(ShellStream.stderr.rawValue)
                         buffer.writeBytes(bytes)
+                        try await outbound.write(.binary(buffer))
                     }
-                    try await outbound.write(.binary(buffer))
                 }
                 let event: ShellEvent
                 do {
@@ -154,8 +156,8 @@ struct ShellController {
                     switch message {
                     case .binary(let buffer):
                         let bytes = Array(buffer: buffer)
-                        recorder?.input(bytes)
                         process.write(bytes)
+                        recorder?.input(bytes)
                     case .text(let text):
                         guard let control = try? JSONDecoder().decode(ShellControl.self, from: Data(text.utf8)) else { continue }
                         switch control.type {
