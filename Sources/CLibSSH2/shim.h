@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <fcntl.h>
+#include <errno.h>
 
 /// poll's POLLRDHUP (peer shut down its side), hidden behind _GNU_SOURCE in glibc's headers.
 static const short RESALLOC_POLLRDHUP = 0x2000;
@@ -63,6 +64,21 @@ static inline void resalloc_quickack(int fd) {
 static inline void resalloc_nodelay(int fd) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/// libssh2's recv, which also adds what it read to the `long` the session's abstract points to:
+/// a writer on another thread can then tell whether libssh2 took packets off the socket while
+/// it wrote (then poll no longer shows them, and the session's own thread must look).
+static ssize_t resalloc_counting_recv(libssh2_socket_t socket, void *buffer, size_t length, int flags, void **abstract) {
+    ssize_t n = recv(socket, buffer, length, flags);
+    if (n < 0) return (errno == EWOULDBLOCK || errno == EAGAIN) ? -EAGAIN : -errno;
+    if (n > 0 && abstract && *abstract) *(long *)*abstract += n;
+    return n;
+}
+
+static inline void resalloc_count_reads(LIBSSH2_SESSION *session, long *counter) {
+    *libssh2_session_abstract(session) = counter;
+    libssh2_session_callback_set(session, LIBSSH2_CALLBACK_RECV, (void *)resalloc_counting_recv);
 }
 
 #endif

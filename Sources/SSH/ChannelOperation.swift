@@ -199,22 +199,23 @@ final class ChannelOperation: @unchecked Sendable {
     }
 
     /// Writes `bytes` to the running channel now, if none of its input is waiting to be sent
-    /// before them; returns whether it took them. What libssh2 does not take at once (a full
+    /// before them; says whether it took them. What libssh2 does not take at once (a full
     /// window, a partial packet) stays as input that the loop's next pass sends, and meets any
     /// error there. Called with the loop's libssh2 lock held, from any thread.
-    func sendNow(_ bytes: [UInt8], _ session: OpaquePointer) -> Bool {
+    func sendNow(_ bytes: [UInt8], _ session: OpaquePointer) -> SendNowOutcome {
         guard phase == .running, let channel, input.isEmpty, !inputClosed, !reported,
             mailbox.letters.withLock({ $0.input.isEmpty && !$0.inputClosed })
-        else { return false }
+        else { return .declined }
         let written = bytes.withUnsafeBufferPointer { buffer in
             buffer.withMemoryRebound(to: CChar.self) { resalloc_channel_write(channel, $0.baseAddress!, $0.count) }
         }
-        if written < bytes.count {
-            input = Array(bytes[max(written, 0)...])
-            inputOffset = 0
-        }
-        return true
+        guard written < bytes.count else { return .sent }
+        input = Array(bytes[max(written, 0)...])
+        inputOffset = 0
+        return .partly
     }
+
+    enum SendNowOutcome { case declined, sent, partly }
 
     /// Tells writers how much input is still to be sent, and lets them go on below the window.
     private func publishInputInFlight() {

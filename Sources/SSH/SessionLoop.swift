@@ -28,6 +28,8 @@ final class SessionLoop: @unchecked Sendable {
     /// Held by whichever thread calls libssh2: the loop thread for each whole pass (it lets go
     /// only while it sleeps in `poll`), or a writer sending a few bytes at once (`sendNow`).
     private let libssh2Lock = NSLock()
+    /// Bytes libssh2 has read off the socket (`resalloc_count_reads`); under `libssh2Lock`.
+    private let bytesRead = UnsafeMutablePointer<Int>.allocate(capacity: 1)
     private let wakeFD: Int32
     private let isAliveFlag = Atomic<Bool>(true)
     let endpoint: SSHEndpoint
@@ -50,9 +52,13 @@ final class SessionLoop: @unchecked Sendable {
     init(endpoint: SSHEndpoint) {
         self.endpoint = endpoint
         self.wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        bytesRead.initialize(to: 0)
     }
 
-    deinit { Glibc.close(wakeFD) }
+    deinit {
+        Glibc.close(wakeFD)
+        bytesRead.deallocate()
+    }
 
     /// False once the connection broke or was closed; a pool then opens a new one.
     var isAlive: Bool { isAliveFlag.load(ordering: .acquiring) }
@@ -99,12 +105,15 @@ final class SessionLoop: @unchecked Sendable {
     /// false when the bytes must go through the mailbox instead.
     func sendNow(_ bytes: [UInt8], on operation: ChannelOperation) -> Bool {
         guard libssh2Lock.try() else { return false }
-        let taken = session.map { operation.sendNow(bytes, $0) } ?? false
+        let before = bytesRead.pointee
+        let outcome = session.map { operation.sendNow(bytes, $0) } ?? .declined
+        let readMeanwhile = bytesRead.pointee != before
         libssh2Lock.unlock()
-        // libssh2 reads whatever packets have arrived before it writes; poll no longer shows them
-        // to the loop, which must look.
-        if taken { wake() }
-        return taken
+        // libssh2 reads whatever packets have arrived before it writes, and poll no longer shows
+        // those to the loop; and what it could not send yet is the loop's to send. Otherwise the
+        // loop sleeps on: one thread fewer woken for each keystroke.
+        if outcome == .partly || (outcome == .sent && readMeanwhile) { wake() }
+        return outcome != .declined
     }
 
     /// Wakes the loop so it reads mailboxes and the inbox.
@@ -133,6 +142,7 @@ final class SessionLoop: @unchecked Sendable {
         libssh2Lock.lock()
         defer { libssh2Lock.unlock() }
         guard let session else { return }
+        bytesRead.withMemoryRebound(to: CLong.self, capacity: 1) { resalloc_count_reads(session, $0) }
         var failure = SSHError(.disconnected, "the connection to \(endpoint.host) was closed")
         loop: while true {
             let (submitted, closing) = inbox.withLock { inbox in
