@@ -198,13 +198,15 @@ final class ChannelOperation: @unchecked Sendable {
         }
     }
 
-    /// Writes `bytes` to the running channel now, if none of its input is waiting to be sent
-    /// before them; says whether it took them. What libssh2 does not take at once (a full
+    /// Writes `bytes` to the running channel now, if nothing of it (input, a resize) is waiting
+    /// to go before them; says whether it took them. What libssh2 does not take at once (a full
     /// window, a partial packet) stays as input that the loop's next pass sends, and meets any
     /// error there. Called with the loop's libssh2 lock held, from any thread.
     func sendNow(_ bytes: [UInt8], _ session: OpaquePointer) -> SendNowOutcome {
-        guard phase == .running, let channel, input.isEmpty, !inputClosed, !reported,
-            mailbox.letters.withLock({ $0.input.isEmpty && !$0.inputClosed })
+        // Nothing may be waiting that must reach the channel first: input, its end, a new
+        // terminal size (the bytes may be a command that reads it).
+        guard phase == .running, let channel, input.isEmpty, !inputClosed, pendingResize == nil, !reported,
+            mailbox.letters.withLock({ $0.input.isEmpty && !$0.inputClosed && $0.resize == nil && $0.abandon == nil })
         else { return .declined }
         let written = bytes.withUnsafeBufferPointer { buffer in
             buffer.withMemoryRebound(to: CChar.self) { resalloc_channel_write(channel, $0.baseAddress!, $0.count) }

@@ -19,6 +19,12 @@ struct PTYTests {
         pty.resize(TerminalSize(columns: 132, rows: 40))
         pty.write(Array("stty size\n".utf8))
         #expect(try await screen.waitFor("40 132").contains("40 132"))
+        // A size set just before a command always reaches the terminal before the command does.
+        for rows in 41...60 {
+            pty.resize(TerminalSize(columns: 100, rows: rows))
+            pty.write(Array("stty size\n".utf8))
+            #expect(try await screen.waitFor("\(rows) 100\r\n").contains("\(rows) 100"))
+        }
         pty.write(Array("exit 7\n".utf8))
         #expect(try await within(.seconds(15), "exit status") { try await pty.exitStatus() } == 7)
     }
