@@ -126,21 +126,29 @@ extension RemoteDocker {
     }
 
     /// `sh -c SCRIPT sh FROM TO STAGING`, run by the copy's busybox: each entry of FROM is renamed
-    /// into TO (atomic for each file); a directory that TO already has is merged into, as
-    /// `docker cp` does, and anything else there of the same name is replaced. STAGING goes last.
+    /// into TO (a file or a link replaces its namesake atomically); a directory that TO already
+    /// has is merged into, and anything else of the same name is removed first, as `docker cp`
+    /// does. A symlink in TO is replaced, never followed. STAGING goes last.
     static let mergeScript = """
-        b="$3/busybox"
+        b="$3/busybox"; staging="$3"; k=0
+        isdir() { [ -d "$1" ] && [ ! -L "$1" ]; }
         merge() {
+          local e n stamp
           for e in "$1"/* "$1"/.[!.]* "$1"/..?*; do
             [ -e "$e" ] || [ -L "$e" ] || continue
             n=${e##*/}
-            if [ -d "$e" ] && [ ! -L "$e" ] && [ -d "$2/$n" ] && [ ! -L "$2/$n" ]; then
+            if isdir "$e" && isdir "$2/$n"; then
+              # The directory's times as the copy had them, before moving its entries changes them.
+              k=$((k + 1)); stamp="$staging/.stamp$k"
+              "$b" touch -r "$e" "$stamp"
               merge "$e" "$2/$n" || return 1
-              "$b" touch -r "$e" "$2/$n"; "$b" chmod "$("$b" stat -c %a "$e")" "$2/$n"
-            else
-              if [ -d "$2/$n" ] && [ ! -L "$2/$n" ]; then "$b" rm -rf "$2/$n" || return 1; fi
-              "$b" mv -f "$e" "$2/$n" || return 1
+              "$b" chmod "$("$b" stat -c %a "$e")" "$2/$n"; "$b" touch -r "$stamp" "$2/$n"
+              continue
             fi
+            if isdir "$2/$n"; then "$b" rm -rf "$2/$n" || return 1
+            elif isdir "$e" && { [ -e "$2/$n" ] || [ -L "$2/$n" ]; }; then "$b" rm -f "$2/$n" || return 1
+            fi
+            "$b" mv -f -T "$e" "$2/$n" || return 1
           done
         }
         merge "$1" "$2"; status=$?
