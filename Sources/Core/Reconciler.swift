@@ -118,6 +118,20 @@ public struct Reconciler: Sendable {
             (lease.state == .creating && abandoned(lease.incarnationId, since: lease.createdAt, incarnations, now: now))
             || (lease.state == .failed && age >= seconds(failedKeptFor))
         guard expired || stale || lease.state == .deleting else { return summary }
+        if lease.state == .creating && !expired {
+            // Its master died before it reached a machine: failed, as a placed one is, so that its
+            // owner sees what happened; it goes with the other failed leases later.
+            let message = "the master stopped while creating it"
+            summary.actions.append("mark lease \(lease.name) (#\(lease.id!)) failed (never placed)")
+            summary.stuckFinished += 1
+            guard !dryRun else { return summary }
+            await master.audit.record(actor, "lease.settled-failed", "#\(lease.id!) \(lease.name)", detail: message)
+            var failed = lease
+            failed.state = .failed
+            failed.message = message
+            try? await master.database.updateLease(failed)
+            return summary
+        }
         summary.actions.append("delete lease \(lease.name) (#\(lease.id!), \(lease.state.rawValue), never placed)")
         if expired { summary.expired += 1 } else if lease.state == .failed { summary.failedPurged += 1 } else { summary.stuckFinished += 1 }
         if !dryRun { try? await master.database.deleteLease(id: lease.id!) }
