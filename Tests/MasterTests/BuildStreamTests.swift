@@ -15,12 +15,12 @@ final class ArrivedLines: Sendable {
 
 @Suite("Image build output streams to the client", .timeLimit(.minutes(3)))
 struct BuildStreamTests {
-    /// A Dockerfile whose build prints a line, waits 6 s, prints another; new to every machine.
-    /// Under a full test run the two cores are busy and a line can be seen a second late, hence
-    /// 6 s of sleep against a bar of 3.
+    /// A Dockerfile whose build prints a line, waits 10 s, prints another; new to every machine.
+    /// Under a full test run the two cores are busy and a line can be seen seconds late (3.6 s
+    /// once in CI), hence 10 s of sleep against a bar of 3.
     /// The quotes keep the markers out of docker's "Step 2/2 : RUN …" line.
     static func slowDockerfile() -> String {
-        "FROM busybox\nRUN echo first-\(UUID().uuidString.prefix(8)) && echo early-''marker && sleep 6 && echo late-''marker\n"
+        "FROM busybox\nRUN echo first-\(UUID().uuidString.prefix(8)) && echo early-''marker && sleep 10 && echo late-''marker\n"
     }
 
     @Test("Build lines arrive while the build runs, then the lease; a failing build streams its log and a 422")
