@@ -1,4 +1,5 @@
 import Foundation
+import Store
 import Testbed
 import Testing
 
@@ -121,6 +122,40 @@ struct CleanupTests {
             #expect(lease["State"] as? String == "lost")
             #expect((lease["Message"] as? String)?.contains("disappeared") == true)
             #expect(try await api.call(.delete, "/lease/fragile", token: admin).status == .ok)
+        }
+    }
+
+    @Test("A lease its stopped master left creating before it reached a machine is failed with the reason, not removed")
+    func unplacedLeaseOfAStoppedMaster() async throws {
+        try await withMaster { api, testbed, databasePath in
+            let admin = try await LeaseTests.setUp(api, testbed, machines: ["m1"])
+            #expect(
+                try await api.call(.post, "/lease", token: admin, body: #"{"ResourceName": "busybox", "LeaseName": "placed"}"#).status == .created
+            )
+            // What a master killed between the lease's row and its placement leaves behind.
+            let store = try AppDatabase(path: databasePath)
+            let placed = try #require(try store.leaseListings(ownerID: nil).first { $0.lease.name == "placed" }?.lease)
+            try store.registerIncarnation(Incarnation(id: "stopped-master", host: "elsewhere", pid: 1, heartbeatSeconds: 5))
+            try store.stopIncarnation(id: "stopped-master")
+            _ = try store.createLease(
+                Lease(
+                    name: "unplaced",
+                    ownerId: placed.ownerId,
+                    resourceId: placed.resourceId,
+                    image: placed.image,
+                    createdAt: Date(),
+                    expiresAt: Date() + 3600,
+                    incarnationId: "stopped-master"
+                )
+            )
+            let result = try await cleanup(databasePath, testbed)
+            #expect(result.status == 0, "\(result.stderr)")
+            #expect(result.stdout.contains("stuck 1"), "\(result.stdout)")
+            let lease = try await api.call(.get, "/lease/unplaced", token: admin).object("Lease")
+            #expect(lease["State"] as? String == "failed")
+            #expect(lease["Message"] as? String == "the master stopped while creating it")
+            #expect(try await api.call(.get, "/lease/placed", token: admin).object("Lease")["State"] as? String == "running")
+            #expect(try await api.call(.delete, "/lease/placed", token: admin).status == .ok)
         }
     }
 
