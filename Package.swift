@@ -35,7 +35,10 @@ let package = Package(
             providers: [.apt(["libssh2-1-dev"])]
         ),
         .target(name: "SSH", dependencies: ["CLibSSH2"]),
-        .target(name: "Docker", dependencies: ["SSH", .product(name: "Metrics", package: "swift-metrics")]),
+        .target(
+            name: "Docker",
+            dependencies: ["SSH", .product(name: "Metrics", package: "swift-metrics"), .product(name: "Logging", package: "swift-log")]
+        ),
         .target(name: "ResallocAPI", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "Store",

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import SSH
 
 /// What a path in a container is.
@@ -46,7 +47,8 @@ extension RemoteDocker {
     /// hidden directory beside its place (`.resalloc-cp-*`, same filesystem), and its entries
     /// are renamed into place once all of it is there, by that busybox run in the container;
     /// transfer and unpacking overlap. Without it, or where that busybox cannot run (another
-    /// architecture), the stream is staged in a file on the machine and unpacked after.
+    /// architecture, a noexec mount), the stream is staged in a file on the machine and unpacked
+    /// after.
     public func copyIn(
         _ container: String,
         directory: String,
@@ -54,7 +56,7 @@ extension RemoteDocker {
         write: (RemoteProcess) async throws -> Int?
     ) async throws(DockerError) {
         try Self.validateCopy(container, directory)
-        if let relay, let staging = try await prepareStreamedCopy(container, directory: directory, relay: relay) {
+        if let relay, relay.runs(on: endpoint), let staging = try await prepareStreamedCopy(container, directory: directory, relay: relay) {
             try await streamedCopyIn(container, directory: directory, staging: staging, write: write)
         } else {
             try await stagedCopyIn(container, directory: directory, write: write)
@@ -62,8 +64,9 @@ extension RemoteDocker {
     }
 
     /// Makes `DIRECTORY/.resalloc-cp-<random>/` holding `busybox` and an empty `data/`, and checks
-    /// that the busybox runs there; returns that directory, or nil (having removed it) when it
-    /// does not run.
+    /// that the busybox runs there; returns that directory, or nil when it does not run. Nothing
+    /// can remove the directory then: it stays (its path is in the log), and this machine's
+    /// copies are staged from then on.
     private func prepareStreamedCopy(_ container: String, directory: String, relay: RelayImage) async throws(DockerError) -> String? {
         let name = ".resalloc-cp-" + String(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF, radix: 16)
         let base = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
@@ -73,13 +76,12 @@ extension RemoteDocker {
         try await extract(container, into: staging, relay.archive)
         let probe = try await run(["exec", "--user", "0", container, "\(staging)/busybox", "true"], timeout: commandTimeout)
         guard probe.succeeded else {
-            // Nothing here can remove it without a runnable tool: say so where an operator looks.
-            throw .commandFailed(
-                command: "exec (copy helper)",
-                status: probe.exitStatus,
-                stderr: "the master's busybox does not run in this container (another architecture, or a noexec mount?); \(staging) is left behind: "
-                    + probe.stderrText
+            relay.markUnrunnable(on: endpoint)
+            Logger(label: "resalloc.docker").warning(
+                "the master's busybox does not run in this container (another architecture, or a noexec mount?): copies in are staged on this machine; the empty helper directory stays behind",
+                metadata: ["container": "\(container)", "path": "\(staging)", "error": "\(probe.stderrText)"]
             )
+            return nil
         }
         return staging
     }

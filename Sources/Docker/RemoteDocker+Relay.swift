@@ -11,6 +11,9 @@ public final class RelayImage: Sendable {
     let archive: [UInt8]
     /// Machines known to hold the image; forgotten when a relay fails.
     private let present = ImageCache()
+    /// Machines where the busybox did not run inside a lease (another architecture): copies in
+    /// are staged there instead of streamed.
+    private let unrunnable = ImageCache()
 
     /// `archive` is a tar holding the static busybox as `/busybox`; `tag` names the image.
     public init(tag: String, archive: [UInt8]) {
@@ -22,6 +25,9 @@ public final class RelayImage: Sendable {
     func mark(_ endpoint: SSHEndpoint, present isPresent: Bool) {
         if isPresent { present.remember(tag, on: endpoint) } else { present.forget(tag, on: endpoint) }
     }
+
+    func runs(on endpoint: SSHEndpoint) -> Bool { !unrunnable.has(tag, on: endpoint) }
+    func markUnrunnable(on endpoint: SSHEndpoint) { unrunnable.remember(tag, on: endpoint) }
 }
 
 extension RemoteDocker {
