@@ -122,6 +122,7 @@ func measureShells(_ terminals: [Terminal], keystrokes: Int) async throws -> [Sh
         terminal.write(Array("exec cat\n".utf8))
     }
     try await Task.sleep(for: .milliseconds(300))
+    FileHandle.standardError.write(Data("keystrokes: \(keystrokes) on each of \(terminals.count) terminals\n".utf8))
 
     var durations = Array(repeating: [Duration](), count: terminals.count)
     for round in 0..<(keystrokes + 20) {

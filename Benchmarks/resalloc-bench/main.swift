@@ -16,11 +16,12 @@ if ProcessInfo.processInfo.environment["BENCH_NIO_EXECUTOR"] != "0" {
     print("Swift Concurrency on NIO's event loops: \(NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor())")
 }
 let runs = Int(ProcessInfo.processInfo.environment["BENCH_RUNS"] ?? "") ?? 30
+let keystrokes = Int(ProcessInfo.processInfo.environment["BENCH_KEYSTROKES"] ?? "") ?? 200
 let only = CommandLine.arguments.dropFirst().first ?? "all"
 let testbed = try await Testbed.shared()
 if only == "all" || only == "transport" { try await transportBenchmark() }
 if only == "all" || only == "master" { try await masterBenchmarks(testbed: testbed, runs: runs, only: only) }
-if only == "all" || only == "shell" { try await shellBenchmark(testbed: testbed) }
+if only == "all" || only == "shell" { try await shellBenchmark(testbed: testbed, keystrokes: keystrokes) }
 if only == "all" || only == "cleanup" { try await cleanupBenchmark(testbed: testbed) }
 if only == "all" || only == "reach" { try await reachBenchmark(testbed: testbed) }
 if only == "all" || only == "pool" { try await poolBenchmark(testbed: testbed, runs: min(runs, 20)) }

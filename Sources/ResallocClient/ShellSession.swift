@@ -1,7 +1,4 @@
 import Foundation
-import HTTPTypes
-import HummingbirdWSClient
-import Logging
 import NIOCore
 import NIOPosix
 import ResallocAPI
@@ -37,16 +34,20 @@ public struct ShellSession: Sendable {
         // A plain GET first: ownership, state and reachability come back as sentences.
         let info = try await client.lease(lease)
         guard info.state == "running" else { throw ClientError.server(status: 409, message: "lease \(lease) is \(info.state), not running") }
-        let target = try WebSocketTarget(client, path: "/lease/\(lease)/shell", label: "resalloc.ssh")
+        guard let token = client.token else { throw ClientError.notLoggedIn }
+        let address = try ShellAddress(server: client.server, path: "/lease/\(lease)/shell")
         let outcome = Outcome()
-        // The connection and the tasks that relay it share one event loop (EventLoopExecutor).
-        let executor = EventLoopExecutor(MultiThreadedEventLoopGroup.singleton.next())
         let keyboard = terminal.map(Keyboard.init)
         defer { keyboard?.closeIfUnused() }
         do {
-            try await withTaskExecutorPreference(executor) {
-                try await connect(target, executor: executor, start: start, input: input, keyboard: keyboard, outcome: outcome, onOutput: onOutput)
-            }
+            let channel = try await ShellWire.connect(
+                address,
+                token: token,
+                eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+                outcome: outcome,
+                onOutput: onOutput
+            )
+            try await relay(channel, start: start, input: input, keyboard: keyboard)
         } catch {
             if outcome.event == nil { throw ClientError.unreachable(url: client.server, detail: "the shell connection failed: \(error)") }
         }
@@ -59,63 +60,38 @@ public struct ShellSession: Sendable {
         }
     }
 
-    private func connect(
-        _ target: WebSocketTarget,
-        executor: EventLoopExecutor,
-        start: ShellStart,
-        input: AsyncStream<ShellInput>,
-        keyboard: Keyboard?,
-        outcome: Outcome,
-        onOutput: @escaping @Sendable (ShellStream, ByteBuffer) -> Void
-    ) async throws {
-        try await WebSocketClient.connect(
-            url: target.url,
-            configuration: target.configuration,
-            eventLoopGroup: executor.eventLoop,
-            logger: target.logger
-        ) { inbound, outbound, _ in
-            try await outbound.write(.text(Self.encode(start)))
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                if let keyboard, let descriptor = keyboard.take() {
-                    group.addTask {
-                        let keys: NIOAsyncChannel<ByteBuffer, ByteBuffer>
-                        do {
-                            keys = try await NIOPipeBootstrap(group: executor.eventLoop).takingOwnershipOfDescriptor(input: descriptor) { channel in
-                                channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel(wrappingChannelSynchronously: channel) }
-                            }
-                        } catch {
-                            close(descriptor)  // still ours when NIO did not take it
-                            throw error
-                        }
-                        try await keys.executeThenClose { keystrokes, _ in
-                            for try await buffer in keystrokes { try await outbound.write(.binary(buffer)) }
-                        }
-                        try await outbound.write(.text(Self.encode(ShellControl(type: .eof))))
+    /// Sends `start`, then keystrokes and `input` until the master closes the connection.
+    private func relay(_ channel: any Channel, start: ShellStart, input: AsyncStream<ShellInput>, keyboard: Keyboard?) async throws {
+        try await channel.writeAndFlush(ShellWire.frame(.text, Self.encode(start)))
+        var keys: (any Channel)?
+        if let keyboard, let descriptor = keyboard.take() {
+            do {
+                keys = try await NIOPipeBootstrap(group: channel.eventLoop)
+                    .channelInitializer { pipe in
+                        pipe.eventLoop.makeCompletedFuture { try pipe.pipeline.syncOperations.addHandler(KeystrokeForwarder(shell: channel)) }
                     }
-                }
-                group.addTask {
-                    for await item in input {
-                        switch item {
-                        case .bytes(let bytes): try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
-                        case .resize(let columns, let rows):
-                            try await outbound.write(.text(Self.encode(ShellControl(type: .resize, columns: columns, rows: rows))))
-                        case .endOfInput: try await outbound.write(.text(Self.encode(ShellControl(type: .eof))))
-                        }
-                    }
-                }
-                for try await message in inbound.messages(maxSize: 1 << 22) {
-                    switch message {
-                    case .binary(var buffer):
-                        guard let tag: UInt8 = buffer.readInteger(), let stream = ShellStream(rawValue: tag) else { continue }
-                        onOutput(stream, buffer)
-                    case .text(let text):
-                        guard let event = try? JSONDecoder().decode(ShellEvent.self, from: Data(text.utf8)) else { continue }
-                        outcome.set(event)
-                    }
-                }
-                group.cancelAll()
+                    .takingOwnershipOfDescriptor(input: descriptor).get()
+            } catch {
+                close(descriptor)  // still ours when NIO did not take it
+                channel.close(promise: nil)
+                throw error
             }
         }
+        let feeder = Task {
+            for await item in input {
+                switch item {
+                case .bytes(let bytes): try await channel.writeAndFlush(ShellWire.frame(.binary, ByteBuffer(bytes: bytes)))
+                case .resize(let columns, let rows):
+                    try await channel.writeAndFlush(ShellWire.frame(.text, Self.encode(ShellControl(type: .resize, columns: columns, rows: rows))))
+                case .endOfInput: try await channel.writeAndFlush(ShellWire.frame(.text, Self.encode(ShellControl(type: .eof))))
+                }
+            }
+        }
+        defer {
+            feeder.cancel()
+            keys?.close(promise: nil)
+        }
+        try await channel.closeFuture.get()
     }
 
     static func encode<T: Encodable>(_ value: T) -> String {
@@ -124,7 +100,7 @@ public struct ShellSession: Sendable {
 }
 
 /// The last event the master sent, set from the WebSocket handler.
-private final class Outcome: @unchecked Sendable {
+final class Outcome: @unchecked Sendable {
     private let lock = NSLock()
     private var stored: ShellEvent?
     func set(_ event: ShellEvent) { lock.withLock { stored = event } }

@@ -41,6 +41,9 @@ public protocol AppArguments {
     var recordDirectory: String? { get }
     /// Whether recordings also hold what the user typed.
     var recordInput: Bool { get }
+    /// How often the master pings each WebSocket client; one that has not answered the last
+    /// ping by the next is cut off (a laptop gone to sleep), and its session ends.
+    var webSocketPingEvery: Duration { get }
 }
 
 extension AppArguments {
@@ -57,6 +60,7 @@ extension AppArguments {
     public var keepEvents: Duration { .seconds(90 * 86400) }
     public var recordDirectory: String? { nil }
     public var recordInput: Bool { false }
+    public var webSocketPingEvery: Duration { .seconds(30) }
 
     /// Where recordings go, or nil when they are off.
     public var resolvedRecordDirectory: String? {
@@ -120,7 +124,10 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     return Application(
         router: router,
         // Frames up to 1 MiB: resalloc cp sends its tar stream in 256 KiB pieces.
-        server: .http1WebSocketUpgrade(webSocketRouter: buildWebSocketRouter(master), configuration: .init(ws: .init(maxFrameSize: 1 << 20))),
+        server: .http1WebSocketUpgrade(
+            webSocketRouter: buildWebSocketRouter(master),
+            configuration: .init(ws: .init(maxFrameSize: 1 << 20, autoPing: .enabled(timePeriod: arguments.webSocketPingEvery)))
+        ),
         configuration: .init(address: .hostname(arguments.host, port: arguments.port), serverName: "resalloc-master"),
         services: services,
         onServerRunning: { channel in

@@ -179,9 +179,11 @@ struct CLITests {
         #expect(help.stdout.contains("Example: resalloc lease create busybox mylease"))
     }
 
-    @Test("An interactive shell on a real terminal: type, resize, exit 5, terminal restored; another user's lease refused")
+    @Test("An interactive shell on a real terminal: type, resize, idle through pings, exit 5, terminal restored; another user's lease refused")
     func interactive() async throws {
-        try await withMaster { api, testbed, databasePath in
+        // The master pings every second: a client that did not answer would be cut off while idle.
+        let pingEverySecond: (inout TestArguments) -> Void = { $0.webSocketPingEvery = .seconds(1) }
+        try await withMaster(configure: pingEverySecond) { api, testbed, databasePath in
             let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
             let machine = testbed.machine("m1")
             try await cli.setUpAdmin(resource: "busybox", dockerfile: "FROM busybox", machine: machine)
@@ -198,6 +200,7 @@ struct CLITests {
             try await Task.sleep(for: .milliseconds(300))
             try await tmux.type("stty size")
             _ = try await tmux.waitFor("40 120")
+            try await Task.sleep(for: .seconds(3))
             try await tmux.type("exit 5")
             _ = try await tmux.waitFor("EXIT=5")
             try await Task.sleep(for: .milliseconds(200))

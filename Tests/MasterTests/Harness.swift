@@ -20,6 +20,7 @@ struct TestArguments: AppArguments {
     /// No pass after the one at start: the tests run cleanup themselves.
     var reconcileFollowUp: Duration = .zero
     var recordInput = false
+    var webSocketPingEvery: Duration = .seconds(30)
     var tokenLifetime: Duration = .seconds(30 * 86400)
 }
 
