@@ -70,6 +70,7 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
             resources: [.copy("openapi.yaml"), .copy("Console")]
         ),

@@ -75,7 +75,9 @@ extension Master {
 
     /// Starts a shell, a command or an SFTP server in the lease: the one place both front doors
     /// (`resalloc ssh` over the WebSocket, and the SSH gateway) open sessions. The caller closes
-    /// the session when it is over, saying whether its client went away first.
+    /// the session when it is over, saying whether its client went away first. Its output is
+    /// flow-controlled: the caller says what it has passed on (`RemoteProcess.consumed`), so a
+    /// client slower than the program holds the program back instead of filling the master.
     public func openSession(_ target: LeaseTarget, _ spec: SessionSpec) async throws(MasterError) -> OpenedSession {
         let marker = UUID().uuidString
         var environment = spec.environment.filter { $0.key == "LANG" || $0.key.hasPrefix("LC_") }
@@ -86,16 +88,28 @@ extension Master {
             switch spec.command {
             case .shell:
                 guard let terminal = spec.terminal else {
-                    process = try await docker.start(target.container, ["sh"], environment: environment)
+                    process = try await docker.start(target.container, ["sh"], environment: environment, flowControlled: true)
                     break
                 }
-                process = try await docker.openShell(target.container, term: terminal.term, size: terminal.size, environment: environment)
+                process = try await docker.openShell(
+                    target.container,
+                    term: terminal.term,
+                    size: terminal.size,
+                    environment: environment,
+                    flowControlled: true
+                )
             case .argv(let argv):
-                process = try await docker.start(target.container, argv, pty: spec.terminal, environment: environment)
+                process = try await docker.start(target.container, argv, pty: spec.terminal, environment: environment, flowControlled: true)
             case .line(let line):
-                process = try await docker.start(target.container, ["sh", "-c", line], pty: spec.terminal, environment: environment)
+                process = try await docker.start(
+                    target.container,
+                    ["sh", "-c", line],
+                    pty: spec.terminal,
+                    environment: environment,
+                    flowControlled: true
+                )
             case .sftp:
-                process = try await docker.start(target.container, ["sh", "-c", Self.sftpLauncher], environment: environment)
+                process = try await docker.start(target.container, ["sh", "-c", Self.sftpLauncher], environment: environment, flowControlled: true)
             }
         } catch { throw .from(error, machine: target.machine.name) }
         return OpenedSession(process: process, marker: marker, target: target, master: self)

@@ -206,7 +206,8 @@ public struct RemoteDocker: Sendable {
         _ container: String,
         term: String,
         size: TerminalSize,
-        environment: [String: String] = [:]
+        environment: [String: String] = [:],
+        flowControlled: Bool = false
     ) async throws(DockerError)
         -> RemoteProcess
     {
@@ -214,7 +215,8 @@ public struct RemoteDocker: Sendable {
             container,
             ["sh", "-c", Self.shellLauncher, "sh", String(size.rows), String(size.columns)],
             pty: (term, size),
-            environment: environment
+            environment: environment,
+            flowControlled: flowControlled
         )
     }
 
@@ -225,11 +227,14 @@ public struct RemoteDocker: Sendable {
 
     /// Starts `argv` in a running container and returns it while it runs: with `pty`, on a
     /// terminal (`docker exec -it`); without, stdin piped (`docker exec -i`) and stderr apart.
+    /// `flowControlled`: its output waits on the machine while a window of it is not yet
+    /// `consumed` (`RemoteProcess.consumed`), for a reader slower than the process.
     public func start(
         _ container: String,
         _ argv: [String],
         pty: (term: String, size: TerminalSize)? = nil,
-        environment: [String: String] = [:]
+        environment: [String: String] = [:],
+        flowControlled: Bool = false
     ) async throws(DockerError) -> RemoteProcess {
         try DockerNames.validateContainer(container)
         for argument in argv { try DockerNames.validateArgument(argument) }
@@ -244,7 +249,12 @@ public struct RemoteDocker: Sendable {
             options += ["--tty", "--env", "TERM=\(pty.term)"]
         }
         do {
-            return try await pool.start(on: endpoint, "docker " + ShellQuote.join(options + [container] + argv), pty: pty)
+            return try await pool.start(
+                on: endpoint,
+                "docker " + ShellQuote.join(options + [container] + argv),
+                pty: pty,
+                flowControlled: flowControlled
+            )
         } catch {
             throw .transport(error)
         }

@@ -5,6 +5,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import NIOWebSocket
 import ResallocAPI
 import SSH
 import Store
@@ -19,12 +20,15 @@ struct ShellRequestContext: RequestContext, WebSocketRequestContext {
     let address: String?
     /// The connection's event loop, which the relay runs on.
     let executor: EventLoopExecutor
+    /// The connection itself, which the shell's output is written to directly.
+    let channel: any Channel
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         webSocket = .init()
         address = source.channel.remoteAddress?.ipAddress
         executor = EventLoopExecutor(source.channel.eventLoop)
+        channel = source.channel
     }
 }
 
@@ -47,6 +51,7 @@ struct ShellController {
                         outbound,
                         target: try target(context.request, context.requestContext.parameters),
                         address: context.requestContext.address,
+                        connection: context.requestContext.channel,
                         logger: logger
                     )
                 }
@@ -70,6 +75,7 @@ struct ShellController {
         _ outbound: WebSocketOutboundWriter,
         target: LeaseTarget,
         address: String?,
+        connection: any Channel,
         logger: Logger
     ) async throws {
         let machine = target.machine
@@ -100,8 +106,20 @@ struct ShellController {
             await master.audit.record(target.user, "shell.closed", target.name, detail: detail, address: address)
         }
         logger.info("shell opened", metadata: ["machine": "\(machine.name)", "container": "\(container)", "tty": "\(start.tty)"])
-        do { try await relay(process, session, exited, recorder, &messages, outbound, machine: machine, container: container, logger: logger) } catch
-        {
+        do {
+            try await relay(
+                process,
+                session,
+                exited,
+                recorder,
+                &messages,
+                outbound,
+                connection,
+                machine: machine,
+                container: container,
+                logger: logger
+            )
+        } catch {
             await finish()
             throw error
         }
@@ -118,26 +136,30 @@ struct ShellController {
         _ recorder: SessionRecorder?,
         _ messages: inout WebSocketInboundMessageStream.AsyncIterator,
         _ outbound: WebSocketOutboundWriter,
+        _ connection: any Channel,
         machine: Machine,
         container: String,
         logger: Logger
     ) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                // What the user sees is sent first, then recorded.
+                // What the user sees is sent first, then recorded. It is written to the connection
+                // from this task, on the connection's event loop: no async writer between the SSH
+                // thread's hand-off and the socket. The process is told what has left, and waits
+                // while a window of it has not (a client slower than the program).
                 for await chunk in process.output {
-                    var buffer = ByteBuffer()
+                    let (stream, bytes): (ShellStream, [UInt8])
                     switch chunk {
-                    case .stdout(let bytes):
-                        buffer.writeInteger(ShellStream.stdout.rawValue)
-                        buffer.writeBytes(bytes)
-                        try await outbound.write(.binary(buffer))
-                        recorder?.output(bytes)
-                    case .stderr(let bytes):
-                        buffer.writeInteger(ShellStream.stderr.rawValue)
-                        buffer.writeBytes(bytes)
-                        try await outbound.write(.binary(buffer))
+                    case .stdout(let data): (stream, bytes) = (.stdout, data)
+                    case .stderr(let data): (stream, bytes) = (.stderr, data)
                     }
+                    var buffer = connection.allocator.buffer(capacity: bytes.count + 1)
+                    buffer.writeInteger(stream.rawValue)
+                    buffer.writeBytes(bytes)
+                    connection.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: buffer)).whenComplete { _ in
+                        process.consumed(bytes.count)
+                    }
+                    if stream == .stdout { recorder?.output(bytes) }
                 }
                 let event: ShellEvent
                 do {

@@ -79,8 +79,7 @@ struct SSH: AsyncParsableCommand {
                 input: input,
                 terminal: keyboard < 0 ? nil : keyboard
             ) { stream, buffer in
-                let bytes = Data(buffer.readableBytesView)
-                (stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput).write(bytes)
+                Self.write(buffer, to: stream == .stderr ? STDERR_FILENO : STDOUT_FILENO)
             }
         } catch let error as ClientError {
             terminal.restore()
@@ -90,6 +89,20 @@ struct SSH: AsyncParsableCommand {
         terminal.restore()
         for source in sources { source.cancel() }
         throw ExitCode(status)
+    }
+
+    /// Writes all of `buffer` to a blocking descriptor, straight from its bytes; a closed one
+    /// (the terminal gone) drops it.
+    static func write(_ buffer: ByteBuffer, to descriptor: Int32) {
+        buffer.withUnsafeReadableBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = Glibc.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                if written < 0 && errno == EINTR { continue }
+                if written <= 0 { return }
+                offset += written
+            }
+        }
     }
 
     /// Standard input on a thread of its own (a blocking read must not hold a Swift task).

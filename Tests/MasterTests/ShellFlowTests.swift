@@ -1,0 +1,47 @@
+import Foundation
+import Testbed
+import Testing
+
+@Suite("A session's output keeps pace with its client", .timeLimit(.minutes(3)))
+struct ShellFlowTests {
+    /// The program writes 64 KiB at a time and counts its writes in /tmp/written; the client is
+    /// `resalloc ssh` with its standard output a pipe that nobody reads for a while.
+    static let writer = "i=0; while :; do head -c 65536 /dev/zero; i=$((i+1)); echo $i > /tmp/written; done"
+
+    @Test("A client that stops reading holds the program back (the master does not buffer its output), and it goes on once the client reads")
+    func slowClient() async throws {
+        try await withLeasedBox(dockerfile: "FROM busybox") { _, cli, testbed, container in
+            let written = {
+                let text = try await testbed.docker("m2", ["exec", container, "cat", "/tmp/written"])
+                return Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+            }
+            let (command, _, output) = try Subprocess.startPiped(
+                [CLI.binary, "ssh", "box", "--", "sh", "-c", Self.writer],
+                environment: cli.environment
+            )
+            defer { command.kill9() }
+            try await SessionEndTests.waitUntil(seconds: 15, "the writer started") { (try? await written()) ?? 0 > 0 }
+            // Nobody reads: the program gets as far as the buffers on its way allow, then waits.
+            try await Task.sleep(for: .seconds(3))
+            let stalled = try await written()
+            try await Task.sleep(for: .seconds(1))
+            let stalledLater = try await written()
+            print(
+                "with a client that does not read, the program wrote \(stalled * 64 / 1024) MiB, then \(stalledLater - stalled) chunks more in a second"
+            )
+            // About 1 MiB in the master plus socket, SSH window and pipe buffers on the way; an
+            // unbounded master would have taken 3 s × ~30 MB/s.
+            #expect(stalled * 65536 < 40 << 20)
+            #expect(stalledLater - stalled < 16)
+
+            // The client reads again: the output flows on.
+            let reader = Thread {
+                var buffer = [UInt8](repeating: 0, count: 1 << 16)
+                while read(output.fileDescriptor, &buffer, buffer.count) > 0 {}
+            }
+            reader.start()
+            try await SessionEndTests.waitUntil(seconds: 10, "the writer going on once the client reads") { try await written() > stalledLater + 100 }
+            command.kill9()
+        }
+    }
+}
