@@ -36,7 +36,10 @@ enum SessionSetup {
                 )
             }
             try authenticate(session, socket, endpoint, deadline)
-            libssh2_keepalive_config(session, 1, UInt32(clamping: max(endpoint.keepaliveSeconds, 1)))
+            // No reply asked for: libssh2 1.10 keeps every reply (a REQUEST_FAILURE) queued for the
+            // session's lifetime, a leak that every channel read then scans (libssh2 #623). The
+            // keepalive's point, sending something so that a dead peer shows, needs no reply.
+            libssh2_keepalive_config(session, 0, UInt32(clamping: max(endpoint.keepaliveSeconds, 1)))
             return EstablishedSession(session: session, socket: socket, hostKey: hostKey)
         } catch {
             libssh2_session_set_blocking(session, 1)
