@@ -170,8 +170,9 @@ final class ChannelOperation: @unchecked Sendable {
     }
 
     /// Advances as far as possible without waiting; returns whether anything moved.
-    /// Throws only when the session is broken, which ends every channel on it.
-    func step(_ session: OpaquePointer) throws(SSHError) -> Bool {
+    /// Throws only when the session is broken, which ends every channel on it. `socketDrained`:
+    /// whether a read in this pass of the loop has already taken in all the socket held.
+    func step(_ session: OpaquePointer, socketDrained: inout Bool) throws(SSHError) -> Bool {
         var progressed = readMailbox()
         let unanswered = [.opening, .requestingPTY, .starting].contains(phase)
         if !reported, let deadline, ContinuousClock.now >= deadline {
@@ -192,7 +193,7 @@ final class ChannelOperation: @unchecked Sendable {
         defer { publishInputInFlight() }
         while true {
             let before = phase
-            let moved = try advance(session)
+            let moved = try advance(session, socketDrained: &socketDrained)
             progressed = progressed || moved
             if phase == before || phase == .finished { return progressed }
         }
@@ -249,7 +250,7 @@ final class ChannelOperation: @unchecked Sendable {
         return !letters.input.isEmpty || letters.resize != nil
     }
 
-    private func advance(_ session: OpaquePointer) throws(SSHError) -> Bool {
+    private func advance(_ session: OpaquePointer, socketDrained: inout Bool) throws(SSHError) -> Bool {
         switch phase {
         case .queued, .openRefused, .finished:
             return false
@@ -285,7 +286,7 @@ final class ChannelOperation: @unchecked Sendable {
             reportStarted(.success(()))
             return true
         case .running:
-            return try pump(session)
+            return try pump(session, socketDrained: &socketDrained)
         case .closing:
             guard let channel else {
                 phase = .finished
@@ -330,7 +331,7 @@ final class ChannelOperation: @unchecked Sendable {
 
     /// Moves bytes both ways; reads stdout and stderr alternately so that neither stream can
     /// stall the other, and leaves `running` once the remote side's EOF has been drained.
-    private func pump(_ session: OpaquePointer) throws(SSHError) -> Bool {
+    private func pump(_ session: OpaquePointer, socketDrained: inout Bool) throws(SSHError) -> Bool {
         guard let channel else { return false }
         var progressed = false
         if let size = pendingResize {
@@ -369,8 +370,18 @@ final class ChannelOperation: @unchecked Sendable {
         }
         var drained = false
         for _ in 0..<16 where !isPaused {
+            // A read first takes in all the socket holds (recv until EAGAIN), for every channel.
+            // Once one has in this pass, the queue alone says whether this channel, or its
+            // stderr, has anything: a pass costs one recv however many channels are open, on
+            // the thread that also hands a shell's echo on (SessionLoop runs another pass
+            // whenever bytes came in during one, so nothing queued is left unread).
+            if socketDrained && libssh2_poll_channel_read(channel, 1) == 0 {
+                drained = true
+                break
+            }
             let out = try read(channel, session, stream: 0)
-            let err = try read(channel, session, stream: SSH_EXTENDED_DATA_STDERR)
+            socketDrained = true
+            let err = libssh2_poll_channel_read(channel, 1) != 0 ? try read(channel, session, stream: SSH_EXTENDED_DATA_STDERR) : -1
             if out <= 0 && err <= 0 {
                 drained = true
                 break

@@ -153,10 +153,12 @@ final class SessionLoop: @unchecked Sendable {
             queued.append(contentsOf: submitted)
             var progressed = !submitted.isEmpty
             queued.removeAll { $0.expireIfDue() }
+            let readBefore = bytesRead.pointee
             do throws(SSHError) {
                 admit()
+                var socketDrained = false
                 for operation in active {
-                    if try operation.step(session) { progressed = true }
+                    if try operation.step(session, socketDrained: &socketDrained) { progressed = true }
                 }
             } catch {
                 failure = error
@@ -173,7 +175,9 @@ final class SessionLoop: @unchecked Sendable {
             active.removeAll { $0.phase == .finished }
             mostOpenAtOnce = max(mostOpenAtOnce, active.count { $0.phase != .opening && $0.phase != .openRefused })
             settleRefusedOpens()
-            if progressed { continue }
+            // Packets that came in during this pass may be queued for a channel stepped before
+            // they did, and poll will not show them again: one more pass reads them.
+            if progressed || bytesRead.pointee != readBefore { continue }
             var secondsToKeepalive = Int32(clamping: endpoint.keepaliveSeconds)
             let rc = libssh2_keepalive_send(session, &secondsToKeepalive)
             if rc != 0 && rc != LIBSSH2_ERROR_EAGAIN {
