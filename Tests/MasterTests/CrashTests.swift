@@ -14,6 +14,8 @@ final class MasterProcess {
     /// The SSH gateway's port; 0 (off) unless a test asks for it.
     let sshPort: Int
     private var process: Subprocess?
+    /// Without a log of the test's, errors still go somewhere a failure to start can quote.
+    private var errorsPath: String { "\(NSTemporaryDirectory())/resalloc-master-errors-\(port)" }
 
     /// More `serve` flags.
     let extraArguments: [String]
@@ -26,9 +28,12 @@ final class MasterProcess {
         self.extraArguments = extraArguments
     }
 
+    deinit { try? FileManager.default.removeItem(atPath: errorsPath) }
+
     /// Starts it and returns once it answers `GET /health`.
     func start() async throws {
-        let log: Subprocess.Stream = logPath.map { .file($0) } ?? .null
+        let errors = logPath ?? errorsPath
+        let log: Subprocess.Stream = .file(errors)
         process = try Subprocess.start(
             [
                 CLI.masterBinary, "serve", "--port", String(port), "--db", databasePath, "--key", keyPath,
@@ -39,7 +44,10 @@ final class MasterProcess {
         )
         let health = HTTPClientRequest(url: "http://127.0.0.1:\(port)/health")
         for _ in 0..<200 {
-            if let status = process?.exitStatus { throw TestbedError("the master exited with status \(status) on start") }
+            if let status = process?.exitStatus {
+                let said = (try? String(contentsOfFile: errors, encoding: .utf8))?.suffix(2000) ?? ""
+                throw TestbedError("the master exited with status \(status) on start, saying: \(said)")
+            }
             if (try? await HTTPClient.shared.execute(health, timeout: .seconds(2)))?.status == .ok { return }
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -124,7 +132,7 @@ struct CrashTests {
         var seen: [String] = []
         while ContinuousClock.now - asked < .seconds(60) {
             looks += 1
-            let leases = try AppDatabase(path: databasePath).leaseListings(ownerID: nil).map(\.lease)
+            let leases = try await AppDatabase(path: databasePath).leaseListings(ownerID: nil).map(\.lease)
             let look = leases.map { "\($0.name):\($0.state)" }.joined(separator: " ")
             if seen.last?.hasSuffix(look) != true { seen.append("\(ContinuousClock.now - asked): \(look)") }
             if leases.contains(where: { $0.state == .creating }) { break }
@@ -133,7 +141,7 @@ struct CrashTests {
         master.kill9()
         for create in creates { try await create.wait(timeout: .seconds(30)) }
         let store = try AppDatabase(path: databasePath)
-        let before = try store.leaseListings(ownerID: nil).map(\.lease)
+        let before = try await store.leaseListings(ownerID: nil).map(\.lease)
         #expect(
             before.contains { $0.state == .creating },
             "after \(looks) looks in \(ContinuousClock.now - asked) (saw \(seen)): \(before.map { "\($0.name):\($0.state)" })"
@@ -183,8 +191,8 @@ struct CrashTests {
         let restarted = ContinuousClock.now
         var last = ""
         while ContinuousClock.now - restarted < .seconds(30) {
-            let leases = try store.leaseListings(ownerID: nil).map(\.lease)
-            let slots = try store.poolSlots()
+            let leases = try await store.leaseListings(ownerID: nil).map(\.lease)
+            let slots = try await store.poolSlots()
             let expected = Set(leases.filter { $0.state == .running }.map { $0.containerName(masterID: id) }).union(
                 slots.map { $0.containerName(masterID: id) }
             )
@@ -193,7 +201,7 @@ struct CrashTests {
             let present = Set(listed.filter { $0.last == "running" }.map { String($0[0]) })
             let all = Set(listed.map { String($0[0]) })
             // The pool is full, or the machine is: leases come first.
-            let room = try store.machines()[0].capacity - leases.filter { $0.state == .running }.count
+            let room = try await store.machines()[0].capacity - leases.filter { $0.state == .running }.count
             if leases.allSatisfy({ $0.state == .running || $0.state == .failed }) && slots.count == min(3, room)
                 && slots.allSatisfy({ $0.state == .ready })
                 && present == expected && all == expected
@@ -207,7 +215,7 @@ struct CrashTests {
         }
         #expect(last.isEmpty, "30 s after the last restart: \(last)")
         try await cli.ok("resources", "pool", "pooled", "0")
-        for lease in try store.leaseListings(ownerID: nil) { _ = try await cli.run(["lease", "delete", lease.lease.name]) }
+        for lease in try await store.leaseListings(ownerID: nil) { _ = try await cli.run(["lease", "delete", lease.lease.name]) }
         let left = try await testbed.docker("m9", ["ps", "-aq", "--filter", "label=resalloc.master=\(id)"]).split(separator: "\n").map(String.init)
         if !left.isEmpty { try await testbed.docker("m9", ["rm", "-f"] + left) }
     }
@@ -219,7 +227,7 @@ struct CrashTests {
         _ machine: String,
         master id: String
     ) async throws -> ([Lease], Set<String>) {
-        let leases = try AppDatabase(path: databasePath).leaseListings(ownerID: nil).map(\.lease)
+        let leases = try await AppDatabase(path: databasePath).leaseListings(ownerID: nil).map(\.lease)
         return (leases, Set(try await leaseContainers(testbed, machine, master: id)))
     }
 }
