@@ -167,7 +167,7 @@ func restartBenchmark(testbed: Testbed) async throws {
         defer { process.kill9() }
         var settled = false
         while clock.now - restarted < .seconds(60) {
-            let leases = try store.leaseListings(ownerID: nil).map(\.lease)
+            let leases = try await store.leaseListings(ownerID: nil).map(\.lease)
             let running = Set(leases.filter { $0.state == .running }.map { $0.containerName(masterID: master) })
             let containers = Set(
                 try await testbed.docker("m1", ["ps", "-a", "--filter", "label=resalloc.master=\(master)", "--format", "{{.Names}}"]).split(
@@ -186,7 +186,7 @@ func restartBenchmark(testbed: Testbed) async throws {
         )
         if !leftovers.isEmpty { try await testbed.docker("m1", ["rm", "-f"] + leftovers) }
         if !settled {
-            let leases = try store.leaseListings(ownerID: nil).map { "\($0.lease.name):\($0.lease.state):\($0.lease.machineId ?? 0)" }
+            let leases = try await store.leaseListings(ownerID: nil).map { "\($0.lease.name):\($0.lease.state):\($0.lease.machineId ?? 0)" }
             print("round \(round): not settled within 60 s: leases \(leases), containers were \(leftovers)")
         }
     }

@@ -5,8 +5,8 @@ import GRDB
 
 extension AppDatabase {
     /// Creates a user; the first one ever is an active admin, the others wait for approval.
-    public func createUser(name: String, passwordHash: String) throws -> User {
-        try write(conflict: "the name \(name) is taken") { db in
+    public func createUser(name: String, passwordHash: String) async throws -> User {
+        try await write(conflict: "the name \(name) is taken") { db in
             let isFirst = try User.fetchCount(db) == 0
             var user = User(name: name, passwordHash: passwordHash, role: isFirst ? .admin : .user, status: isFirst ? .active : .pending)
             try user.insert(db)
@@ -14,17 +14,17 @@ extension AppDatabase {
         }
     }
 
-    public func user(named name: String) throws -> User? {
-        try writer.read { db in try User.filter(User.Columns.name == name).fetchOne(db) }
+    public func user(named name: String) async throws -> User? {
+        try await read { db in try User.filter(User.Columns.name == name).fetchOne(db) }
     }
 
-    public func users() throws -> [User] {
-        try writer.read { db in try User.order(Column("id")).fetchAll(db) }
+    public func users() async throws -> [User] {
+        try await read { db in try User.order(Column("id")).fetchAll(db) }
     }
 
     /// Sets a user's status or role; throws `notFound` for an unknown name.
-    public func updateUser(named name: String, status: User.Status? = nil, role: User.Role? = nil) throws -> User {
-        try writer.write { db in
+    public func updateUser(named name: String, status: User.Status? = nil, role: User.Role? = nil) async throws -> User {
+        try await write { db in
             guard var user = try User.filter(User.Columns.name == name).fetchOne(db) else { throw StoreError.notFound("no user \(name)") }
             if let status { user.status = status }
             if let role { user.role = role }
@@ -33,16 +33,16 @@ extension AppDatabase {
         }
     }
 
-    public func createToken(userID: Int64, hash: String, expiresAt: Date) throws {
-        try writer.write { db in
+    public func createToken(userID: Int64, hash: String, expiresAt: Date) async throws {
+        try await write { db in
             var token = Token(userId: userID, hash: hash, createdAt: Date(), expiresAt: expiresAt)
             try token.insert(db)
         }
     }
 
     /// The active user holding an unexpired token with this hash.
-    public func user(forTokenHash hash: String, at now: Date = Date()) throws -> User? {
-        try writer.read { db in
+    public func user(forTokenHash hash: String, at now: Date = Date()) async throws -> User? {
+        try await read { db in
             try User.fetchOne(
                 db,
                 sql: """
@@ -56,42 +56,42 @@ extension AppDatabase {
 
     /// Revokes a token; returns whether it existed.
     @discardableResult
-    public func deleteToken(hash: String) throws -> Bool {
-        try writer.write { db in try Token.filter(Token.Columns.hash == hash).deleteAll(db) > 0 }
+    public func deleteToken(hash: String) async throws -> Bool {
+        try await write { db in try Token.filter(Token.Columns.hash == hash).deleteAll(db) > 0 }
     }
 }
 
 // MARK: - Resources
 
 extension AppDatabase {
-    public func createResource(name: String, dockerfile: Data) throws -> Resource {
-        try write(conflict: "a resource named \(name) exists already") { db in
+    public func createResource(name: String, dockerfile: Data) async throws -> Resource {
+        try await write(conflict: "a resource named \(name) exists already") { db in
             var resource = Resource(name: name, dockerfile: dockerfile)
             try resource.insert(db)
             return resource
         }
     }
 
-    public func resources() throws -> [Resource] {
-        try writer.read { db in try Resource.order(Resource.Columns.name).fetchAll(db) }
+    public func resources() async throws -> [Resource] {
+        try await read { db in try Resource.order(Resource.Columns.name).fetchAll(db) }
     }
 
-    public func resource(named name: String) throws -> Resource? {
-        try writer.read { db in try Resource.filter(Resource.Columns.name == name).fetchOne(db) }
+    public func resource(named name: String) async throws -> Resource? {
+        try await read { db in try Resource.filter(Resource.Columns.name == name).fetchOne(db) }
     }
 
     /// Sets how many warm containers of the resource the master keeps.
-    public func setPoolSize(resourceNamed name: String, to size: Int) throws -> Resource {
-        try updateResource(named: name) { $0.poolSize = size }
+    public func setPoolSize(resourceNamed name: String, to size: Int) async throws -> Resource {
+        try await updateResource(named: name) { $0.poolSize = size }
     }
 
     /// Replaces the resource's Dockerfile; leases made from the old one keep their image.
-    public func updateDockerfile(resourceNamed name: String, to dockerfile: Data) throws -> Resource {
-        try updateResource(named: name) { $0.dockerfile = dockerfile }
+    public func updateDockerfile(resourceNamed name: String, to dockerfile: Data) async throws -> Resource {
+        try await updateResource(named: name) { $0.dockerfile = dockerfile }
     }
 
-    private func updateResource(named name: String, _ change: @Sendable @escaping (inout Resource) -> Void) throws -> Resource {
-        try writer.write { db in
+    private func updateResource(named name: String, _ change: @Sendable @escaping (inout Resource) -> Void) async throws -> Resource {
+        try await write { db in
             guard var resource = try Resource.filter(Resource.Columns.name == name).fetchOne(db) else {
                 throw StoreError.notFound("no resource \(name)")
             }
@@ -101,8 +101,8 @@ extension AppDatabase {
         }
     }
 
-    public func deleteResource(named name: String) throws {
-        try write(conflict: "resource \(name) is used by leases; delete them first") { db in
+    public func deleteResource(named name: String) async throws {
+        try await write(conflict: "resource \(name) is used by leases; delete them first") { db in
             guard try Resource.filter(Resource.Columns.name == name).deleteAll(db) > 0 else { throw StoreError.notFound("no resource \(name)") }
         }
     }
@@ -111,29 +111,29 @@ extension AppDatabase {
 // MARK: - Machines
 
 extension AppDatabase {
-    public func createMachine(_ machine: Machine) throws -> Machine {
-        try write(conflict: "a machine named \(machine.name), or at \(machine.host):\(machine.port), exists already") { db in
+    public func createMachine(_ machine: Machine) async throws -> Machine {
+        try await write(conflict: "a machine named \(machine.name), or at \(machine.host):\(machine.port), exists already") { db in
             var machine = machine
             try machine.insert(db)
             return machine
         }
     }
 
-    public func machines() throws -> [Machine] {
-        try writer.read { db in try Machine.order(Machine.Columns.name).fetchAll(db) }
+    public func machines() async throws -> [Machine] {
+        try await read { db in try Machine.order(Machine.Columns.name).fetchAll(db) }
     }
 
-    public func machine(named name: String) throws -> Machine? {
-        try writer.read { db in try Machine.filter(Machine.Columns.name == name).fetchOne(db) }
+    public func machine(named name: String) async throws -> Machine? {
+        try await read { db in try Machine.filter(Machine.Columns.name == name).fetchOne(db) }
     }
 
-    public func machine(id: Int64) throws -> Machine? {
-        try writer.read { db in try Machine.fetchOne(db, key: id) }
+    public func machine(id: Int64) async throws -> Machine? {
+        try await read { db in try Machine.fetchOne(db, key: id) }
     }
 
     /// Records what a pass found: a healthy machine was reached just now.
-    public func setMachineHealth(id: Int64, healthy: Bool, error: String?, at now: Date = Date()) throws {
-        try writer.write { db in
+    public func setMachineHealth(id: Int64, healthy: Bool, error: String?, at now: Date = Date()) async throws {
+        try await write { db in
             if healthy {
                 try db.execute(sql: "UPDATE machine SET healthy = 1, lastError = NULL, lastContactAt = ? WHERE id = ?", arguments: [now, id])
             } else {
@@ -143,14 +143,14 @@ extension AppDatabase {
     }
 
     /// Deletes a machine that no lease uses any more.
-    public func deleteMachine(id: Int64) throws {
-        try write(conflict: "the machine still has leases") { db in _ = try Machine.deleteOne(db, key: id) }
+    public func deleteMachine(id: Int64) async throws {
+        try await write(conflict: "the machine still has leases") { db in _ = try Machine.deleteOne(db, key: id) }
     }
 
     /// What counts against each machine's capacity: active (creating, running, deleting) leases
     /// and warm pool containers, per machine id.
-    public func activeLeaseCounts() throws -> [Int64: Int] {
-        try writer.read { db in try Self.occupancy(db) }
+    public func activeLeaseCounts() async throws -> [Int64: Int] {
+        try await read { db in try Self.occupancy(db) }
     }
 
     static func occupancy(_ db: Database) throws -> [Int64: Int] {
@@ -171,8 +171,8 @@ extension AppDatabase {
 extension AppDatabase {
     /// Writes a new lease in state `creating`; a name the owner already uses is a conflict,
     /// unless that lease failed, when the new one takes its place.
-    public func createLease(_ lease: Lease) throws -> Lease {
-        try write(conflict: "you already have a lease named \(lease.name)") { db in
+    public func createLease(_ lease: Lease) async throws -> Lease {
+        try await write(conflict: "you already have a lease named \(lease.name)") { db in
             try db.execute(sql: "DELETE FROM lease WHERE ownerId = ? AND name = ? AND state = 'failed'", arguments: [lease.ownerId, lease.name])
             var lease = lease
             try lease.insert(db)
@@ -181,8 +181,8 @@ extension AppDatabase {
     }
 
     /// SQLite runs one write transaction at a time: the count and the update cannot interleave.
-    public func placeLease(_ lease: Lease, on machineIDs: [Int64]) throws -> Machine? {
-        try writer.write { db in
+    public func placeLease(_ lease: Lease, on machineIDs: [Int64]) async throws -> Machine? {
+        try await write { db in
             let occupied = try Self.occupancy(db)
             for id in machineIDs {
                 guard let machine = try Machine.fetchOne(db, key: id), machine.healthy, occupied[id, default: 0] < machine.capacity else { continue }
@@ -195,21 +195,21 @@ extension AppDatabase {
         }
     }
 
-    public func updateLease(_ lease: Lease) throws {
-        try writer.write { db in try lease.update(db) }
+    public func updateLease(_ lease: Lease) async throws {
+        try await write { db in try lease.update(db) }
     }
 
-    public func deleteLease(id: Int64) throws {
-        try writer.write { db in _ = try Lease.deleteOne(db, key: id) }
+    public func deleteLease(id: Int64) async throws {
+        try await write { db in _ = try Lease.deleteOne(db, key: id) }
     }
 
-    public func lease(id: Int64) throws -> Lease? {
-        try writer.read { db in try Lease.fetchOne(db, key: id) }
+    public func lease(id: Int64) async throws -> Lease? {
+        try await read { db in try Lease.fetchOne(db, key: id) }
     }
 
     /// Leases with their owner, resource and machine names; one owner's, or everyone's when nil.
-    public func leaseListings(ownerID: Int64?, name: String? = nil, machineID: Int64? = nil) throws -> [LeaseListing] {
-        try writer.read { db in
+    public func leaseListings(ownerID: Int64?, name: String? = nil, machineID: Int64? = nil) async throws -> [LeaseListing] {
+        try await read { db in
             var conditions: [String] = []
             var arguments: [any DatabaseValueConvertible] = []
             if let ownerID {
@@ -241,28 +241,28 @@ extension AppDatabase {
     }
 
     /// The lease `name` of `ownerID`.
-    public func leaseListing(ownerID: Int64, name: String) throws -> LeaseListing? {
-        try leaseListings(ownerID: ownerID, name: name).first
+    public func leaseListing(ownerID: Int64, name: String) async throws -> LeaseListing? {
+        try await leaseListings(ownerID: ownerID, name: name).first
     }
 }
 
 // MARK: - Users' SSH keys
 
 extension AppDatabase {
-    public func createUserKey(_ key: UserKey) throws -> UserKey {
-        try write(conflict: "that key is registered already, or you have a key named \(key.name)") { db in
+    public func createUserKey(_ key: UserKey) async throws -> UserKey {
+        try await write(conflict: "that key is registered already, or you have a key named \(key.name)") { db in
             var key = key
             try key.insert(db)
             return key
         }
     }
 
-    public func userKeys(userId: Int64) throws -> [UserKey] {
-        try writer.read { db in try UserKey.filter(UserKey.Columns.userId == userId).order(UserKey.Columns.name).fetchAll(db) }
+    public func userKeys(userId: Int64) async throws -> [UserKey] {
+        try await read { db in try UserKey.filter(UserKey.Columns.userId == userId).order(UserKey.Columns.name).fetchAll(db) }
     }
 
-    public func deleteUserKey(userId: Int64, name: String) throws {
-        try writer.write { db in
+    public func deleteUserKey(userId: Int64, name: String) async throws {
+        try await write { db in
             guard try UserKey.filter(UserKey.Columns.userId == userId && UserKey.Columns.name == name).deleteAll(db) > 0 else {
                 throw StoreError.notFound("you have no key named \(name)")
             }
@@ -270,8 +270,8 @@ extension AppDatabase {
     }
 
     /// The active user whose key has this wire form (base64), if any.
-    public func user(withKeyBlob blob: String) throws -> User? {
-        try writer.read { db in
+    public func user(withKeyBlob blob: String) async throws -> User? {
+        try await read { db in
             guard let key = try UserKey.filter(UserKey.Columns.blob == blob).fetchOne(db) else { return nil }
             return try User.fetchOne(db, key: key.userId)
         }
@@ -281,34 +281,34 @@ extension AppDatabase {
 // MARK: - Incarnations
 
 extension AppDatabase {
-    public func registerIncarnation(_ incarnation: Incarnation) throws {
-        try writer.write { db in try incarnation.insert(db) }
+    public func registerIncarnation(_ incarnation: Incarnation) async throws {
+        try await write { db in try incarnation.insert(db) }
     }
 
     /// Records that the incarnation is alive now; false when its row is gone.
     @discardableResult
-    public func heartbeat(incarnationID: String, at now: Date = Date()) throws -> Bool {
-        try writer.write { db in
+    public func heartbeat(incarnationID: String, at now: Date = Date()) async throws -> Bool {
+        try await write { db in
             try db.execute(sql: "UPDATE incarnation SET heartbeatAt = ? WHERE id = ?", arguments: [now, incarnationID])
             return db.changesCount > 0
         }
     }
 
-    public func stopIncarnation(id: String, at now: Date = Date()) throws {
-        try writer.write { db in
+    public func stopIncarnation(id: String, at now: Date = Date()) async throws {
+        try await write { db in
             try db.execute(sql: "UPDATE incarnation SET stoppedAt = ? WHERE id = ?", arguments: [now, id])
         }
     }
 
-    public func incarnations() throws -> [Incarnation] {
-        try writer.read { db in try Incarnation.order(Column("startedAt")).fetchAll(db) }
+    public func incarnations() async throws -> [Incarnation] {
+        try await read { db in try Incarnation.order(Column("startedAt")).fetchAll(db) }
     }
 
     /// Forgets incarnations that stopped, or were last heard of, before `date` and that no
     /// lease names any more.
     @discardableResult
-    public func purgeIncarnations(before date: Date) throws -> Int {
-        try writer.write { db in
+    public func purgeIncarnations(before date: Date) async throws -> Int {
+        try await write { db in
             try db.execute(
                 sql: """
                     DELETE FROM incarnation WHERE COALESCE(stoppedAt, heartbeatAt) < ?
@@ -324,8 +324,8 @@ extension AppDatabase {
 // MARK: - Warm pools
 
 extension AppDatabase {
-    public func poolSlots(machineID: Int64? = nil) throws -> [PoolSlot] {
-        try writer.read { db in
+    public func poolSlots(machineID: Int64? = nil) async throws -> [PoolSlot] {
+        try await read { db in
             var request = PoolSlot.order(Column("id"))
             if let machineID { request = request.filter(Column("machineId") == machineID) }
             return try request.fetchAll(db)
@@ -334,8 +334,8 @@ extension AppDatabase {
 
     /// Writes a `starting` slot on the machine if it has room (leases and slots below its
     /// capacity), in one transaction; nil when it has none.
-    public func addPoolSlot(_ slot: PoolSlot) throws -> PoolSlot? {
-        try writer.write { db in
+    public func addPoolSlot(_ slot: PoolSlot) async throws -> PoolSlot? {
+        try await write { db in
             guard let machine = try Machine.fetchOne(db, key: slot.machineId), machine.healthy,
                 try Self.occupancy(db)[slot.machineId, default: 0] < machine.capacity
             else { return nil }
@@ -346,8 +346,8 @@ extension AppDatabase {
     }
 
     /// Marks a started slot ready; false when its row is gone (drained meanwhile).
-    public func markPoolSlotReady(id: Int64, containerID: String) throws -> Bool {
-        try writer.write { db in
+    public func markPoolSlotReady(id: Int64, containerID: String) async throws -> Bool {
+        try await write { db in
             try db.execute(
                 sql: "UPDATE poolSlot SET state = 'ready', containerId = ? WHERE id = ? AND state = 'starting'",
                 arguments: [containerID, id]
@@ -358,8 +358,8 @@ extension AppDatabase {
 
     /// Claims the oldest ready slot of `image` on a healthy machine for the lease, and places
     /// the lease on that machine, in one transaction: no two leases get one slot.
-    public func claimPoolSlot(image: String, resourceID: Int64, lease: Lease, incarnationID: String) throws -> PoolSlot? {
-        try writer.write { db in
+    public func claimPoolSlot(image: String, resourceID: Int64, lease: Lease, incarnationID: String) async throws -> PoolSlot? {
+        try await write { db in
             guard
                 var slot = try PoolSlot.fetchOne(
                     db,
@@ -382,16 +382,16 @@ extension AppDatabase {
         }
     }
 
-    public func deletePoolSlot(id: Int64) throws {
-        try writer.write { db in _ = try PoolSlot.deleteOne(db, key: id) }
+    public func deletePoolSlot(id: Int64) async throws {
+        try await write { db in _ = try PoolSlot.deleteOne(db, key: id) }
     }
 }
 
 // MARK: - Audit trail
 
 extension AppDatabase {
-    public func appendEvent(_ event: Event) throws {
-        try writer.write { db in
+    public func appendEvent(_ event: Event) async throws {
+        try await write { db in
             var event = event
             try event.insert(db)
         }
@@ -399,8 +399,8 @@ extension AppDatabase {
 
     /// Events oldest first: since `since`, of `actor` when given, after the id `after` (for
     /// paging), at most `limit`.
-    public func events(since: Date? = nil, actor: String? = nil, after: Int64? = nil, limit: Int = 1000) throws -> [Event] {
-        try writer.read { db in
+    public func events(since: Date? = nil, actor: String? = nil, after: Int64? = nil, limit: Int = 1000) async throws -> [Event] {
+        try await read { db in
             var request = Event.order(Column("id"))
             if let since { request = request.filter(Column("at") >= since) }
             if let actor { request = request.filter(Column("actor") == actor) }
@@ -411,7 +411,7 @@ extension AppDatabase {
 
     /// Deletes events from before `date`; returns how many.
     @discardableResult
-    public func purgeEvents(before date: Date) throws -> Int {
-        try writer.write { db in try Event.filter(Column("at") < date).deleteAll(db) }
+    public func purgeEvents(before date: Date) async throws -> Int {
+        try await write { db in try Event.filter(Column("at") < date).deleteAll(db) }
     }
 }

@@ -129,11 +129,31 @@ extension AppDatabase {
     }
 
     /// Runs a write and turns constraint failures into `StoreError.conflict` with `sentence`.
-    func write<T: Sendable>(conflict sentence: String, _ body: @Sendable (Database) throws -> T) throws -> T {
+    func write<T: Sendable>(conflict sentence: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
-            return try writer.write(body)
+            return try await write(body)
         } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
             throw StoreError.conflict(sentence)
+        }
+    }
+
+    // The queries run on GRDB's own queues, and the caller's task waits without holding its
+    // thread: in resalloc-master that thread is a NIO event loop, which must not wait on SQLite's
+    // locks (up to the 10 s busy timeout while another process writes) or on a commit's fsync.
+    // Unlike GRDB's async read and write, these are not cancelled with the caller's task: a write
+    // that was asked for finishes or fails on its own, as a synchronous one did.
+
+    /// A read transaction on a reader connection.
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            writer.asyncRead { database in continuation.resume(with: Result { try body(database.get()) }) }
+        }
+    }
+
+    /// A write transaction on the writer connection.
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            writer.asyncWrite(body) { _, result in continuation.resume(with: result) }
         }
     }
 }

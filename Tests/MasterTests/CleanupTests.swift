@@ -134,10 +134,10 @@ struct CleanupTests {
             )
             // What a master killed between the lease's row and its placement leaves behind.
             let store = try AppDatabase(path: databasePath)
-            let placed = try #require(try store.leaseListings(ownerID: nil).first { $0.lease.name == "placed" }?.lease)
-            try store.registerIncarnation(Incarnation(id: "stopped-master", host: "elsewhere", pid: 1, heartbeatSeconds: 5))
-            try store.stopIncarnation(id: "stopped-master")
-            _ = try store.createLease(
+            let placed = try #require(try await store.leaseListings(ownerID: nil).first { $0.lease.name == "placed" }?.lease)
+            try await store.registerIncarnation(Incarnation(id: "stopped-master", host: "elsewhere", pid: 1, heartbeatSeconds: 5))
+            try await store.stopIncarnation(id: "stopped-master")
+            _ = try await store.createLease(
                 Lease(
                     name: "unplaced",
                     ownerId: placed.ownerId,

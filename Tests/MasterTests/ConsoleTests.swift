@@ -74,7 +74,7 @@ struct ConsoleTests {
         try await Self.screenshot(browser, "console-admin.png")
 
         // Delete from the page: the row and the container are gone.
-        let container = try #require(try AppDatabase(path: master.databasePath).leaseListings(ownerID: nil).first { $0.lease.name == "web1" })
+        let container = try #require(try await AppDatabase(path: master.databasePath).leaseListings(ownerID: nil).first { $0.lease.name == "web1" })
             .lease.containerName(masterID: try masterID(master.databasePath))
         try await browser.click("#lease-web1 button.delete")
         #expect(try await browser.text("#notice") == "Lease web1 deleted.")
@@ -120,7 +120,8 @@ struct ConsoleTests {
         #expect(try await post("/ui/lease/mine/delete", "{csrf: 'x\(token.dropFirst())'}") == 403)
         #expect(try await post("/ui/lease/secret/delete", "{csrf: '\(token)'}") == 404)
         #expect(try await post("/ui/user/bob/approve", "{csrf: '\(token)'}") == 403)
-        let leases = try AppDatabase(path: master.databasePath).leaseListings(ownerID: nil).map { "\($0.lease.name):\($0.lease.state)" }.sorted()
+        let leases = try await AppDatabase(path: master.databasePath).leaseListings(ownerID: nil).map { "\($0.lease.name):\($0.lease.state)" }
+            .sorted()
         #expect(leases == ["mine:running", "secret:running"])
 
         // Signing out revokes the token: the old cookie no longer opens the panel.

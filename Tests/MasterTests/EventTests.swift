@@ -74,7 +74,7 @@ struct EventTests {
             try await Task.sleep(for: .milliseconds(1500))
             let pass = try await cleanup(databasePath, testbed, "--keep-events", "1s")
             #expect(pass.status == 0, "\(pass.stderr)")
-            #expect(try store.events().isEmpty)
+            #expect(try await store.events().isEmpty)
         }
     }
 }

@@ -74,7 +74,7 @@ struct PoolTests {
         lease: String
     ) async throws -> (name: String, id: String) {
         let store = try AppDatabase(path: databasePath)
-        guard let row = try store.leaseListings(ownerID: nil).first(where: { $0.lease.name == lease }) else {
+        guard let row = try await store.leaseListings(ownerID: nil).first(where: { $0.lease.name == lease }) else {
             throw TestbedError("no lease \(lease)")
         }
         let name = row.lease.containerName(masterID: try store.masterID())
@@ -225,8 +225,8 @@ struct PoolTests {
             let id = try masterID(databasePath)
             try await Self.waitForPool(api, testbed, token: admin, resource: "spread", ready: 4, machines: ["m8", "m9"], master: id)
             let store = try AppDatabase(path: databasePath)
-            let machines = Dictionary(uniqueKeysWithValues: try store.machines().map { ($0.id!, $0.name) })
-            #expect(Set(try store.poolSlots().map { machines[$0.machineId]! }) == ["fragile", "m9"], "spread over both machines")
+            let machines = await Dictionary(uniqueKeysWithValues: try store.machines().map { ($0.id!, $0.name) })
+            #expect(await Set(try store.poolSlots().map { machines[$0.machineId]! }) == ["fragile", "m9"], "spread over both machines")
 
             variant.dropConnections()
             variant.stop()
@@ -236,7 +236,7 @@ struct PoolTests {
             let start = ContinuousClock.now
             var slots: [String] = []
             while ContinuousClock.now - start < .seconds(30) {
-                let rows = try store.poolSlots()
+                let rows = try await store.poolSlots()
                 slots = rows.map { "\(machines[$0.machineId]!):\($0.state)" }
                 if rows.count == 4 && rows.allSatisfy({ $0.state == .ready && machines[$0.machineId] == "m9" }) { break }
                 try await Task.sleep(for: .milliseconds(200))

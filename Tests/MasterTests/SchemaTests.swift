@@ -18,23 +18,25 @@ struct SchemaTests {
         #expect(try await database.writer.read { try Bool.fetchOne($0, sql: "PRAGMA foreign_keys") } == true)
         let all = Array(1...Schema.latestVersion)
         #expect(try database.migrateUp() == all)
-        _ = try database.createUser(name: "before", passwordHash: "x")
+        _ = try await database.createUser(name: "before", passwordHash: "x")
         let firstID = try database.masterID()
         #expect(try database.migrateDown(to: 1) == Array(all.dropFirst().reversed()))
         #expect(try database.schemaVersion() == 1)
         #expect(throws: StoreError.self) { try database.requireCurrentSchema() }
-        #expect(try database.users().map(\.name) == ["before"])
+        #expect(try await database.users().map(\.name) == ["before"])
         #expect(try database.migrateDown() == [1])
         #expect(try database.migrationStatus().allSatisfy { $0.appliedAt == nil })
         #expect(try database.migrateUp(to: 2) == [1, 2])
         #expect(try database.migrateUp() == Array(all.dropFirst(2)))
         #expect(try database.migrateUp().isEmpty)
         try database.requireCurrentSchema()
-        let user = try database.createUser(name: "after", passwordHash: "x")
+        let user = try await database.createUser(name: "after", passwordHash: "x")
         #expect(user.role == .admin)
         #expect(try database.masterID() != firstID)
-        let resource = try database.createResource(name: "r", dockerfile: Data("FROM busybox".utf8))
-        #expect(throws: StoreError.conflict("a resource named r exists already")) { try database.createResource(name: "r", dockerfile: Data()) }
+        let resource = try await database.createResource(name: "r", dockerfile: Data("FROM busybox".utf8))
+        await #expect(throws: StoreError.conflict("a resource named r exists already")) {
+            try await database.createResource(name: "r", dockerfile: Data())
+        }
         _ = resource
     }
 

@@ -36,7 +36,7 @@ struct SessionEndTests {
         let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
         try await cli.setUpAdmin(resource: "box", dockerfile: "FROM busybox", machine: testbed.machine("m2"))
         try await cli.ok("lease", "create", "box", "orphaned", "-q")
-        let container = try #require(try AppDatabase(path: master.databasePath).leaseListings(ownerID: nil).first).lease
+        let container = try #require(try await AppDatabase(path: master.databasePath).leaseListings(ownerID: nil).first).lease
             .containerName(masterID: try masterID(master.databasePath))
         let processes = { try await testbed.docker("m2", ["exec", container, "ps", "-o", "args"]) }
 
