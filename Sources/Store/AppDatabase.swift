@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import NIOPosix
 
 /// What the store refuses, in words for a person; never SQLite's own text.
 public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -137,23 +138,30 @@ extension AppDatabase {
         }
     }
 
-    // The queries run on GRDB's own queues, and the caller's task waits without holding its
+    // The queries run on threads of their own, and the caller's task waits without holding its
     // thread: in resalloc-master that thread is a NIO event loop, which must not wait on SQLite's
     // locks (up to the 10 s busy timeout while another process writes) or on a commit's fsync.
-    // Unlike GRDB's async read and write, these are not cancelled with the caller's task: a write
-    // that was asked for finishes or fails on its own, as a synchronous one did.
+    // Not GRDB's async read and write: those throw when the caller's task is cancelled, and a
+    // write that was asked for should finish or fail on its own. Not GRDB's asyncRead/asyncWrite
+    // either: they wait for SQLite on Dispatch's worker threads, which Swift's default executor
+    // shares on Linux (with them, two full test runs in ten saw no task get a PostgreSQL
+    // connection for 20 s).
+
+    /// Threads for SQLite's waits: more than writes ever wait at once here, so that a read
+    /// never queues behind writes waiting for another process's lock.
+    static let threads: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 16)
+        pool.start()
+        return pool
+    }()
 
     /// A read transaction on a reader connection.
     func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            writer.asyncRead { database in continuation.resume(with: Result { try body(database.get()) }) }
-        }
+        try await Self.threads.runIfActive { [writer] in try writer.read(body) }
     }
 
     /// A write transaction on the writer connection.
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            writer.asyncWrite(body) { _, result in continuation.resume(with: result) }
-        }
+        try await Self.threads.runIfActive { [writer] in try writer.write(body) }
     }
 }
