@@ -47,6 +47,7 @@ public struct ShellSession: Sendable {
                 outcome: outcome,
                 onOutput: onOutput
             )
+            defer { channel.close(promise: nil) }  // already closed, unless the relay failed
             try await relay(channel, start: start, input: input, keyboard: keyboard)
         } catch {
             if outcome.event == nil { throw ClientError.unreachable(url: client.server, detail: "the shell connection failed: \(error)") }

@@ -50,7 +50,8 @@ enum ShellWire {
                     }
                     var configuration = NIOUpgradableHTTPClientPipelineConfiguration(
                         upgradeConfiguration: NIOTypedHTTPClientUpgradeConfiguration(upgradeRequestHead: head, upgraders: [upgrader]) { channel in
-                            channel.eventLoop.makeSucceededFuture(nil)
+                            channel.close(promise: nil)  // no shell on it: nothing left open
+                            return channel.eventLoop.makeSucceededFuture(nil)
                         }
                     )
                     configuration.leftOverBytesStrategy = .forwardBytes
