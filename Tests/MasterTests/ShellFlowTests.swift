@@ -5,15 +5,21 @@ import Testing
 @Suite("A session's output keeps pace with its client", .timeLimit(.minutes(3)))
 struct ShellFlowTests {
     /// The program writes 64 KiB at a time and counts its writes in /tmp/written; the client is
-    /// `resalloc ssh` with its standard output a pipe that nobody reads for a while.
-    static let writer = "i=0; while :; do head -c 65536 /dev/zero; i=$((i+1)); echo $i > /tmp/written; done"
+    /// `resalloc ssh` with its standard output a pipe that nobody reads for a while. The count is
+    /// renamed into place: `echo > /tmp/written` truncates first, and a `cat` at that moment
+    /// would read nothing.
+    static let writer =
+        "i=0; while :; do head -c 65536 /dev/zero; i=$((i+1)); echo $i > /tmp/w; mv /tmp/w /tmp/written; done"
 
     @Test("A client that stops reading holds the program back (the master does not buffer its output), and it goes on once the client reads")
     func slowClient() async throws {
         try await withLeasedBox(dockerfile: "FROM busybox") { _, cli, testbed, container in
             let written = {
                 let text = try await testbed.docker("m2", ["exec", container, "cat", "/tmp/written"])
-                return Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+                guard let count = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                    throw TestbedError("/tmp/written holds \(text.debugDescription), not a count")
+                }
+                return count
             }
             let (command, _, output) = try Subprocess.startPiped(
                 [CLI.binary, "ssh", "box", "--", "sh", "-c", Self.writer],
