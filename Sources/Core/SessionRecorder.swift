@@ -211,7 +211,7 @@ public enum SessionRecordings {
                 lease: leaseName,
                 user: userName,
                 started: Date(timeIntervalSince1970: Double(timestamp)),
-                bytes: size ?? 0
+                bytes: size
             )
         }
         .filter { (lease == nil || $0.lease == lease) && (user == nil || $0.user == user) }

@@ -112,7 +112,7 @@ extension RemoteDocker {
             _ = try? await run(["exec", "--user", "0", container, tool, "rm", "-rf", staging], timeout: commandTimeout)
             throw .transport(error)
         }
-        guard let sent, status == 0 else {
+        guard sent != nil, status == 0 else {
             _ = try? await run(["exec", "--user", "0", container, tool, "rm", "-rf", staging], timeout: commandTimeout)
             if sent == nil { throw .invalidArgument("the copy was cut short; nothing was written in the lease") }
             throw Self.copyFailure(errors, container: container) ?? .commandFailed(command: "cp", status: status ?? -1, stderr: errors)

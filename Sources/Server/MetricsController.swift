@@ -61,7 +61,7 @@ final class MetricsController: Sendable {
         var byState: [[String]: Int] = [:]
         for state in Lease.State.allCases { for (resource, _) in pools { byState[[state.rawValue, resource.name]] = 0 } }
         for listing in leases { byState[[listing.lease.state.rawValue, listing.resource], default: 0] += 1 }
-        set("resalloc_leases", ["state", "resource"], byState)
+        set("resalloc_leases", help: "Leases by state and resource.", ["state", "resource"], byState)
 
         let machines = try await database.machines()
         let slots = try await database.poolSlots(machineID: nil)
@@ -76,10 +76,10 @@ final class MetricsController: Sendable {
             capacity[[machine.name]] = machine.capacity
             warm[[machine.name]] = slots.filter { $0.machineId == machine.id }.count
         }
-        set("resalloc_machine_up", ["machine"], up)
-        set("resalloc_machine_active_leases", ["machine"], active)
-        set("resalloc_machine_capacity", ["machine"], capacity)
-        set("resalloc_machine_warm_containers", ["machine"], warm)
+        set("resalloc_machine_up", help: "1 if the machine answered its last health check, 0 if not.", ["machine"], up)
+        set("resalloc_machine_active_leases", help: "Leases creating, running or deleting on the machine.", ["machine"], active)
+        set("resalloc_machine_capacity", help: "Containers the machine may hold, leases and warm ones together.", ["machine"], capacity)
+        set("resalloc_machine_warm_containers", help: "Warm pool containers on the machine.", ["machine"], warm)
 
         var ready: [[String]: Int] = [:]
         var size: [[String]: Int] = [:]
@@ -87,18 +87,19 @@ final class MetricsController: Sendable {
             ready[[resource.name]] = count
             size[[resource.name]] = resource.poolSize
         }
-        set("resalloc_pool_ready", ["resource"], ready)
-        set("resalloc_pool_size", ["resource"], size)
+        set("resalloc_pool_ready", help: "Warm containers ready to be handed out, by resource.", ["resource"], ready)
+        set("resalloc_pool_size", help: "The pool size asked for each resource.", ["resource"], size)
     }
 
-    private func set(_ name: String, _ labels: [String], _ values: [[String]: Int]) {
+    private func set(_ name: String, help: String, _ labels: [String], _ values: [[String]: Int]) {
+        let descriptor = MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
         let stale = seen.withLock { seen in
             defer { seen[name] = Set(values.keys) }
             return seen[name, default: []].subtracting(values.keys)
         }
         for (key, value) in values {
-            MetricsRegistry.shared.makeGauge(name: name, labels: Array(zip(labels, key))).set(to: Double(value))
+            MetricsRegistry.shared.makeGauge(descriptor: descriptor, labels: Array(zip(labels, key))).set(to: Double(value))
         }
-        for key in stale { MetricsRegistry.shared.makeGauge(name: name, labels: Array(zip(labels, key))).set(to: 0) }
+        for key in stale { MetricsRegistry.shared.makeGauge(descriptor: descriptor, labels: Array(zip(labels, key))).set(to: 0) }
     }
 }

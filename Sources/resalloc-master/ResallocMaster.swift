@@ -95,7 +95,7 @@ extension ResallocMaster {
             name: .customLong("metrics-token"),
             help: "Make GET /metrics require 'Authorization: Bearer TOKEN' (env RESALLOC_METRICS_TOKEN); without it /metrics is open."
         )
-        var metricsTokenText: String? = ProcessInfo.processInfo.environment["RESALLOC_METRICS_TOKEN"]
+        var metricsTokenText: String?
 
         @Option(name: .customLong("keep-events"), help: "Events of the audit trail older than this are purged by the server's passes.")
         var keepEventsText = "90d"
@@ -106,7 +106,9 @@ extension ResallocMaster {
         var recordDirectory: String?
         @Flag(name: .customLong("record-input"), help: "Record what users type, too (off: output only).") var recordInput = false
 
-        var metricsToken: String? { metricsTokenText.flatMap { $0.isEmpty ? nil : $0 } }
+        var metricsToken: String? {
+            (metricsTokenText ?? ProcessInfo.processInfo.environment["RESALLOC_METRICS_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
+        }
         var keepEvents: Duration { TTL.parse(keepEventsText) ?? .seconds(90 * 86400) }
         var port: Int { Int(portText) ?? 0 }
         var sshPort: Int { Int(sshPortText) ?? -1 }

@@ -19,13 +19,23 @@ final class MasterProcess {
 
     /// More `serve` flags.
     let extraArguments: [String]
+    /// Variables added to the test's own environment.
+    let environment: [String: String]
 
-    init(databasePath: String, keyPath: String, logPath: String? = nil, sshPort: Int = 0, extraArguments: [String] = []) {
+    init(
+        databasePath: String,
+        keyPath: String,
+        logPath: String? = nil,
+        sshPort: Int = 0,
+        extraArguments: [String] = [],
+        environment: [String: String] = [:]
+    ) {
         self.databasePath = databasePath
         self.keyPath = keyPath
         self.logPath = logPath
         self.sshPort = sshPort
         self.extraArguments = extraArguments
+        self.environment = environment
     }
 
     deinit { try? FileManager.default.removeItem(atPath: errorsPath) }
@@ -39,6 +49,7 @@ final class MasterProcess {
                 CLI.masterBinary, "serve", "--port", String(port), "--db", databasePath, "--key", keyPath,
                 "--log-level", logPath == nil ? "error" : "info", "--reconcile-every", "0", "--ssh-port", String(sshPort),
             ] + extraArguments,
+            environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
             stdout: log,
             stderr: log
         )

@@ -97,21 +97,31 @@ struct MetricsTests {
         try await cli.ok("lease", "delete", "first")
     }
 
-    @Test("--metrics-token: /metrics refuses a scrape without the bearer token, or with another")
+    @Test("--metrics-token or RESALLOC_METRICS_TOKEN: /metrics refuses a scrape without the bearer token, or with another")
     func token() async throws {
         let testbed = try await Testbed.shared()
         let directory = try makeTemporaryDirectory("resalloc-metrics-token")
-        let master = MasterProcess(
-            databasePath: "\(directory)/resalloc.db",
+        let flag = MasterProcess(
+            databasePath: "\(directory)/flag.db",
             keyPath: testbed.keys["ed25519"]!,
             extraArguments: ["--metrics-token", "scrape-secret"]
         )
-        defer { master.kill9() }
-        try await master.start()
-        #expect(try await scrape(master.port).status == 401)
-        #expect(try await scrape(master.port, token: "wrong").status == 401)
-        let allowed = try await scrape(master.port, token: "scrape-secret")
-        #expect(allowed.status == 200)
-        #expect(allowed.samples.contains { $0.name.hasPrefix("http_server_request_duration") })
+        let variable = MasterProcess(
+            databasePath: "\(directory)/variable.db",
+            keyPath: testbed.keys["ed25519"]!,
+            environment: ["RESALLOC_METRICS_TOKEN": "scrape-secret"]
+        )
+        defer {
+            flag.kill9()
+            variable.kill9()
+        }
+        for master in [flag, variable] {
+            try await master.start()
+            #expect(try await scrape(master.port).status == 401)
+            #expect(try await scrape(master.port, token: "wrong").status == 401)
+            let allowed = try await scrape(master.port, token: "scrape-secret")
+            #expect(allowed.status == 200)
+            #expect(allowed.samples.contains { $0.name.hasPrefix("http_server_request_duration") })
+        }
     }
 }
