@@ -67,8 +67,7 @@ struct GatewayTests {
         #expect(status.errors.contains("err\n"))
         let quoted = try await gateway.ssh(["box@127.0.0.1", #"printf "%s|" "a b" 'c;d'"#])
         #expect(quoted.output == "a b|c;d|")
-        var generator = SystemRandomNumberGenerator()
-        let payload = Data((0..<300_000).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        let payload = try randomBytes(300_000)
         let piped = try await gateway.ssh(["box@127.0.0.1", "cat"], stdin: payload)
         #expect(piped.stdout == payload)
         let environment = try await gateway.ssh(["-o", "SetEnv=SECRET=x", "box@127.0.0.1", "echo $LANG; echo ${SECRET:-unset}"])
@@ -150,8 +149,7 @@ struct GatewayTests {
         let gateway = try await GatewayFixture.start(resource: "FROM sftp-base")
         defer { gateway.stop() }
         try await gateway.cli.ok("lease", "create", "box", "box", "-q")
-        var generator = SystemRandomNumberGenerator()
-        let payload = Data((0..<8_000_000).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        let payload = try randomBytes(8_000_000)
         try payload.write(to: URL(fileURLWithPath: "\(gateway.directory)/up.bin"))
         let batch = "put \(gateway.directory)/up.bin /tmp/up.bin\nget /tmp/up.bin \(gateway.directory)/down.bin\n"
         let sftp = try await Subprocess.run(
