@@ -70,6 +70,7 @@ public struct CopySession: Sendable {
             throw error
         } catch {
             if let local = outcome.localFailure { throw local }
+            if let refused = UpgradeRefused.from(error) { throw await client.refusal(of: "copy", lease: lease, status: refused.status) }
             if outcome.event == nil { throw ClientError.unreachable(url: client.server, detail: "the copy's connection failed: \(error)") }
         }
         if let local = outcome.localFailure { throw local }

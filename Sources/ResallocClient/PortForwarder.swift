@@ -77,6 +77,7 @@ public struct PortForwarder: Sendable {
                     }
                 }
             } catch {
+                if let refused = UpgradeRefused.from(error) { throw await client.refusal(of: "forward", lease: lease, status: refused.status) }
                 if last.event == nil { throw ClientError.unreachable(url: client.server, detail: "the forward's connection failed: \(error)") }
             }
         }

@@ -15,7 +15,8 @@ import ResallocAPI
 /// Copies and forwarded ports, which move bulk data, keep HummingbirdWSClient.
 enum ShellWire {
     /// Connects, upgrades to a WebSocket with the bearer token, and returns the channel, whose
-    /// frames from then on go to `outcome` and `onOutput`.
+    /// frames from then on go to `outcome` and `onOutput`. Throws `UpgradeRefused` when the
+    /// master answers with plain HTTP.
     static func connect(
         _ address: ShellAddress,
         token: String,
@@ -37,7 +38,7 @@ enum ShellWire {
                         let handler = try NIOSSLClientHandler(context: tls, serverHostname: address.isIPLiteral ? nil : address.host)
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
-                    let upgrader = NIOTypedWebSocketClientUpgrader<(any Channel)?>(maxFrameSize: 1 << 22) { channel, _ in
+                    let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: 1 << 22) { channel, _ in
                         channel.eventLoop.makeCompletedFuture {
                             let aggregator = NIOWebSocketFrameAggregator(
                                 minNonFinalFragmentSize: 0,
@@ -45,23 +46,34 @@ enum ShellWire {
                                 maxAccumulatedFrameSize: 1 << 22
                             )
                             try channel.pipeline.syncOperations.addHandlers(aggregator, ShellFrameHandler(outcome: outcome, onOutput: onOutput))
-                            return channel
+                            return .upgraded(channel)
                         }
                     }
                     var configuration = NIOUpgradableHTTPClientPipelineConfiguration(
                         upgradeConfiguration: NIOTypedHTTPClientUpgradeConfiguration(upgradeRequestHead: head, upgraders: [upgrader]) { channel in
-                            channel.close(promise: nil)  // no shell on it: nothing left open
-                            return channel.eventLoop.makeSucceededFuture(nil)
+                            // The answer's head comes down the pipeline once this returns.
+                            let status = channel.eventLoop.makePromise(of: Int.self)
+                            return channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(RefusalReader(status: status))
+                                return .refused(status.futureResult)
+                            }
                         }
                     )
                     configuration.leftOverBytesStrategy = .forwardBytes
                     return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: configuration)
                 }
             }
-        guard let channel = try await upgrade.get() else {
-            throw ClientError.protocolError("the master answered the shell's WebSocket request with plain HTTP")
+        switch try await upgrade.get() {
+        case .upgraded(let channel): return channel
+        case .refused(let status): throw UpgradeRefused(status: try? await status.get())
         }
-        return channel
+    }
+
+    /// What the WebSocket request came to.
+    enum Upgrade: Sendable {
+        case upgraded(any Channel)
+        /// Plain HTTP; the future has its status.
+        case refused(EventLoopFuture<Int>)
     }
 
     /// A frame from the client: masked, as RFC 6455 requires.
@@ -97,6 +109,23 @@ struct ShellAddress {
 
     /// TLS names no IP address (SNI).
     var isIPLiteral: Bool { (try? SocketAddress(ipAddress: host, port: 0)) != nil }
+}
+
+/// The status of a plain HTTP answer to the WebSocket request; then it closes the connection, on
+/// which no shell will run.
+final class RefusalReader: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private let status: EventLoopPromise<Int>
+
+    init(status: EventLoopPromise<Int>) { self.status = status }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = unwrapInboundIn(data) { status.succeed(Int(head.status.code)) }
+        context.close(promise: nil)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { status.fail(ChannelError.ioOnClosedChannel) }
 }
 
 /// The shell's frames from the master, on the connection's event loop: output to `onOutput` at

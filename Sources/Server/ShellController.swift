@@ -34,7 +34,9 @@ struct ShellRequestContext: RequestContext, WebSocketRequestContext {
 
 /// `GET /lease/{name}/shell`: a WebSocket bridged to `docker exec` in the lease's container over
 /// the machine's SSH connection. The caller's token and ownership of a running lease are checked
-/// before the upgrade, so a refused request is an ordinary JSON error and opens nothing remote.
+/// before the upgrade, so a refused request opens nothing remote. It is logged as a failed request
+/// with its reason, but answered 400 with no body (Hummingbird's way); the CLI asks again with a
+/// plain GET of the lease to tell its user why.
 struct ShellController {
     let master: Master
 
