@@ -14,6 +14,8 @@ final class MasterProcess {
     /// The SSH gateway's port; 0 (off) unless a test asks for it.
     let sshPort: Int
     private var process: Subprocess?
+    /// Its master id, once it answered; a test may remove the database before the end.
+    private var startedAs: String?
     /// Without a log of the test's, errors still go somewhere a failure to start can quote.
     private var errorsPath: String { "\(NSTemporaryDirectory())/resalloc-master-errors-\(port)" }
 
@@ -38,7 +40,12 @@ final class MasterProcess {
         self.environment = environment
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: errorsPath) }
+    deinit {
+        try? FileManager.default.removeItem(atPath: errorsPath)
+        // Its containers go with it, on a thread of their own: deinit cannot wait.
+        guard let id = startedAs else { return }
+        Task.detached { await (try? await Testbed.shared())?.removeContainers(ofMaster: id) }
+    }
 
     /// Starts it and returns once it answers `GET /health`.
     func start() async throws {
@@ -59,7 +66,10 @@ final class MasterProcess {
                 let said = (try? String(contentsOfFile: errors, encoding: .utf8))?.suffix(2000) ?? ""
                 throw TestbedError("the master exited with status \(status) on start, saying: \(said)")
             }
-            if (try? await HTTPClient.shared.execute(health, timeout: .seconds(2)))?.status == .ok { return }
+            if (try? await HTTPClient.shared.execute(health, timeout: .seconds(2)))?.status == .ok {
+                if startedAs == nil, FileManager.default.fileExists(atPath: databasePath) { startedAs = try? masterID(databasePath) }
+                return
+            }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw TestbedError("the master did not answer on port \(port) within 10 s")

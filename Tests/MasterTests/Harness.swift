@@ -89,9 +89,16 @@ func withMaster(configure: (inout TestArguments) -> Void = { _ in }, _ body: @Se
     var arguments = TestArguments(databasePath: databasePath, keyPath: testbed.keys["ed25519"]!)
     configure(&arguments)
     let app = try await buildApplication(arguments)
-    try await app.test(.live) { client in
-        try await body(API(client: client), testbed, databasePath)
+    let id = try? masterID(databasePath)
+    do {
+        try await app.test(.live) { client in
+            try await body(API(client: client), testbed, databasePath)
+        }
+    } catch {
+        if let id { await testbed.removeContainers(ofMaster: id) }
+        throw error
     }
+    if let id { await testbed.removeContainers(ofMaster: id) }
 }
 
 /// A live master, the CLI logged in as its admin, a resource `box` built from `dockerfile`,

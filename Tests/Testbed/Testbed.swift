@@ -92,6 +92,20 @@ public final class Testbed: Sendable {
         _ = try? Self.run(["docker", "-H", "unix://\(self.machine(machine).directory)/docker.sock", "rm", "-f"] + names) as String
     }
 
+    /// Removes every container that the master `masterID` labelled (leases and warm ones) from
+    /// every machine: a test's master goes with the test, so its containers do too, and a run
+    /// leaves none running. Failures are ignored (a machine a test stopped); it is tidying up.
+    public func removeContainers(ofMaster masterID: String) async {
+        let script = """
+            for socket in "$@"; do
+                ids=$(docker -H "unix://$socket" ps -aq --filter "label=resalloc.master=\(masterID)" 2>/dev/null)
+                [ -z "$ids" ] || docker -H "unix://$socket" rm -f $ids >/dev/null 2>&1
+            done
+            true
+            """
+        _ = try? await Self.run(["sh", "-c", script, "sh"] + machines.map { "\($0.directory)/docker.sock" })
+    }
+
     /// Starts the machine's sshd again if it is stopped, waiting on this thread: for `defer`
     /// blocks, so a test that stops it always leaves it running.
     public func restartSSHD(_ machine: String) {
