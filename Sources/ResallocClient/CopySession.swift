@@ -43,7 +43,12 @@ public struct CopySession: Sendable {
         let target = try WebSocketTarget(client, path: "/lease/\(lease)/copy", label: "resalloc.cp")
         let outcome = CopyOutcome()
         do {
-            try await WebSocketClient.connect(url: target.url, configuration: target.configuration, logger: target.logger) { inbound, outbound, _ in
+            try await WebSocketClient.connect(
+                url: target.url,
+                configuration: target.configuration,
+                tlsConfiguration: ClientTLS.configuration,
+                logger: target.logger
+            ) { inbound, outbound, _ in
                 try await outbound.write(.text(Self.encode(start)))
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {

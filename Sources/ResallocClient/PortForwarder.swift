@@ -58,7 +58,12 @@ public struct PortForwarder: Sendable {
         let last = LastEvent()
         try await connection.executeThenClose { local, localWriter in
             do {
-                try await WebSocketClient.connect(url: target.url, configuration: target.configuration, logger: target.logger) {
+                try await WebSocketClient.connect(
+                    url: target.url,
+                    configuration: target.configuration,
+                    tlsConfiguration: ClientTLS.configuration,
+                    logger: target.logger
+                ) {
                     inbound,
                     outbound,
                     _ in

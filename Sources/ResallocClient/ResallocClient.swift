@@ -157,10 +157,11 @@ public struct ResallocClient: Sendable {
             request.headers.add(name: "Authorization", value: "Bearer \(token)")
         }
         if let body { request.body = .bytes(ByteBuffer(bytes: try WireCoding.encoder().encode(body))) }
+        try ClientTLS.check(server)
         do {
             return try await Self.http.execute(request, timeout: timeout)
         } catch {
-            throw ClientError.unreachable(url: server, detail: "\(error)")
+            throw ClientError.connecting(to: server, failedWith: error)
         }
     }
 
@@ -186,9 +187,10 @@ public struct ResallocClient: Sendable {
     }
 
     /// Fails at once when nothing listens (the shared client retries until its deadline), and
-    /// gives a master 5 s to accept the connection. Lives as long as the process.
+    /// gives a master 5 s to accept the connection; trusts `RESALLOC_CA_FILE` too (`ClientTLS`).
+    /// Lives as long as the process.
     private static let http: HTTPClient = {
-        var configuration = HTTPClient.Configuration()
+        var configuration = HTTPClient.Configuration(tlsConfiguration: ClientTLS.configuration)
         configuration.timeout.connect = .seconds(5)
         configuration.connectionPool.retryConnectionEstablishment = false
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)

@@ -24,7 +24,7 @@ enum ShellWire {
         outcome: Outcome,
         onOutput: @escaping @Sendable (ShellStream, ByteBuffer) -> Void
     ) async throws -> any Channel {
-        let tls = try address.tls ? NIOSSLContext(configuration: .makeClientConfiguration()) : nil
+        let tls = try address.tls ? NIOSSLContext(configuration: ClientTLS.configuration) : nil
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: address.hostHeader)
         headers.add(name: "Authorization", value: "Bearer \(token)")

@@ -12,6 +12,7 @@ struct WebSocketTarget {
 
     init(_ client: ResallocClient, path: String, label: String) throws {
         guard let token = client.token else { throw ClientError.notLoggedIn }
+        try ClientTLS.check(client.server)
         url = client.server.replacingOccurrences(of: "http://", with: "ws://").replacingOccurrences(of: "https://", with: "wss://") + path
         var configuration = WebSocketClientConfiguration()
         configuration.additionalHeaders = [.authorization: "Bearer \(token)"]

@@ -10,6 +10,8 @@ struct Resalloc: AsyncParsableCommand {
         abstract: "Lease Docker containers from a resalloc master and open shells in them.",
         discussion: """
             The master is --server, else RESALLOC_URL, else the one you logged in to, else http://127.0.0.1:8080.
+            An https:// master's certificate is checked against the system's CAs and those in the PEM file
+            that RESALLOC_CA_FILE names.
             Example session:
               resalloc login alice
               resalloc lease create busybox mylease
@@ -42,7 +44,7 @@ extension ClientError {
     var exitCode: Int32 {
         switch self {
         case .notLoggedIn: return 2
-        case .unreachable: return 3
+        case .unreachable, .untrusted: return 3
         case .server(let status, _): return status == 401 || status == 403 ? 2 : 1
         case .protocolError, .local: return 1
         }
