@@ -10,8 +10,7 @@ struct Resalloc: AsyncParsableCommand {
         abstract: "Lease Docker containers from a resalloc master and open shells in them.",
         discussion: """
             The master is --server, else RESALLOC_URL, else the one you logged in to, else http://127.0.0.1:8080.
-            An https:// master's certificate is checked against the system's CAs and those in the PEM file
-            that RESALLOC_CA_FILE names.
+            An https:// master's certificate is checked against the system's CAs and those in RESALLOC_CA_FILE (PEM).
             Example session:
               resalloc login alice
               resalloc lease create busybox mylease
