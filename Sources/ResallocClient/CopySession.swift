@@ -43,12 +43,7 @@ public struct CopySession: Sendable {
         let target = try WebSocketTarget(client, path: "/lease/\(lease)/copy", label: "resalloc.cp")
         let outcome = CopyOutcome()
         do {
-            try await WebSocketClient.connect(
-                url: target.url,
-                configuration: target.configuration,
-                tlsConfiguration: ClientTLS.configuration,
-                logger: target.logger
-            ) { inbound, outbound, _ in
+            try await target.connect { inbound, outbound, _ in
                 try await outbound.write(.text(Self.encode(start)))
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
@@ -75,7 +70,7 @@ public struct CopySession: Sendable {
             throw error
         } catch {
             if let local = outcome.localFailure { throw local }
-            if let refused = UpgradeRefused.from(error) { throw await client.refusal(of: "copy", lease: lease, status: refused.status) }
+            if let refused = error as? UpgradeRefused { throw await client.refusal(of: "copy", lease: lease, status: refused.status) }
             if outcome.event == nil { throw ClientError.unreachable(url: client.server, detail: "the copy's connection failed: \(error)") }
         }
         if let local = outcome.localFailure { throw local }

@@ -58,12 +58,7 @@ public struct PortForwarder: Sendable {
         let last = LastEvent()
         try await connection.executeThenClose { local, localWriter in
             do {
-                try await WebSocketClient.connect(
-                    url: target.url,
-                    configuration: target.configuration,
-                    tlsConfiguration: ClientTLS.configuration,
-                    logger: target.logger
-                ) {
+                try await target.connect {
                     inbound,
                     outbound,
                     _ in
@@ -82,7 +77,7 @@ public struct PortForwarder: Sendable {
                     }
                 }
             } catch {
-                if let refused = UpgradeRefused.from(error) { throw await client.refusal(of: "forward", lease: lease, status: refused.status) }
+                if let refused = error as? UpgradeRefused { throw await client.refusal(of: "forward", lease: lease, status: refused.status) }
                 if last.event == nil { throw ClientError.unreachable(url: client.server, detail: "the forward's connection failed: \(error)") }
             }
         }

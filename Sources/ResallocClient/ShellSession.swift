@@ -50,7 +50,7 @@ public struct ShellSession: Sendable {
             defer { channel.close(promise: nil) }  // already closed, unless the relay failed
             try await relay(channel, start: start, input: input, keyboard: keyboard)
         } catch {
-            if let refused = UpgradeRefused.from(error) { throw await client.refusal(of: "shell", lease: lease, status: refused.status) }
+            if let refused = error as? UpgradeRefused { throw await client.refusal(of: "shell", lease: lease, status: refused.status) }
             if outcome.event == nil { throw ClientError.unreachable(url: client.server, detail: "the shell connection failed: \(error)") }
         }
         guard let event = outcome.event else {

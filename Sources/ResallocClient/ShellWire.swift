@@ -24,6 +24,29 @@ enum ShellWire {
         outcome: Outcome,
         onOutput: @escaping @Sendable (ShellStream, ByteBuffer) -> Void
     ) async throws -> any Channel {
+        try await dial(address, token: token, eventLoop: eventLoop, maxFrameSize: 1 << 22) { channel in
+            let aggregator = NIOWebSocketFrameAggregator(
+                minNonFinalFragmentSize: 0,
+                maxAccumulatedFrameCount: 1 << 16,
+                maxAccumulatedFrameSize: 1 << 22
+            )
+            try channel.pipeline.syncOperations.addHandlers(aggregator, ShellFrameHandler(outcome: outcome, onOutput: onOutput))
+            return channel
+        }
+    }
+
+    /// Connects to `address` (TLS for https://, with the master's name, or its IP address checked
+    /// against the certificate when the URL has one), sends the upgrade request with the bearer
+    /// token, and once the master switches protocols hands the WebSocket channel to `upgraded`, on
+    /// its event loop, for the handlers it needs. Throws `UpgradeRefused` when the master answers
+    /// with plain HTTP.
+    static func dial<Value: Sendable>(
+        _ address: ShellAddress,
+        token: String,
+        eventLoop: any EventLoop,
+        maxFrameSize: Int,
+        upgraded: @escaping @Sendable (any Channel) throws -> Value
+    ) async throws -> Value {
         let tls = try address.tls ? NIOSSLContext(configuration: ClientTLS.configuration) : nil
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: address.hostHeader)
@@ -35,19 +58,12 @@ enum ShellWire {
             .connect(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {
+                        // SNI names no IP address; NIOSSL then checks the certificate against the peer's.
                         let handler = try NIOSSLClientHandler(context: tls, serverHostname: address.isIPLiteral ? nil : address.host)
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
-                    let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: 1 << 22) { channel, _ in
-                        channel.eventLoop.makeCompletedFuture {
-                            let aggregator = NIOWebSocketFrameAggregator(
-                                minNonFinalFragmentSize: 0,
-                                maxAccumulatedFrameCount: 1 << 16,
-                                maxAccumulatedFrameSize: 1 << 22
-                            )
-                            try channel.pipeline.syncOperations.addHandlers(aggregator, ShellFrameHandler(outcome: outcome, onOutput: onOutput))
-                            return .upgraded(channel)
-                        }
+                    let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade<Value>>(maxFrameSize: maxFrameSize) { channel, _ in
+                        channel.eventLoop.makeCompletedFuture { .upgraded(try upgraded(channel)) }
                     }
                     var configuration = NIOUpgradableHTTPClientPipelineConfiguration(
                         upgradeConfiguration: NIOTypedHTTPClientUpgradeConfiguration(upgradeRequestHead: head, upgraders: [upgrader]) { channel in
@@ -64,14 +80,14 @@ enum ShellWire {
                 }
             }
         switch try await upgrade.get() {
-        case .upgraded(let channel): return channel
+        case .upgraded(let value): return value
         case .refused(let status): throw UpgradeRefused(status: try? await status.get())
         }
     }
 
     /// What the WebSocket request came to.
-    enum Upgrade: Sendable {
-        case upgraded(any Channel)
+    enum Upgrade<Value: Sendable>: Sendable {
+        case upgraded(Value)
         /// Plain HTTP; the future has its status.
         case refused(EventLoopFuture<Int>)
     }

@@ -1,17 +1,7 @@
-import HummingbirdWSClient
-
 /// The master answered a WebSocket request with plain HTTP instead of upgrading it; `status` is
 /// that answer's, when the client saw it.
 struct UpgradeRefused: Error {
     let status: Int?
-
-    /// Whether `error` is a refused upgrade, from ShellWire or from HummingbirdWSClient (which
-    /// does not keep the status).
-    static func from(_ error: any Error) -> UpgradeRefused? {
-        if let refused = error as? UpgradeRefused { return refused }
-        if let failed = error as? WebSocketClientError, failed == .webSocketUpgradeFailed { return UpgradeRefused(status: nil) }
-        return nil
-    }
 }
 
 extension ResallocClient {

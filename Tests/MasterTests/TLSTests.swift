@@ -30,7 +30,7 @@ struct TLSTests {
     }
 
     @Test(
-        "Through the proxy: a listing, a shell command with its status, a file in and out; without the CA a sentence about trust; a CA file that is not one is named"
+        "Through the proxy, by name and by address: a listing, a shell command with its status, a file in and out; without the CA a sentence about trust; a CA file that is not one is named"
     )
     func throughTLS() async throws {
         try await withLeasedBox { _, cli, testbed, container in
@@ -72,6 +72,15 @@ struct TLSTests {
             let copyOut = try await resalloc(["cp", "box:/tmp/note.txt", "\(directory)/back.txt"], secure)
             #expect(copyOut.status == 0, "\(copyOut.errors)")
             #expect(try String(contentsOfFile: "\(directory)/back.txt", encoding: .utf8) == "sealed\n")
+
+            // By address: TLS sends no name, and the certificate is checked against the address.
+            var byAddress = secure
+            byAddress["RESALLOC_URL"] = "https://127.0.0.1:\(port)"
+            let shellByAddress = try await resalloc(["ssh", "box", "--", "echo", "by-address"], byAddress)
+            #expect(shellByAddress.output == "by-address\n", "\(shellByAddress.errors)")
+            let copyByAddress = try await resalloc(["cp", "box:/tmp/note.txt", "\(directory)/again.txt"], byAddress)
+            #expect(copyByAddress.status == 0, "\(copyByAddress.errors)")
+            #expect(try String(contentsOfFile: "\(directory)/again.txt", encoding: .utf8) == "sealed\n")
 
             // The system's trust store alone does not know the fleet's CA.
             var untrusted = secure
