@@ -12,7 +12,8 @@ import ResallocAPI
 /// feels. Here it goes from the terminal's read to the socket's write, and from the socket's read
 /// to `onOutput`, inside one event loop tick each way: no async sequence, writer or task in
 /// between (which cost the CLI twice the CPU of `ssh` for each keystroke; README, benchmarks).
-/// Copies and forwarded ports, which move bulk data, keep HummingbirdWSClient.
+/// Copies and forwarded ports, which move bulk data, connect with `dial` as well but keep
+/// swift-websocket's async streams (`WebSocketTarget`).
 enum ShellWire {
     /// Connects, upgrades to a WebSocket with the bearer token, and returns the channel, whose
     /// frames from then on go to `outcome` and `onOutput`. Throws `UpgradeRefused` when the
