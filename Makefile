@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 DEBS := libssh2-1-dev libsqlite3-dev pkg-config docker.io openssh-server openssh-client busybox-static tmux procps iproute2 wrk \
-	curl python3-venv openssh-sftp-server rsync chromium postgresql
+	curl python3-venv openssh-sftp-server rsync chromium postgresql openssl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 KEY := resources/resalloc.pem
 TESTBED := scripts/testbed
