@@ -186,7 +186,7 @@ public final class PostgresStore: Store {
                 }
             }
             group.addTask {
-                try await Task.sleep(for: Self.deadline)
+                try await Self.waitOutDeadline(connected)
                 guard connected.value else { throw StoreError.unavailable("the master's database cannot be reached now; try again shortly") }
                 return nil
             }
@@ -211,8 +211,22 @@ public final class PostgresStore: Store {
         }
     }
 
+    /// Sleeps out `deadline`, or longer when this process itself was too busy to notice: the
+    /// deadline is the database's. A wake-up more than a second late means that every thread was
+    /// taken meanwhile, so the pool may not have had a turn to connect either; it gets 2 s of
+    /// this process's attention, up to three times, before the request fails.
+    static func waitOutDeadline(_ connected: Connected) async throws {
+        var wait = deadline
+        for _ in 0...3 {
+            let asleep = ContinuousClock.now
+            try await Task.sleep(for: wait)
+            if connected.value || ContinuousClock.now - asleep < wait + .seconds(1) { return }
+            wait = .seconds(2)
+        }
+    }
+
     /// Whether a connection has been had (set once, read from the deadline's task).
-    private final class Connected: Sendable {
+    final class Connected: Sendable {
         private let flag = Atomic<Bool>(false)
         func mark() { flag.store(true, ordering: .releasing) }
         var value: Bool { flag.load(ordering: .acquiring) }

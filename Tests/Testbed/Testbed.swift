@@ -85,11 +85,14 @@ public final class Testbed: Sendable {
         try await Self.run(["docker", "-H", "unix://\(self.machine(machine).directory)/docker.sock"] + arguments)
     }
 
-    /// Removes containers from a machine, waiting on this thread: for `defer` blocks, which
-    /// cannot await. Failures are ignored; it is tidying up.
+    /// Removes containers from a machine, on a Dispatch thread, without waiting: for `defer`
+    /// blocks, which cannot await. Waiting there would hold a thread of the cooperative pool (two
+    /// on a 2-core machine) for as long as the engine takes to kill them, seconds under load, and
+    /// stall every other test's tasks meanwhile. Failures are ignored; it is tidying up.
     public func removeContainers(_ machine: String, _ names: [String]) {
         guard !names.isEmpty else { return }
-        _ = try? Self.run(["docker", "-H", "unix://\(self.machine(machine).directory)/docker.sock", "rm", "-f"] + names) as String
+        let arguments = ["docker", "-H", "unix://\(self.machine(machine).directory)/docker.sock", "rm", "-f"] + names
+        DispatchQueue.global().async { _ = try? Self.run(arguments) as String }
     }
 
     /// Removes every container that the master `masterID` labelled (leases and warm ones) from
