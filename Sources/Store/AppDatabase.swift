@@ -144,8 +144,8 @@ extension AppDatabase {
     // Not GRDB's async read and write: those throw when the caller's task is cancelled, and a
     // write that was asked for should finish or fail on its own. Not GRDB's asyncRead/asyncWrite
     // either: they wait for SQLite on Dispatch's worker threads, which Swift's default executor
-    // shares on Linux (with them, two full test runs in ten saw no task get a PostgreSQL
-    // connection for 20 s).
+    // shares on Linux, so a wait for another process's lock would take a thread from every
+    // task in the process.
 
     /// Threads for SQLite's waits: more than writes ever wait at once here, so that a read
     /// never queues behind writes waiting for another process's lock.
