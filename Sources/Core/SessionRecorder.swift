@@ -95,7 +95,7 @@ public final class SessionRecorder: Sendable {
     public func input(_ bytes: [UInt8]) { if recordInput { event("i", bytes) } }
     public func resize(columns: Int, rows: Int) { write(seconds(), "r", "\(columns)x\(rows)") }
 
-    /// Writes what is pending and closes the file.
+    /// Writes what is pending and closes the file; a second call does nothing.
     public func close() {
         let rest = state.withLock { state in
             defer { state.pending = [:] }
@@ -110,6 +110,13 @@ public final class SessionRecorder: Sendable {
                 state.handle = nil
             }
         }
+    }
+
+    /// Closes as `close()` does and returns once the file is written: sessions call it before
+    /// their client hears the exit status, so a session seen to end has its whole recording.
+    public func closeAndWait() async {
+        close()
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in queue.async { done.resume() } }
     }
 
     private func seconds() -> Double {

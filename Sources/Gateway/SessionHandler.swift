@@ -123,6 +123,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             await master.audit.record(target.user, "gateway.session-opened", target.name, detail: "\(command)", address: address)
             defer { MasterMetrics.sessionClosed("gateway") }
             if let status = await bridge.run(opened.process, recorder: recorder) {
+                await recorder?.closeAndWait()
                 await master.audit.record(target.user, "gateway.session-closed", target.name, detail: "exit status \(status)", address: address)
                 try? await channel.triggerUserOutboundEvent(SSHChannelRequestEvent.ExitStatus(exitStatus: Int(status)))
                 await opened.close(clientLeft: false)

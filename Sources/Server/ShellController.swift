@@ -171,6 +171,7 @@ struct ShellController {
                 } catch {
                     event = ShellEvent(type: .error, message: MasterError.from(error, machine: machine.name).message)
                 }
+                await recorder?.closeAndWait()
                 try await outbound.write(.text(Self.encode(event)))
                 try await outbound.close(.normalClosure, reason: nil)
             }
