@@ -100,6 +100,19 @@ struct TmuxScreen {
         try await Testbed.run(["tmux", "resize-window", "-t", name, "-x", String(columns), "-y", String(rows)])
     }
 
+    /// Resizes the window, then types `stty size` until the shell in it reports the new size: the
+    /// resize reaches the program as a signal, on its own schedule, and on a loaded machine a
+    /// command typed at once can be read before it.
+    func resizeUntilShown(columns: Int, rows: Int) async throws {
+        try await resize(columns: columns, rows: rows)
+        let size = "\(rows) \(columns)"
+        for _ in 0..<15 {
+            try await type("stty size")
+            if (try? await waitFor(size, seconds: 1)) != nil { return }
+        }
+        throw TestbedError("stty size never said \(size); the screen was:\n\(try await screen())")
+    }
+
     /// Waits until the screen shows `needle`; returns the screen.
     func waitFor(_ needle: String, seconds: Double = 20) async throws -> String {
         let deadline = Date() + seconds
@@ -192,18 +205,14 @@ struct CLITests {
 
             let tmux = try TmuxScreen(columns: 100, rows: 30)
             defer { tmux.close() }
-            try await tmux.type("\(cli.exports); stty -g > \(cli.home)/before; resalloc ssh box; echo EXIT=$?; stty -g > \(cli.home)/after")
+            try await tmux.type("\(cli.exports); stty -g > \(cli.home)/before; resalloc ssh box; st=$?; stty -g > \(cli.home)/after; echo EXIT=$st")
             _ = try await tmux.waitFor("/ #")
             try await tmux.type("stty size; echo typed-\("$((6*7))"); touch /typed-here")
             #expect(try await tmux.waitFor("typed-42").contains("30 100"))
-            try await tmux.resize(columns: 120, rows: 40)
-            try await Task.sleep(for: .milliseconds(300))
-            try await tmux.type("stty size")
-            _ = try await tmux.waitFor("40 120")
+            try await tmux.resizeUntilShown(columns: 120, rows: 40)
             try await Task.sleep(for: .seconds(3))
             try await tmux.type("exit 5")
             _ = try await tmux.waitFor("EXIT=5")
-            try await Task.sleep(for: .milliseconds(200))
             #expect(
                 try String(contentsOfFile: "\(cli.home)/before", encoding: .utf8)
                     == (try String(contentsOfFile: "\(cli.home)/after", encoding: .utf8))
@@ -238,13 +247,12 @@ struct CLITests {
 
         let tmux = try TmuxScreen()
         defer { tmux.close() }
-        try await tmux.type("\(cli.exports); stty -g > \(cli.home)/before; resalloc ssh doomed; echo EX''IT=$?; stty -g > \(cli.home)/after")
+        try await tmux.type("\(cli.exports); stty -g > \(cli.home)/before; resalloc ssh doomed; st=$?; stty -g > \(cli.home)/after; echo EX''IT=$st")
         _ = try await tmux.waitFor("/ #")
         master.kill9()
         let screen = try await tmux.waitFor("EXIT=")
         #expect(screen.contains("resalloc: cannot reach the master"))
         #expect(screen.contains("EXIT=255"))
-        try await Task.sleep(for: .milliseconds(200))
         #expect(
             try String(contentsOfFile: "\(cli.home)/before", encoding: .utf8) == (try String(contentsOfFile: "\(cli.home)/after", encoding: .utf8))
         )

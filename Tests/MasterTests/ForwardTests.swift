@@ -17,9 +17,9 @@ struct ForwardTests {
             let (process, stdout, stderr) = try cli.start("forward", "box", "0:8000", "0:8001", "0:8002")
             defer { process.signal() }
             var lines: [String] = []
-            for _ in 0..<100 where lines.count < 3 {
+            try? await waitUntil(seconds: 30) {
                 lines = ((try? String(contentsOfFile: stdout, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
-                try await Task.sleep(for: .milliseconds(100))
+                return lines.count >= 3
             }
             let ports = Dictionary(
                 uniqueKeysWithValues: lines.compactMap { line -> (Int, String)? in
@@ -40,10 +40,9 @@ struct ForwardTests {
             // Nothing on 8001: that connection closes, the forward says so and carries on.
             let refused = try await Self.curl("http://127.0.0.1:\(try #require(ports[8001]))/")
             #expect(refused.status != 0)
-            try await Task.sleep(for: .milliseconds(300))
-            #expect(
+            try await waitUntil(seconds: 15, "the forward's message about port 8001") {
                 try String(contentsOfFile: stderr, encoding: .utf8).contains("nothing listens on port 8001 in lease box: the connection was refused")
-            )
+            }
             #expect(try await Self.curl("http://127.0.0.1:\(local)/").output == "hello-from-lease\n")
             #expect(process.isRunning)
         }

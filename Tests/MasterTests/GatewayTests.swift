@@ -128,15 +128,11 @@ struct GatewayTests {
         _ = try await tmux.waitFor("/ #")
         try await tmux.type("stty size; touch /typed-here; echo typed-\("$((6*7))")")
         #expect(try await tmux.waitFor("typed-42").contains("30 100"))
-        try await tmux.resize(columns: 120, rows: 40)
-        try await Task.sleep(for: .milliseconds(300))
-        try await tmux.type("stty size")
-        _ = try await tmux.waitFor("40 120")
+        try await tmux.resizeUntilShown(columns: 120, rows: 40)
         try await tmux.type("exit 5")
         _ = try await tmux.waitFor("EXIT=5")
         #expect(try await testbed.docker("m7", ["exec", try gateway.container(), "ls", "/typed-here"]) == "/typed-here\n")
-        // Recorded as resalloc ssh's sessions are, with the resize.
-        try await Task.sleep(for: .milliseconds(300))
+        // Recorded as resalloc ssh's sessions are, with the resize, and whole by the time ssh exits.
         let recordings = URL(fileURLWithPath: gateway.master.databasePath).deletingLastPathComponent().appendingPathComponent("recordings").path
         let files = try FileManager.default.contentsOfDirectory(atPath: recordings).filter { $0.hasSuffix(".cast") }
         #expect(files.count == 1)
@@ -276,10 +272,10 @@ struct GatewayTests {
             stdout: .null,
             stderr: .null
         )
-        try await SessionEndTests.waitUntil(seconds: 15) { try await processes().contains("sleep 999") }
+        try await waitUntil(seconds: 15) { try await processes().contains("sleep 999") }
         try await SessionEndTests.waitForGuard(testbed, "m7", container)
         client.kill9()
-        try await SessionEndTests.waitUntil(seconds: 5, "sleep 999 gone after its ssh was killed") { try await !processes().contains("sleep 999") }
+        try await waitUntil(seconds: 5, "sleep 999 gone after its ssh was killed") { try await !processes().contains("sleep 999") }
 
         // ssh-config: Host blocks that stock ssh uses as they are.
         let config = try await gateway.cli.ok("ssh-config")

@@ -39,11 +39,10 @@ struct PasswordPromptTests {
             #expect(try await cli.ok("user", "list").contains("alice"))
 
             // Ctrl-C at the prompt ends the command and gives echo back.
-            try await tmux.type("clear; resalloc login alice; echo EX''IT=$?; stty -g > \(cli.home)/after")
+            try await tmux.type("clear; resalloc login alice; st=$?; stty -g > \(cli.home)/after; echo EX''IT=$st")
             _ = try await tmux.waitFor("Password:")
             try await tmux.key("C-c")
             _ = try await tmux.waitFor("EXIT=130")
-            try await Task.sleep(for: .milliseconds(200))
             #expect(
                 try String(contentsOfFile: "\(cli.home)/before", encoding: .utf8)
                     == (try String(contentsOfFile: "\(cli.home)/after", encoding: .utf8))

@@ -11,12 +11,12 @@ struct SessionEndTests {
             let processes = { try await testbed.docker("m2", ["exec", container, "ps", "-o", "args"]) }
 
             let (command, _, _) = try cli.start("ssh", "box", "--", "sleep", "999")
-            try await Self.waitUntil(seconds: 15) { try await processes().contains("sleep 999") }
+            try await waitUntil(seconds: 15) { try await processes().contains("sleep 999") }
             // A session that has run for a second gets its lease's guard, which ends it at once.
             try await Self.waitForGuard(testbed, "m2", container)
             command.kill9()
             let killedAt = Date()
-            try await Self.waitUntil(seconds: 5, "sleep 999 gone after kill -9") { try await !processes().contains("sleep 999") }
+            try await waitUntil(seconds: 5, "sleep 999 gone after kill -9") { try await !processes().contains("sleep 999") }
             print("a killed resalloc ssh's process was gone after \(String(format: "%.1f", Date().timeIntervalSince(killedAt))) s")
             // A session that ends by itself ends nothing else: a detached process stays.
             try await testbed.docker("m2", ["exec", "-d", container, "sleep", "997"])
@@ -42,11 +42,11 @@ struct SessionEndTests {
 
         let (command, _, _) = try cli.start("ssh", "orphaned", "--", "sleep", "998")
         defer { command.kill9() }
-        try await Self.waitUntil(seconds: 15) { try await processes().contains("sleep 998") }
+        try await waitUntil(seconds: 15) { try await processes().contains("sleep 998") }
         try await Self.waitForGuard(testbed, "m2", container)
         master.kill9()
         // The guard's SSH connection died with the master: its input ended, so it ended the session.
-        try await Self.waitUntil(seconds: 5, "sleep 998 gone after the master was killed") { try await !processes().contains("sleep 998") }
+        try await waitUntil(seconds: 5, "sleep 998 gone after the master was killed") { try await !processes().contains("sleep 998") }
         try await testbed.docker("m2", ["rm", "-f", container])
     }
 
@@ -64,14 +64,5 @@ struct SessionEndTests {
             }
             return false
         }
-    }
-
-    static func waitUntil(seconds: Double, _ what: String = "the condition", _ condition: () async throws -> Bool) async throws {
-        let deadline = Date() + seconds
-        while Date() < deadline {
-            if try await condition() { return }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw TestbedError("\(what) did not hold within \(seconds) s")
     }
 }

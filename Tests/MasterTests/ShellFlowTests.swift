@@ -26,7 +26,7 @@ struct ShellFlowTests {
                 environment: cli.environment
             )
             defer { command.kill9() }
-            try await SessionEndTests.waitUntil(seconds: 15, "the writer started") { (try? await written()) ?? 0 > 0 }
+            try await waitUntil(seconds: 15, "the writer started") { (try? await written()) ?? 0 > 0 }
             // Nobody reads: the program gets as far as the buffers on its way allow, then waits. How
             // soon depends on the machine's load (a loaded CI run wrote 1 MiB in its first 3 s), so
             // the test waits for the count to stand still for two seconds, while it stays under the
@@ -54,7 +54,7 @@ struct ShellFlowTests {
                 while read(output.fileDescriptor, &buffer, buffer.count) > 0 {}
             }
             reader.start()
-            try await SessionEndTests.waitUntil(seconds: 30, "the writer going on once the client reads") { try await written() > stalledLater + 100 }
+            try await waitUntil(seconds: 30, "the writer going on once the client reads") { try await written() > stalledLater + 100 }
             command.kill9()
         }
     }

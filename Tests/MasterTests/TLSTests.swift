@@ -48,7 +48,7 @@ struct TLSTests {
                 stderr: .file(proxyLog)
             )
             defer { proxy.kill9() }
-            try await SessionEndTests.waitUntil(seconds: 10, "the TLS proxy listening") {
+            try await waitUntil(seconds: 10, "the TLS proxy listening") {
                 (try? String(contentsOfFile: proxyLog, encoding: .utf8))?.contains("ready") == true
             }
             // By name, as a master usually is (and the name is on loopback here).

@@ -196,3 +196,13 @@ private final class FirstCaller: Sendable {
         }
     }
 }
+
+/// Polls `condition` every 100 ms until it holds, or throws once `seconds` have passed.
+public func waitUntil(seconds: Double, _ what: String = "the condition", _ condition: () async throws -> Bool) async throws {
+    let deadline = Date() + seconds
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    throw TestbedError("\(what) did not hold within \(seconds) s")
+}
