@@ -96,7 +96,11 @@ struct PoolTests {
             let warm = try await Self.waitForPool(api, testbed, token: admin, resource: "warm", ready: 2, machines: ["m8"], master: id)
             #expect(try await cli.ok("resources", "list").contains("2/2"))
 
-            let created = try await cli.ok("lease", "create", "warm", "hot")
+            // Asked for a while after the warm containers started, so that a lifetime counted from
+            // their start would show.
+            try await Task.sleep(for: .seconds(3))
+            let asked = Date()
+            let created = try await cli.ok("lease", "create", "warm", "hot", "--ttl", "1h")
             #expect(created.contains("hot"), "\(created)")
             let leased = try await Self.leaseContainerID(testbed, "m8", databasePath: databasePath, lease: "hot")
             #expect(warm.map(\.id).contains(leased.id), "the lease did not get a warm container")
@@ -114,6 +118,15 @@ struct PoolTests {
             // The lease's lifetime starts when it is handed out, not when its container was started.
             let lease = try await api.call(.get, "/lease/hot", token: admin).object("Lease")
             #expect(lease["State"] as? String == "running")
+            let expires = try #require((lease["ExpiresAt"] as? String).flatMap { try? Date($0, strategy: .iso8601) })
+            let started = try #require(
+                try await testbed.docker("m8", ["inspect", "--format", "{{.Created}}", leased.id])
+                    .trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".").first
+                    .flatMap { try? Date(String($0) + "Z", strategy: .iso8601) }
+            )
+            #expect(started < asked - 2, "the warm container started at \(started), the lease was asked for at \(asked)")
+            // ISO 8601 in whole seconds: up to a second early; late by as long as the request took.
+            #expect(expires >= asked + 3600 - 1 && expires < asked + 3600 + 30, "asked at \(asked) for 1h, expires at \(expires)")
 
             try await cli.ok("resources", "pool", "warm", "0")
             try await Self.waitForPool(api, testbed, token: admin, resource: "warm", ready: 0, machines: ["m8"], master: id)
