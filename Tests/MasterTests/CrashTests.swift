@@ -120,9 +120,15 @@ struct CrashTests {
         let live = Set(leases.filter { $0.state == .running }.map { $0.containerName(masterID: id) })
         #expect(live == containers, "leases \(leases.map { "\($0.name):\($0.state)" }), containers \(containers)")
         #expect(leases.allSatisfy { $0.state == .running || $0.state == .failed })
-        // Running ones really run.
+        // Running ones really run, and resalloc ssh reaches them.
         for container in containers {
             #expect(try await testbed.docker("m2", ["inspect", "--format", "{{.State.Running}}", container]) == "true\n")
+        }
+        try await master.start()
+        let running = leases.filter { $0.state == .running }
+        print("after the kills: \(running.count) leases running, \(leases.count - running.count) failed")
+        for lease in running {
+            #expect(try await cli.ok("ssh", lease.name, "--", "cat", "/id").count == 37, "resalloc ssh \(lease.name)")
         }
         if !containers.isEmpty { try await testbed.docker("m2", ["rm", "-f"] + Array(containers)) }
     }
@@ -235,6 +241,9 @@ struct CrashTests {
             try await Task.sleep(for: .milliseconds(250))
         }
         #expect(last.isEmpty, "30 s after the last restart: \(last)")
+        for lease in try await store.leaseListings(ownerID: nil).map(\.lease) where lease.state == .running {
+            #expect(try await cli.ok("ssh", lease.name, "--", "cat", "/id").count == 37, "resalloc ssh \(lease.name)")
+        }
         try await cli.ok("resources", "pool", "pooled", "0")
         for lease in try await store.leaseListings(ownerID: nil) { _ = try await cli.run(["lease", "delete", lease.lease.name]) }
         let left = try await testbed.docker("m9", ["ps", "-aq", "--filter", "label=resalloc.master=\(id)"]).split(separator: "\n").map(String.init)
