@@ -128,31 +128,42 @@ public struct LeaseSaga: Sendable {
         onBuildLine: (@Sendable (String) -> Void)?
     ) async throws(MasterError) -> Bool {
         let docker = fleet.docker(on: machine)
-        let built: Bool
-        do {
-            built = try await docker.ensureImage(
-                lease.image,
-                dockerfile: Array(resource.dockerfile),
-                labels: ["resalloc.master": masterID],
-                cache: fleet.images,
-                onLine: onBuildLine
-            )
-            if built { logger.info("built image", metadata: ["image": "\(lease.image)", "machine": "\(machine.name)"]) }
-        } catch {
-            throw .from(error, machine: machine.name)
-        }
         let spec = ContainerSpec(
             name: lease.containerName(masterID: masterID),
             image: lease.image,
             labels: ["resalloc.lease": String(lease.id!), "resalloc.owner": owner.name, "resalloc.master": masterID]
         )
-        do {
-            lease.containerId = try await docker.run(spec)
-        } catch {
-            fleet.images.forget(lease.image, on: docker.endpoint)
-            // The container may exist although run failed (timeout, broken connection).
-            _ = try? await docker.remove(lease.containerName(masterID: masterID))
-            throw .from(error, machine: machine.name)
+        var built = false
+        while true {
+            // An image this process remembers is not asked for: if `docker run` then fails, the
+            // image may have gone behind its back (an operator's prune), so it is forgotten and
+            // the machine asked, once, before the lease fails.
+            let remembered = fleet.images.has(lease.image, on: docker.endpoint)
+            do {
+                built = try await docker.ensureImage(
+                    lease.image,
+                    dockerfile: Array(resource.dockerfile),
+                    labels: ["resalloc.master": masterID],
+                    cache: fleet.images,
+                    onLine: onBuildLine
+                )
+                if built { logger.info("built image", metadata: ["image": "\(lease.image)", "machine": "\(machine.name)"]) }
+            } catch {
+                throw .from(error, machine: machine.name)
+            }
+            do {
+                lease.containerId = try await docker.run(spec)
+                break
+            } catch {
+                fleet.images.forget(lease.image, on: docker.endpoint)
+                // The container may exist although run failed (timeout, broken connection).
+                _ = try? await docker.remove(lease.containerName(masterID: masterID))
+                guard remembered else { throw .from(error, machine: machine.name) }
+                logger.notice(
+                    "docker run failed with an image this master remembered; asking the machine for it again",
+                    metadata: ["image": "\(lease.image)", "machine": "\(machine.name)", "error": "\(error)"]
+                )
+            }
         }
         lease.state = .running
         lease.message = nil
