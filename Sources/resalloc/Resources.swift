@@ -114,6 +114,10 @@ struct DockerfileSource: ParsableArguments {
         guard (dockerfile == nil) != (file == nil) else {
             throw ValidationError("give the Dockerfile as an argument or with -f PATH, not both or neither")
         }
+        // A Dockerfile's text has a FROM line; a path where the text should be is a slip.
+        if let dockerfile, !dockerfile.localizedCaseInsensitiveContains("FROM"), FileManager.default.fileExists(atPath: dockerfile) {
+            throw ValidationError("\(dockerfile) is a file, and the argument is the Dockerfile's text: give the file with -f \(dockerfile)")
+        }
     }
 
     func text() throws -> String {

@@ -151,6 +151,12 @@ struct CLITests {
             #expect(try await bob.ok("login", "bob", "bob-password") == "logged in as bob\n")
             #expect(try await bob.run(["user", "approve", "bob"]).stderr.contains("admin"))
 
+            // A file's path where the Dockerfile's text goes: told to use -f, and nothing is created.
+            let path = "\(cli.home)/Dockerfile"
+            #expect(FileManager.default.createFile(atPath: path, contents: Data("FROM busybox\n".utf8)))
+            let slip = try await cli.run(["resources", "create", "busybox", path])
+            #expect(slip.status != 0 && slip.stderr.contains("give the file with -f \(path)"), "\(slip.stderr)")
+            #expect(!(try await cli.ok("resources", "list")).contains("busybox"))
             try await cli.ok("resources", "create", "busybox", #"FROM busybox \nRUN echo journey > /journey"#)
             let resources = try await cli.ok("resources", "list", "--json")
             #expect(resources.contains(#""File" : "FROM busybox \nRUN echo journey > \/journey""#))
