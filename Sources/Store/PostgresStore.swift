@@ -177,7 +177,7 @@ public final class PostgresStore: Store {
     /// Runs `body` on a pooled connection, or fails with `StoreError.unavailable` when none could
     /// be had within `deadline`.
     func connection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        let (client, connected) = (client, Connected())
+        let (client, connected, logger) = (client, Connected(), logger)
         return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask {
                 try await client.withConnection { connection in
@@ -186,8 +186,15 @@ public final class PostgresStore: Store {
                 }
             }
             group.addTask {
-                try await Self.waitOutDeadline(connected)
-                guard connected.value else { throw StoreError.unavailable("the master's database cannot be reached now; try again shortly") }
+                let asked = ContinuousClock.now
+                let late = try await Self.waitOutDeadline(connected)
+                guard connected.value else {
+                    logger.warning(
+                        "no database connection within the deadline",
+                        metadata: ["waited": "\(ContinuousClock.now - asked)", "deadline": "\(Self.deadline)", "woke late by": "\(late)"]
+                    )
+                    throw StoreError.unavailable("the master's database cannot be reached now; try again shortly")
+                }
                 return nil
             }
             defer { group.cancelAll() }
@@ -215,14 +222,19 @@ public final class PostgresStore: Store {
     /// deadline is the database's. A wake-up more than a second late means that every thread was
     /// taken meanwhile, so the pool may not have had a turn to connect either; it gets 2 s of
     /// this process's attention, up to three times, before the request fails.
-    static func waitOutDeadline(_ connected: Connected) async throws {
+    /// Returns how late its wake-ups were, in all.
+    @discardableResult
+    static func waitOutDeadline(_ connected: Connected) async throws -> Duration {
         var wait = deadline
+        var late = Duration.zero
         for _ in 0...3 {
             let asleep = ContinuousClock.now
             try await Task.sleep(for: wait)
-            if connected.value || ContinuousClock.now - asleep < wait + .seconds(1) { return }
+            late += ContinuousClock.now - asleep - wait
+            if connected.value || ContinuousClock.now - asleep < wait + .seconds(1) { return late }
             wait = .seconds(2)
         }
+        return late
     }
 
     /// Whether a connection has been had (set once, read from the deadline's task).
