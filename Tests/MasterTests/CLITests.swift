@@ -24,8 +24,8 @@ struct CLI {
         let stderr: String
     }
 
-    /// Runs `resalloc arguments…` with `stdin` piped in (not a terminal), on a Dispatch thread:
-    /// the in-process master answering the CLI needs the cooperative pool free.
+    /// Runs `resalloc arguments…` with `stdin` piped in (not a terminal), on a thread of its own:
+    /// the in-process master answering the CLI needs Swift's executor free.
     @discardableResult
     func run(_ arguments: [String], stdin: String = "", timeout: Duration = .seconds(60)) async throws -> Result {
         let outcome = try await Subprocess.run([Self.binary] + arguments, environment: environment, input: Data(stdin.utf8), timeout: timeout)
@@ -230,11 +230,11 @@ struct CLITests {
             _ = try await api.call(.post, "/user/mallory/approve", token: try await api.login("admin", password: "admin-password", register: false))
             let other = try CLI(server: cli.server)
             try await other.ok("login", "mallory", "mallory-password")
-            let sessionsBefore = testbed.sshdLog("m1").components(separatedBy: "Starting session").count
+            let sessionsBefore = testbed.sshdLogLines("m1", containing: "Starting session")
             let refused = try await other.run(["ssh", "box", "--", "id"])
             #expect(refused.status != 0)
             #expect(refused.stderr.contains("no lease box"))
-            #expect(testbed.sshdLog("m1").components(separatedBy: "Starting session").count == sessionsBefore)
+            #expect(testbed.sshdLogLines("m1", containing: "Starting session") == sessionsBefore)
             try await cli.ok("lease", "delete", "box")
         }
     }

@@ -83,11 +83,11 @@ struct GatewayTests {
         let stranger = testbed.keys["stranger"]!
         /// Refused as a wrong key is, and no session started on the machine meanwhile.
         func expectRefused(_ arguments: [String], key: String? = nil) async throws {
-            let sessions = testbed.sshdLog("m7").components(separatedBy: "Starting session").count
+            let sessions = testbed.sshdLogLines("m7", containing: "Starting session")
             let refused = try await gateway.ssh(arguments, key: key)
             #expect(refused.status == 255, "\(arguments)")
             #expect(refused.errors.contains("Permission denied (publickey)"), "\(arguments): \(refused.errors)")
-            #expect(testbed.sshdLog("m7").components(separatedBy: "Starting session").count == sessions, "\(arguments)")
+            #expect(testbed.sshdLogLines("m7", containing: "Starting session") == sessions, "\(arguments)")
         }
         try await expectRefused(["box@127.0.0.1", "true"], key: stranger)  // an unknown key
         try await expectRefused(["nosuchlease@127.0.0.1", "true"])  // an unknown lease
@@ -366,9 +366,7 @@ struct GatewayTests {
         // A client that connects and never logs in: closed by the gateway at its deadline.
         let start = ContinuousClock.now
         let port = gateway.master.sshPort
-        let closedByServer = try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try Self.readUntilClosed(port: port, seconds: 45) }) }
-        }
+        let closedByServer = try await onOwnThread { try Self.readUntilClosed(port: port, seconds: 45) }
         let waited = ContinuousClock.now - start
         #expect(closedByServer, "the gateway kept a connection that never logged in")
         #expect(waited >= .seconds(29) && waited < .seconds(45), "\(waited)")

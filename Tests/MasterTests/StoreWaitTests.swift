@@ -38,12 +38,7 @@ struct StoreWaitTests {
                 }
             }
             holder.start()
-            await withCheckedContinuation { continuation in
-                DispatchQueue.global().async {
-                    locked.wait()
-                    continuation.resume()
-                }
-            }
+            try await onOwnThread { locked.wait() }
             // More resources created (each a write) than this host has cores wait for the lock...
             let writers = try (1...4).map { try cli.start("resources", "create", "r\($0)", "-f", dockerfile).process }
             try await Task.sleep(for: .seconds(1))

@@ -206,3 +206,14 @@ public func waitUntil(seconds: Double, _ what: String = "the condition", _ condi
     }
     throw TestbedError("\(what) did not hold within \(seconds) s")
 }
+
+/// Runs `work`, which blocks (a child process, a lock), on a thread of its own, and returns its
+/// result. Never on `DispatchQueue.global()`: on Linux, Swift's global executor runs every task
+/// on those same threads, and libdispatch adds a thread for blocked ones only when its monitor
+/// next looks, about once a second. A few such waits there stalled the whole test process: a
+/// PostgreSQL migration took 60 s, one statement a second, while the server waited on this client.
+public func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
+    }
+}

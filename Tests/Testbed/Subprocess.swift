@@ -282,19 +282,16 @@ public final class Subprocess: @unchecked Sendable {
         )
     }
 
-    /// ``runBlocking(_:environment:input:timeout:)`` on a Dispatch thread, so the cooperative
-    /// pool stays free (a child may be talking to a server that this process runs).
+    /// ``runBlocking(_:environment:input:timeout:)`` on a thread of its own (``onOwnThread(_:)``),
+    /// so that no thread of Swift's executor waits on the child (which may be talking to a server
+    /// that this process runs).
     public static func run(
         _ arguments: [String],
         environment: [String: String]? = nil,
         input: Data = Data(),
         timeout: Duration = .seconds(120)
     ) async throws -> Outcome {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(with: Result { try runBlocking(arguments, environment: environment, input: input, timeout: timeout) })
-            }
-        }
+        try await onOwnThread { try runBlocking(arguments, environment: environment, input: input, timeout: timeout) }
     }
 
     // MARK: posix_spawn

@@ -85,14 +85,14 @@ public final class Testbed: Sendable {
         try await Self.run(["docker", "-H", "unix://\(self.machine(machine).directory)/docker.sock"] + arguments)
     }
 
-    /// Removes containers from a machine, on a Dispatch thread, without waiting: for `defer`
-    /// blocks, which cannot await. Waiting there would hold a thread of the cooperative pool (two
-    /// on a 2-core machine) for as long as the engine takes to kill them, seconds under load, and
-    /// stall every other test's tasks meanwhile. Failures are ignored; it is tidying up.
+    /// Removes containers from a machine, on a thread of its own, without waiting: for `defer`
+    /// blocks, which cannot await. Waiting there would hold a thread of Swift's executor for as
+    /// long as the engine takes to kill them, seconds under load, and stall every other test's
+    /// tasks meanwhile (see ``onOwnThread(_:)``). Failures are ignored; it is tidying up.
     public func removeContainers(_ machine: String, _ names: [String]) {
         guard !names.isEmpty else { return }
         let arguments = ["docker", "-H", "unix://\(self.machine(machine).directory)/docker.sock", "rm", "-f"] + names
-        DispatchQueue.global().async { _ = try? Self.run(arguments) as String }
+        Thread { _ = try? Self.run(arguments) as String }.start()
     }
 
     /// Removes every container that the master `masterID` labelled (leases and warm ones) from
@@ -144,16 +144,46 @@ public final class Testbed: Sendable {
         try await Self.run(["\(repositoryRoot)/scripts/testbed"] + arguments)
     }
 
-    /// The machine's sshd log, to count connections ("Accepted publickey").
-    public func sshdLog(_ machine: String) -> String {
-        (try? String(contentsOfFile: "\(self.machine(machine).directory)/sshd.log", encoding: .utf8)) ?? ""
+    /// How many lines of the machine's sshd log contain `needle`, and `other` too if given. Counted
+    /// on bytes with memchr and memcmp: a busy machine's log reaches megabytes in a run, and
+    /// splitting it into Strings took a debug build seconds of an executor thread per look, which
+    /// stalled the tests around it.
+    public func sshdLogLines(_ machine: String, containing needle: String, and other: String? = nil) -> Int {
+        guard let log = FileManager.default.contents(atPath: "\(self.machine(machine).directory)/sshd.log") else { return 0 }
+        let needle = Array(needle.utf8)
+        let other = other.map { Array($0.utf8) }
+        return log.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) -> Int in
+            guard let base = bytes.baseAddress, !needle.isEmpty else { return 0 }
+            var count = 0
+            var from = 0
+            while let at = Self.find(needle, in: base, from: from, to: bytes.count) {
+                var start = at
+                while start > 0 && bytes[start - 1] != 0x0A { start -= 1 }
+                let end = Self.find([0x0A], in: base, from: at, to: bytes.count) ?? bytes.count
+                if other.map({ Self.find($0, in: base, from: start, to: end) != nil }) ?? true { count += 1 }
+                from = end + 1
+            }
+            return count
+        }
+    }
+
+    /// Where `needle` first starts in `base[from..<to]`, if it does.
+    private static func find(_ needle: [UInt8], in base: UnsafeRawPointer, from: Int, to: Int) -> Int? {
+        var from = from
+        while from + needle.count <= to {
+            guard let first = memchr(base + from, Int32(needle[0]), to - from - needle.count + 1) else { return nil }
+            let at = base.distance(to: UnsafeRawPointer(first))
+            if memcmp(base + at, needle, needle.count) == 0 { return at }
+            from = at + 1
+        }
+        return nil
     }
 
     /// How many logins with the key `keyType` the machine's sshd has accepted so far.
     public func acceptedLogins(_ machine: String, key keyType: String) async throws -> Int {
         let line = try await Self.run(["ssh-keygen", "-l", "-E", "sha256", "-f", keys[keyType]! + ".pub"])
         let fingerprint = String(line.split(separator: " ")[1])
-        return sshdLog(machine).split(whereSeparator: \.isNewline).filter { $0.contains("Accepted publickey") && $0.contains(fingerprint) }.count
+        return sshdLogLines(machine, containing: fingerprint, and: "Accepted publickey")
     }
 
     /// The login count once it has reached `expected` (sshd writes its log a moment after the
@@ -184,15 +214,11 @@ public final class Testbed: Sendable {
         return outcome.output
     }
 
-    /// ``run(_:input:timeout:)`` on a Dispatch thread. Tests call this one: a blocked thread of
-    /// the cooperative pool (two on a 2-core machine) stalls the in-process master too.
+    /// ``run(_:input:timeout:)`` on a thread of its own (``onOwnThread(_:)``). Tests call this
+    /// one: a blocked thread of Swift's executor stalls the in-process master too.
     @discardableResult
     public static func run(_ arguments: [String], input: Data? = nil, timeout: Duration = .seconds(120)) async throws -> String {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(with: Result { try run(arguments, input: input, timeout: timeout) as String })
-            }
-        }
+        try await onOwnThread { try run(arguments, input: input, timeout: timeout) as String }
     }
 }
 
