@@ -16,7 +16,11 @@ public final class PostgresStore: Store {
     /// (migrations run before any service group), and ended by `close()`.
     private let running: Task<Void, Never>
 
-    public init(configuration: PostgresClient.Configuration, logger: Logger) {
+    /// How long an operation waits for a connection (see ``defaultDeadline``).
+    let deadline: Duration
+
+    public init(configuration: PostgresClient.Configuration, logger: Logger, deadline: Duration = PostgresStore.defaultDeadline) {
+        self.deadline = deadline
         var configuration = configuration
         configuration.options.connectTimeout = .seconds(5)
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
@@ -31,8 +35,8 @@ public final class PostgresStore: Store {
     public func close() { running.cancel() }
 
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=disable|prefer|require]`.
-    public convenience init(url: String, logger: Logger) throws {
-        self.init(configuration: try Self.configuration(url: url), logger: logger)
+    public convenience init(url: String, logger: Logger, deadline: Duration = PostgresStore.defaultDeadline) throws {
+        self.init(configuration: try Self.configuration(url: url), logger: logger, deadline: deadline)
     }
 
     /// Whether `text` names a PostgreSQL database rather than a SQLite file.
@@ -172,12 +176,12 @@ public final class PostgresStore: Store {
     /// How long an operation waits for a connection. postgres-nio keeps a request waiting until
     /// its circuit breaker opens (60 s, not configurable through `PostgresClient`): past this,
     /// the request fails with a sentence instead. What runs once connected is not bounded.
-    static let deadline: Duration = .seconds(8)
+    public static let defaultDeadline: Duration = .seconds(8)
 
     /// Runs `body` on a pooled connection, or fails with `StoreError.unavailable` when none could
     /// be had within `deadline`.
     func connection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        let (client, connected, logger) = (client, Connected(), logger)
+        let (client, connected, logger, deadline) = (client, Connected(), logger, deadline)
         return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask {
                 try await client.withConnection { connection in
@@ -187,11 +191,11 @@ public final class PostgresStore: Store {
             }
             group.addTask {
                 let asked = ContinuousClock.now
-                let late = try await Self.waitOutDeadline(connected)
+                let late = try await Self.waitOutDeadline(deadline, connected)
                 guard connected.value else {
                     logger.warning(
                         "no database connection within the deadline",
-                        metadata: ["waited": "\(ContinuousClock.now - asked)", "deadline": "\(Self.deadline)", "woke late by": "\(late)"]
+                        metadata: ["waited": "\(ContinuousClock.now - asked)", "deadline": "\(deadline)", "woke late by": "\(late)"]
                     )
                     throw StoreError.unavailable("the master's database cannot be reached now; try again shortly")
                 }
@@ -224,7 +228,7 @@ public final class PostgresStore: Store {
     /// this process's attention, up to three times, before the request fails.
     /// Returns how late its wake-ups were, in all.
     @discardableResult
-    static func waitOutDeadline(_ connected: Connected) async throws -> Duration {
+    static func waitOutDeadline(_ deadline: Duration, _ connected: Connected) async throws -> Duration {
         var wait = deadline
         var late = Duration.zero
         for _ in 0...3 {
