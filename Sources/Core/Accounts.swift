@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import HummingbirdBcrypt
+import NIOPosix
 import Store
 
 /// Registration, approval, login and tokens. Passwords are bcrypt-hashed; tokens are 256 random
@@ -103,10 +104,10 @@ public struct Accounts: Sendable {
             .replacingOccurrences(of: "=", with: "")
     }
 
-    /// Bcrypt takes tens of milliseconds by design: keep it off the cooperative pool.
+    /// Bcrypt takes tens of milliseconds by design: it runs on NIO's thread pool, not on Swift's
+    /// executor, so that a burst of logins does not hold the threads every request needs. (Not
+    /// `DispatchQueue.global()`: on Linux its threads are the executor's.)
     static func offload<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: work()) }
-        }
+        (try? await NIOThreadPool.singleton.runIfActive(work)) ?? work()
     }
 }
