@@ -19,7 +19,7 @@ func withStore(_ engine: Engine, _ body: (any Store) async throws -> Void) async
     case .sqlite:
         let directory = try makeTemporaryDirectory("resalloc-store")
         let store = try AppDatabase(path: "\(directory)/resalloc.db")
-        #expect(try await store.migrateUp(to: nil) == Array(1...Schema.latestVersion))
+        #expect(try store.migrateUp(to: nil) == Array(1...Schema.latestVersion))
         try await body(store)
     case .postgres:
         let base = try await Testbed.postgresURL()
