@@ -227,7 +227,6 @@ public final class PostgresStore: Store {
     /// taken meanwhile, so the pool may not have had a turn to connect either; it gets 2 s of
     /// this process's attention, up to three times, before the request fails.
     /// Returns how late its wake-ups were, in all.
-    @discardableResult
     static func waitOutDeadline(_ deadline: Duration, _ connected: Connected) async throws -> Duration {
         var wait = deadline
         var late = Duration.zero

@@ -179,10 +179,11 @@ struct CommandTests {
         let wait = "while [ ! -e \(scratch)/release ]; do sleep 0.05; done"
         async let first = pool.execute(on: endpoint, "touch \(scratch)/first; \(wait); echo first")
         async let second = pool.execute(on: endpoint, "touch \(scratch)/second; \(wait); echo second")
+        // Side by side, not one after the other (neither ends before the release): a slot freed
+        // late did not lower the limit to 1.
         try await waitUntil(seconds: 30, "both held commands to start") {
             FileManager.default.fileExists(atPath: "\(scratch)/first") && FileManager.default.fileExists(atPath: "\(scratch)/second")
         }
-        // Side by side, not one after the other: a slot freed late did not lower the limit to 1.
         let error = await #expect(throws: SSHError.self) { try await pool.execute(on: endpoint, "echo late", timeout: .milliseconds(500)) }
         #expect(error?.kind == .timeout)
         // The slots came free only now, after the timeout: it came at its deadline.
