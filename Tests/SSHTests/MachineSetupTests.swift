@@ -105,9 +105,12 @@ struct MachineSetupTests {
     }
 
     /// Removes `publicKey` from the login's authorized_keys again, on this thread (for `defer`).
+    /// The file is replaced whole by a rename: every test machine's sshd reads this one file for
+    /// the shared login, and a rewrite in place would show them an empty file for a moment (a
+    /// master logging in to another machine then was refused its key).
     static func unauthorize(_ publicKey: String, login: String) {
         let script =
-            #"f=$(getent passwd "$1" | cut -d: -f6)/.ssh/authorized_keys; grep -vxF "$2" "$f" > "$f.new"; cat "$f.new" > "$f"; rm -f "$f.new""#
+            #"f=$(getent passwd "$1" | cut -d: -f6)/.ssh/authorized_keys; cp -p "$f" "$f.new" && grep -vxF "$2" "$f" > "$f.new"; mv -f "$f.new" "$f""#
         _ = try? Testbed.run(["sh", "-c", script, "sh", login, publicKey.trimmingCharacters(in: .newlines)]) as String
     }
 
