@@ -9,6 +9,8 @@
 #include <sys/eventfd.h>
 #include <fcntl.h>
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
 /// poll's POLLRDHUP (peer shut down its side), hidden behind _GNU_SOURCE in glibc's headers.
 static const short RESALLOC_POLLRDHUP = 0x2000;
@@ -66,19 +68,107 @@ static inline void resalloc_nodelay(int fd) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-/// libssh2's recv, which also adds what it read to the `long` the session's abstract points to:
-/// a writer on another thread can then tell whether libssh2 took packets off the socket while
-/// it wrote (then poll no longer shows them, and the session's own thread must look).
-static ssize_t resalloc_counting_recv(libssh2_socket_t socket, void *buffer, size_t length, int flags, void **abstract) {
+/// A session's socket I/O, through libssh2's send and recv callbacks.
+///
+/// Reads are counted: a writer on another thread can then tell whether libssh2 took packets off
+/// the socket while it wrote (then poll no longer shows them, and the session's own thread must
+/// look).
+///
+/// Sends never come back short. What the kernel does not take at once is kept here, in order,
+/// and sent by `resalloc_io_flush` when the socket is writable. libssh2 has a single slot for a
+/// packet it could not send whole, and until the call that made it is repeated with the same
+/// arguments, every other send on the session fails with LIBSSH2_ERROR_BAD_USE: another
+/// channel's input, its end of input, a window change, a channel open. With a full socket (a
+/// stream into one container on a slow network) that lost other channels' input. What is kept
+/// here is bounded by the channels' SSH windows (libssh2 sends data only within them).
+struct resalloc_io {
+    long bytes_read;
+    /// Kept bytes are pending[pending_start..<pending_end].
+    unsigned char *pending;
+    size_t pending_start;
+    size_t pending_end;
+    size_t pending_capacity;
+    /// The errno of a send that failed for good; every later send fails with it.
+    int send_error;
+};
+
+/// Sends what is kept, as far as the socket takes it now. Returns 0, or -errno once the
+/// connection has failed.
+static inline int resalloc_io_flush(struct resalloc_io *io, int socket) {
+    if (io->send_error) return -io->send_error;
+    while (io->pending_start < io->pending_end) {
+        ssize_t n = send(socket, io->pending + io->pending_start, io->pending_end - io->pending_start, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+            io->send_error = errno;
+            return -errno;
+        }
+        io->pending_start += (size_t)n;
+    }
+    io->pending_start = io->pending_end = 0;
+    return 0;
+}
+
+/// Bytes kept, not yet handed to the kernel.
+static inline size_t resalloc_io_pending(const struct resalloc_io *io) {
+    return io->pending_end - io->pending_start;
+}
+
+static ssize_t resalloc_io_send(libssh2_socket_t socket, const void *buffer, size_t length, int flags, void **abstract) {
+    struct resalloc_io *io = *abstract;
+    int rc = resalloc_io_flush(io, socket);
+    if (rc < 0) return rc;
+    size_t sent = 0;
+    while (resalloc_io_pending(io) == 0 && sent < length) {
+        ssize_t n = send(socket, (const unsigned char *)buffer + sent, length - sent, flags);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            io->send_error = errno;
+            return -errno;
+        }
+        sent += (size_t)n;
+    }
+    if (sent == length) return (ssize_t)length;
+    size_t rest = length - sent;
+    if (io->pending_end + rest > io->pending_capacity) {
+        size_t kept = resalloc_io_pending(io);
+        memmove(io->pending, io->pending + io->pending_start, kept);
+        io->pending_start = 0;
+        io->pending_end = kept;
+        if (kept + rest > io->pending_capacity) {
+            size_t capacity = io->pending_capacity ? io->pending_capacity : 64 * 1024;
+            while (capacity < kept + rest) capacity *= 2;
+            unsigned char *grown = realloc(io->pending, capacity);
+            if (!grown) return -ENOMEM;
+            io->pending = grown;
+            io->pending_capacity = capacity;
+        }
+    }
+    memcpy(io->pending + io->pending_end, (const unsigned char *)buffer + sent, rest);
+    io->pending_end += rest;
+    return (ssize_t)length;
+}
+
+static ssize_t resalloc_io_recv(libssh2_socket_t socket, void *buffer, size_t length, int flags, void **abstract) {
     ssize_t n = recv(socket, buffer, length, flags);
     if (n < 0) return (errno == EWOULDBLOCK || errno == EAGAIN) ? -EAGAIN : -errno;
-    if (n > 0 && abstract && *abstract) *(long *)*abstract += n;
+    if (n > 0) ((struct resalloc_io *)*abstract)->bytes_read += n;
     return n;
 }
 
-static inline void resalloc_count_reads(LIBSSH2_SESSION *session, long *counter) {
-    *libssh2_session_abstract(session) = counter;
-    libssh2_session_callback_set(session, LIBSSH2_CALLBACK_RECV, (void *)resalloc_counting_recv);
+/// Routes the session's socket I/O through `io` from now on.
+static inline void resalloc_io_install(LIBSSH2_SESSION *session, struct resalloc_io *io) {
+    *libssh2_session_abstract(session) = io;
+    libssh2_session_callback_set(session, LIBSSH2_CALLBACK_RECV, (void *)resalloc_io_recv);
+    libssh2_session_callback_set(session, LIBSSH2_CALLBACK_SEND, (void *)resalloc_io_send);
+}
+
+static inline void resalloc_io_free(struct resalloc_io *io) {
+    free(io->pending);
+    io->pending = NULL;
+    io->pending_start = io->pending_end = io->pending_capacity = 0;
 }
 
 #endif

@@ -28,8 +28,9 @@ final class SessionLoop: @unchecked Sendable {
     /// Held by whichever thread calls libssh2: the loop thread for each whole pass (it lets go
     /// only while it sleeps in `poll`), or a writer sending a few bytes at once (`sendNow`).
     private let libssh2Lock = NSLock()
-    /// Bytes libssh2 has read off the socket (`resalloc_count_reads`); under `libssh2Lock`.
-    private let bytesRead = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+    /// The session's socket I/O (shim.h): the bytes libssh2 has read, and what it sent that the
+    /// kernel has not taken yet; under `libssh2Lock`.
+    private let io = UnsafeMutablePointer<resalloc_io>.allocate(capacity: 1)
     private let wakeFD: Int32
     private let isAliveFlag = Atomic<Bool>(true)
     let endpoint: SSHEndpoint
@@ -52,12 +53,13 @@ final class SessionLoop: @unchecked Sendable {
     init(endpoint: SSHEndpoint) {
         self.endpoint = endpoint
         self.wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
-        bytesRead.initialize(to: 0)
+        io.initialize(to: resalloc_io())
     }
 
     deinit {
         Glibc.close(wakeFD)
-        bytesRead.deallocate()
+        resalloc_io_free(io)
+        io.deallocate()
     }
 
     /// False once the connection broke or was closed; a pool then opens a new one.
@@ -105,14 +107,15 @@ final class SessionLoop: @unchecked Sendable {
     /// false when the bytes must go through the mailbox instead.
     func sendNow(_ bytes: [UInt8], on operation: ChannelOperation) -> Bool {
         guard libssh2Lock.try() else { return false }
-        let before = bytesRead.pointee
+        let before = io.pointee.bytes_read
         let outcome = session.map { operation.sendNow(bytes, $0) } ?? .declined
-        let readMeanwhile = bytesRead.pointee != before
+        let readMeanwhile = io.pointee.bytes_read != before
+        let kept = resalloc_io_pending(io) > 0
         libssh2Lock.unlock()
         // libssh2 reads whatever packets have arrived before it writes, and poll no longer shows
-        // those to the loop; and what it could not send yet is the loop's to send. Otherwise the
-        // loop sleeps on: one thread fewer woken for each keystroke.
-        if outcome == .partly || (outcome == .sent && readMeanwhile) { wake() }
+        // those to the loop; and what libssh2 or the socket could not take yet is the loop's to
+        // send. Otherwise the loop sleeps on: one thread fewer woken for each keystroke.
+        if outcome == .partly || (outcome == .sent && (readMeanwhile || kept)) { wake() }
         return outcome != .declined
     }
 
@@ -142,7 +145,7 @@ final class SessionLoop: @unchecked Sendable {
         libssh2Lock.lock()
         defer { libssh2Lock.unlock() }
         guard let session else { return }
-        bytesRead.withMemoryRebound(to: CLong.self, capacity: 1) { resalloc_count_reads(session, $0) }
+        resalloc_io_install(session, io)
         var failure = SSHError(.disconnected, "the connection to \(endpoint.host) was closed")
         loop: while true {
             let (submitted, closing) = inbox.withLock { inbox in
@@ -153,7 +156,11 @@ final class SessionLoop: @unchecked Sendable {
             queued.append(contentsOf: submitted)
             var progressed = !submitted.isEmpty
             queued.removeAll { $0.expireIfDue() }
-            let readBefore = bytesRead.pointee
+            if resalloc_io_flush(io, socket) < 0 {
+                failure = sendFailure()
+                break loop
+            }
+            let readBefore = io.pointee.bytes_read
             do throws(SSHError) {
                 admit()
                 var socketDrained = false
@@ -177,7 +184,7 @@ final class SessionLoop: @unchecked Sendable {
             settleRefusedOpens()
             // Packets that came in during this pass may be queued for a channel stepped before
             // they did, and poll will not show them again: one more pass reads them.
-            if progressed || bytesRead.pointee != readBefore { continue }
+            if progressed || io.pointee.bytes_read != readBefore { continue }
             var secondsToKeepalive = Int32(clamping: endpoint.keepaliveSeconds)
             let rc = libssh2_keepalive_send(session, &secondsToKeepalive)
             if rc != 0 && rc != LIBSSH2_ERROR_EAGAIN {
@@ -202,6 +209,7 @@ final class SessionLoop: @unchecked Sendable {
         libssh2_session_set_timeout(session, 2000)
         _ = resalloc_session_disconnect(session, "resalloc: closing")
         libssh2_session_free(session)
+        sendKept(within: .seconds(2))
         self.session = nil
         Glibc.close(socket)
         finishStopped()
@@ -246,6 +254,7 @@ final class SessionLoop: @unchecked Sendable {
     /// keepalive is due. Returns false when the peer hung up while we had nothing to read.
     private func waitForWork(_ session: OpaquePointer, keepaliveSeconds: Int32) -> Bool {
         var events = Int16(RESALLOC_POLLRDHUP)
+        if resalloc_io_pending(io) > 0 { events |= Int16(POLLOUT) }
         if !active.isEmpty {
             let directions = libssh2_session_block_directions(session)
             // Channels paused for a slow reader do not read; if only they are open, data that
@@ -270,6 +279,21 @@ final class SessionLoop: @unchecked Sendable {
         }
         let hangup = Int16(POLLHUP | POLLERR) | (active.isEmpty ? Int16(RESALLOC_POLLRDHUP) : 0)
         return fds[0].revents & hangup == 0
+    }
+
+    private func sendFailure() -> SSHError {
+        SSHError(.disconnected, "the connection to \(endpoint.host) broke", detail: String(cString: strerror(io.pointee.send_error)))
+    }
+
+    /// Sends what the socket has not taken yet (the disconnect message, say), for at most
+    /// `limit`: a courtesy to sshd before the socket closes, never a reason to hang.
+    private func sendKept(within limit: Duration) {
+        let deadline = ContinuousClock.now + limit
+        while resalloc_io_pending(io) > 0, io.pointee.send_error == 0, ContinuousClock.now < deadline {
+            var fd = pollfd(fd: socket, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&fd, 1, millisecondsLeft(until: deadline))
+            _ = resalloc_io_flush(io, socket)
+        }
     }
 
     private func finishStopped() {

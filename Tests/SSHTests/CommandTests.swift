@@ -20,6 +20,56 @@ struct CommandTests {
         #expect(result.stdout == bytes)
     }
 
+    @Test("While the socket to sshd is full, other channels' input, end of input and new channels wait; nothing is lost")
+    func besideAFullSocket() async throws {
+        // libssh2 keeps one packet that the socket did not take whole, and refuses every other
+        // send on the session (BAD_USE) until that one is finished. On a real network a stream
+        // into one lease fills the socket routinely; a keystroke into another lease on the same
+        // machine must then wait, not vanish, and a new command must not fail.
+        let testbed = try await Testbed.shared()
+        let variant = try await testbed.variantSSHD(of: "m1") { $0 }
+        defer {
+            variant.thawConnections()
+            variant.stop()
+        }
+        let connection = try await SSHConnection.connect(to: variant.endpoint)
+        defer { Task { await connection.close() } }
+        var streams: [RemoteProcess] = []
+        for _ in 0..<4 { streams.append(try await connection.start("cat | wc -c")) }
+        let typing = try await connection.start("cat")
+
+        // sshd stops reading; four SSH windows (2 MiB each) of input are more than the kernel
+        // buffers for a connection whose reader has stopped.
+        variant.freezeConnections()
+        let chunk = [UInt8](repeating: 0x61, count: 32 << 10)
+        for stream in streams {
+            for _ in 0..<64 { stream.write(chunk) }
+        }
+        var queued = 0
+        try await waitUntil(seconds: 30, "the socket to sshd to fill") {
+            let now = try await variant.bytesQueuedToIt()
+            defer { queued = now }
+            return now > 1 << 20 && now == queued
+        }
+        typing.write(Array("typed".utf8))
+        typing.closeInput()
+        async let opened = connection.execute("echo opened", timeout: .seconds(60))
+        try await Task.sleep(for: .milliseconds(500))
+        variant.thawConnections()
+
+        #expect(try await opened.stdoutText == "opened\n")
+        var typed: [UInt8] = []
+        for await chunk in typing.output { if case .stdout(let bytes) = chunk { typed += bytes } }
+        #expect(String(decoding: typed, as: UTF8.self) == "typed")
+        #expect(try await typing.exitStatus() == 0)
+        for stream in streams {
+            stream.closeInput()
+            var counted: [UInt8] = []
+            for await chunk in stream.output { if case .stdout(let bytes) = chunk { counted += bytes } }
+            #expect(String(decoding: counted, as: UTF8.self).trimmingCharacters(in: .whitespaces) == "\(64 * chunk.count)\n")
+        }
+    }
+
     @Test("Large stdout and stderr at once are both read whole")
     func bothStreamsAtOnce() async throws {
         let testbed = try await Testbed.shared()

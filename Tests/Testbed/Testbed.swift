@@ -243,12 +243,41 @@ public struct VariantSSHD: Sendable {
     /// Ends the connections it serves (its children, by pid) but keeps listening: a machine
     /// whose open connections broke.
     public func dropConnections() {
-        let pidText = try? String(contentsOfFile: "\(directory)/sshd.pid", encoding: .utf8)
-        guard let pid = pidText.flatMap({ pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }), pid > 0 else { return }
-        let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
-        for child in children.split(separator: " ").compactMap({ pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
-            kill(child, SIGTERM)
+        for child in Self.children(of: listenerPID) { kill(child, SIGTERM) }
+    }
+
+    /// Stops (SIGSTOP) the sshd processes serving its connections, not the commands they run:
+    /// a machine that stops reading from the network, so what is sent to it piles up in the
+    /// sender's socket. `thawConnections` resumes them.
+    public func freezeConnections() { signalConnections(SIGSTOP) }
+    public func thawConnections() { signalConnections(SIGCONT) }
+
+    private func signalConnections(_ signal: Int32) {
+        for child in Self.children(of: listenerPID) {
+            // Each connection: a privileged child of the listener and its unprivileged one.
+            for grandchild in Self.children(of: child) { kill(grandchild, signal) }
+            kill(child, signal)
         }
+    }
+
+    private var listenerPID: pid_t {
+        let pidText = try? String(contentsOfFile: "\(directory)/sshd.pid", encoding: .utf8)
+        return pidText.flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+    }
+
+    private static func children(of pid: pid_t) -> [pid_t] {
+        guard pid > 0 else { return [] }
+        let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        return children.split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// The bytes the kernel holds unsent on this host's connections to it (the Send-Q that `ss`
+    /// shows, summed).
+    public func bytesQueuedToIt() async throws -> Int {
+        let listing = try await Testbed.run(["ss", "-tnH", "state", "established", "dst", address])
+        // Without a State column: Recv-Q, Send-Q, local address, peer address.
+        let sendQueues = listing.split(separator: "\n").compactMap { line in Int(line.split(separator: " ").dropFirst().first ?? "") }
+        return sendQueues.reduce(0, +)
     }
 
     /// Stops it by its pid, waiting up to 2 s on this thread (for `defer`), and removes its files.
