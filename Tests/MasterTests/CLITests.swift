@@ -102,15 +102,23 @@ struct TmuxScreen {
 
     /// Resizes the window, then types `stty size` until the shell in it reports the new size: the
     /// resize reaches the program as a signal, on its own schedule, and on a loaded machine a
-    /// command typed at once can be read before it.
+    /// command typed at once can be read before it. The error says what size tmux and the
+    /// kernel give the window's terminal, to tell a resize tmux never made from one lost on the
+    /// way to the container.
     func resizeUntilShown(columns: Int, rows: Int) async throws {
         try await resize(columns: columns, rows: rows)
         let size = "\(rows) \(columns)"
-        for _ in 0..<15 {
+        for _ in 0..<20 {
             try await type("stty size")
             if (try? await waitFor(size, seconds: 1)) != nil { return }
         }
-        throw TestbedError("stty size never said \(size); the screen was:\n\(try await screen())")
+        let window = try await Testbed.run(["tmux", "display-message", "-p", "-t", name, "#{window_width}x#{window_height} #{pane_tty}"])
+        let tty = window.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+        let kernel = (try? await Testbed.run(["stty", "-F", tty, "size"])) ?? "unknown"
+        throw TestbedError(
+            "stty size never said \(size); tmux's window: \(window.trimmingCharacters(in: .newlines)), its terminal's size: "
+                + "\(kernel.trimmingCharacters(in: .newlines)); the screen was:\n\(try await screen())"
+        )
     }
 
     /// Waits until the screen shows `needle`; returns the screen.
