@@ -102,23 +102,35 @@ struct TmuxScreen {
 
     /// Resizes the window, then types `stty size` until the shell in it reports the new size: the
     /// resize reaches the program as a signal, on its own schedule, and on a loaded machine a
-    /// command typed at once can be read before it. The error says what size tmux and the
-    /// kernel give the window's terminal, to tell a resize tmux never made from one lost on the
-    /// way to the container.
+    /// command typed at once can be read before it.
+    ///
+    /// What is tested is the way from the terminal to the container, not tmux: if tmux has not
+    /// given its terminal the new size after a few looks, it is asked again. A size that the
+    /// terminal has and the shell never shows fails, with what tmux and the kernel said.
     func resizeUntilShown(columns: Int, rows: Int) async throws {
         try await resize(columns: columns, rows: rows)
         let size = "\(rows) \(columns)"
-        for _ in 0..<20 {
+        var notes: [String] = []
+        for attempt in 1...20 {
             try await type("stty size")
             if (try? await waitFor(size, seconds: 1)) != nil { return }
+            if attempt % 5 == 0, try await terminalSize() != size {
+                notes.append("after \(attempt) looks tmux had not resized its terminal (\(try await terminalSize())); resized again")
+                try await resize(columns: columns, rows: rows - 1)
+                try await resize(columns: columns, rows: rows)
+            }
         }
-        let window = try await Testbed.run(["tmux", "display-message", "-p", "-t", name, "#{window_width}x#{window_height} #{pane_tty}"])
-        let tty = window.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
-        let kernel = (try? await Testbed.run(["stty", "-F", tty, "size"])) ?? "unknown"
+        let window = try await Testbed.run(["tmux", "display-message", "-p", "-t", name, "#{window_width}x#{window_height}"])
         throw TestbedError(
             "stty size never said \(size); tmux's window: \(window.trimmingCharacters(in: .newlines)), its terminal's size: "
-                + "\(kernel.trimmingCharacters(in: .newlines)); the screen was:\n\(try await screen())"
+                + "\(try await terminalSize()) \(notes); the screen was:\n\(try await screen())"
         )
+    }
+
+    /// The size the kernel gives the window's terminal, as `stty size` prints it.
+    private func terminalSize() async throws -> String {
+        let tty = try await Testbed.run(["tmux", "display-message", "-p", "-t", name, "#{pane_tty}"]).trimmingCharacters(in: .newlines)
+        return try await Testbed.run(["stty", "-F", tty, "size"]).trimmingCharacters(in: .newlines)
     }
 
     /// Waits until the screen shows `needle`; returns the screen.
