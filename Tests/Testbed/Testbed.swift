@@ -1,5 +1,6 @@
 import Foundation
 import SSH
+import Synchronization
 
 /// The real local test machines of `scripts/testbed`, for tests and benchmarks: sshd on
 /// 127.0.0.1x with its own dockerd each. Keys are generated per process run, never committed.
@@ -121,7 +122,7 @@ public final class Testbed: Sendable {
     public func variantSSHD(of machine: String, edit: (String) -> String) async throws -> VariantSSHD {
         let machine = self.machine(machine)
         let directory = try makeTemporaryDirectory("resalloc-sshd")
-        let port = Int.random(in: 20000...29999)
+        let port = freeLoopbackPort()
         let config = try String(contentsOfFile: "\(machine.directory)/sshd_config", encoding: .utf8)
             .replacingOccurrences(of: "ListenAddress \(machine.host):\(machine.port)", with: "ListenAddress \(machine.host):\(port)")
             .replacingOccurrences(of: "PidFile \(machine.directory)/sshd.pid", with: "PidFile \(directory)/sshd.pid")
@@ -323,17 +324,29 @@ private enum SharedTestbed {
     }
 }
 
-/// A TCP port on 127.0.0.1 that nothing listens on now: the kernel's pick, from outside the
-/// ephemeral range's crowd of client sockets that a random guess could hit.
+/// A TCP port on 127.0.0.1 that nothing uses now, for a server the test starts next: drawn at
+/// random below the kernel's ephemeral range (32768 and up), never the same twice in one run.
+/// The kernel's own pick (a bind to port 0) came from that range, and between its release and the
+/// server's bind, another test's server binding port 0 could be given the same port (CI saw a
+/// master's gateway fail with "Address already in use").
 public func freeLoopbackPort() -> Int {
+    portsHandedOut.withLock { used in
+        while true {
+            let port = Int.random(in: 20000..<32000)
+            if used.insert(port).inserted, canBindLoopback(port) { return port }
+        }
+    }
+}
+
+private let portsHandedOut = Mutex(Set<Int>())
+
+private func canBindLoopback(_ port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    let length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } } == 0
 }
