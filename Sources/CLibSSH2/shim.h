@@ -107,6 +107,12 @@ static inline int resalloc_io_flush(struct resalloc_io *io, int socket) {
         io->pending_start += (size_t)n;
     }
     io->pending_start = io->pending_end = 0;
+    // A burst (a copy into a lease) grew it; a connection lives long, so give that back.
+    if (io->pending_capacity > 1024 * 1024) {
+        free(io->pending);
+        io->pending = NULL;
+        io->pending_capacity = 0;
+    }
     return 0;
 }
 
