@@ -212,8 +212,64 @@ public func waitUntil(seconds: Double, _ what: String = "the condition", _ condi
 /// on those same threads, and libdispatch adds a thread for blocked ones only when its monitor
 /// next looks, about once a second. A few such waits there stalled the whole test process: a
 /// PostgreSQL migration took 60 s, one statement a second, while the server waited on this client.
-public func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try work() }) }.start()
+///
+/// Each wait is in `OwnThreadLedger` until its caller runs again, so that a run that hangs says
+/// which stage a stuck one reached.
+public func onOwnThread<T: Sendable>(
+    _ work: @escaping @Sendable () throws -> T,
+    file: String = #fileID,
+    line: Int = #line
+) async throws -> T {
+    let id = OwnThreadLedger.shared.open("\(file):\(line)")
+    defer { OwnThreadLedger.shared.close(id) }
+    return try await withCheckedThrowingContinuation { continuation in
+        Thread {
+            OwnThreadLedger.shared.mark(id, "working on its thread")
+            let result = Result { try work() }
+            OwnThreadLedger.shared.mark(id, "done; its caller was resumed and has not run since")
+            continuation.resume(with: result)
+        }.start()
+    }
+}
+
+/// The `onOwnThread` waits that have not returned, with the stage each reached. A thread of its
+/// own (never Swift's executor, never a timer of libdispatch's) prints those older than two
+/// minutes every 30 s: a run that hangs then shows whether a wait's thread never started, is
+/// still working, or finished while its caller was never run again.
+public final class OwnThreadLedger: Sendable {
+    public static let shared = OwnThreadLedger()
+    private struct Entry {
+        let site: String
+        let since: ContinuousClock.Instant
+        var stage: String
+    }
+    private let entries = Mutex<(next: Int, open: [Int: Entry])>((0, [:]))
+    private let watching = Atomic<Bool>(false)
+
+    func open(_ site: String) -> Int {
+        if watching.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged { watch() }
+        return entries.withLock { entries in
+            entries.next += 1
+            entries.open[entries.next] = Entry(site: site, since: .now, stage: "waiting for its thread to start")
+            return entries.next
+        }
+    }
+
+    func mark(_ id: Int, _ stage: String) { entries.withLock { $0.open[id]?.stage = stage } }
+    func close(_ id: Int) { _ = entries.withLock { $0.open.removeValue(forKey: id) } }
+
+    private func watch() {
+        let thread = Thread { [self] in
+            while true {
+                sleep(30)
+                let now = ContinuousClock.now
+                let stuck = entries.withLock { $0.open.values.filter { now - $0.since > .seconds(120) } }
+                for entry in stuck {
+                    FileHandle.standardError.write(Data("onOwnThread at \(entry.site), \(now - entry.since) ago: \(entry.stage)\n".utf8))
+                }
+            }
+        }
+        thread.name = "onOwnThread watchdog"
+        thread.start()
     }
 }
