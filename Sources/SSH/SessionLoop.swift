@@ -191,7 +191,7 @@ final class SessionLoop: @unchecked Sendable {
                 failure = SSHError(.disconnected, "the connection to \(endpoint.host) broke", detail: LibSSH2.lastError(session).text)
                 break
             }
-            if !waitForWork(session, keepaliveSeconds: secondsToKeepalive) {
+            if !waitForWork(keepaliveSeconds: secondsToKeepalive) {
                 failure = SSHError(.disconnected, "\(endpoint.host) closed the connection")
                 break
             }
@@ -252,16 +252,14 @@ final class SessionLoop: @unchecked Sendable {
 
     /// Sleeps until the socket or the wake-up fd needs attention, a deadline passes, or the
     /// keepalive is due. Returns false when the peer hung up while we had nothing to read.
-    private func waitForWork(_ session: OpaquePointer, keepaliveSeconds: Int32) -> Bool {
+    private func waitForWork(keepaliveSeconds: Int32) -> Bool {
         var events = Int16(RESALLOC_POLLRDHUP)
+        // The only sending that waits for the socket: libssh2's own sends never come back short
+        // (shim.h), so it never waits to send and its block directions never say outbound.
         if resalloc_io_pending(io) > 0 { events |= Int16(POLLOUT) }
-        if !active.isEmpty {
-            let directions = libssh2_session_block_directions(session)
-            // Channels paused for a slow reader do not read; if only they are open, data that
-            // sshd sends them (at most their SSH window) would wake this loop for nothing.
-            if active.contains(where: { !$0.isPaused }) { events |= Int16(POLLIN) }
-            if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 { events |= Int16(POLLOUT) }
-        }
+        // Channels paused for a slow reader do not read; if only they are open, data that sshd
+        // sends them (at most their SSH window) would wake this loop for nothing.
+        if active.contains(where: { !$0.isPaused }) { events |= Int16(POLLIN) }
         var timeout = max(keepaliveSeconds, 1) * 1000
         for operation in active + queued {
             if let deadline = operation.wakeDeadline {

@@ -114,8 +114,8 @@ struct TmuxScreen {
         for attempt in 1...20 {
             try await type("stty size")
             if (try? await waitFor(size, seconds: 1)) != nil { return }
-            if attempt % 5 == 0, try await terminalSize() != size {
-                notes.append("after \(attempt) looks tmux had not resized its terminal (\(try await terminalSize())); resized again")
+            if attempt % 5 == 0, case let terminal = try await terminalSize(), terminal != size {
+                notes.append("after \(attempt) looks tmux had not resized its terminal (\(terminal)); resized again")
                 try await resize(columns: columns, rows: rows - 1)
                 try await resize(columns: columns, rows: rows)
             }
