@@ -1,8 +1,10 @@
+import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import NIOHTTP1
 import NIOCore
 import Server
 import Store
@@ -39,20 +41,25 @@ struct APIReply: @unchecked Sendable {
 struct API: Sendable {
     let client: any TestClientProtocol
 
+    /// One request, as a user's HTTP client makes it. Through AsyncHTTPClient with a 120 s
+    /// deadline, not the test framework's client: that one gives up after 20 s without a byte,
+    /// which a build in a loaded run (`POST /lease`) can pass.
     func call(_ method: HTTPRequest.Method, _ path: String, token: String? = nil, bearer: Bool = false, body: String? = nil) async throws -> APIReply
     {
-        var headers: HTTPFields = [.contentType: "application/json"]
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(client.port!)\(path)")
+        request.method = .init(rawValue: method.rawValue)
+        request.headers.add(name: "Content-Type", value: "application/json")
         if let token {
-            if bearer { headers[.authorization] = "Bearer \(token)" } else { headers[HTTPField.Name("token")!] = token }
+            if bearer { request.headers.add(name: "Authorization", value: "Bearer \(token)") } else { request.headers.add(name: "token", value: token) }
         }
-        let response = try await client.execute(uri: path, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) })
-        let object = (try? JSONSerialization.jsonObject(with: Data(buffer: response.body))) as? [String: Any]
-        guard let object else {
-            throw TestbedError(
-                "\(method) \(path) answered \(response.status) with a body that is not a JSON object: \(String(buffer: response.body))"
-            )
+        if let body { request.body = .bytes(ByteBuffer(string: body)) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
+        let bytes = try await response.body.collect(upTo: 16 << 20)
+        let status = HTTPResponse.Status(code: Int(response.status.code))
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any] else {
+            throw TestbedError("\(method) \(path) answered \(status) with a body that is not a JSON object: \(String(buffer: bytes))")
         }
-        return APIReply(status: response.status, json: object)
+        return APIReply(status: status, json: object)
     }
 
     func json(_ object: [String: Any]) -> String {

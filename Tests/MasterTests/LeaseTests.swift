@@ -113,8 +113,7 @@ struct LeaseTests {
             let dockerfile = api.json(["Name": "gone", "File": "FROM busybox\nRUN echo \(marker) > /id\n"])
             #expect(try await api.call(.post, "/resource", token: admin, body: dockerfile).status == .created)
             #expect(try await api.addMachine(testbed, "m4", token: admin).status == .created)
-            // Through the CLI, which waits for a build as long as it takes (the test client gives
-            // up after 20 s, which a loaded run's build can pass).
+            // Through the CLI, as a user makes leases.
             let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
             try await cli.ok("login", "admin", "admin-password")
             try await cli.ok("lease", "create", "gone", "first", "-q")
