@@ -4,8 +4,8 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
-import NIOHTTP1
 import NIOCore
+import NIOHTTP1
 import Server
 import Store
 import Testbed
@@ -50,7 +50,11 @@ struct API: Sendable {
         request.method = .init(rawValue: method.rawValue)
         request.headers.add(name: "Content-Type", value: "application/json")
         if let token {
-            if bearer { request.headers.add(name: "Authorization", value: "Bearer \(token)") } else { request.headers.add(name: "token", value: token) }
+            if bearer {
+                request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            } else {
+                request.headers.add(name: "token", value: token)
+            }
         }
         if let body { request.body = .bytes(ByteBuffer(string: body)) }
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
