@@ -135,7 +135,7 @@ let package = Package(
         .testTarget(
             name: "MasterTests",
             dependencies: [
-                "Server", "Gateway", "Core", "Store", "ResallocAPI", "ResallocClient", "Testbed",
+                "Server", "Gateway", "Core", "Store", "ResallocAPI", "ResallocClient", "SSH", "Testbed",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),

@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <fcntl.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -14,6 +15,12 @@
 
 /// poll's POLLRDHUP (peer shut down its side), hidden behind _GNU_SOURCE in glibc's headers.
 static const short RESALLOC_POLLRDHUP = 0x2000;
+
+/// Names the calling thread as `ps -L` and gdb show it (the kernel keeps 15 bytes). prctl is
+/// variadic and pthread_setname_np needs _GNU_SOURCE: neither is callable from Swift as is.
+static inline void resalloc_name_thread(const char *name) {
+    prctl(PR_SET_NAME, (unsigned long)name, 0UL, 0UL, 0UL);
+}
 
 // libssh2's function-like macros are not imported by Swift; these wrap them.
 

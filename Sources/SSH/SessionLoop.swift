@@ -68,21 +68,24 @@ final class SessionLoop: @unchecked Sendable {
     /// Starts the thread, connects and authenticates; returns the host key the machine presented.
     func start(deadline: ContinuousClock.Instant) async throws(SSHError) -> HostKey {
         let outcome: Result<HostKey, SSHError> = await withCheckedContinuation { continuation in
-            let thread = Thread { [self] in
-                do throws(SSHError) {
-                    let established = try SessionSetup.establish(endpoint, deadline: deadline)
-                    session = established.session
-                    socket = established.socket
-                    continuation.resume(returning: .success(established.hostKey))
-                } catch {
-                    finishStopped()
-                    continuation.resume(returning: .failure(error))
-                    return
+            do {
+                try DedicatedThread.start(named: "ssh \(endpoint.host)") { [self] in
+                    do throws(SSHError) {
+                        let established = try SessionSetup.establish(endpoint, deadline: deadline)
+                        session = established.session
+                        socket = established.socket
+                        continuation.resume(returning: .success(established.hostKey))
+                    } catch {
+                        finishStopped()
+                        continuation.resume(returning: .failure(error))
+                        return
+                    }
+                    run()
                 }
-                run()
+            } catch {
+                finishStopped()
+                continuation.resume(returning: .failure(SSHError(.connect, "\(error)")))
             }
-            thread.name = "ssh \(endpoint.host):\(endpoint.port)"
-            thread.start()
         }
         return try outcome.get()
     }

@@ -1,4 +1,5 @@
 import Foundation
+import SSH
 import Testbed
 import Testing
 
@@ -49,11 +50,10 @@ struct ShellFlowTests {
             #expect(stalledLater == stalled, "the program went on writing: \(stalledLater - stalled) chunks more")
 
             // The client reads again: the output flows on.
-            let reader = Thread {
+            try DedicatedThread.start(named: "reader") {
                 var buffer = [UInt8](repeating: 0, count: 1 << 16)
                 while read(output.fileDescriptor, &buffer, buffer.count) > 0 {}
             }
-            reader.start()
             try await waitUntil(seconds: 30, "the writer going on once the client reads") { try await written() > stalledLater + 100 }
             command.kill9()
         }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SSH
 import Testbed
 import Testing
 
@@ -28,7 +29,7 @@ struct StoreWaitTests {
             // held from a connection of the test's own until the test lets go of it.
             let locked = DispatchSemaphore(value: 0)
             let release = DispatchSemaphore(value: 0)
-            let holder = Thread {
+            try DedicatedThread.start(named: "lock holder") {
                 let other = try? DatabaseQueue(path: databasePath)
                 try? other?.writeWithoutTransaction { db in
                     try db.execute(sql: "BEGIN IMMEDIATE")
@@ -37,7 +38,6 @@ struct StoreWaitTests {
                     try db.execute(sql: "COMMIT")
                 }
             }
-            holder.start()
             try await onOwnThread { locked.wait() }
             // More resources created (each a write) than this host has cores wait for the lock...
             let writers = try (1...4).map { try cli.start("resources", "create", "r\($0)", "-f", dockerfile).process }

@@ -223,12 +223,16 @@ public func onOwnThread<T: Sendable>(
     let id = OwnThreadLedger.shared.open("\(file):\(line)")
     defer { OwnThreadLedger.shared.close(id) }
     return try await withCheckedThrowingContinuation { continuation in
-        Thread {
-            OwnThreadLedger.shared.mark(id, "working on its thread")
-            let result = Result { try work() }
-            OwnThreadLedger.shared.mark(id, "done; its caller was resumed and has not run since")
-            continuation.resume(with: result)
-        }.start()
+        do {
+            try DedicatedThread.start(named: "onOwnThread") {
+                OwnThreadLedger.shared.mark(id, "working on its thread")
+                let result = Result { try work() }
+                OwnThreadLedger.shared.mark(id, "done; its caller was resumed and has not run since")
+                continuation.resume(with: result)
+            }
+        } catch {
+            continuation.resume(throwing: error)
+        }
     }
 }
 
@@ -259,7 +263,7 @@ public final class OwnThreadLedger: Sendable {
     func close(_ id: Int) { _ = entries.withLock { $0.open.removeValue(forKey: id) } }
 
     private func watch() {
-        let thread = Thread { [self] in
+        let started: Void? = try? DedicatedThread.start(named: "ledger watchdog") { [self] in
             while true {
                 sleep(30)
                 let now = ContinuousClock.now
@@ -269,7 +273,6 @@ public final class OwnThreadLedger: Sendable {
                 }
             }
         }
-        thread.name = "onOwnThread watchdog"
-        thread.start()
+        if started == nil { FileHandle.standardError.write(Data("onOwnThread: its watchdog thread could not start\n".utf8)) }
     }
 }
