@@ -8,12 +8,14 @@ import Testing
 /// on the same database and port. With `logPath`, its log goes there at level info.
 final class MasterProcess {
     let databasePath: String
-    let port = freeLoopbackPort()
+    private(set) var port = freeLoopbackPort()
     let keyPath: String
     let logPath: String?
     /// The SSH gateway's port; 0 (off) unless a test asks for it.
-    let sshPort: Int
+    private(set) var sshPort: Int
     private var process: Subprocess?
+    /// It answered once: a restart keeps its ports.
+    private var answered = false
     /// Its master id, once it answered; a test may remove the database before the end.
     private var startedAs: String?
     /// Without a log of the test's, errors still go somewhere a failure to start can quote.
@@ -41,16 +43,27 @@ final class MasterProcess {
     }
 
     deinit {
+        // A test that forgot to stop it, or threw first, leaves nothing running.
+        process?.kill9()
         try? FileManager.default.removeItem(atPath: errorsPath)
         // Its containers go with it, on a thread of their own: deinit cannot wait.
         guard let id = startedAs else { return }
         Task.detached { await (try? await Testbed.shared())?.removeContainers(ofMaster: id) }
     }
 
+    /// A port drawn by `freeLoopbackPort()` was free when drawn, but a server elsewhere on this
+    /// machine may bind it before the master does: a first start that fails on that alone is
+    /// tried again on new ports, at most this many times. A restart keeps its ports, which the
+    /// test's clients already use.
+    static let startAttempts = 3
+
     /// Starts it and returns once it answers `GET /health`.
-    func start() async throws {
+    func start() async throws { try await start(attempt: 1) }
+
+    private func start(attempt: Int) async throws {
         let errors = logPath ?? errorsPath
         let log: Subprocess.Stream = .file(errors)
+        let logged = (try? FileManager.default.attributesOfItem(atPath: errors)[.size] as? Int) ?? 0
         process = try Subprocess.start(
             [
                 CLI.masterBinary, "serve", "--port", String(port), "--db", databasePath, "--key", keyPath,
@@ -63,11 +76,19 @@ final class MasterProcess {
         let health = HTTPClientRequest(url: "http://127.0.0.1:\(port)/health")
         for _ in 0..<200 {
             if let status = process?.exitStatus {
-                let said = (try? String(contentsOfFile: errors, encoding: .utf8))?.suffix(2000) ?? ""
-                throw TestbedError("the master exited with status \(status) on start, saying: \(said)")
+                let said = String(decoding: (FileManager.default.contents(atPath: errors) ?? Data()).dropFirst(logged), as: UTF8.self)
+                if said.contains("Address already in use"), !answered, attempt < Self.startAttempts {
+                    print("the master's port \(port) (or \(sshPort)) was taken before it bound it; trying new ones")
+                    if logPath == nil { try? FileManager.default.removeItem(atPath: errors) }
+                    port = freeLoopbackPort()
+                    if sshPort != 0 { sshPort = freeLoopbackPort() }
+                    return try await start(attempt: attempt + 1)
+                }
+                throw TestbedError("the master exited with status \(status) on start, saying: \(said.suffix(2000))")
             }
             if (try? await HTTPClient.shared.execute(health, timeout: .seconds(2)))?.status == .ok {
                 if startedAs == nil, FileManager.default.fileExists(atPath: databasePath) { startedAs = try? masterID(databasePath) }
+                answered = true
                 return
             }
             try await Task.sleep(for: .milliseconds(50))

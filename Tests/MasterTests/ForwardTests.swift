@@ -15,7 +15,7 @@ struct ForwardTests {
             try await testbed.docker("m2", ["exec", "-d", container, "httpd", "-f", "-p", "8002", "-h", "/www"])
 
             let (process, stdout, stderr) = try cli.start("forward", "box", "0:8000", "0:8001", "0:8002")
-            defer { process.signal() }
+            defer { process.kill9() }
             var lines: [String] = []
             try? await waitUntil(seconds: 30) {
                 lines = ((try? String(contentsOfFile: stdout, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)

@@ -233,7 +233,7 @@ struct GatewayTests {
             stdout: .null,
             stderr: .file("\(gateway.directory)/tunnel.err")
         )
-        defer { tunnel.signal() }
+        defer { tunnel.kill9() }
         var body = ""
         for _ in 0..<50 {
             body = try await Subprocess.run(["curl", "-sS", "--max-time", "10", "http://127.0.0.1:\(local)/"], timeout: .seconds(20)).output
