@@ -8,6 +8,7 @@ import NIOCore
 import NIOHTTP1
 import Server
 import Store
+import Synchronization
 import Testbed
 
 /// The arguments `resalloc-master serve` would pass, for a fresh SQLite file.
@@ -92,7 +93,10 @@ struct API: Sendable {
 
 /// Runs `body` against a live master on loopback with a new database file, using the test
 /// machines' key as the master's key; `configure` changes what `serve` would be given.
-func withMaster(configure: (inout TestArguments) -> Void = { _ in }, _ body: @Sendable (API, Testbed, String) async throws -> Void) async throws {
+func withMaster(
+    configure: (inout TestArguments) -> Void = { _ in },
+    _ body: @escaping @Sendable (API, Testbed, String) async throws -> Void
+) async throws {
     let testbed = try await Testbed.shared()
     let directory = try makeTemporaryDirectory("resalloc-master")
     defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -101,9 +105,16 @@ func withMaster(configure: (inout TestArguments) -> Void = { _ in }, _ body: @Se
     configure(&arguments)
     let app = try await buildApplication(arguments)
     let id = try? masterID(databasePath)
+    // The master's shutdown waits for every request and session it serves: one that never ends
+    // would hold the run until its deadline, so it fails this test, by name, instead.
+    let bodyEnded = Mutex(false)
     do {
-        try await app.test(.live) { client in
-            try await body(API(client: client), testbed, databasePath)
+        let ended: @Sendable () -> Bool = { bodyEnded.withLock { $0 } }
+        try await within(.seconds(60), after: ended, "the in-process master's shutdown after the test") {
+            try await app.test(.live) { client in
+                defer { bodyEnded.withLock { $0 = true } }
+                try await body(API(client: client), testbed, databasePath)
+            }
         }
     } catch {
         if let id { await testbed.removeContainers(ofMaster: id) }
@@ -118,7 +129,7 @@ func withMaster(configure: (inout TestArguments) -> Void = { _ in }, _ body: @Se
 func withLeasedBox(
     dockerfile: String = "FROM busybox",
     machine: String = "m2",
-    _ body: @Sendable (API, CLI, Testbed, String) async throws -> Void
+    _ body: @escaping @Sendable (API, CLI, Testbed, String) async throws -> Void
 ) async throws {
     try await withMaster { api, testbed, databasePath in
         let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")

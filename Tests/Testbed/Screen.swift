@@ -184,9 +184,42 @@ public func within<T: Sendable>(_ timeout: Duration, _ what: String, _ body: @es
     }
 }
 
+/// Runs `body`, whose last stretch (a server's shutdown after the test's own part) must end within
+/// `limit` of the moment `reached()` first holds; past it, throws, whether or not `body` heeds
+/// cancellation. A stretch that never ends then fails one test with `what`, instead of holding
+/// the whole run until its deadline.
+public func within<T: Sendable>(
+    _ limit: Duration,
+    after reached: @escaping @Sendable () -> Bool,
+    _ what: String,
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    let settled = FirstCaller()
+    return try await withCheckedThrowingContinuation { continuation in
+        let work = Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            if settled.claim() { continuation.resume(with: result) }
+        }
+        Task {
+            var since: ContinuousClock.Instant?
+            while !settled.isClaimed {
+                try? await Task.sleep(for: .seconds(1))
+                if since == nil, reached() { since = .now }
+                if let since, ContinuousClock.now - since > limit, settled.claim() {
+                    work.cancel()
+                    continuation.resume(throwing: TestbedError("\(what) did not finish within \(limit)"))
+                }
+            }
+        }
+    }
+}
+
 /// Lets exactly one of several racing callers through.
 private final class FirstCaller: Sendable {
     private let done = Mutex(false)
+
+    var isClaimed: Bool { done.withLock { $0 } }
 
     /// True for the first caller only.
     func claim() -> Bool {
