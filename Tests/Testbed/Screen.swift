@@ -167,21 +167,7 @@ public final class Screen: @unchecked Sendable {
 /// Runs `body` and returns its result, or throws once `timeout` has passed, whether or not
 /// `body` heeds cancellation: a test fails instead of hanging.
 public func within<T: Sendable>(_ timeout: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    let settled = FirstCaller()
-    return try await withCheckedThrowingContinuation { continuation in
-        let work = Task {
-            let result: Result<T, any Error>
-            do { result = .success(try await body()) } catch { result = .failure(error) }
-            if settled.claim() { continuation.resume(with: result) }
-        }
-        Task {
-            try? await Task.sleep(for: timeout)
-            if settled.claim() {
-                work.cancel()
-                continuation.resume(throwing: TestbedError("\(what) did not finish within \(timeout)"))
-            }
-        }
-    }
+    try await within(timeout, after: { true }, what, body)
 }
 
 /// Runs `body`, whose last stretch (a server's shutdown after the test's own part) must end within
@@ -202,11 +188,13 @@ public func within<T: Sendable>(
             if settled.claim() { continuation.resume(with: result) }
         }
         Task {
-            var since: ContinuousClock.Instant?
+            var since: ContinuousClock.Instant? = reached() ? .now : nil
             while !settled.isClaimed {
-                try? await Task.sleep(for: .seconds(1))
+                // Once a second until the stretch begins, then to its limit in steps of at most that.
+                let step = since.map { min(.seconds(1), limit - (ContinuousClock.now - $0)) } ?? .seconds(1)
+                try? await Task.sleep(for: max(step, .milliseconds(1)))
                 if since == nil, reached() { since = .now }
-                if let since, ContinuousClock.now - since > limit, settled.claim() {
+                if let since, ContinuousClock.now - since >= limit, settled.claim() {
                     work.cancel()
                     continuation.resume(throwing: TestbedError("\(what) did not finish within \(limit)"))
                 }
