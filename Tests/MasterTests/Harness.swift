@@ -42,27 +42,14 @@ struct APIReply: @unchecked Sendable {
 struct API: Sendable {
     let client: any TestClientProtocol
 
-    /// One request, as a user's HTTP client makes it. Through AsyncHTTPClient with a 120 s
-    /// deadline, not the test framework's client: that one gives up after 20 s without a byte,
-    /// which a build in a loaded run (`POST /lease`) can pass.
     func call(_ method: HTTPRequest.Method, _ path: String, token: String? = nil, bearer: Bool = false, body: String? = nil) async throws -> APIReply
     {
-        var request = HTTPClientRequest(url: "http://127.0.0.1:\(client.port!)\(path)")
-        request.method = .init(rawValue: method.rawValue)
-        request.headers.add(name: "Content-Type", value: "application/json")
-        if let token {
-            if bearer {
-                request.headers.add(name: "Authorization", value: "Bearer \(token)")
-            } else {
-                request.headers.add(name: "token", value: token)
-            }
-        }
-        if let body { request.body = .bytes(ByteBuffer(string: body)) }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
-        let bytes = try await response.body.collect(upTo: 16 << 20)
-        let status = HTTPResponse.Status(code: Int(response.status.code))
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer: bytes))) as? [String: Any] else {
-            throw TestbedError("\(method) \(path) answered \(status) with a body that is not a JSON object: \(String(buffer: bytes))")
+        var headers: [(String, String)] = []
+        if let token { headers.append(bearer ? ("Authorization", "Bearer \(token)") : ("token", token)) }
+        let reply = try await sendJSON(port: client.port!, .init(rawValue: method.rawValue), path, headers: headers, body: body.map { Data($0.utf8) })
+        let status = HTTPResponse.Status(code: reply.status)
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer: reply.body))) as? [String: Any] else {
+            throw TestbedError("\(method) \(path) answered \(status) with a body that is not a JSON object: \(String(buffer: reply.body))")
         }
         return APIReply(status: status, json: object)
     }
@@ -89,6 +76,25 @@ struct API: Sendable {
         if let capacity { body["Capacity"] = capacity }
         return try await call(.post, "/machine", token: token, body: json(body))
     }
+}
+
+/// One request with a JSON body to the master on 127.0.0.1:`port`, as a user's HTTP client makes
+/// it: through AsyncHTTPClient with a 120 s deadline, not Hummingbird's test client, which gives
+/// up after 20 s without a byte (a build behind `POST /lease` passed that in a loaded CI run).
+func sendJSON(
+    port: Int,
+    _ method: HTTPMethod,
+    _ path: String,
+    headers: [(String, String)] = [],
+    body: Data? = nil
+) async throws -> (status: Int, body: ByteBuffer) {
+    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+    request.method = method
+    request.headers.add(name: "Content-Type", value: "application/json")
+    for (name, value) in headers { request.headers.add(name: name, value: value) }
+    if let body { request.body = .bytes(ByteBuffer(data: body)) }
+    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
+    return (Int(response.status.code), try await response.body.collect(upTo: 16 << 20))
 }
 
 /// Runs `body` against a live master on loopback with a new database file, using the test

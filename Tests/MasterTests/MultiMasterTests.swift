@@ -1,6 +1,4 @@
-import AsyncHTTPClient
 import Foundation
-import NIOCore
 import NIOHTTP1
 import Testbed
 import Testing
@@ -110,15 +108,15 @@ struct TwoMasters {
     }
 
     static func call(_ port: Int, _ method: HTTPMethod, _ path: String, _ token: String?, _ body: [String: Any]? = nil) async throws -> Reply {
-        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
-        request.method = method
-        request.headers.add(name: "Content-Type", value: "application/json")
-        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
-        if let body { request.body = .bytes(ByteBuffer(data: try JSONSerialization.data(withJSONObject: body))) }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
-        let data = try await response.body.collect(upTo: 1 << 20)
-        let json = (try? JSONSerialization.jsonObject(with: Data(buffer: data))) as? [String: Any] ?? [:]
-        return Reply(status: Int(response.status.code), json: json)
+        let reply = try await sendJSON(
+            port: port,
+            method,
+            path,
+            headers: token.map { [("Authorization", "Bearer \($0)")] } ?? [],
+            body: try body.map { try JSONSerialization.data(withJSONObject: $0) }
+        )
+        let json = (try? JSONSerialization.jsonObject(with: Data(buffer: reply.body))) as? [String: Any] ?? [:]
+        return Reply(status: reply.status, json: json)
     }
 }
 
