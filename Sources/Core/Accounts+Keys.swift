@@ -25,9 +25,14 @@ extension Accounts {
     }
 
     /// The active user who registered the key with this wire form (base64), if any.
+    /// Whether `user` may still act: approved, not disabled since, not gone.
+    public func stillMayAct(_ user: User) async throws(MasterError) -> Bool {
+        do { return try await database.user(named: user.name)?.mayAct ?? false } catch { throw .from(error) }
+    }
+
     public func user(withKeyBlob blob: String) async throws(MasterError) -> User? {
         do {
-            guard let user = try await database.user(withKeyBlob: blob), user.status == .active else { return nil }
+            guard let user = try await database.user(withKeyBlob: blob), user.mayAct else { return nil }
             return user
         } catch { throw .from(error) }
     }

@@ -10,30 +10,62 @@ public struct Accounts: Sendable {
     let database: any Store
     public var tokenLifetime: Duration
     public var bcryptCost: UInt8
+    /// Failed logins and registrations, by name and by address (this process's own count).
+    public let throttle: LoginThrottle
 
-    public init(database: any Store, tokenLifetime: Duration = .seconds(30 * 86400), bcryptCost: UInt8 = 10) {
+    public init(
+        database: any Store,
+        tokenLifetime: Duration = .seconds(30 * 86400),
+        bcryptCost: UInt8 = 10,
+        throttle: LoginThrottle = LoginThrottle()
+    ) {
         self.database = database
         self.tokenLifetime = tokenLifetime
         self.bcryptCost = bcryptCost
+        self.throttle = throttle
     }
 
-    /// Registers `name`; the first user becomes an active admin, later ones are pending.
-    public func register(name: String, password: String) async throws(MasterError) -> User {
-        try InputRules.validateName(name, "user")
-        try InputRules.validatePassword(password)
-        let cost = bcryptCost
-        let hash = await Self.offload { Bcrypt.hash(password, cost: cost) }
-        do { return try await database.createUser(name: name, passwordHash: hash) } catch { throw .from(error) }
+    /// Registers `name`; the first user becomes an active admin, later ones are pending. A name
+    /// found taken counts against the address, as a failed login does.
+    public func register(name: String, password: String, address: String? = nil) async throws(MasterError) -> User {
+        try refuseWhileThrottled(name: nil, address: address)
+        do throws(MasterError) {
+            try InputRules.validateName(name, "user")
+            try InputRules.validatePassword(password)
+            let cost = bcryptCost
+            let hash = await Self.offload { Bcrypt.hash(password, cost: cost) }
+            do { return try await database.createUser(name: name, passwordHash: hash) } catch { throw MasterError.from(error) }
+        } catch {
+            // A name found taken is what enumerating names looks like; a malformed request is not.
+            if error.kind == .conflict { throttle.failed(name: nil, address: address) }
+            throw error
+        }
     }
 
-    /// Checks the password and returns a new token for an active user.
-    public func login(name: String, password: String) async throws(MasterError) -> (token: String, user: User) {
+    /// A 429 while `throttle` holds attempts for the name or the address back.
+    func refuseWhileThrottled(name: String?, address: String?) throws(MasterError) {
+        guard let wait = throttle.refusal(name: name, address: address) else { return }
+        throw MasterError(
+            .tooManyRequests,
+            "too many failed attempts\(name.map { " for \($0)" } ?? "")\(address.map { " from \($0)" } ?? ""); try again in \(wait) s",
+            retryAfter: wait
+        )
+    }
+
+    /// Checks the password and returns a new token for an active user. After too many failures
+    /// for the name or from the address, refuses (429) before looking at the password.
+    public func login(name: String, password: String, address: String? = nil) async throws(MasterError) -> (token: String, user: User) {
+        try refuseWhileThrottled(name: name, address: address)
         let user: User?
         do { user = try await database.user(named: name) } catch { throw .from(error) }
         // Verify against a fixed hash for unknown names too, so timing does not tell who exists.
         let hash = user?.passwordHash
         let matches = await Self.offload { Bcrypt.verify(password, hash: hash ?? Self.unknownUserHash) }
-        guard let user, matches else { throw MasterError(.unauthorized, "wrong user name or password") }
+        guard let user, matches else {
+            throttle.failed(name: name, address: address)
+            throw MasterError(.unauthorized, "wrong user name or password")
+        }
+        guard !user.disabled else { throw MasterError(.forbidden, "your account is disabled; ask an admin") }
         guard user.status == .active else {
             throw MasterError(.forbidden, "your account waits for an admin's approval (resalloc user approve \(user.name))")
         }
@@ -55,6 +87,7 @@ public struct Accounts: Sendable {
         guard let user, user.status == .active else {
             throw MasterError(.unauthorized, "your token is invalid or has expired: run resalloc login")
         }
+        guard !user.disabled else { throw MasterError(.unauthorized, "your account is disabled; ask an admin") }
         return user
     }
 
@@ -69,6 +102,11 @@ public struct Accounts: Sendable {
 
     public func approve(_ name: String) async throws(MasterError) -> User {
         do { return try await database.updateUser(named: name, status: .active, role: nil) } catch { throw .from(error) }
+    }
+
+    /// Switches a user off (their tokens and keys stop working, their sessions end) or on again.
+    public func setDisabled(_ name: String, _ disabled: Bool) async throws(MasterError) -> User {
+        do { return try await database.setUserDisabled(named: name, disabled) } catch { throw .from(error) }
     }
 
     public func makeAdmin(_ name: String) async throws(MasterError) -> User {

@@ -24,6 +24,14 @@ public enum InputRules {
     public static let capacity = 1...10_000
     /// Warm containers one resource may keep.
     public static let poolSize = 0...100
+    /// A container's memory limit in bytes: docker's smallest (6 MiB) to 1 TiB.
+    public static let memory: ClosedRange<Int64> = (6 << 20)...(1 << 40)
+    /// A container's CPU limit in thousandths of a CPU.
+    public static let milliCPUs = 10...1_024_000
+    /// A container's process limit: enough for a shell and a command at least.
+    public static let pids = 8...4_194_304
+    /// `Memory` as a request writes it: a number with an optional unit (b, k, m, g, t).
+    public static let memorySize = #"[0-9]{1,13}(?:\.[0-9]{1,3})?[bkmgtBKMGT]?"#
 
     /// Whether all of `text` matches `pattern`, scalar by scalar (as JSON Schema's regexes see it).
     public static func matches(_ text: String, _ pattern: String) -> Bool {

@@ -43,13 +43,26 @@ extension Master {
 
     /// A tar stream of `path`, read as it comes (acknowledge with `RemoteProcess.consumed`).
     public func copyOut(_ target: LeaseTarget, _ path: String) async throws(MasterError) -> RemoteProcess {
-        do { return try await docker(target).copyOut(target.container, path) } catch { throw .from(error, machine: target.machine.name) }
+        let ticket = try sessions.admit(target)
+        do {
+            let process = try await docker(target).copyOut(target.container, path)
+            ticket.release(after: process)
+            return process
+        } catch {
+            ticket.release()
+            throw .from(error, machine: target.machine.name)
+        }
     }
 
     /// Extracts the tar stream that `write` sends into the lease's directory `directory`.
     public func copyIn(_ target: LeaseTarget, directory: String, write: (RemoteProcess) async throws -> Int?) async throws(MasterError) {
+        let ticket = try sessions.admit(target)
+        defer { ticket.release() }
         do {
-            try await docker(target).copyIn(target.container, directory: directory, relay: relay, write: write)
+            try await docker(target).copyIn(target.container, directory: directory, relay: relay) { process in
+                ticket.attach(process)
+                return try await write(process)
+            }
         } catch .invalidArgument(let message) {
             throw MasterError(.invalid, "\(directory) in lease \(target.name): \(message)")
         } catch { throw .from(error, machine: target.machine.name) }
@@ -59,7 +72,13 @@ extension Master {
     /// and output (flow-controlled), through a relay in the container's network namespace.
     public func forward(_ target: LeaseTarget, port: Int) async throws(MasterError) -> RemoteProcess {
         guard let relay else { throw MasterError(.internal, "the master has no static busybox for port forwards (install busybox-static)") }
-        do { return try await docker(target).forward(target.container, port: port, relay: relay) } catch {
+        let ticket = try sessions.admit(target)
+        do {
+            let process = try await docker(target).forward(target.container, port: port, relay: relay)
+            ticket.release(after: process)
+            return process
+        } catch {
+            ticket.release()
             throw .from(error, machine: target.machine.name)
         }
     }
@@ -83,6 +102,7 @@ extension Master {
         var environment = spec.environment.filter { $0.key == "LANG" || $0.key.hasPrefix("LC_") }
         environment["RESALLOC_SESSION"] = marker
         let docker = docker(target)
+        let ticket = try sessions.admit(target)
         let process: RemoteProcess
         do {
             switch spec.command {
@@ -111,7 +131,11 @@ extension Master {
             case .sftp:
                 process = try await docker.start(target.container, ["sh", "-c", Self.sftpLauncher], environment: environment, flowControlled: true)
             }
-        } catch { throw .from(error, machine: target.machine.name) }
+        } catch {
+            ticket.release()
+            throw .from(error, machine: target.machine.name)
+        }
+        ticket.release(after: process)
         return OpenedSession(process: process, marker: marker, target: target, master: self)
     }
 

@@ -13,6 +13,8 @@ public struct LeaseSaga: Sendable {
     let masterID: String
     let incarnationID: String
     let logger: Logger
+    /// The limits each container runs with, and how placement counts them.
+    let limits: LimitPolicy
     public var defaultTTL: Duration
     public var maxTTL: Duration
 
@@ -23,6 +25,7 @@ public struct LeaseSaga: Sendable {
         masterID: String,
         incarnationID: String,
         logger: Logger,
+        limits: LimitPolicy = LimitPolicy(),
         defaultTTL: Duration = .seconds(86400),
         maxTTL: Duration = .seconds(7 * 86400)
     ) {
@@ -32,6 +35,7 @@ public struct LeaseSaga: Sendable {
         self.masterID = masterID
         self.incarnationID = incarnationID
         self.logger = logger
+        self.limits = limits
         self.defaultTTL = defaultTTL
         self.maxTTL = maxTTL
     }
@@ -48,20 +52,22 @@ public struct LeaseSaga: Sendable {
         let resource = try await check(resourceName: resourceName, leaseName: leaseName)
         let ttl = try lifetime(ttl ?? defaultTTL)
         let started = ContinuousClock.now
+        let containerLimits = limits.limits(for: resource)
         var lease: Lease
         do {
             let now = Date()
-            lease = try await database.createLease(
-                Lease(
-                    name: leaseName,
-                    ownerId: owner.id!,
-                    resourceId: resource.id!,
-                    image: ResourceCatalog.imageTag(for: resource),
-                    createdAt: now,
-                    expiresAt: now + TimeInterval(ttl.components.seconds),
-                    incarnationId: incarnationID
-                )
+            var new = Lease(
+                name: leaseName,
+                ownerId: owner.id!,
+                resourceId: resource.id!,
+                image: ResourceCatalog.imageTag(for: resource),
+                createdAt: now,
+                expiresAt: now + TimeInterval(ttl.components.seconds),
+                incarnationId: incarnationID
             )
+            new.memoryBytes = containerLimits.placementMemory
+            new.milliCPUs = containerLimits.placementCPUs
+            lease = try await database.createLease(new)
         } catch { throw .from(error) }
 
         if resource.poolSize > 0, let machine = await warmPool.take(&lease, resource: resource) {
@@ -82,10 +88,20 @@ public struct LeaseSaga: Sendable {
         var evicted = false
         while true {
             let machine: Machine?
+            let machines: [Machine]
+            let loads: [Int64: MachineLoad]
+            let overcommit = limits.cpuOvercommit
             do {
-                let order = Placement.candidates(try await database.machines(), activeLeases: try await database.activeLeaseCounts())
-                    .filter { !tried.contains($0.id!) }
-                machine = try await database.placeLease(lease, on: order.map { $0.id! })
+                machines = try await database.machines()
+                loads = try await database.machineLoads()
+                let order = Placement.candidates(
+                    machines,
+                    loads: loads,
+                    memoryBytes: lease.memoryBytes,
+                    milliCPUs: lease.milliCPUs,
+                    cpuOvercommit: overcommit
+                ).filter { !tried.contains($0.id!) }
+                machine = try await database.placeLease(lease, on: order.map { $0.id! }, cpuOvercommit: overcommit)
             } catch { throw await fail(&lease, .from(error)) }
             guard let machine else {
                 // Warm containers give way to a lease that has nowhere else to go.
@@ -94,9 +110,16 @@ public struct LeaseSaga: Sendable {
                     continue
                 }
                 if unreachable.isEmpty {
+                    let shortage = Placement.shortage(
+                        machines,
+                        loads: loads,
+                        memoryBytes: lease.memoryBytes,
+                        milliCPUs: lease.milliCPUs,
+                        cpuOvercommit: overcommit
+                    )
                     throw await fail(
                         &lease,
-                        MasterError(.noCapacity, "no machine has room for a lease now; try again later or ask an admin to add one")
+                        MasterError(.noCapacity, "no machine has room for a lease now: \(shortage); try again later or ask an admin to add one")
                     )
                 }
                 throw await fail(&lease, MasterError(.unreachable, "no machine could start the lease (\(unreachable.joined(separator: "; ")))"))
@@ -131,7 +154,8 @@ public struct LeaseSaga: Sendable {
         let spec = ContainerSpec(
             name: lease.containerName(masterID: masterID),
             image: lease.image,
-            labels: ["resalloc.lease": String(lease.id!), "resalloc.owner": owner.name, "resalloc.master": masterID]
+            labels: ["resalloc.lease": String(lease.id!), "resalloc.owner": owner.name, "resalloc.master": masterID],
+            limits: limits.limits(for: resource)
         )
         var built = false
         while true {

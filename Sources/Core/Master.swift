@@ -28,6 +28,10 @@ public struct Master: Sendable {
     public let relay: RelayImage?
     /// Per-lease guards that end a dropped session's processes at once.
     public let sessionGuards: SessionGuards
+    /// What each container may take of its machine (`serve --lease-memory …`).
+    public let limits: LimitPolicy
+    /// The sessions this process carries into leases, by user and machine.
+    public let sessions: SessionLedger
 
     /// Opens the store `databasePath` names (a SQLite file or a `postgres://` URL), migrating
     /// it to the current schema.
@@ -54,8 +58,18 @@ public struct Master: Sendable {
         fleet = Fleet(database: database, pool: pool, keyPath: keyPath, logger: logger)
         catalog = ResourceCatalog(database: database)
         audit = AuditTrail(database: database, logger: logger)
-        warmPool = WarmPool(database: database, fleet: fleet, masterID: masterID, incarnationID: incarnationID, logger: logger)
-        saga = LeaseSaga(database: database, fleet: fleet, warmPool: warmPool, masterID: masterID, incarnationID: incarnationID, logger: logger)
+        limits = LimitPolicy()
+        sessions = SessionLedger()
+        warmPool = WarmPool(database: database, fleet: fleet, masterID: masterID, incarnationID: incarnationID, logger: logger, limits: limits)
+        saga = LeaseSaga(
+            database: database,
+            fleet: fleet,
+            warmPool: warmPool,
+            masterID: masterID,
+            incarnationID: incarnationID,
+            logger: logger,
+            limits: limits
+        )
     }
 
     /// The lease `name` as `caller` may see it: their own; an admin may name another owner.
@@ -80,6 +94,11 @@ public struct Master: Sendable {
     }
 
     /// Active lease counts per machine, for listings.
+    /// Per machine id: its active leases and warm containers, and the sums of their limits.
+    public func machineLoads() async throws(MasterError) -> [Int64: MachineLoad] {
+        do { return try await database.machineLoads() } catch { throw .from(error) }
+    }
+
     public func activeLeaseCounts() async throws(MasterError) -> [Int64: Int] {
         do { return try await database.activeLeaseCounts() } catch { throw .from(error) }
     }

@@ -9,22 +9,27 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
         case invalid, unauthorized, forbidden, notFound, conflict, buildFailed, unprocessable, unreachable, noCapacity, timeout, `internal`
         /// The master's own database cannot be reached now.
         case unavailable
+        /// The caller asked too often or holds too much: try again after `retryAfter` seconds.
+        case tooManyRequests
     }
 
     public var kind: Kind
     public var message: String
     /// For the log only: libssh2, docker or SQLite text.
     public var detail: String?
+    /// For `tooManyRequests`: when asking again may succeed, in seconds (HTTP's `Retry-After`).
+    public var retryAfter: Int?
 
-    public init(_ kind: Kind, _ message: String, detail: String? = nil) {
+    public init(_ kind: Kind, _ message: String, detail: String? = nil, retryAfter: Int? = nil) {
         self.kind = kind
         self.message = message
         self.detail = detail
+        self.retryAfter = retryAfter
     }
 
     public var description: String { detail.map { "\(message) [\($0)]" } ?? message }
 
-    func with(detail: String) -> MasterError { MasterError(kind, message, detail: detail) }
+    func with(detail: String) -> MasterError { MasterError(kind, message, detail: detail, retryAfter: retryAfter) }
 
     /// Translates store, SSH and docker failures into sentences; anything else is internal.
     public static func from(_ error: any Error, machine: String? = nil) -> MasterError {

@@ -100,6 +100,7 @@ public struct Reconciler: Sendable {
         if !dryRun {
             _ = try? await master.database.purgeIncarnations(before: now - 86400)
             _ = try? await master.database.purgeEvents(before: now - TimeInterval(keepEvents.components.seconds))
+            _ = try? await master.database.purgeTokens(expiredBefore: now)
         }
         return summary
     }

@@ -8,15 +8,62 @@ public struct ResourceCatalog: Sendable {
 
     public init(database: any Store) { self.database = database }
 
-    public func create(name: String, dockerfile: Data, pool: Int = 0) async throws(MasterError) -> Resource {
+    public func create(name: String, dockerfile: Data, pool: Int = 0, limits: ResourceLimits = ResourceLimits()) async throws(MasterError) -> Resource
+    {
         try InputRules.validateName(name, "resource")
         try InputRules.validateDockerfile(String(decoding: dockerfile, as: UTF8.self))
         try Self.validatePool(pool)
         do {
             var resource = try await database.createResource(name: name, dockerfile: dockerfile)
             if pool > 0 { resource = try await database.setPoolSize(resourceNamed: name, to: pool) }
+            if limits != ResourceLimits() { resource = try await database.setLimits(resourceNamed: name, to: limits) }
             return resource
         } catch { throw .from(error) }
+    }
+
+    /// Sets the limits of the resource's containers: new leases and warm containers get them,
+    /// leases already running keep theirs.
+    public func setLimits(name: String, limits: ResourceLimits) async throws(MasterError) -> Resource {
+        do { return try await database.setLimits(resourceNamed: name, to: limits) } catch { throw .from(error) }
+    }
+
+    /// Limits as a person gives them (`2g`, `1.5`, `1024`) over `current`: each one given
+    /// replaces the current one; bad values are refused with the range that is allowed.
+    public static func limits(
+        memory: String?,
+        cpus: Double?,
+        pids: Int?,
+        over current: ResourceLimits = ResourceLimits()
+    ) throws(MasterError)
+        -> ResourceLimits
+    {
+        var limits = current
+        if let memory {
+            guard InputRules.matches(memory, InputRules.memorySize), let bytes = ByteSize.parse(memory), InputRules.memory.contains(bytes) else {
+                throw MasterError(.invalid, "Memory \(memory) is not a size from 6m to 1t, such as 512m or 2g")
+            }
+            limits.memoryBytes = bytes
+        }
+        if let cpus {
+            guard cpus.isFinite, let milli = CPUAmount.parse(String(cpus)), InputRules.milliCPUs.contains(milli) else {
+                throw MasterError(.invalid, "CPUs \(cpus) is not a number of CPUs from 0.01 to 1024, such as 1.5")
+            }
+            limits.milliCPUs = milli
+        }
+        if let pids {
+            guard InputRules.pids.contains(pids) else {
+                throw MasterError(
+                    .invalid,
+                    "Pids \(pids) is not a number of processes from \(InputRules.pids.lowerBound) to \(InputRules.pids.upperBound)"
+                )
+            }
+            limits.pids = pids
+        }
+        return limits
+    }
+
+    public func resource(named name: String) async throws(MasterError) -> Resource? {
+        do { return try await database.resource(named: name) } catch { throw .from(error) }
     }
 
     public func resources() async throws(MasterError) -> [Resource] {

@@ -18,6 +18,7 @@ public final class WarmPool: Sendable {
     let masterID: String
     let incarnationID: String
     let logger: Logger
+    let limits: LimitPolicy
     let wakeup = Wakeup()
     /// A resource whose refill failed is not tried again before this has passed.
     private let backoff = Mutex([Int64: ContinuousClock.Instant]())
@@ -25,7 +26,8 @@ public final class WarmPool: Sendable {
     /// Containers started at once by one refill.
     static let parallelStarts = 4
 
-    init(database: any Store, fleet: Fleet, masterID: String, incarnationID: String, logger: Logger) {
+    init(database: any Store, fleet: Fleet, masterID: String, incarnationID: String, logger: Logger, limits: LimitPolicy) {
+        self.limits = limits
         self.database = database
         self.fleet = fleet
         self.masterID = masterID
@@ -125,8 +127,14 @@ public final class WarmPool: Sendable {
         var missing: [(Resource, Int)] = []
         for resource in resources {
             let image = ResourceCatalog.imageTag(for: resource)
+            let wanted = limits.limits(for: resource)
             let own = slots.filter { $0.resourceId == resource.id && $0.state != .claimed }
-            let stale = own.filter { $0.image != image || !(machines[$0.machineId]?.healthy ?? false) }
+            // A slot of an old image or of other limits (its resource or the defaults changed) is
+            // replaced: a lease gets what its resource says now.
+            let stale = own.filter {
+                $0.image != image || $0.memoryBytes != wanted.placementMemory || $0.milliCPUs != wanted.placementCPUs
+                    || !(machines[$0.machineId]?.healthy ?? false)
+            }
             let current = own.filter { slot in !stale.contains { $0.id == slot.id } }
             let excess = max(0, current.count - resource.poolSize)
             // Starting ones go before ready ones, newest first.
@@ -141,18 +149,28 @@ public final class WarmPool: Sendable {
         var plans: [(Resource, Machine, [PoolSlot])] = []
         for (resource, count) in missing {
             var placed: [Int64: [PoolSlot]] = [:]
+            let wanted = limits.limits(for: resource)
+            let overcommit = limits.cpuOvercommit
             for _ in 0..<count {
-                guard let occupancy = try? await database.activeLeaseCounts() else { break }
-                let candidates = Placement.candidates(Array(machines.values), activeLeases: occupancy)
+                guard let loads = try? await database.machineLoads() else { break }
+                let candidates = Placement.candidates(
+                    Array(machines.values),
+                    loads: loads,
+                    memoryBytes: wanted.placementMemory,
+                    milliCPUs: wanted.placementCPUs,
+                    cpuOvercommit: overcommit
+                )
                 var added: PoolSlot?
                 for machine in candidates {
-                    let slot = PoolSlot(
+                    var slot = PoolSlot(
                         resourceId: resource.id!,
                         machineId: machine.id!,
                         image: ResourceCatalog.imageTag(for: resource),
                         incarnationId: incarnationID
                     )
-                    if let slot = try? await database.addPoolSlot(slot) {
+                    slot.memoryBytes = wanted.placementMemory
+                    slot.milliCPUs = wanted.placementCPUs
+                    if let slot = try? await database.addPoolSlot(slot, cpuOvercommit: overcommit) {
                         added = slot
                         break
                     }
@@ -202,7 +220,8 @@ public final class WarmPool: Sendable {
                         let spec = ContainerSpec(
                             name: name,
                             image: image,
-                            labels: ["resalloc.master": self.masterID, "resalloc.pool": resource.name]
+                            labels: ["resalloc.master": self.masterID, "resalloc.pool": resource.name],
+                            limits: self.limits.limits(for: resource)
                         )
                         let containerID: String
                         do {

@@ -102,12 +102,58 @@ public struct ContainerSpec: Sendable, Equatable {
     public var labels: [String: String]
     /// The main process; a keep-alive so the container stays up whatever CMD the image has.
     public var command: [String]
+    public var limits: ContainerLimits
 
-    public init(name: String, image: String, labels: [String: String] = [:], command: [String] = ["sleep", "infinity"]) {
+    public init(
+        name: String,
+        image: String,
+        labels: [String: String] = [:],
+        command: [String] = ["sleep", "infinity"],
+        limits: ContainerLimits = ContainerLimits()
+    ) {
         self.name = name
         self.image = image
         self.labels = labels
         self.command = command
+        self.limits = limits
+    }
+}
+
+/// What one container may take of its machine. Every container also runs with
+/// `no-new-privileges` and without `NET_RAW` (no raw sockets: no spoofed packets, no ARP games
+/// on its network).
+public struct ContainerLimits: Sendable, Equatable {
+    /// Memory, swap included (`--memory` and `--memory-swap` alike); nil: no limit.
+    public var memoryBytes: Int64?
+    /// CPUs in thousandths (`--cpus 1.5` is 1500); nil: no limit.
+    public var milliCPUs: Int?
+    /// Processes and threads (`--pids-limit`); nil: no limit.
+    public var pids: Int?
+
+    public init(memoryBytes: Int64? = nil, milliCPUs: Int? = nil, pids: Int? = nil) {
+        self.memoryBytes = memoryBytes
+        self.milliCPUs = milliCPUs
+        self.pids = pids
+    }
+
+    /// `docker run`'s options for these limits and the privileges every container drops.
+    public var runOptions: [String] {
+        var options = ["--security-opt", "no-new-privileges", "--cap-drop", "NET_RAW"]
+        if let memoryBytes { options += ["--memory", "\(memoryBytes)b", "--memory-swap", "\(memoryBytes)b"] }
+        if let milliCPUs { options += ["--cpus", Self.cpus(milliCPUs)] }
+        if let pids { options += ["--pids-limit", String(pids)] }
+        return options
+    }
+
+    /// Thousandths of a CPU as docker and people write them: 1500 is `1.5`, 2000 is `2`.
+    public static func cpus(_ milli: Int) -> String {
+        let whole = milli / 1000
+        let fraction = milli % 1000
+        guard fraction != 0 else { return String(whole) }
+        var digits = String(fraction)
+        digits = String(repeating: "0", count: 3 - digits.count) + digits
+        while digits.hasSuffix("0") { digits.removeLast() }
+        return "\(whole).\(digits)"
     }
 }
 

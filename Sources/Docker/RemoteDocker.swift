@@ -100,7 +100,7 @@ public struct RemoteDocker: Sendable {
         try DockerNames.validateImage(spec.image)
         for (key, value) in spec.labels { try DockerNames.validateLabel(key: key, value: value) }
         for argument in spec.command { try DockerNames.validateArgument(argument) }
-        var argv = ["run", "--detach", "--init", "--name", spec.name]
+        var argv = ["run", "--detach", "--init", "--name", spec.name] + spec.limits.runOptions
         for (key, value) in spec.labels.sorted(by: { $0.key < $1.key }) { argv += ["--label", "\(key)=\(value)"] }
         argv.append(spec.image)
         argv += spec.command

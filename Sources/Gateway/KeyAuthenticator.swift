@@ -14,6 +14,7 @@ final class ConnectionState: @unchecked Sendable {
 
     var login: (user: User, target: LeaseTarget)? { lock.withLock { stored } }
     func set(_ user: User, _ target: LeaseTarget) { lock.withLock { stored = (user, target) } }
+    var refusals: Int { lock.withLock { failures } }
     /// Counts a refused attempt; returns the count so far.
     func refused() -> Int {
         lock.withLock {
@@ -53,6 +54,15 @@ final class KeyAuthenticator: NIOSSHServerUserAuthenticationDelegate, @unchecked
         let blob = line.split(separator: " ").dropFirst().first.map(String.init) ?? ""
         let master = self.master
         let state = self.state
+        let address = channel.remoteAddress?.ipAddress
+        // An address with too many failed connections lately is refused before its key is looked at.
+        if let wait = master.accounts.throttle.refusal(name: nil, address: address) {
+            responsePromise.succeed(.failure)
+            logger.notice("gateway login throttled", metadata: ["address": "\(address ?? "?")", "retryAfter": "\(wait)"])
+            Task { await master.audit.record("-", "gateway.login-throttled", lease, detail: "try again in \(wait) s", address: address) }
+            channel.close(promise: nil)
+            return
+        }
         // Asking the store is asynchronous work: answered later through the promise, so the
         // handshake's event loop is not held while it runs.
         responsePromise.completeWithTask {

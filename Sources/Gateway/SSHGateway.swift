@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import NIOSSH
 import ServiceLifecycle
+import Store
 
 /// The SSH front door: `ssh -p 2222 LEASE@MASTER` with stock OpenSSH. Each connection logs in
 /// with a key its user registered; the user name is the lease's name. Shells, commands and
@@ -60,6 +61,11 @@ public struct SSHGateway: Service {
             }
         )
         try channel.pipeline.syncOperations.addHandlers([handler, CloseOnError(logger: logger)])
+        // A connection that closes without a login counts as one failed attempt from its address.
+        let address = channel.remoteAddress?.ipAddress
+        channel.closeFuture.whenComplete { _ in
+            if state.login == nil && state.refusals > 0 { master.accounts.throttle.failed(name: nil, address: address) }
+        }
         // Not logged in within the deadline: the connection goes.
         channel.eventLoop.scheduleTask(in: loginDeadline) {
             if state.login == nil { channel.close(promise: nil) }
@@ -68,6 +74,25 @@ public struct SSHGateway: Service {
 
     static func open(_ child: any Channel, _ type: SSHChannelType, state: ConnectionState, master: Master, logger: Logger) -> EventLoopFuture<Void> {
         guard let login = state.login else { return child.eventLoop.makeFailedFuture(GatewayError("not logged in")) }
+        // The key's owner is asked again for every channel: a user disabled since the login
+        // opens nothing more on a connection that stayed open.
+        let stillAllowed = child.eventLoop.makePromise(of: Void.self)
+        stillAllowed.completeWithTask {
+            guard (try? await master.accounts.stillMayAct(login.user)) == true else {
+                logger.info("gateway channel refused: the user is disabled", metadata: ["user": "\(login.user.name)"])
+                throw GatewayError("the user is disabled")
+            }
+        }
+        return stillAllowed.futureResult.flatMap { open(child, type, login: login, master: master, logger: logger) }
+    }
+
+    private static func open(
+        _ child: any Channel,
+        _ type: SSHChannelType,
+        login: (user: User, target: LeaseTarget),
+        master: Master,
+        logger: Logger
+    ) -> EventLoopFuture<Void> {
         switch type {
         case .session:
             return child.eventLoop.makeCompletedFuture {

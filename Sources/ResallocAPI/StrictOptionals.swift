@@ -8,6 +8,7 @@ extension KeyedDecodingContainer {
     func decodeIfPresent(_ type: Int.Type, forKey key: Key) throws -> Int? { try strictly(type, key) }
     func decodeIfPresent(_ type: String.Type, forKey key: Key) throws -> String? { try strictly(type, key) }
     func decodeIfPresent(_ type: Bool.Type, forKey key: Key) throws -> Bool? { try strictly(type, key) }
+    func decodeIfPresent(_ type: Double.Type, forKey key: Key) throws -> Double? { try strictly(type, key) }
 
     private func strictly<T: Decodable>(_ type: T.Type, _ key: Key) throws -> T? {
         guard contains(key) else { return nil }

@@ -25,15 +25,51 @@ public struct ResourceRequest: Codable, Sendable {
     public var file: String
     /// Warm containers to keep ready (default 0).
     public var pool: Int?
-    public init(name: String, file: String, pool: Int? = nil) {
+    /// Each container's limits; absent: the master's defaults.
+    public var limits: LimitsRequest
+    public init(name: String, file: String, pool: Int? = nil, limits: LimitsRequest = LimitsRequest()) {
         self.name = name
         self.file = file
         self.pool = pool
+        self.limits = limits
     }
     enum CodingKeys: String, CodingKey {
         case name = "Name"
         case file = "File"
         case pool = "Pool"
+    }
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decode(String.self, forKey: .name)
+        file = try container.decode(String.self, forKey: .file)
+        pool = try container.decodeIfPresent(Int.self, forKey: .pool)
+        limits = try LimitsRequest(from: decoder)
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(file, forKey: .file)
+        try container.encodeIfPresent(pool, forKey: .pool)
+        try limits.encode(to: encoder)
+    }
+}
+
+/// A resource's container limits as a request gives them: `"Memory": "2g"`, `"CPUs": 1.5`,
+/// `"Pids": 1024`; each absent one is left as it is (or the master's default, for a new one).
+public struct LimitsRequest: Codable, Sendable, Equatable {
+    public var memory: String?
+    public var cpus: Double?
+    public var pids: Int?
+    public init(memory: String? = nil, cpus: Double? = nil, pids: Int? = nil) {
+        self.memory = memory
+        self.cpus = cpus
+        self.pids = pids
+    }
+    public var isEmpty: Bool { memory == nil && cpus == nil && pids == nil }
+    enum CodingKeys: String, CodingKey {
+        case memory = "Memory"
+        case cpus = "CPUs"
+        case pids = "Pids"
     }
 }
 
@@ -44,11 +80,24 @@ public struct PoolRequest: Codable, Sendable {
     enum CodingKeys: String, CodingKey { case size = "Size" }
 }
 
-/// `PUT /resource/{name}`: a new Dockerfile.
+/// `PUT /resource/{name}`: a new Dockerfile, new limits, or both.
 public struct DockerfileRequest: Codable, Sendable {
-    public var file: String
-    public init(file: String) { self.file = file }
+    public var file: String?
+    public var limits: LimitsRequest
+    public init(file: String?, limits: LimitsRequest = LimitsRequest()) {
+        self.file = file
+        self.limits = limits
+    }
     enum CodingKeys: String, CodingKey { case file = "File" }
+    public init(from decoder: any Decoder) throws {
+        file = try decoder.container(keyedBy: CodingKeys.self).decodeIfPresent(String.self, forKey: .file)
+        limits = try LimitsRequest(from: decoder)
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(file, forKey: .file)
+        try limits.encode(to: encoder)
+    }
 }
 
 /// `POST /machine`. `IP` may carry `:port`.
@@ -210,12 +259,29 @@ public struct ResourceInfo: Codable, Sendable, Equatable {
     /// Warm containers the master keeps, and how many of them are ready now.
     public var pool: Int
     public var poolReady: Int
-    public init(name: String, file: String, image: String, pool: Int = 0, poolReady: Int = 0) {
+    /// The limits its containers run with (its own, else the master's defaults): memory as
+    /// `2g`, CPUs (absent: no limit), processes.
+    public var memory: String?
+    public var cpus: Double?
+    public var pids: Int?
+    public init(
+        name: String,
+        file: String,
+        image: String,
+        pool: Int = 0,
+        poolReady: Int = 0,
+        memory: String? = nil,
+        cpus: Double? = nil,
+        pids: Int? = nil
+    ) {
         self.name = name
         self.file = file
         self.image = image
         self.pool = pool
         self.poolReady = poolReady
+        self.memory = memory
+        self.cpus = cpus
+        self.pids = pids
     }
     enum CodingKeys: String, CodingKey {
         case name = "Name"
@@ -223,6 +289,9 @@ public struct ResourceInfo: Codable, Sendable, Equatable {
         case image = "Image"
         case pool = "Pool"
         case poolReady = "PoolReady"
+        case memory = "Memory"
+        case cpus = "CPUs"
+        case pids = "Pids"
     }
 }
 
@@ -239,6 +308,9 @@ public struct MachineInfo: Codable, Sendable, Equatable {
     public var lastError: String?
     /// When the master last reached it.
     public var lastContact: Date?
+    /// The sums of the memory and CPU limits of what runs there.
+    public var memoryUsedBytes: Int64?
+    public var cpusUsed: Double?
     public init(
         name: String,
         username: String,
@@ -276,6 +348,8 @@ public struct MachineInfo: Codable, Sendable, Equatable {
         case healthy = "Healthy"
         case lastError = "LastError"
         case lastContact = "LastContact"
+        case memoryUsedBytes = "MemoryUsedBytes"
+        case cpusUsed = "CPUsUsed"
     }
 }
 
@@ -321,6 +395,14 @@ public struct LeaseInfo: Codable, Sendable, Equatable {
         case createdAt = "CreatedAt"
         case expiresAt = "ExpiresAt"
     }
+}
+
+/// `PUT /user/{name}`: `disabled` switches a user off (tokens and keys stop working, sessions
+/// end; leases keep running), `active` on again (and approves a pending user).
+public struct UserStatusRequest: Codable, Sendable {
+    public var status: String
+    public init(status: String) { self.status = status }
+    enum CodingKeys: String, CodingKey { case status = "Status" }
 }
 
 public struct UserInfo: Codable, Sendable, Equatable {

@@ -27,12 +27,17 @@ public struct ResallocClient: Sendable {
 
     public func resources() async throws -> [ResourceInfo] { try await payload(.GET, "/resource") }
 
-    public func createResource(_ name: String, dockerfile: String, pool: Int? = nil) async throws -> Payload<ResourceInfo> {
-        try await call(.POST, "/resource", body: ResourceRequest(name: name, file: dockerfile, pool: pool))
+    public func createResource(
+        _ name: String,
+        dockerfile: String,
+        pool: Int? = nil,
+        limits: LimitsRequest = LimitsRequest()
+    ) async throws -> Payload<ResourceInfo> {
+        try await call(.POST, "/resource", body: ResourceRequest(name: name, file: dockerfile, pool: pool, limits: limits))
     }
 
-    public func editResource(_ name: String, dockerfile: String) async throws -> Payload<ResourceInfo> {
-        try await call(.PUT, "/resource/\(escape(name))", body: DockerfileRequest(file: dockerfile))
+    public func editResource(_ name: String, dockerfile: String?, limits: LimitsRequest = LimitsRequest()) async throws -> Payload<ResourceInfo> {
+        try await call(.PUT, "/resource/\(escape(name))", body: DockerfileRequest(file: dockerfile, limits: limits))
     }
 
     public func setPool(_ name: String, size: Int) async throws -> Payload<ResourceInfo> {

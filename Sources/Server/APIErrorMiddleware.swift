@@ -27,7 +27,9 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return response
         } catch let error as MasterError {
             error.log(to: context.logger)
-            return try Body.reply(Reply(success: false, message: error.message), status: error.httpStatus)
+            var response = try Body.reply(Reply(success: false, message: error.message), status: error.httpStatus)
+            if let retryAfter = error.retryAfter { response.headers[.retryAfter] = String(retryAfter) }
+            return response
         } catch let error as HTTPError {
             let message: String
             switch error.status {
@@ -78,6 +80,7 @@ extension MasterError {
         case .unreachable: return .badGateway
         case .noCapacity, .unavailable: return .serviceUnavailable
         case .timeout: return .gatewayTimeout
+        case .tooManyRequests: return .tooManyRequests
         case .internal: return .internalServerError
         }
     }

@@ -7,12 +7,19 @@ import Store
 struct AccountController {
     let accounts: Accounts
     let audit: AuditTrail
+    let sessions: SessionLedger
 
     var endpoints: [Endpoint] {
         [
             .open(.post, "/register") { request, context in
                 let body = try await Body.decode(Credentials.self, from: request, context: context, expecting: "Name and Password")
-                let user = try await accounts.register(name: body.name, password: body.password)
+                let user: User
+                do { user = try await accounts.register(name: body.name, password: body.password, address: context.address) } catch {
+                    if (error as? MasterError)?.kind == .tooManyRequests {
+                        await audit.record("-", "user.register-throttled", String(body.name.prefix(64)), detail: "\(error)", address: context.address)
+                    }
+                    throw error
+                }
                 await audit.record(
                     user.name,
                     "user.registered",
@@ -49,6 +56,25 @@ struct AccountController {
                 await audit.record(caller.user.name, "user.approved", user.name, address: context.address)
                 return try Body.reply(Payload("User", Self.info(user), message: "approved \(user.name)"))
             },
+            .admin(.put, "/user/:name") { request, context, caller in
+                let name = try context.parameters.require("name")
+                let body = try await Body.decode(UserStatusRequest.self, from: request, context: context, expecting: "Status")
+                let user: User
+                switch body.status {
+                case "disabled":
+                    guard name != caller.user.name else { throw MasterError(.conflict, "you cannot disable your own account") }
+                    user = try await accounts.setDisabled(name, true)
+                    let ended = sessions.end(user: name)
+                    await audit.record(caller.user.name, "user.disabled", name, detail: "\(ended) session(s) ended", address: context.address)
+                case "active":
+                    _ = try await accounts.setDisabled(name, false)
+                    user = try await accounts.approve(name)
+                    await audit.record(caller.user.name, "user.enabled", name, address: context.address)
+                default:
+                    throw MasterError(.invalid, "Status must be disabled or active; got \(body.status)")
+                }
+                return try Body.reply(Payload("User", Self.info(user), message: "\(user.name) is \(user.statusName)"))
+            },
             .admin(.post, "/user/:name/admin") { _, context, caller in
                 let user = try await accounts.makeAdmin(try context.parameters.require("name"))
                 await audit.record(caller.user.name, "user.made-admin", user.name, address: context.address)
@@ -65,15 +91,17 @@ struct AccountController {
         password: String,
         address: String?
     ) async throws(MasterError) -> (token: String, user: User) {
-        do { return try await accounts.login(name: name, password: password) } catch {
+        do { return try await accounts.login(name: name, password: password, address: address) } catch {
             if error.kind == .unauthorized || error.kind == .forbidden {
                 await audit.record(String(name.prefix(64)), "user.login-failed", String(name.prefix(64)), detail: error.message, address: address)
+            } else if error.kind == .tooManyRequests {
+                await audit.record(String(name.prefix(64)), "user.login-throttled", String(name.prefix(64)), detail: error.message, address: address)
             }
             throw error
         }
     }
 
     static func info(_ user: User) -> UserInfo {
-        UserInfo(name: user.name, role: user.role.rawValue, status: user.status.rawValue, createdAt: user.createdAt)
+        UserInfo(name: user.name, role: user.role.rawValue, status: user.statusName, createdAt: user.createdAt)
     }
 }

@@ -44,6 +44,14 @@ public protocol AppArguments {
     /// How often the master pings each WebSocket client; one that has not answered the last
     /// ping by the next is cut off (a laptop gone to sleep), and its session ends.
     var webSocketPingEvery: Duration { get }
+    /// What a container runs with when its resource sets no limit, and how far CPU limits on
+    /// one machine may pass its CPUs (`serve --lease-memory --lease-cpus --lease-pids
+    /// --cpu-overcommit`).
+    var limitSettings: LimitPolicy.Settings { get }
+    /// How many shells, copies and forwards one user may hold on one machine at once.
+    var maxSessionsPerUser: Int { get }
+    /// How often open sessions are checked against users switched off elsewhere.
+    var sessionWatchEvery: Duration { get }
 }
 
 extension AppArguments {
@@ -61,6 +69,9 @@ extension AppArguments {
     public var recordDirectory: String? { nil }
     public var recordInput: Bool { false }
     public var webSocketPingEvery: Duration { .seconds(30) }
+    public var limitSettings: LimitPolicy.Settings { LimitPolicy.Settings() }
+    public var maxSessionsPerUser: Int { 8 }
+    public var sessionWatchEvery: Duration { .seconds(2) }
 
     /// Where recordings go, or nil when they are off.
     public var resolvedRecordDirectory: String? {
@@ -96,9 +107,11 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     assembled.accounts.tokenLifetime = arguments.tokenLifetime
     assembled.recordDirectory = arguments.resolvedRecordDirectory
     assembled.recordInput = arguments.recordInput
+    assembled.limits.settings = arguments.limitSettings
+    assembled.sessions.maxPerUser = arguments.maxSessionsPerUser
     let master = assembled
     try await master.beginIncarnation(heartbeat: arguments.heartbeatEvery)
-    var services: [any Service] = [MasterShutdown(master: master), Heartbeat(master: master, every: arguments.heartbeatEvery)]
+    var services: [any Service] = [MasterShutdown(master: master), Periodic.heartbeat(master: master, every: arguments.heartbeatEvery)]
     var gateway: GatewayInfo?
     if arguments.sshPort > 0 {
         let hostKey = try GatewayHostKey.loadOrCreate(at: arguments.resolvedSSHHostKeyPath)
@@ -107,6 +120,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     }
     let router = try buildRouter(master, gateway: gateway, metricsToken: arguments.metricsToken)
     services.append(PoolKeeper(pool: master.warmPool, every: arguments.poolEvery))
+    services.append(Periodic.sessionWatch(master: master, every: arguments.sessionWatchEvery))
     services.append(
         ReconcileService(
             reconciler: {
@@ -177,9 +191,9 @@ public func endpoints(_ master: Master, gateway: GatewayInfo? = nil, metricsToke
         .open(.get, "/openapi.yaml") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: .init(string: OpenAPIDocument.text)))
         },
-    ] + AccountController(accounts: master.accounts, audit: master.audit).endpoints
+    ] + AccountController(accounts: master.accounts, audit: master.audit, sessions: master.sessions).endpoints
         + KeyController(accounts: master.accounts, audit: master.audit).endpoints
-        + ResourceController(catalog: master.catalog, warmPool: master.warmPool, audit: master.audit).endpoints
+        + ResourceController(catalog: master.catalog, warmPool: master.warmPool, audit: master.audit, limits: master.limits).endpoints
         + MachineController(master: master).endpoints + LeaseController(master: master).endpoints + CopyController(master: master).endpoints
         + MetricsController(master: master, token: metricsToken).endpoints + EventController(audit: master.audit).endpoints
         + SessionController(master: master).endpoints
@@ -208,21 +222,37 @@ struct MasterShutdown: Service {
     }
 }
 
-/// Writes this process's heartbeat every `every`, so that other passes can tell it is alive.
-struct Heartbeat: Service {
-    let master: Master
+/// Runs `work` every `every` until graceful shutdown.
+struct Periodic: Service {
     let every: Duration
+    let work: @Sendable () async -> Void
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: every)
                 guard !Task.isCancelled else { return }
-                do { try await master.heartbeat() } catch {
-                    master.logger.warning("could not write the heartbeat", metadata: ["error": "\(error)"])
-                }
+                await work()
             }
         }
+    }
+}
+
+extension Periodic {
+    /// Writes this process's heartbeat every `every`, so that other passes can tell it is alive.
+    static func heartbeat(master: Master, every: Duration) -> Periodic {
+        Periodic(every: every) {
+            do { try await master.heartbeat() } catch {
+                master.logger.warning("could not write the heartbeat", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Ends the open sessions of users switched off since they opened them, every `every`: an
+    /// admin's `PUT /user` ends them at once in this process, but `resalloc-master user disable`
+    /// and other masters on the same database write only the database.
+    static func sessionWatch(master: Master, every: Duration) -> Periodic {
+        Periodic(every: every) { await master.endSessionsOfDisabledUsers() }
     }
 }
 

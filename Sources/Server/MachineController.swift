@@ -10,8 +10,8 @@ struct MachineController {
     var endpoints: [Endpoint] {
         [
             .admin(.get, "/machine") { _, _, _ in
-                let counts = try await master.activeLeaseCounts()
-                return try await Body.reply(Payload("Machines", try master.fleet.machines().map { Self.info($0, counts) }))
+                let loads = try await master.machineLoads()
+                return try await Body.reply(Payload("Machines", try master.fleet.machines().map { Self.info($0, loads) }))
             },
             .admin(.post, "/machine") { request, context, caller in
                 let body = try await Body.decode(MachineRequest.self, from: request, context: context, expecting: "Name, Username and IP")
@@ -41,8 +41,9 @@ struct MachineController {
         ]
     }
 
-    static func info(_ machine: Machine, _ counts: [Int64: Int]) -> MachineInfo {
-        MachineInfo(
+    static func info(_ machine: Machine, _ loads: [Int64: MachineLoad]) -> MachineInfo {
+        let load = loads[machine.id ?? -1, default: MachineLoad()]
+        var info = MachineInfo(
             name: machine.name,
             username: machine.login,
             ip: machine.port == 22 ? machine.host : "\(machine.host):\(machine.port)",
@@ -50,10 +51,13 @@ struct MachineController {
             cpus: machine.cpus,
             memoryBytes: machine.memoryBytes,
             capacity: machine.capacity,
-            activeLeases: counts[machine.id ?? -1, default: 0],
+            activeLeases: load.containers,
             healthy: machine.healthy,
             lastError: machine.lastError,
             lastContact: machine.lastContactAt
         )
+        info.memoryUsedBytes = load.memoryBytes
+        info.cpusUsed = Double(load.milliCPUs) / 1000
+        return info
     }
 }

@@ -1,4 +1,5 @@
 import Core
+import Docker
 import Foundation
 import Hummingbird
 import ResallocAPI
@@ -9,15 +10,19 @@ struct ResourceController {
     let catalog: ResourceCatalog
     let warmPool: WarmPool
     let audit: AuditTrail
+    let limits: LimitPolicy
 
     var endpoints: [Endpoint] {
         [
             .user(.get, "/resource") { _, _, _ in
-                try await Body.reply(Payload("Resources", try catalog.resourcesWithReadyPools().map { Self.info($0.resource, ready: $0.ready) }))
+                try await Body.reply(
+                    Payload("Resources", try catalog.resourcesWithReadyPools().map { info($0.resource, ready: $0.ready) })
+                )
             },
             .admin(.post, "/resource") { request, context, caller in
                 let body = try await Body.decode(ResourceRequest.self, from: request, context: context, expecting: "Name and File")
-                let resource = try await catalog.create(name: body.name, dockerfile: Data(body.file.utf8), pool: body.pool ?? 0)
+                let asked = try ResourceCatalog.limits(memory: body.limits.memory, cpus: body.limits.cpus, pids: body.limits.pids)
+                let resource = try await catalog.create(name: body.name, dockerfile: Data(body.file.utf8), pool: body.pool ?? 0, limits: asked)
                 await audit.record(
                     caller.user.name,
                     "resource.created",
@@ -26,22 +31,45 @@ struct ResourceController {
                     address: context.address
                 )
                 if resource.poolSize > 0 { warmPool.wake() }
-                return try Body.reply(Payload("Resource", Self.info(resource), message: "created resource \(resource.name)"), status: .created)
+                return try Body.reply(Payload("Resource", info(resource), message: "created resource \(resource.name)"), status: .created)
             },
             .admin(.put, "/resource/:name") { request, context, caller in
                 let name = try context.parameters.require("name")
-                let body = try await Body.decode(DockerfileRequest.self, from: request, context: context, expecting: "File")
-                let resource = try await catalog.edit(name: name, dockerfile: Data(body.file.utf8))
+                let body = try await Body.decode(DockerfileRequest.self, from: request, context: context, expecting: "File, Memory, CPUs or Pids")
+                guard body.file != nil || !body.limits.isEmpty else { throw MasterError(.invalid, "give a File, Memory, CPUs or Pids to change") }
+                guard let current = try await catalog.resource(named: name) else { throw MasterError(.notFound, "no resource \(name)") }
+                let asked = try ResourceCatalog.limits(
+                    memory: body.limits.memory,
+                    cpus: body.limits.cpus,
+                    pids: body.limits.pids,
+                    over: current.limits
+                )
+                var resource = current
+                var said: [String] = []
+                if let file = body.file {
+                    resource = try await catalog.edit(name: name, dockerfile: Data(file.utf8))
+                    said.append("builds \(ResourceCatalog.imageTag(for: resource))")
+                }
+                if asked != current.limits {
+                    resource = try await catalog.setLimits(name: name, limits: asked)
+                    said.append("runs its containers with \(Self.describe(limits.limits(for: resource)))")
+                }
                 await audit.record(
                     caller.user.name,
                     "resource.edited",
                     name,
-                    detail: ResourceCatalog.imageTag(for: resource),
+                    detail: ([ResourceCatalog.imageTag(for: resource)] + (asked != current.limits ? [Self.describe(asked)] : [])).joined(
+                        separator: "; "
+                    ),
                     address: context.address
                 )
                 warmPool.wake()
                 return try Body.reply(
-                    Payload("Resource", Self.info(resource), message: "resource \(name) now builds \(ResourceCatalog.imageTag(for: resource))")
+                    Payload(
+                        "Resource",
+                        info(resource),
+                        message: "resource \(name) " + (said.isEmpty ? "is unchanged" : said.joined(separator: " and "))
+                    )
                 )
             },
             .admin(.put, "/resource/:name/pool") { request, context, caller in
@@ -50,7 +78,7 @@ struct ResourceController {
                 let resource = try await catalog.setPool(name: name, size: body.size)
                 await audit.record(caller.user.name, "resource.pool-set", name, detail: "\(body.size)", address: context.address)
                 warmPool.wake()
-                return try Body.reply(Payload("Resource", Self.info(resource), message: "resource \(name) keeps \(body.size) warm container(s)"))
+                return try Body.reply(Payload("Resource", info(resource), message: "resource \(name) keeps \(body.size) warm container(s)"))
             },
             .admin(.delete, "/resource") { request, context, caller in
                 let body = try await Body.decode(NameRequest.self, from: request, context: context, expecting: "Name")
@@ -72,13 +100,32 @@ struct ResourceController {
         ]
     }
 
-    static func info(_ resource: Resource, ready: Int = 0) -> ResourceInfo {
-        ResourceInfo(
+    /// The resource as the API shows it, with the limits its containers get (its own, else the
+    /// master's defaults).
+    func info(_ resource: Resource, ready: Int = 0) -> ResourceInfo {
+        let effective = limits.limits(for: resource)
+        return ResourceInfo(
             name: resource.name,
             file: String(decoding: resource.dockerfile, as: UTF8.self),
             image: ResourceCatalog.imageTag(for: resource),
             pool: resource.poolSize,
-            poolReady: ready
+            poolReady: ready,
+            memory: effective.memoryBytes.map(ByteSize.format),
+            cpus: effective.milliCPUs.map { Double($0) / 1000 },
+            pids: effective.pids
         )
+    }
+
+    /// `memory 2g, 1.5 CPUs, 1024 processes`.
+    static func describe(_ limits: ContainerLimits) -> String {
+        [
+            limits.memoryBytes.map { "memory \(ByteSize.format($0))" } ?? "no memory limit",
+            limits.milliCPUs.map { "\(CPUAmount.format($0)) CPUs" } ?? "no CPU limit",
+            limits.pids.map { "\($0) processes" } ?? "no process limit",
+        ].joined(separator: ", ")
+    }
+
+    static func describe(_ limits: ResourceLimits) -> String {
+        describe(ContainerLimits(memoryBytes: limits.memoryBytes, milliCPUs: limits.milliCPUs, pids: limits.pids))
     }
 }

@@ -4,6 +4,21 @@ import GRDB
 // MARK: - Users and tokens
 
 extension AppDatabase {
+    /// Switches a user off or on again; throws `notFound` for an unknown name.
+    public func setUserDisabled(named name: String, _ disabled: Bool) async throws -> User {
+        try await write { db in
+            guard var user = try User.filter(User.Columns.name == name).fetchOne(db) else { throw StoreError.notFound("no user \(name)") }
+            user.disabled = disabled
+            try user.update(db)
+            return user
+        }
+    }
+
+    /// Deletes tokens that expired before `date`; returns how many.
+    public func purgeTokens(expiredBefore date: Date) async throws -> Int {
+        try await write { db in try Token.filter(Token.Columns.expiresAt < date).deleteAll(db) }
+    }
+
     /// Creates a user; the first one ever is an active admin, the others wait for approval.
     public func createUser(name: String, passwordHash: String) async throws -> User {
         try await write(conflict: "the name \(name) is taken") { db in
@@ -85,6 +100,11 @@ extension AppDatabase {
         try await updateResource(named: name) { $0.poolSize = size }
     }
 
+    /// Sets the limits of the resource's containers; leases already running keep theirs.
+    public func setLimits(resourceNamed name: String, to limits: ResourceLimits) async throws -> Resource {
+        try await updateResource(named: name) { $0.limits = limits }
+    }
+
     /// Replaces the resource's Dockerfile; leases made from the old one keep their image.
     public func updateDockerfile(resourceNamed name: String, to dockerfile: Data) async throws -> Resource {
         try await updateResource(named: name) { $0.dockerfile = dockerfile }
@@ -154,15 +174,27 @@ extension AppDatabase {
     }
 
     static func occupancy(_ db: Database) throws -> [Int64: Int] {
+        try loads(db).mapValues(\.containers)
+    }
+
+    /// Active leases and warm containers per machine id, with the sums of their limits.
+    public func machineLoads() async throws -> [Int64: MachineLoad] {
+        try await read { db in try Self.loads(db) }
+    }
+
+    static func loads(_ db: Database) throws -> [Int64: MachineLoad] {
         try Row.fetchAll(
             db,
             sql: """
-                SELECT machineId, COUNT(*) AS n FROM (
-                    SELECT machineId FROM lease WHERE machineId IS NOT NULL AND state IN ('creating', 'running', 'deleting')
-                    UNION ALL SELECT machineId FROM poolSlot
+                SELECT machineId, COUNT(*) AS n, SUM(memoryBytes) AS memory, SUM(milliCPUs) AS cpus FROM (
+                    SELECT machineId, memoryBytes, milliCPUs FROM lease
+                    WHERE machineId IS NOT NULL AND state IN ('creating', 'running', 'deleting')
+                    UNION ALL SELECT machineId, memoryBytes, milliCPUs FROM poolSlot
                 ) GROUP BY machineId
                 """
-        ).reduce(into: [Int64: Int]()) { $0[$1["machineId"]] = $1["n"] }
+        ).reduce(into: [Int64: MachineLoad]()) {
+            $0[$1["machineId"]] = MachineLoad(containers: $1["n"], memoryBytes: $1["memory"], milliCPUs: $1["cpus"])
+        }
     }
 }
 
@@ -181,11 +213,18 @@ extension AppDatabase {
     }
 
     /// SQLite runs one write transaction at a time: the count and the update cannot interleave.
-    public func placeLease(_ lease: Lease, on machineIDs: [Int64]) async throws -> Machine? {
+    public func placeLease(_ lease: Lease, on machineIDs: [Int64], cpuOvercommit: Double) async throws -> Machine? {
         try await write { db in
-            let occupied = try Self.occupancy(db)
+            let loads = try Self.loads(db)
             for id in machineIDs {
-                guard let machine = try Machine.fetchOne(db, key: id), machine.healthy, occupied[id, default: 0] < machine.capacity else { continue }
+                guard let machine = try Machine.fetchOne(db, key: id),
+                    loads[id, default: MachineLoad()].refusal(
+                        of: machine,
+                        memoryBytes: lease.memoryBytes,
+                        milliCPUs: lease.milliCPUs,
+                        cpuOvercommit: cpuOvercommit
+                    ) == nil
+                else { continue }
                 var placed = lease
                 placed.machineId = id
                 try placed.update(db)
@@ -334,10 +373,15 @@ extension AppDatabase {
 
     /// Writes a `starting` slot on the machine if it has room (leases and slots below its
     /// capacity), in one transaction; nil when it has none.
-    public func addPoolSlot(_ slot: PoolSlot) async throws -> PoolSlot? {
+    public func addPoolSlot(_ slot: PoolSlot, cpuOvercommit: Double) async throws -> PoolSlot? {
         try await write { db in
-            guard let machine = try Machine.fetchOne(db, key: slot.machineId), machine.healthy,
-                try Self.occupancy(db)[slot.machineId, default: 0] < machine.capacity
+            guard let machine = try Machine.fetchOne(db, key: slot.machineId),
+                try Self.loads(db)[slot.machineId, default: MachineLoad()].refusal(
+                    of: machine,
+                    memoryBytes: slot.memoryBytes,
+                    milliCPUs: slot.milliCPUs,
+                    cpuOvercommit: cpuOvercommit
+                ) == nil
             else { return nil }
             var slot = slot
             try slot.insert(db)
@@ -366,9 +410,10 @@ extension AppDatabase {
                     sql: """
                         SELECT poolSlot.* FROM poolSlot JOIN machine ON machine.id = poolSlot.machineId
                         WHERE poolSlot.resourceId = ? AND poolSlot.image = ? AND poolSlot.state = 'ready' AND machine.healthy
+                          AND poolSlot.memoryBytes = ? AND poolSlot.milliCPUs = ?
                         ORDER BY poolSlot.createdAt, poolSlot.id LIMIT 1
                         """,
-                    arguments: [resourceID, image]
+                    arguments: [resourceID, image, lease.memoryBytes, lease.milliCPUs]
                 )
             else { return nil }
             slot.state = .claimed

@@ -193,6 +193,41 @@ public enum Schema {
             },
             down: { db in try db.alter(table: "machine") { t in t.drop(column: "lastContactAt") } }
         ),
+        Migration(
+            version: 9,
+            name: "tenant limits",
+            up: { db in
+                // An admin can switch a user off without losing what they were (pending or active).
+                try db.alter(table: "user") { t in t.add(column: "disabled", .boolean).notNull().defaults(to: false) }
+                // Each container's limits: the resource's own (NULL: the master's default), and
+                // what a lease or warm container got, which placement adds up per machine.
+                try db.alter(table: "resource") { t in
+                    t.add(column: "memoryBytes", .integer).check { $0 > 0 }
+                    t.add(column: "milliCPUs", .integer).check { $0 > 0 }
+                    t.add(column: "pids", .integer).check { $0 > 0 }
+                }
+                for table in ["lease", "poolSlot"] {
+                    try db.alter(table: table) { t in
+                        t.add(column: "memoryBytes", .integer).notNull().defaults(to: 0)
+                        t.add(column: "milliCPUs", .integer).notNull().defaults(to: 0)
+                    }
+                }
+            },
+            down: { db in
+                for table in ["poolSlot", "lease"] {
+                    try db.alter(table: table) { t in
+                        t.drop(column: "milliCPUs")
+                        t.drop(column: "memoryBytes")
+                    }
+                }
+                try db.alter(table: "resource") { t in
+                    t.drop(column: "pids")
+                    t.drop(column: "milliCPUs")
+                    t.drop(column: "memoryBytes")
+                }
+                try db.alter(table: "user") { t in t.drop(column: "disabled") }
+            }
+        ),
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

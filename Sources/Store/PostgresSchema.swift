@@ -172,5 +172,22 @@ enum PostgresSchema {
             up: [#"ALTER TABLE machine ADD COLUMN "lastContactAt" TIMESTAMPTZ"#],
             down: [#"ALTER TABLE machine DROP COLUMN "lastContactAt""#]
         ),
+        Version(
+            version: 9,
+            up: [
+                #"ALTER TABLE "user" ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT FALSE"#,
+                #"ALTER TABLE resource ADD COLUMN "memoryBytes" BIGINT CHECK ("memoryBytes" > 0)"#,
+                #"ALTER TABLE resource ADD COLUMN "milliCPUs" BIGINT CHECK ("milliCPUs" > 0)"#,
+                #"ALTER TABLE resource ADD COLUMN pids BIGINT CHECK (pids > 0)"#,
+                #"ALTER TABLE lease ADD COLUMN "memoryBytes" BIGINT NOT NULL DEFAULT 0, ADD COLUMN "milliCPUs" BIGINT NOT NULL DEFAULT 0"#,
+                #"ALTER TABLE "poolSlot" ADD COLUMN "memoryBytes" BIGINT NOT NULL DEFAULT 0, ADD COLUMN "milliCPUs" BIGINT NOT NULL DEFAULT 0"#,
+            ],
+            down: [
+                #"ALTER TABLE "poolSlot" DROP COLUMN "milliCPUs", DROP COLUMN "memoryBytes""#,
+                #"ALTER TABLE lease DROP COLUMN "milliCPUs", DROP COLUMN "memoryBytes""#,
+                #"ALTER TABLE resource DROP COLUMN pids, DROP COLUMN "milliCPUs", DROP COLUMN "memoryBytes""#,
+                #"ALTER TABLE "user" DROP COLUMN disabled"#,
+            ]
+        ),
     ]
 }

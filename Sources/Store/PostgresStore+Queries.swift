@@ -60,6 +60,16 @@ extension PostgresStore {
         ).first
     }
 
+    public func setUserDisabled(named name: String, _ disabled: Bool) async throws -> User {
+        let updated = try await all(#"UPDATE "user" SET disabled = \#(disabled) WHERE name = \#(name) RETURNING *"#, Self.user)
+        guard let user = updated.first else { throw StoreError.notFound("no user \(name)") }
+        return user
+    }
+
+    public func purgeTokens(expiredBefore date: Date) async throws -> Int {
+        try await changes(#"DELETE FROM token WHERE "expiresAt" < \#(date) RETURNING id"#)
+    }
+
     public func deleteToken(hash: String) async throws -> Bool {
         try await changes("DELETE FROM token WHERE hash = \(hash) RETURNING id") > 0
     }
@@ -73,6 +83,7 @@ extension PostgresStore {
             createdAt: try row.get("createdAt")
         )
         user.id = try row.get("id")
+        user.disabled = try row.get("disabled")
         return user
     }
 }
@@ -102,6 +113,19 @@ extension PostgresStore {
         try await updated(name, all(#"UPDATE resource SET "poolSize" = \#(size) WHERE name = \#(name) RETURNING *"#, Self.resource))
     }
 
+    public func setLimits(resourceNamed name: String, to limits: ResourceLimits) async throws -> Resource {
+        try await updated(
+            name,
+            all(
+                """
+                UPDATE resource SET "memoryBytes" = \(limits.memoryBytes), "milliCPUs" = \(limits.milliCPUs), pids = \(limits.pids)
+                WHERE name = \(name) RETURNING *
+                """,
+                Self.resource
+            )
+        )
+    }
+
     public func updateDockerfile(resourceNamed name: String, to dockerfile: Data) async throws -> Resource {
         try await updated(name, all("UPDATE resource SET dockerfile = \(dockerfile) WHERE name = \(name) RETURNING *", Self.resource))
     }
@@ -127,6 +151,7 @@ extension PostgresStore {
             createdAt: try row.get("createdAt")
         )
         resource.id = try row.get("id")
+        resource.limits = ResourceLimits(memoryBytes: try row.get("memoryBytes"), milliCPUs: try row.get("milliCPUs"), pids: try row.get("pids"))
         return resource
     }
 }
@@ -181,21 +206,28 @@ extension PostgresStore {
     }
 
     public func activeLeaseCounts() async throws -> [Int64: Int] {
-        try await occupancy(on: nil)
+        try await loads(on: nil).mapValues(\.containers)
     }
 
-    /// Active leases and warm slots per machine id.
-    func occupancy(on connection: PostgresConnection?) async throws -> [Int64: Int] {
+    public func machineLoads() async throws -> [Int64: MachineLoad] {
+        try await loads(on: nil)
+    }
+
+    /// Active leases and warm slots per machine id, with the sums of their limits.
+    func loads(on connection: PostgresConnection?) async throws -> [Int64: MachineLoad] {
         let query: PostgresQuery = """
-            SELECT "machineId", COUNT(*) AS n FROM (
-                SELECT "machineId" FROM lease WHERE "machineId" IS NOT NULL AND state IN ('creating', 'running', 'deleting')
-                UNION ALL SELECT "machineId" FROM "poolSlot"
+            SELECT "machineId", COUNT(*) AS n, SUM("memoryBytes")::BIGINT AS memory, SUM("milliCPUs")::BIGINT AS cpus FROM (
+                SELECT "machineId", "memoryBytes", "milliCPUs" FROM lease
+                WHERE "machineId" IS NOT NULL AND state IN ('creating', 'running', 'deleting')
+                UNION ALL SELECT "machineId", "memoryBytes", "milliCPUs" FROM "poolSlot"
             ) AS occupied GROUP BY "machineId"
             """
-        let make: @Sendable (PostgresRandomAccessRow) throws -> (Int64, Int) = { (try $0.get("machineId"), try $0.get("n")) }
-        let rows: [(Int64, Int)]
+        let make: @Sendable (PostgresRandomAccessRow) throws -> (Int64, MachineLoad) = {
+            (try $0.get("machineId"), MachineLoad(containers: try $0.get("n"), memoryBytes: try $0.get("memory"), milliCPUs: try $0.get("cpus")))
+        }
+        let rows: [(Int64, MachineLoad)]
         if let connection { rows = try await all(query, on: connection, make) } else { rows = try await all(query, make) }
-        return Dictionary(rows, uniquingKeysWith: +)
+        return Dictionary(rows, uniquingKeysWith: { a, _ in a })
     }
 
     static func machine(_ row: PostgresRandomAccessRow) throws -> Machine {
@@ -233,9 +265,10 @@ extension PostgresStore {
                 lease.id = try await all(
                     """
                     INSERT INTO lease (name, "ownerId", "resourceId", "machineId", image, "containerId", state, message, "createdAt", "expiresAt",
-                        "incarnationId")
+                        "incarnationId", "memoryBytes", "milliCPUs")
                     VALUES (\(lease.name), \(lease.ownerId), \(lease.resourceId), \(lease.machineId), \(lease.image), \(lease.containerId),
-                        \(lease.state.rawValue), \(lease.message), \(lease.createdAt), \(lease.expiresAt), \(lease.incarnationId))
+                        \(lease.state.rawValue), \(lease.message), \(lease.createdAt), \(lease.expiresAt), \(lease.incarnationId),
+                        \(lease.memoryBytes), \(lease.milliCPUs))
                     RETURNING id
                     """,
                     on: connection
@@ -247,14 +280,21 @@ extension PostgresStore {
 
     /// The candidates' rows are locked (in id order, so that two placements cannot deadlock)
     /// while their room is counted and the lease written: the same lock as `addPoolSlot`.
-    public func placeLease(_ lease: Lease, on machineIDs: [Int64]) async throws -> Machine? {
+    public func placeLease(_ lease: Lease, on machineIDs: [Int64], cpuOvercommit: Double) async throws -> Machine? {
         guard !machineIDs.isEmpty else { return nil }
         return try await transaction { [self] connection in
             let locked = try await all("SELECT * FROM machine WHERE id = ANY(\(machineIDs)) ORDER BY id FOR UPDATE", on: connection, Self.machine)
             let machines = Dictionary(uniqueKeysWithValues: locked.map { ($0.id!, $0) })
-            let occupied = try await occupancy(on: connection)
+            let loads = try await loads(on: connection)
             for id in machineIDs {
-                guard let machine = machines[id], machine.healthy, occupied[id, default: 0] < machine.capacity else { continue }
+                guard let machine = machines[id],
+                    loads[id, default: MachineLoad()].refusal(
+                        of: machine,
+                        memoryBytes: lease.memoryBytes,
+                        milliCPUs: lease.milliCPUs,
+                        cpuOvercommit: cpuOvercommit
+                    ) == nil
+                else { continue }
                 try await connection.query(#"UPDATE lease SET "machineId" = \#(id) WHERE id = \#(lease.id)"#, logger: logger)
                 return machine
             }
@@ -270,7 +310,8 @@ extension PostgresStore {
         let query: PostgresQuery = """
             UPDATE lease SET name = \(lease.name), "ownerId" = \(lease.ownerId), "resourceId" = \(lease.resourceId), "machineId" = \(lease.machineId),
                 image = \(lease.image), "containerId" = \(lease.containerId), state = \(lease.state.rawValue), message = \(lease.message),
-                "createdAt" = \(lease.createdAt), "expiresAt" = \(lease.expiresAt), "incarnationId" = \(lease.incarnationId)
+                "createdAt" = \(lease.createdAt), "expiresAt" = \(lease.expiresAt), "incarnationId" = \(lease.incarnationId),
+                "memoryBytes" = \(lease.memoryBytes), "milliCPUs" = \(lease.milliCPUs)
             WHERE id = \(lease.id)
             """
         if let connection { try await connection.query(query, logger: logger) } else { try await self.query(query, logger: logger) }
@@ -324,6 +365,8 @@ extension PostgresStore {
         lease.containerId = try row.get("containerId")
         lease.state = Lease.State(rawValue: try row.get("state")) ?? .failed
         lease.message = try row.get("message")
+        lease.memoryBytes = try row.get("memoryBytes")
+        lease.milliCPUs = try row.get("milliCPUs")
         return lease
     }
 }
@@ -429,18 +472,24 @@ extension PostgresStore {
 
     /// The machine's row is locked while its room is counted, so two masters filling pools at
     /// once never put more on it than its capacity.
-    public func addPoolSlot(_ slot: PoolSlot) async throws -> PoolSlot? {
+    public func addPoolSlot(_ slot: PoolSlot, cpuOvercommit: Double) async throws -> PoolSlot? {
         try await transaction { [self] connection in
             let machines = try await all("SELECT * FROM machine WHERE id = \(slot.machineId) FOR UPDATE", on: connection, Self.machine)
-            guard let machine = machines.first, machine.healthy,
-                try await occupancy(on: connection)[slot.machineId, default: 0] < machine.capacity
+            guard let machine = machines.first,
+                try await loads(on: connection)[slot.machineId, default: MachineLoad()].refusal(
+                    of: machine,
+                    memoryBytes: slot.memoryBytes,
+                    milliCPUs: slot.milliCPUs,
+                    cpuOvercommit: cpuOvercommit
+                ) == nil
             else { return nil }
             var slot = slot
             slot.id = try await all(
                 """
-                INSERT INTO "poolSlot" ("resourceId", "machineId", image, state, "containerId", "leaseId", "incarnationId", "createdAt")
+                INSERT INTO "poolSlot" ("resourceId", "machineId", image, state, "containerId", "leaseId", "incarnationId", "createdAt",
+                    "memoryBytes", "milliCPUs")
                 VALUES (\(slot.resourceId), \(slot.machineId), \(slot.image), \(slot.state.rawValue), \(slot.containerId), \(slot.leaseId),
-                    \(slot.incarnationId), \(slot.createdAt))
+                    \(slot.incarnationId), \(slot.createdAt), \(slot.memoryBytes), \(slot.milliCPUs))
                 RETURNING id
                 """,
                 on: connection
@@ -462,6 +511,7 @@ extension PostgresStore {
                 """
                 SELECT "poolSlot".* FROM "poolSlot" JOIN machine ON machine.id = "poolSlot"."machineId"
                 WHERE "poolSlot"."resourceId" = \(resourceID) AND "poolSlot".image = \(image) AND "poolSlot".state = 'ready' AND machine.healthy
+                  AND "poolSlot"."memoryBytes" = \(lease.memoryBytes) AND "poolSlot"."milliCPUs" = \(lease.milliCPUs)
                 ORDER BY "poolSlot"."createdAt", "poolSlot".id LIMIT 1 FOR UPDATE OF "poolSlot" SKIP LOCKED
                 """,
                 on: connection,
@@ -499,6 +549,8 @@ extension PostgresStore {
         slot.containerId = try row.get("containerId")
         slot.leaseId = try row.get("leaseId")
         slot.incarnationId = try row.get("incarnationId")
+        slot.memoryBytes = try row.get("memoryBytes")
+        slot.milliCPUs = try row.get("milliCPUs")
         return slot
     }
 }

@@ -13,6 +13,10 @@ public struct User: Codable, Sendable, Equatable, FetchableRecord, MutablePersis
     public var role: Role
     public var status: Status
     public var createdAt: Date
+    /// Switched off by an admin: no token or key of theirs works, their sessions are ended;
+    /// their leases run on until deleted or expired. Kept apart from `status` so that enabling
+    /// the user again gives back what they were (pending or active).
+    public var disabled = false
 
     public static let databaseTableName = "user"
     public enum Columns {
@@ -29,7 +33,28 @@ public struct User: Codable, Sendable, Equatable, FetchableRecord, MutablePersis
         self.createdAt = createdAt
     }
 
+    enum CodingKeys: String, CodingKey { case id, name, passwordHash, role, status, createdAt, disabled }
+
+    /// Reads a row of any schema version since the first (`disabled` came in version 9), so a
+    /// database taken down a version still lists its users.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decodeIfPresent(Int64.self, forKey: .id)
+        name = try container.decode(String.self, forKey: .name)
+        passwordHash = try container.decode(String.self, forKey: .passwordHash)
+        role = try container.decode(Role.self, forKey: .role)
+        status = try container.decode(Status.self, forKey: .status)
+        createdAt = try container.decode(Date.self, forKey: .createdAt)
+        disabled = try container.decodeIfPresent(Bool.self, forKey: .disabled) ?? false
+    }
+
     public var isAdmin: Bool { role == .admin }
+
+    /// What the API and listings call the account's state: `disabled` over `pending`/`active`.
+    public var statusName: String { disabled ? "disabled" : status.rawValue }
+
+    /// Whether the user may act now: approved and not switched off.
+    public var mayAct: Bool { status == .active && !disabled }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
@@ -66,15 +91,30 @@ public struct Resource: Codable, Sendable, Equatable, FetchableRecord, MutablePe
     public var createdAt: Date
     /// Containers of it the master keeps started, ready to hand out.
     public var poolSize: Int
+    /// Limits of each container of it; nil: the master's default (`serve --lease-memory …`).
+    public var memoryBytes: Int64?
+    public var milliCPUs: Int?
+    public var pids: Int?
 
     public static let databaseTableName = "resource"
     public enum Columns { public static let name = Column(CodingKeys.name) }
 
-    public init(name: String, dockerfile: Data, poolSize: Int = 0, createdAt: Date = Date()) {
+    public init(name: String, dockerfile: Data, poolSize: Int = 0, limits: ResourceLimits = ResourceLimits(), createdAt: Date = Date()) {
         self.name = name
         self.dockerfile = dockerfile
         self.poolSize = poolSize
         self.createdAt = createdAt
+        self.limits = limits
+    }
+
+    /// The limits the resource sets itself (each nil where the master's default applies).
+    public var limits: ResourceLimits {
+        get { ResourceLimits(memoryBytes: memoryBytes, milliCPUs: milliCPUs, pids: pids) }
+        set {
+            memoryBytes = newValue.memoryBytes
+            milliCPUs = newValue.milliCPUs
+            pids = newValue.pids
+        }
     }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
@@ -156,6 +196,9 @@ public struct Lease: Codable, Sendable, Equatable, FetchableRecord, MutablePersi
     public var expiresAt: Date
     /// The master process working on it while it is `creating` or `deleting`.
     public var incarnationId: String?
+    /// The memory and CPU limits its container runs with (0: none), which placement adds up.
+    public var memoryBytes: Int64 = 0
+    public var milliCPUs: Int = 0
 
     public static let databaseTableName = "lease"
     public enum Columns {
@@ -267,6 +310,9 @@ public struct PoolSlot: Codable, Sendable, Equatable, FetchableRecord, MutablePe
     /// The master process starting or handing it out.
     public var incarnationId: String?
     public var createdAt: Date
+    /// The memory and CPU limits its container runs with (0: none), which placement adds up.
+    public var memoryBytes: Int64 = 0
+    public var milliCPUs: Int = 0
 
     public static let databaseTableName = "poolSlot"
 

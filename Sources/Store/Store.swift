@@ -12,6 +12,8 @@ public protocol Store: Sendable {
     func user(named name: String) async throws -> User?
     func users() async throws -> [User]
     func updateUser(named name: String, status: User.Status?, role: User.Role?) async throws -> User
+    func setUserDisabled(named name: String, _ disabled: Bool) async throws -> User
+    func purgeTokens(expiredBefore date: Date) async throws -> Int
     func createToken(userID: Int64, hash: String, expiresAt: Date) async throws
     func user(forTokenHash hash: String, at now: Date) async throws -> User?
     func deleteToken(hash: String) async throws -> Bool
@@ -21,6 +23,7 @@ public protocol Store: Sendable {
     func resources() async throws -> [Resource]
     func resource(named name: String) async throws -> Resource?
     func setPoolSize(resourceNamed name: String, to size: Int) async throws -> Resource
+    func setLimits(resourceNamed name: String, to limits: ResourceLimits) async throws -> Resource
     func updateDockerfile(resourceNamed name: String, to dockerfile: Data) async throws -> Resource
     func deleteResource(named name: String) async throws
 
@@ -32,6 +35,8 @@ public protocol Store: Sendable {
     func setMachineHealth(id: Int64, healthy: Bool, error: String?, at now: Date) async throws
     func deleteMachine(id: Int64) async throws
     func activeLeaseCounts() async throws -> [Int64: Int]
+    /// Active leases and warm containers per machine id, with the sums of their limits.
+    func machineLoads() async throws -> [Int64: MachineLoad]
 
     // Leases
     func createLease(_ lease: Lease) async throws -> Lease
@@ -41,10 +46,10 @@ public protocol Store: Sendable {
     func leaseListings(ownerID: Int64?, name: String?, machineID: Int64?) async throws -> [LeaseListing]
     func leaseListing(ownerID: Int64, name: String) async throws -> LeaseListing?
     /// Puts the lease on the first of `machineIDs`, in that order, that is healthy and has room
-    /// (its leases and warm slots below its capacity), deciding and writing at once, so that
-    /// placements racing on any number of masters never fill a machine past its capacity; nil
-    /// when none has room.
-    func placeLease(_ lease: Lease, on machineIDs: [Int64]) async throws -> Machine?
+    /// (`MachineLoad.refusal`: below its capacity, its memory and its CPUs × `cpuOvercommit`),
+    /// deciding and writing at once, so that placements racing on any number of masters never
+    /// fill a machine past its room; nil when none has room.
+    func placeLease(_ lease: Lease, on machineIDs: [Int64], cpuOvercommit: Double) async throws -> Machine?
 
     // Users' SSH keys
     func createUserKey(_ key: UserKey) async throws -> UserKey
@@ -61,8 +66,9 @@ public protocol Store: Sendable {
 
     // Warm pools
     func poolSlots(machineID: Int64?) async throws -> [PoolSlot]
-    func addPoolSlot(_ slot: PoolSlot) async throws -> PoolSlot?
+    func addPoolSlot(_ slot: PoolSlot, cpuOvercommit: Double) async throws -> PoolSlot?
     func markPoolSlotReady(id: Int64, containerID: String) async throws -> Bool
+    /// The oldest ready slot of `image` whose limits are the lease's, on a healthy machine.
     func claimPoolSlot(image: String, resourceID: Int64, lease: Lease, incarnationID: String) async throws -> PoolSlot?
     func deletePoolSlot(id: Int64) async throws
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Core
+import Docker
 import Foundation
 import Logging
 import Server
@@ -105,6 +106,36 @@ extension ResallocMaster {
         )
         var recordDirectory: String?
         @Flag(name: .customLong("record-input"), help: "Record what users type, too (off: output only).") var recordInput = false
+        @Option(
+            name: .customLong("lease-memory"),
+            help: "Memory (swap included) of a container whose resource sets none: 512m, 2g, … Never unlimited."
+        )
+        var leaseMemoryText = "1g"
+        @Option(name: .customLong("lease-cpus"), help: "CPUs of a container whose resource sets none: 0.5, 2, … (default: no CPU limit).")
+        var leaseCPUsText: String?
+        @Option(name: .customLong("lease-pids"), help: "Processes of a container whose resource sets none. Never unlimited.")
+        var leasePidsText = "1024"
+        @Option(
+            name: .customLong("cpu-overcommit"),
+            help: "Placement lets the CPU limits on a machine add up to its CPUs times this (memory limits never pass its memory)."
+        )
+        var cpuOvercommitText = "4"
+        @Option(
+            name: .customLong("max-sessions-per-user"),
+            help: "Shells, gateway sessions, copies and forwards one user may hold on one machine at once (per master process)."
+        )
+        var maxSessionsPerUser = 8
+
+        var limitSettings: LimitPolicy.Settings {
+            LimitPolicy.Settings(
+                defaults: ContainerLimits(
+                    memoryBytes: ByteSize.parse(leaseMemoryText),
+                    milliCPUs: leaseCPUsText.flatMap(CPUAmount.parse),
+                    pids: Int(leasePidsText)
+                ),
+                cpuOvercommit: Double(cpuOvercommitText) ?? 4
+            )
+        }
 
         var metricsToken: String? {
             (metricsTokenText ?? ProcessInfo.processInfo.environment["RESALLOC_METRICS_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
@@ -136,6 +167,23 @@ extension ResallocMaster {
                 throw ValidationError("--reconcile-every takes 0, 30s, 5m, …")
             }
             guard TTL.parse(keepEventsText) != nil else { throw ValidationError("--keep-events takes 30d, 12h, …") }
+            guard InputRules.matches(leaseMemoryText, InputRules.memorySize), let memory = ByteSize.parse(leaseMemoryText),
+                InputRules.memory.contains(memory)
+            else { throw ValidationError("--lease-memory takes a size from 6m to 1t, such as 512m or 2g; got \(leaseMemoryText)") }
+            if let leaseCPUsText {
+                guard let milli = CPUAmount.parse(leaseCPUsText), InputRules.milliCPUs.contains(milli) else {
+                    throw ValidationError("--lease-cpus takes a number of CPUs from 0.01 to 1024, such as 1.5; got \(leaseCPUsText)")
+                }
+            }
+            guard let pids = Int(leasePidsText), InputRules.pids.contains(pids) else {
+                throw ValidationError(
+                    "--lease-pids takes a number from \(InputRules.pids.lowerBound) to \(InputRules.pids.upperBound); got \(leasePidsText)"
+                )
+            }
+            guard (1...1000).contains(maxSessionsPerUser) else { throw ValidationError("--max-sessions-per-user takes 1 to 1000") }
+            guard let overcommit = Double(cpuOvercommitText), overcommit >= 0.1, overcommit <= 100 else {
+                throw ValidationError("--cpu-overcommit takes a number from 0.1 to 100; got \(cpuOvercommitText)")
+            }
             guard defaultTTL <= maxTTL else { throw ValidationError("--default-ttl must not exceed --max-ttl") }
             guard FileManager.default.isReadableFile(atPath: keyPath) else {
                 throw ValidationError("cannot read the SSH key \(keyPath): create it with 'make keys' or pass --key")
@@ -271,7 +319,7 @@ extension ResallocMaster {
             commandName: "user",
             abstract: "Manage users from the server's shell.",
             discussion: "Example: resalloc-master user approve alice",
-            subcommands: [List.self, Approve.self, Admin.self]
+            subcommands: [List.self, Approve.self, Admin.self, Disable.self, Enable.self]
         )
 
         struct List: AsyncParsableCommand {
@@ -283,10 +331,45 @@ extension ResallocMaster {
                 for user in try await db.users() {
                     print(
                         user.name.padding(toLength: 24, withPad: " ", startingAt: 0)
-                            + user.role.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0) + user.status.rawValue
+                            + user.role.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0) + user.statusName
                     )
                 }
             }
+        }
+
+        struct Disable: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Switch a user off: their tokens and keys stop working at once, their open sessions end within seconds.",
+                discussion: """
+                    Their leases keep running until an admin deletes them or they expire. A running master notices
+                    within its session check (2 s) and ends the user's shells, gateway sessions, copies and forwards.
+                    Example: resalloc-master user disable mallory
+                    """
+            )
+            @OptionGroup var database: DatabaseOptions
+            @Argument(help: "The user's name.") var name: String
+            func run() async throws { try await Users.set(name, disabled: true, in: database) }
+        }
+
+        /// Switches `name` off or on, with its event, and says so.
+        static func set(_ name: String, disabled: Bool, in database: DatabaseOptions) async throws {
+            let db = try await database.openCurrent()
+            do { _ = try await db.setUserDisabled(named: name, disabled) } catch let error as StoreError {
+                throw ValidationError(error.description)
+            }
+            let done = disabled ? "disabled" : "enabled"
+            try await db.appendEvent(Event(actor: "resalloc-master", action: "user.\(done)", subject: name))
+            print("\(done) \(name)")
+        }
+
+        struct Enable: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Switch a disabled user on again, as they were before (pending or active).",
+                discussion: "Example: resalloc-master user enable mallory"
+            )
+            @OptionGroup var database: DatabaseOptions
+            @Argument(help: "The user's name.") var name: String
+            func run() async throws { try await Users.set(name, disabled: false, in: database) }
         }
 
         struct Approve: AsyncParsableCommand {

@@ -20,10 +20,11 @@ struct Machines: AsyncParsableCommand {
                 let machines = try await global.client.machines()
                 if output.json { return try Output.json(machines) }
                 Output.table(
-                    ["NAME", "LOGIN", "ADDRESS", "CPUS", "MEMORY", "LEASES", "HEALTH"],
+                    ["NAME", "LOGIN", "ADDRESS", "CPUS USED", "MEMORY USED", "LEASES", "HEALTH"],
                     machines.map {
                         [
-                            $0.name, $0.username, $0.ip, String($0.cpus), Output.bytes($0.memoryBytes), "\($0.activeLeases)/\($0.capacity)",
+                            $0.name, $0.username, $0.ip, "\(LimitOptions.format($0.cpusUsed ?? 0))/\($0.cpus)",
+                            "\(Output.bytes($0.memoryUsedBytes ?? 0))/\(Output.bytes($0.memoryBytes))", "\($0.activeLeases)/\($0.capacity)",
                             $0.healthy ? "ok" : "down: \($0.lastError ?? "")",
                         ]
                     }

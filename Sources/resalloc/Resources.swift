@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ResallocAPI
 import ResallocClient
 
 struct Resources: AsyncParsableCommand {
@@ -20,9 +21,13 @@ struct Resources: AsyncParsableCommand {
                 let resources = try await global.client.resources()
                 if output.json { return try Output.json(resources) }
                 Output.table(
-                    ["NAME", "IMAGE", "POOL", "FIRST LINE"],
+                    ["NAME", "IMAGE", "POOL", "MEMORY", "CPUS", "PIDS", "FIRST LINE"],
                     resources.map {
-                        [$0.name, $0.image, $0.pool == 0 ? "-" : "\($0.poolReady)/\($0.pool)", String($0.file.split(separator: "\n").first ?? "")]
+                        [
+                            $0.name, $0.image, $0.pool == 0 ? "-" : "\($0.poolReady)/\($0.pool)", $0.memory ?? "-",
+                            $0.cpus.map(LimitOptions.format) ?? "-", $0.pids.map(String.init) ?? "-",
+                            String($0.file.split(separator: "\n").first ?? ""),
+                        ]
                     }
                 )
             }
@@ -37,40 +42,51 @@ struct Resources: AsyncParsableCommand {
                   resalloc resources create busybox "FROM busybox \\nRUN echo hi > /hi"
                   resalloc resources create web -f Dockerfile
                   cat Dockerfile | resalloc resources create web -f -
+                  resalloc resources create build -f Dockerfile --memory 2g --cpus 1.5 --pids 1024
+                Without --memory, --cpus or --pids a container gets the master's defaults (serve --lease-memory …).
                 """
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The resource's name.") var name: String
         @OptionGroup var source: DockerfileSource
         @Option(help: "Keep this many containers of it started, ready to hand out (0 to 100).") var pool: Int?
+        @OptionGroup var limits: LimitOptions
 
         func validate() throws { try source.validate() }
 
         func run() async throws {
             let text = try source.text()
             try await Resalloc.perform {
-                print(try await global.client.createResource(name, dockerfile: text, pool: pool).message)
+                print(try await global.client.createResource(name, dockerfile: text, pool: pool, limits: limits.request).message)
             }
         }
     }
 
     struct Edit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Replace a resource's Dockerfile (admins).",
+            abstract: "Replace a resource's Dockerfile, or its containers' limits (admins).",
             discussion: """
-                New leases and warm containers use the new image; leases already running keep theirs.
+                New leases and warm containers use the new image and limits; leases already running keep theirs.
                   resalloc resources edit web -f Dockerfile
+                  resalloc resources edit web --memory 4g --cpus 2
                 """
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The resource's name.") var name: String
         @OptionGroup var source: DockerfileSource
+        @OptionGroup var limits: LimitOptions
 
-        func validate() throws { try source.validate() }
+        func validate() throws {
+            if source.dockerfile == nil && source.file == nil {
+                guard !limits.request.isEmpty else { throw ValidationError("give a Dockerfile (or -f PATH), --memory, --cpus or --pids") }
+            } else {
+                try source.validate()
+            }
+        }
 
         func run() async throws {
-            let text = try source.text()
-            try await Resalloc.perform { print(try await global.client.editResource(name, dockerfile: text).message) }
+            let text = source.dockerfile == nil && source.file == nil ? nil : try source.text()
+            try await Resalloc.perform { print(try await global.client.editResource(name, dockerfile: text, limits: limits.request).message) }
         }
     }
 
@@ -126,5 +142,20 @@ struct DockerfileSource: ParsableArguments {
         guard let data else { throw ValidationError("cannot read \(file)") }
         guard let decoded = String(data: data, encoding: .utf8) else { throw ValidationError("\(file) is not UTF-8 text") }
         return decoded
+    }
+}
+
+/// `--memory 2g --cpus 1.5 --pids 1024`: what each container of a resource may take of its
+/// machine; the master checks the values.
+struct LimitOptions: ParsableArguments {
+    @Option(help: "Memory of each container, swap included: 512m, 2g, …") var memory: String?
+    @Option(help: "CPUs of each container: 0.5, 1.5, 2, …") var cpus: Double?
+    @Option(help: "Processes (and threads) each container may run at once.") var pids: Int?
+
+    var request: LimitsRequest { LimitsRequest(memory: memory, cpus: cpus, pids: pids) }
+
+    /// `1.5`, `2`: CPUs without a trailing `.0`.
+    static func format(_ cpus: Double) -> String {
+        cpus == cpus.rounded() ? String(Int(cpus)) : String(cpus)
     }
 }

@@ -177,7 +177,10 @@ struct StoreConformanceTests {
             #expect(try await store.leaseListings(ownerID: nil, name: nil, machineID: m1.id!).count == 1)
             #expect(try await store.leaseListings(ownerID: other.id!, name: "nope", machineID: nil).isEmpty)
 
-            _ = try await store.addPoolSlot(PoolSlot(resourceId: resource.id!, machineId: m1.id!, image: "img", incarnationId: "i1"))
+            _ = try await store.addPoolSlot(
+                PoolSlot(resourceId: resource.id!, machineId: m1.id!, image: "img", incarnationId: "i1"),
+                cpuOvercommit: 4
+            )
             #expect(try await store.activeLeaseCounts() == [m1.id!: 2])
             await #expect(throws: StoreError.conflict("the machine still has leases")) { try await store.deleteMachine(id: m1.id!) }
             try await store.deleteLease(id: second.id!)
@@ -251,7 +254,7 @@ struct StoreConformanceTests {
                     incarnationId: "i",
                     createdAt: kept(Date() + Double(index))
                 )
-                if let added = try await store.addPoolSlot(slot) { slots.append(added) }
+                if let added = try await store.addPoolSlot(slot, cpuOvercommit: 4) { slots.append(added) }
             }
             #expect(slots.count == 3, "capacity 3")
             #expect(try await store.markPoolSlotReady(id: slots[1].id!, containerID: "c1"))
@@ -269,7 +272,12 @@ struct StoreConformanceTests {
 
             try await store.setMachineHealth(id: machine.id!, healthy: false, error: "down", at: Date())
             #expect(try await store.claimPoolSlot(image: "img", resourceID: resource.id!, lease: lease, incarnationID: "i2") == nil)
-            #expect(try await store.addPoolSlot(PoolSlot(resourceId: resource.id!, machineId: machine.id!, image: "img", incarnationId: "i")) == nil)
+            #expect(
+                try await store.addPoolSlot(
+                    PoolSlot(resourceId: resource.id!, machineId: machine.id!, image: "img", incarnationId: "i"),
+                    cpuOvercommit: 4
+                ) == nil
+            )
         }
     }
 
@@ -285,7 +293,10 @@ struct StoreConformanceTests {
             let added = try await withThrowingTaskGroup(of: PoolSlot?.self) { group in
                 for _ in 0..<20 {
                     group.addTask {
-                        try await store.addPoolSlot(PoolSlot(resourceId: resource.id!, machineId: machine.id!, image: "img", incarnationId: "i"))
+                        try await store.addPoolSlot(
+                            PoolSlot(resourceId: resource.id!, machineId: machine.id!, image: "img", incarnationId: "i"),
+                            cpuOvercommit: 4
+                        )
                     }
                 }
                 return try await group.reduce(into: [PoolSlot]()) { if let slot = $1 { $0.append(slot) } }
@@ -315,14 +326,14 @@ struct StoreConformanceTests {
             let resource = try await store.createResource(name: "box", dockerfile: Data())
             let m1 = try await store.createMachine(Self.machine("m1", host: "127.0.0.11", capacity: 5))
             let m2 = try await store.createMachine(Self.machine("m2", host: "127.0.0.12", capacity: 5))
-            _ = try await store.addPoolSlot(PoolSlot(resourceId: resource.id!, machineId: m1.id!, image: "img", incarnationId: "i"))
+            _ = try await store.addPoolSlot(PoolSlot(resourceId: resource.id!, machineId: m1.id!, image: "img", incarnationId: "i"), cpuOvercommit: 4)
             var leases: [Lease] = []
             for index in 0..<14 { leases.append(try await store.createLease(Self.lease("l\(index)", owner: owner.id!, resource: resource.id!))) }
             let placed = try await withThrowingTaskGroup(of: String?.self) { group in
                 for (index, lease) in leases.enumerated() {
                     // Half prefer m1, half m2, as two masters with different snapshots would.
                     let order = index % 2 == 0 ? [m1.id!, m2.id!] : [m2.id!, m1.id!]
-                    group.addTask { try await store.placeLease(lease, on: order)?.name }
+                    group.addTask { try await store.placeLease(lease, on: order, cpuOvercommit: 4)?.name }
                 }
                 return try await group.reduce(into: [String]()) { if let name = $1 { $0.append(name) } }
             }
@@ -331,7 +342,7 @@ struct StoreConformanceTests {
             #expect(try await store.leaseListings(ownerID: nil, name: nil, machineID: nil).filter { $0.lease.machineId != nil }.count == 9)
             try await store.setMachineHealth(id: m2.id!, healthy: false, error: "down", at: Date())
             var extra = try await store.createLease(Self.lease("late", owner: owner.id!, resource: resource.id!))
-            #expect(try await store.placeLease(extra, on: [m2.id!]) == nil, "down, and full")
+            #expect(try await store.placeLease(extra, on: [m2.id!], cpuOvercommit: 4) == nil, "down, and full")
             extra.state = .failed
             try await store.updateLease(extra)
         }
