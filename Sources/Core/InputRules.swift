@@ -30,8 +30,9 @@ public enum InputRules {
     public static let milliCPUs = 10...1_024_000
     /// A container's process limit: enough for a shell and a command at least.
     public static let pids = 8...4_194_304
-    /// `Memory` as a request writes it: a number with an optional unit (b, k, m, g, t).
-    public static let memorySize = #"[0-9]{1,13}(?:\.[0-9]{1,3})?[bkmgtBKMGT]?"#
+    /// `Memory` as a request writes it: 6m to 999999m, or 0.1g to 999.9g (one decimal); every
+    /// value it matches is within `memory`, so the API document can state the rule exactly.
+    public static let memorySize = #"(?:[6-9]|[1-9][0-9]{1,5})[mM]|(?:0\.[1-9]|[1-9][0-9]{0,2}(?:\.[0-9])?)[gG]"#
 
     /// Whether all of `text` matches `pattern`, scalar by scalar (as JSON Schema's regexes see it).
     public static func matches(_ text: String, _ pattern: String) -> Bool {

@@ -40,7 +40,7 @@ public struct ResourceCatalog: Sendable {
         var limits = current
         if let memory {
             guard InputRules.matches(memory, InputRules.memorySize), let bytes = ByteSize.parse(memory), InputRules.memory.contains(bytes) else {
-                throw MasterError(.invalid, "Memory \(memory) is not a size from 6m to 1t, such as 512m or 2g")
+                throw MasterError(.invalid, "Memory \(memory) is not a size from 6m to 999999m or 0.1g to 999.9g, such as 512m or 2g")
             }
             limits.memoryBytes = bytes
         }

@@ -169,7 +169,9 @@ extension ResallocMaster {
             guard TTL.parse(keepEventsText) != nil else { throw ValidationError("--keep-events takes 30d, 12h, …") }
             guard InputRules.matches(leaseMemoryText, InputRules.memorySize), let memory = ByteSize.parse(leaseMemoryText),
                 InputRules.memory.contains(memory)
-            else { throw ValidationError("--lease-memory takes a size from 6m to 1t, such as 512m or 2g; got \(leaseMemoryText)") }
+            else {
+                throw ValidationError("--lease-memory takes a size from 6m to 999999m or 0.1g to 999.9g, such as 512m or 2g; got \(leaseMemoryText)")
+            }
             if let leaseCPUsText {
                 guard let milli = CPUAmount.parse(leaseCPUsText), InputRules.milliCPUs.contains(milli) else {
                     throw ValidationError("--lease-cpus takes a number of CPUs from 0.01 to 1024, such as 1.5; got \(leaseCPUsText)")

@@ -106,6 +106,7 @@ struct SchemaTests {
         #expect(Self.schemaField("Address", "pattern", in: document) == "^\(InputRules.address)$")
         #expect(Self.schemaField("Dockerfile", "pattern", in: document) == InputRules.dockerfileFrom)
         #expect(Self.schemaField("PublicKey", "pattern", in: document) == "^\(InputRules.publicKey)$")
+        #expect(Self.schemaField("Memory", "pattern", in: document) == "^(?:\(InputRules.memorySize))$")
         #expect(Self.schemaField("Password", "minLength", in: document) == "\(InputRules.passwordLength.lowerBound)")
         #expect(Self.schemaField("Password", "maxLength", in: document) == "\(InputRules.passwordLength.upperBound)")
         #expect(Self.schemaField("Dockerfile", "maxLength", in: document) == "\(InputRules.dockerfileLength.upperBound)")

@@ -1,0 +1,194 @@
+import Foundation
+import Testbed
+import Testing
+
+/// What keeps one user from starving or locking out another, on a real machine (m10: no other
+/// suite uses it), through the CLI where a user would use it.
+@Suite("Walls between tenants", .serialized, .timeLimit(.minutes(5)))
+struct TenancyTests {
+    static let machine = "m10"
+
+    /// A live master with the CLI logged in as its admin, the busybox resource `plain` and m10.
+    func withAdmin(_ body: @escaping @Sendable (API, CLI, Testbed, String) async throws -> Void) async throws {
+        try await withMaster { api, testbed, databasePath in
+            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
+            try await cli.setUpAdmin(resource: "plain", dockerfile: "FROM busybox", machine: testbed.machine(Self.machine))
+            try await body(api, cli, testbed, databasePath)
+        }
+    }
+
+    /// Another user, registered, approved by the admin and logged in with a CLI of their own.
+    func user(_ name: String, admin: CLI) async throws -> CLI {
+        let cli = try CLI(server: admin.server)
+        try await cli.ok("register", name, "\(name)-password")
+        try await admin.ok("user", "approve", name)
+        try await cli.ok("login", name, "\(name)-password")
+        return cli
+    }
+
+    /// The container of lease number `id` of the master whose database is `databasePath`.
+    func container(_ databasePath: String, _ id: Int) throws -> String { "resalloc-\(try masterID(databasePath).prefix(8))-\(id)" }
+
+    func inspect(_ testbed: Testbed, _ container: String) async throws -> String {
+        let format =
+            "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} "
+            + "{{json .HostConfig.SecurityOpt}} {{json .HostConfig.CapDrop}}"
+        return try await testbed.docker(Self.machine, ["inspect", "--format", format, container]).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// How many processes run in the container, as the machine's engine lists them (from outside:
+    /// a container at its pids limit cannot start a `ps` of its own).
+    func processes(_ testbed: Testbed, _ container: String) async throws -> Int {
+        try await testbed.docker(Self.machine, ["top", container]).split(separator: "\n").count - 1
+    }
+
+    @Test(
+        "A resource's limits and the defaults reach docker; a fork storm stays within its pids; a lease past its memory is killed, not its neighbours"
+    )
+    func limits() async throws {
+        try await withAdmin { _, cli, testbed, databasePath in
+            try await cli.ok("resources", "create", "tight", "-f", "-", "--memory", "64m", "--cpus", "0.5", "--pids", "40", stdin: "FROM busybox")
+            let listing = try await cli.ok("resources", "list")
+            let tight = listing.split(separator: "\n").first { $0.hasPrefix("tight") }.map(String.init) ?? ""
+            let plain = listing.split(separator: "\n").first { $0.hasPrefix("plain") }.map(String.init) ?? ""
+            #expect(tight.contains(" 64m ") && tight.contains(" 0.5 ") && tight.contains(" 40 "), "\(listing)")
+            #expect(plain.contains(" 1g ") && plain.contains(" 1024 "), "the master's defaults: \(listing)")
+            let refused = try await cli.run(["resources", "create", "bad", "-f", "-", "--memory", "2x"], stdin: "FROM busybox")
+            #expect(refused.status != 0 && refused.stderr.contains("Memory 2x"), "\(refused.stderr)")
+
+            try await cli.ok("lease", "create", "tight", "t1", "-q")
+            try await cli.ok("lease", "create", "plain", "p1", "-q")
+            let (t1, p1) = (try container(databasePath, 1), try container(databasePath, 2))
+            // Docker 20.10 keeps `NET_RAW` as given, newer engines write `CAP_NET_RAW`.
+            let dropped = /\["(CAP_)?NET_RAW"\]/
+            let tightInspected = try await inspect(testbed, t1)
+            #expect(tightInspected.hasPrefix(#"67108864 67108864 500000000 40 ["no-new-privileges"] "#), "\(tightInspected)")
+            #expect(tightInspected.contains(dropped), "\(tightInspected)")
+            let plainInspected = try await inspect(testbed, p1)
+            #expect(plainInspected.hasPrefix(#"1073741824 1073741824 0 1024 ["no-new-privileges"] "#), "\(plainInspected)")
+            #expect(plainInspected.contains(dropped), "\(plainInspected)")
+
+            // Past its memory: the command is killed (SIGKILL, 137), the lease and its neighbour live on.
+            let hog = try await cli.run(["ssh", "t1", "--", "sh", "-c", #"x=$(head -c 300000000 /dev/zero | tr '\0' a); echo survived"#])
+            #expect(hog.status == 137, "\(hog.status) \(hog.stdout) \(hog.stderr)")
+            #expect(!hog.stdout.contains("survived"))
+            #expect(try await testbed.docker(Self.machine, ["inspect", "--format", "{{.State.Running}}", t1]).hasPrefix("true"))
+            #expect(try await cli.ok("ssh", "p1", "--", "echo", "neighbour") == "neighbour\n")
+
+            // A fork storm fills its own pids limit and no more; the other lease still answers.
+            let storm = try cli.start("ssh", "t1", "--", "sh", "-c", "for i in $(seq 200); do sleep 120 & done 2>/dev/null; wait")
+            defer { storm.process.kill9() }
+            try await waitUntil(seconds: 60, "the storm reaches its limit") { try await processes(testbed, t1) >= 36 }
+            #expect(try await processes(testbed, t1) <= 40)
+            #expect(try await cli.ok("ssh", "p1", "--", "echo", "alive") == "alive\n")
+        }
+    }
+
+    @Test("Placement by memory: a resource with 40 % of the machine's memory fits twice; the third lease is refused, saying memory ran out")
+    func placementByMemory() async throws {
+        try await withAdmin { api, cli, _, _ in
+            let admin = try await api.login("admin", password: "admin-password", register: false)
+            let machines = try await api.call(.get, "/machine", token: admin).list("Machines")
+            let memory = try #require(machines.first?["MemoryBytes"] as? Int)
+            let share = ((memory * 4 / 10) >> 20) << 20
+            let created = try await api.call(
+                .post,
+                "/resource",
+                token: admin,
+                body: api.json(["Name": "big", "File": "FROM busybox", "Memory": "\(share >> 20)m"])
+            )
+            #expect(created.status == .created, "\(created.message)")
+            try await cli.ok("lease", "create", "big", "b1", "-q")
+            try await cli.ok("lease", "create", "big", "b2", "-q")
+            let third = try await cli.run(["lease", "create", "big", "b3"])
+            #expect(third.status != 0)
+            #expect(third.stderr.contains("memory ran out"), "\(third.stderr)")
+            let listed = try await cli.ok("machine", "list")
+            #expect(listed.contains("0/"), "CPUs used: \(listed)")
+            let used = try await api.call(.get, "/machine", token: admin).list("Machines").first?["MemoryUsedBytes"] as? Int
+            #expect(used == 2 * share)
+            // A lease that fits still goes there.
+            try await cli.ok("lease", "create", "plain", "small", "-q")
+        }
+    }
+
+    @Test("One user holding sessions past the cap gets 429s; another user's command on the machine answers, and the machine stays up through a pass")
+    func sessionCap() async throws {
+        try await withAdmin { api, cli, testbed, databasePath in
+            let bob = try await user("bob", admin: cli)
+            try await bob.ok("lease", "create", "plain", "b1", "-q")
+            try await cli.ok("lease", "create", "plain", "a1", "-q")
+            let b1 = try container(databasePath, 1)
+            var held: [(process: Subprocess, stdout: String, stderr: String)] = []
+            defer { for session in held { session.process.kill9() } }
+            for _ in 0..<12 { held.append(try bob.start("ssh", "b1", "--", "sleep", "120")) }
+            // Eight run; the other four are refused, each with the sentence.
+            try await waitUntil(seconds: 60, "four sessions refused") { held.filter { !$0.process.isRunning }.count >= 4 }
+            let refused = held.filter { !$0.process.isRunning }
+            #expect(refused.count == 4)
+            for session in refused {
+                let said = (try? String(contentsOfFile: session.stderr, encoding: .utf8)) ?? ""
+                #expect(said.contains("sessions open on machine m10"), "\(said)")
+            }
+            try await waitUntil(seconds: 60, "eight sleeps in b1") {
+                try await testbed.docker(Self.machine, ["top", b1]).components(separatedBy: "sleep 120").count - 1 == 8
+            }
+            // The admin's command, and the master's own work, still find channels.
+            let answered = try await within(.seconds(10), "another user's command") { try await cli.ok("ssh", "a1", "--", "echo", "mine") }
+            #expect(answered == "mine\n")
+            let pass = try await CLI.master("cleanup", "--db", databasePath, "--key", testbed.keys["ed25519"]!)
+            #expect(pass.status == 0, "\(pass.stdout) \(pass.stderr)")
+            let admin = try await api.login("admin", password: "admin-password", register: false)
+            #expect(try await api.call(.get, "/machine", token: admin).list("Machines").first?["Healthy"] as? Bool == true)
+        }
+    }
+
+    @Test("25 wrong passwords in a row: 429 from the 11th, whatever the password; the events show each attempt")
+    func guessing() async throws {
+        try await withMaster { api, _, _ in
+            let admin = try await api.login("admin", password: "admin-password")
+            var statuses: [Int] = []
+            for attempt in 0..<25 {
+                let reply = try await api.call(.post, "/login", body: api.json(["Name": "admin", "Password": "wrong-\(attempt)"]))
+                statuses.append(Int(reply.status.code))
+                if reply.status == .tooManyRequests { #expect(reply.message.contains("try again in"), "\(reply.message)") }
+            }
+            #expect(statuses == Array(repeating: 401, count: 10) + Array(repeating: 429, count: 15))
+            let right = try await api.call(.post, "/login", body: api.json(["Name": "admin", "Password": "admin-password"]))
+            #expect(right.status == .tooManyRequests, "the right password too, while throttled")
+            let events = try await api.call(.get, "/event?user=admin", token: admin).list("Events").map { $0["Action"] as? String ?? "" }
+            #expect(events.filter { $0 == "user.login-failed" }.count == 10)
+            #expect(events.filter { $0 == "user.login-throttled" }.count == 16)
+            // Another name from the same address is not held back by admin's failures.
+            #expect(try await api.call(.post, "/register", body: api.json(["Name": "carol", "Password": "carol-password"])).status == .created)
+        }
+    }
+
+    @Test("user disable: the user's token gets 401 at once, an open resalloc ssh ends within 10 s, the lease keeps running; enable gives it all back")
+    func disable() async throws {
+        try await withAdmin { api, cli, testbed, databasePath in
+            let bob = try await user("bob", admin: cli)
+            try await bob.ok("lease", "create", "plain", "b1", "-q")
+            let session = try bob.start("ssh", "b1", "--", "sleep", "300")
+            defer { session.process.kill9() }
+            let b1 = try container(databasePath, 1)
+            try await waitUntil(seconds: 30, "bob's session runs") { try await testbed.docker(Self.machine, ["top", b1]).contains("sleep 300") }
+
+            let disabled = try await CLI.master("user", "disable", "bob", "--db", databasePath)
+            #expect(disabled.status == 0 && disabled.stdout == "disabled bob\n", "\(disabled.stderr)")
+            let refused = try await bob.run(["lease", "list"])
+            #expect(refused.status != 0 && refused.stderr.contains("disabled"), "\(refused.stderr)")
+            _ = try await within(.seconds(10), "bob's open session ends") { try await session.process.wait(timeout: .seconds(10)) }
+            let users = try await cli.ok("user", "list")
+            #expect(users.contains("disabled"), "\(users)")
+            #expect(try await testbed.docker(Self.machine, ["inspect", "--format", "{{.State.Running}}", b1]).hasPrefix("true"))
+
+            let admin = try await api.login("admin", password: "admin-password", register: false)
+            let enabled = try await api.call(.put, "/user/bob", token: admin, body: api.json(["Status": "active"]))
+            #expect(enabled.status == .ok && enabled.object("User")["Status"] as? String == "active", "\(enabled.message)")
+            #expect(try await bob.ok("ssh", "b1", "--", "echo", "back") == "back\n")
+            let bad = try await api.call(.put, "/user/bob", token: admin, body: api.json(["Status": "asleep"]))
+            #expect(bad.status == .badRequest)
+        }
+    }
+}
