@@ -103,7 +103,9 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             do {
                 opened = try await master.openSession(target, spec)
             } catch {
-                if wantReply { try? await channel.triggerUserOutboundEvent(ChannelFailureEvent()) }
+                // Accepted, then refused in words: OpenSSH prints only "exec request failed" for a
+                // failed request and drops what follows, so the sentence would never be seen.
+                if wantReply { try? await channel.triggerUserOutboundEvent(ChannelSuccessEvent()) }
                 await bridge.say(MasterError.from(error).message)
                 try? await channel.triggerUserOutboundEvent(SSHChannelRequestEvent.ExitStatus(exitStatus: 255))
                 try? await channel.close()

@@ -11,14 +11,15 @@ struct GatewayFixture {
     let key: String
 
     /// On m7, which only this suite uses, so that a refusal's "nothing opened" can be counted.
-    static func start(resource: String = "FROM busybox", machine: String = "m7") async throws -> GatewayFixture {
+    static func start(resource: String = "FROM busybox", machine: String = "m7", serve extra: [String] = []) async throws -> GatewayFixture {
         let testbed = try await Testbed.shared()
         let directory = try makeTemporaryDirectory("resalloc-gateway")
         let master = MasterProcess(
             databasePath: "\(directory)/resalloc.db",
             keyPath: testbed.keys["ed25519"]!,
             logPath: "\(directory)/master.log",
-            sshPort: freeLoopbackPort()
+            sshPort: freeLoopbackPort(),
+            extraArguments: extra
         )
         try await master.start()
         let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
@@ -308,9 +309,37 @@ struct GatewayTests {
         #expect(mode == 0o600)
     }
 
+    @Test("One user's ninth session on a machine is refused with a sentence on stderr; the eight go on")
+    func sessionCap() async throws {
+        let gateway = try await GatewayFixture.start()
+        defer { gateway.stop() }
+        try await gateway.cli.ok("lease", "create", "box", "box", "-q")
+        #expect(try await gateway.ssh(["box@127.0.0.1", "true"]).status == 0, "the host key is known before eight connect at once")
+        var held: [Subprocess] = []
+        defer { for session in held { session.kill9() } }
+        for _ in 0..<8 {
+            held.append(
+                try Subprocess.start(
+                    ["ssh"] + gateway.options() + ["-p", String(gateway.master.sshPort), "box@127.0.0.1", "sleep 120"],
+                    environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory]
+                )
+            )
+        }
+        let testbed = try await Testbed.shared()
+        let container = try gateway.container()
+        try await waitUntil(seconds: 60, "eight sleeps in the lease") {
+            try await testbed.docker("m7", ["top", container]).components(separatedBy: "sleep 120").count - 1 == 8
+        }
+        let ninth = try await gateway.ssh(["box@127.0.0.1", "echo", "ninth"])
+        #expect(ninth.status == 255, "\(ninth.status) \(ninth.output)")
+        #expect(ninth.errors.contains("you have 8 sessions open on machine m7"), "\(ninth.errors)")
+        #expect(held.filter { $0.isRunning }.count == 8)
+    }
+
     @Test("Hardened as a public port: garbage and dropped handshakes affect no one, 6 attempts at most, 50 concurrent sessions")
     func hardening() async throws {
-        let gateway = try await GatewayFixture.start()
+        // 50 sessions of one user on one machine: past serve's default share of a machine (8).
+        let gateway = try await GatewayFixture.start(serve: ["--max-sessions-per-user", "64"])
         defer { gateway.stop() }
         try await gateway.cli.ok("lease", "create", "box", "box", "-q")
         // A lone newline, then a connection that stops mid-handshake, while a session runs.
