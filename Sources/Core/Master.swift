@@ -23,6 +23,8 @@ public struct Master: Sendable {
     public var recordDirectory: String?
     /// Whether recordings also hold what the user typed.
     public var recordInput = false
+    /// Where a recording stops growing (`serve --record-max`).
+    public var recordMax = SessionRecorder.defaultMaxBytes
     public let logger: Logger
     /// The image that reaches into a lease's namespaces (forwards, ending dropped sessions).
     public let relay: RelayImage?

@@ -71,6 +71,9 @@ public struct Reconciler: Sendable {
     public var actor = "cleanup"
     /// Events older than this are purged.
     public var keepEvents: Duration = .seconds(90 * 86400)
+    /// Recordings last written longer ago than this are removed by the pass (the server's own:
+    /// cron's `cleanup` does not know where they are).
+    public var keepRecordings: Duration = .seconds(30 * 86400)
 
     public init(master: Master) { self.master = master }
 
@@ -101,6 +104,9 @@ public struct Reconciler: Sendable {
             _ = try? await master.database.purgeIncarnations(before: now - 86400)
             _ = try? await master.database.purgeEvents(before: now - TimeInterval(keepEvents.components.seconds))
             _ = try? await master.database.purgeTokens(expiredBefore: now)
+            if let directory = master.recordDirectory {
+                SessionRecordings.purge(directory, before: now - TimeInterval(keepRecordings.components.seconds))
+            }
         }
         return summary
     }

@@ -16,6 +16,7 @@ extension Master {
             rows: terminal.size.rows,
             term: terminal.term,
             recordInput: recordInput,
+            maxBytes: recordMax,
             logger: logger
         )
     }
@@ -40,7 +41,13 @@ public final class SessionRecorder: Sendable {
         /// Events not yet written: seconds, kind, text.
         var events: [(Double, String, String)] = []
         var flushScheduled = false
+        /// Bytes in the file so far.
+        var written = 0
     }
+    /// A recording stops growing here (`serve --record-max`): the session goes on, and the
+    /// recording's last event says it was cut.
+    private let maxBytes: Int
+    public static let defaultMaxBytes = 64 << 20
     static let batchInterval = DispatchTimeInterval.milliseconds(50)
     private let state = Mutex(State())
 
@@ -53,6 +60,7 @@ public final class SessionRecorder: Sendable {
         rows: Int,
         term: String,
         recordInput: Bool,
+        maxBytes: Int = SessionRecorder.defaultMaxBytes,
         logger: Logger
     ) -> SessionRecorder? {
         let now = Date()
@@ -77,16 +85,19 @@ public final class SessionRecorder: Sendable {
             var line = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
             line.append(0x0A)
             try handle.write(contentsOf: line)
-            return SessionRecorder(path: path, handle: handle, recordInput: recordInput, logger: logger)
+            let recorder = SessionRecorder(path: path, handle: handle, recordInput: recordInput, maxBytes: maxBytes, logger: logger)
+            recorder.state.withLock { $0.written = line.count }
+            return recorder
         } catch {
             logger.warning("cannot record the session", metadata: ["path": "\(path)", "error": "\(error)"])
             return nil
         }
     }
 
-    private init(path: String, handle: FileHandle, recordInput: Bool, logger: Logger) {
+    private init(path: String, handle: FileHandle, recordInput: Bool, maxBytes: Int, logger: Logger) {
         self.path = path
         self.recordInput = recordInput
+        self.maxBytes = maxBytes
         self.logger = logger
         state.withLock { $0.handle = handle }
     }
@@ -174,10 +185,32 @@ public final class SessionRecorder: Sendable {
         }
         guard let handle, !events.isEmpty else { return }
         let encoder = JSONEncoder()
-        var lines = Data()
-        for (at, kind, text) in events {
+        func line(_ at: Double, _ kind: String, _ text: String) -> Data {
             let encoded = (try? encoder.encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
-            lines.append(contentsOf: "[\(String(format: "%.6f", at)), \"\(kind)\", \(encoded)]\n".utf8)
+            return Data("[\(String(format: "%.6f", at)), \"\(kind)\", \(encoded)]\n".utf8)
+        }
+        var lines = Data()
+        var cut = false
+        let room = maxBytes - state.withLock { $0.written }
+        for (at, kind, text) in events {
+            let next = line(at, kind, text)
+            // Room is kept for the note that says where the recording was cut.
+            if lines.count + next.count > room - 200 {
+                lines.append(line(at, "o", "\r\n[resalloc: the recording stops here, at its limit of \(maxBytes) bytes; the session went on]\r\n"))
+                cut = true
+                break
+            }
+            lines.append(next)
+        }
+        state.withLock { $0.written += lines.count }
+        if cut {
+            logger.notice("a session recording reached its limit", metadata: ["path": "\(path)", "bytes": "\(maxBytes)"])
+            state.withLock { state in
+                try? state.handle?.write(contentsOf: lines)
+                try? state.handle?.close()
+                state.handle = nil
+            }
+            return
         }
         do { try handle.write(contentsOf: lines) } catch {
             // A full disk ends the recording, not the session.
@@ -223,6 +256,21 @@ public enum SessionRecordings {
         }
         .filter { (lease == nil || $0.lease == lease) && (user == nil || $0.user == user) }
         .sorted { ($0.started, $0.id) < ($1.started, $1.id) }
+    }
+
+    /// Removes the recordings last written before `date`; returns how many.
+    @discardableResult
+    public static func purge(_ directory: String, before date: Date) -> Int {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return 0 }
+        var removed = 0
+        for name in names where name.hasSuffix(".cast") {
+            let path = "\(directory)/\(name)"
+            guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < date else {
+                continue
+            }
+            if (try? FileManager.default.removeItem(atPath: path)) != nil { removed += 1 }
+        }
+        return removed
     }
 
     /// The file of recording `id`, if there is one (ids are file names: no path may be given).

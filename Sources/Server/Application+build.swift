@@ -41,6 +41,9 @@ public protocol AppArguments {
     var recordDirectory: String? { get }
     /// Whether recordings also hold what the user typed.
     var recordInput: Bool { get }
+    /// Where a recording stops growing, in bytes; and how long recordings are kept.
+    var recordMax: Int { get }
+    var keepRecordings: Duration { get }
     /// How often the master pings each WebSocket client; one that has not answered the last
     /// ping by the next is cut off (a laptop gone to sleep), and its session ends.
     var webSocketPingEvery: Duration { get }
@@ -68,6 +71,8 @@ extension AppArguments {
     public var keepEvents: Duration { .seconds(90 * 86400) }
     public var recordDirectory: String? { nil }
     public var recordInput: Bool { false }
+    public var recordMax: Int { SessionRecorder.defaultMaxBytes }
+    public var keepRecordings: Duration { .seconds(30 * 86400) }
     public var webSocketPingEvery: Duration { .seconds(30) }
     public var limitSettings: LimitPolicy.Settings { LimitPolicy.Settings() }
     public var maxSessionsPerUser: Int { 8 }
@@ -107,6 +112,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     assembled.accounts.tokenLifetime = arguments.tokenLifetime
     assembled.recordDirectory = arguments.resolvedRecordDirectory
     assembled.recordInput = arguments.recordInput
+    assembled.recordMax = arguments.recordMax
     assembled.limits.settings = arguments.limitSettings
     assembled.sessions.maxPerUser = arguments.maxSessionsPerUser
     let master = assembled
@@ -127,6 +133,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
                 var reconciler = Reconciler(master: master)
                 reconciler.actor = "reconcile"
                 reconciler.keepEvents = arguments.keepEvents
+                reconciler.keepRecordings = arguments.keepRecordings
                 return reconciler
             }(),
             databasePath: arguments.databasePath,

@@ -21,10 +21,12 @@ struct SessionController {
             },
             .admin(.get, "/session/:id") { _, context, _ in
                 let id = try context.parameters.require("id")
-                guard let directory = master.recordDirectory, let path = SessionRecordings.path(directory, id: id),
-                    let data = FileManager.default.contents(atPath: path)
-                else { throw MasterError(.notFound, "no recording \(id)") }
-                return Response(status: .ok, headers: [.contentType: "application/x-asciicast"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+                guard let directory = master.recordDirectory, let path = SessionRecordings.path(directory, id: id) else {
+                    throw MasterError(.notFound, "no recording \(id)")
+                }
+                // Streamed from the file in pieces: a recording may be as large as --record-max.
+                let body = try await FileIO(threadPool: .singleton).loadFile(path: path, context: context)
+                return Response(status: .ok, headers: [.contentType: "application/x-asciicast"], body: body)
             },
         ]
     }

@@ -107,6 +107,15 @@ extension ResallocMaster {
         var recordDirectory: String?
         @Flag(name: .customLong("record-input"), help: "Record what users type, too (off: output only).") var recordInput = false
         @Option(
+            name: .customLong("record-max"),
+            help: "A recording stops at this size (the session goes on; the recording says it was cut): 64m, 1g, …"
+        )
+        var recordMaxText = "64m"
+        @Option(name: .customLong("keep-recordings"), help: "Recordings last written longer ago than this are removed by the server's passes.")
+        var keepRecordingsText = "30d"
+        var recordMax: Int { Int(ByteSize.parse(recordMaxText) ?? Int64(SessionRecorder.defaultMaxBytes)) }
+        var keepRecordings: Duration { TTL.parse(keepRecordingsText) ?? .seconds(30 * 86400) }
+        @Option(
             name: .customLong("lease-memory"),
             help: "Memory (swap included) of a container whose resource sets none: 512m, 2g, … Never unlimited."
         )
@@ -167,6 +176,9 @@ extension ResallocMaster {
                 throw ValidationError("--reconcile-every takes 0, 30s, 5m, …")
             }
             guard TTL.parse(keepEventsText) != nil else { throw ValidationError("--keep-events takes 30d, 12h, …") }
+            guard TTL.parse(keepRecordingsText) != nil else { throw ValidationError("--keep-recordings takes 30d, 12h, …") }
+            guard InputRules.matches(recordMaxText, InputRules.memorySize), let recordBytes = ByteSize.parse(recordMaxText), recordBytes >= 1 << 20
+            else { throw ValidationError("--record-max takes a size of 1m or more, such as 64m or 1g; got \(recordMaxText)") }
             guard InputRules.matches(leaseMemoryText, InputRules.memorySize), let memory = ByteSize.parse(leaseMemoryText),
                 InputRules.memory.contains(memory)
             else {

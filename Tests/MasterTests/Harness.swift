@@ -25,6 +25,8 @@ struct TestArguments: AppArguments {
     var recordInput = false
     var webSocketPingEvery: Duration = .seconds(30)
     var tokenLifetime: Duration = .seconds(30 * 86400)
+    var recordMax = 64 << 20
+    var keepRecordings: Duration = .seconds(30 * 86400)
 }
 
 /// A JSON reply as a user of the API sees it.

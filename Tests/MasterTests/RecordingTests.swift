@@ -1,4 +1,6 @@
+import Core
 import Foundation
+import Logging
 import NIOCore
 import ResallocAPI
 import ResallocClient
@@ -37,6 +39,43 @@ struct RecordingTests {
     static func recordings(_ databasePath: String) async throws -> [String] {
         let directory = URL(fileURLWithPath: databasePath).deletingLastPathComponent().appendingPathComponent("recordings").path
         return try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".cast") }.map { "\(directory)/\($0)" }
+    }
+
+    @Test("A recording stops at --record-max and says so, the session goes on to its end; GET /session/{id} streams it; the passes remove old ones")
+    func capped() async throws {
+        try await withMaster(configure: { $0.recordMax = 64 << 10 }) { api, testbed, databasePath in
+            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
+            try await cli.setUpAdmin(resource: "box", dockerfile: "FROM busybox", machine: testbed.machine("m1"))
+            try await cli.ok("lease", "create", "box", "chatty", "-q")
+            // 400 KB of output, then a line the user must still see.
+            let (seen, status) = try await Self.session(
+                api.client.port!,
+                lease: "chatty",
+                lines: ["head -c 300000 /dev/zero | tr '\\0' x; echo; echo after-the-$((1+1))-cut; exit 3\r"]
+            )
+            #expect(status == 3)
+            #expect(String(decoding: seen, as: UTF8.self).contains("after-the-2-cut"), "the session went on")
+            let file = try #require(try await Self.recordings(databasePath).first)
+            let size = try #require(try FileManager.default.attributesOfItem(atPath: file)[.size] as? Int)
+            #expect(size <= 64 << 10, "\(size) bytes")
+            let text = try String(contentsOfFile: file, encoding: .utf8)
+            #expect(text.contains("the recording stops here, at its limit of 65536 bytes"))
+            #expect(!text.contains("after-the-2-cut"))
+            let admin = try await api.login("admin", password: "admin-password", register: false)
+            let id = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
+            let fetched = try await sendJSON(port: api.client.port!, .GET, "/session/\(id)", headers: [("token", admin)], body: nil)
+            #expect(fetched.status == 200 && fetched.body.readableBytes == size)
+            // Older than --keep-recordings: the next pass removes it.
+            try FileManager.default.setAttributes([.modificationDate: Date() - 31 * 86400], ofItemAtPath: file)
+            let pass = try await CLI.master("cleanup", "--db", databasePath, "--key", testbed.keys["ed25519"]!)
+            #expect(pass.status == 0)
+            #expect(FileManager.default.fileExists(atPath: file), "cron's cleanup does not know where recordings are")
+            var server = try await Master(databasePath: databasePath, keyPath: testbed.keys["ed25519"]!, logger: Logger(label: "recording-test"))
+            server.recordDirectory = URL(fileURLWithPath: file).deletingLastPathComponent().path
+            _ = await Reconciler(master: server).run(dryRun: false)
+            await server.shutdown()
+            #expect(!FileManager.default.fileExists(atPath: file), "the server's pass removed it")
+        }
     }
 
     @Test("A resalloc ssh session is recorded in asciinema v2, mode 0600, and replays to the bytes the user saw; admins list and fetch it")

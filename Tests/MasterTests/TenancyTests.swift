@@ -75,10 +75,10 @@ struct TenancyTests {
             #expect(try await testbed.docker(Self.machine, ["inspect", "--format", "{{.State.Running}}", t1]).hasPrefix("true"))
             #expect(try await cli.ok("ssh", "p1", "--", "echo", "neighbour") == "neighbour\n")
 
-            // A fork storm fills its own pids limit and no more; the other lease still answers. It is
-            // started by the machine's engine itself, detached: a session through a master whose
-            // client is then killed in a container at its limit stalled other in-process masters'
-            // shutdowns in a full run (see the README's Tests section), which this test is not about.
+            // A fork storm fills its own pids limit and no more; the other lease still answers. The
+            // machine's engine starts it, detached: through a master's session whose client is then
+            // killed, a container at its limit stalled other in-process masters' shutdowns in a full
+            // run, which is a defect of its own and not what this test is about.
             _ = try await testbed.docker(Self.machine, ["exec", "-d", t1, "sh", "-c", "for i in $(seq 200); do sleep 120 & done 2>/dev/null; wait"])
             try await waitUntil(seconds: 60, "the storm reaches its limit") { try await processes(testbed, t1) >= 36 }
             #expect(try await processes(testbed, t1) <= 40)
