@@ -43,11 +43,12 @@ struct RecordingTests {
 
     @Test("A recording stops at --record-max and says so, the session goes on to its end; GET /session/{id} streams it; the passes remove old ones")
     func capped() async throws {
-        try await withMaster(configure: { $0.recordMax = 64 << 10 }) { api, testbed, databasePath in
+        let smallRecordings: (inout TestArguments) -> Void = { $0.recordMax = 64 << 10 }
+        try await withMaster(configure: smallRecordings) { api, testbed, databasePath in
             let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
             try await cli.setUpAdmin(resource: "box", dockerfile: "FROM busybox", machine: testbed.machine("m1"))
             try await cli.ok("lease", "create", "box", "chatty", "-q")
-            // 400 KB of output, then a line the user must still see.
+            // 300 KB of output, then a line the user must still see.
             let (seen, status) = try await Self.session(
                 api.client.port!,
                 lease: "chatty",
