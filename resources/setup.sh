@@ -5,7 +5,7 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: setup.sh LOGIN PUBKEY
+Usage: setup.sh [--no-firewall] LOGIN PUBKEY
        setup.sh --help
 
 Prepares this machine (Debian or Ubuntu, as root) so that a resalloc master can
@@ -15,7 +15,14 @@ lease Docker containers on it over SSH:
   - puts LOGIN in the docker group;
   - adds the master's public key (PUBKEY: a path, or - for stdin) to
     ~LOGIN/.ssh/authorized_keys, once;
-  - makes sure the Docker engine listens on no TCP port (the master needs none).
+  - makes sure the Docker engine listens on no TCP port (the master needs none);
+  - installs resalloc-firewall (/usr/local/sbin) and a systemd unit that applies it at
+    boot and whenever Docker starts: no lease reaches this machine's own addresses
+    (its sshd, anything listening on it) or link-local addresses (169.254.0.0/16, a
+    cloud's metadata service); leases of different owners are on different bridges,
+    which Docker keeps apart. The master refuses a machine without these rules
+    (and marks one that loses them unhealthy). --no-firewall leaves them out, for a
+    master run with --tenant-networks off.
 
 Nothing else is installed for resalloc cp, resalloc forward or ending a dropped
 session's processes: the master copies its own static busybox (about 2 MB) to the
@@ -34,6 +41,8 @@ USAGE
 die() { echo "setup.sh: $*" >&2; exit 1; }
 
 case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+firewall=yes
+if [ "${1:-}" = --no-firewall ]; then firewall=no; shift; fi
 [ $# -eq 2 ] || { usage >&2; exit 2; }
 login=$1 pubkey_source=$2
 
@@ -98,5 +107,34 @@ if [ -f /etc/docker/daemon.json ] && grep -q 'tcp://' /etc/docker/daemon.json; t
 fi
 if command -v ss >/dev/null 2>&1 && ss -ltnpH 2>/dev/null | grep -q '"dockerd"'; then
     die "dockerd listens on a TCP port (see 'ss -ltnp'); remove its -H tcp://… option and restart docker"
+fi
+# 5. The firewall between leases and the machine, kept across reboots and Docker restarts.
+if [ "$firewall" = yes ]; then
+    here=$(cd "$(dirname "$0")" && pwd)
+    install -m 0755 "$here/resalloc-firewall" /usr/local/sbin/resalloc-firewall
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        cat >/etc/systemd/system/resalloc-firewall.service <<'UNIT'
+[Unit]
+Description=resalloc: keep leases away from this machine and from link-local addresses
+After=docker.service
+PartOf=docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/resalloc-firewall apply
+ExecStop=/usr/local/sbin/resalloc-firewall remove
+
+[Install]
+WantedBy=multi-user.target docker.service
+UNIT
+        systemctl daemon-reload
+        systemctl enable --now resalloc-firewall.service >/dev/null 2>&1 || die "the firewall unit failed: systemctl status resalloc-firewall"
+        systemctl restart resalloc-firewall.service
+    else
+        /usr/local/sbin/resalloc-firewall apply
+        echo "setup.sh: warning: no systemd here: the firewall is applied now but not after a reboot; run /usr/local/sbin/resalloc-firewall apply at boot, after Docker" >&2
+    fi
+    echo "firewall in place (resalloc-firewall check)"
 fi
 echo "machine ready: login $login, docker $(docker --version 2>/dev/null | cut -d' ' -f3 | tr -d ,)"

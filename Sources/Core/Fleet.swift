@@ -13,6 +13,8 @@ public struct Fleet: Sendable {
     let logger: Logger
     /// Which images each machine holds, as far as this process has seen.
     public let images = ImageCache()
+    /// The owner and pool networks each machine is known to hold.
+    public let networks = NetworkCache()
 
     public init(database: any Store, pool: SSHConnectionPool, keyPath: String, logger: Logger) {
         self.database = database
@@ -23,7 +25,18 @@ public struct Fleet: Sendable {
 
     /// Connects to `address` (`IP` or `IP:PORT`), checks `docker version`, reads its CPUs and
     /// memory, pins its host key, and only then stores the machine.
-    public func add(name: String, login: String, address: String, capacity: Int? = nil) async throws(MasterError) -> Machine {
+    ///
+    /// `requireFirewall`: a machine without resalloc-firewall's rules (resources/setup.sh) is
+    /// refused, with a sentence that says so.
+    public func add(
+        name: String,
+        login: String,
+        address: String,
+        capacity: Int? = nil,
+        requireFirewall: Bool = false
+    ) async throws(MasterError)
+        -> Machine
+    {
         try InputRules.validateName(name, "machine")
         try InputRules.validateLogin(login)
         let (host, port) = try InputRules.parseAddress(address)
@@ -35,10 +48,12 @@ public struct Fleet: Sendable {
         let docker = RemoteDocker(endpoint: endpoint, pool: pool, commandTimeout: .seconds(20))
         let hostKey: HostKey
         let info: DockerInfo
+        let firewall: String?
         do {
             hostKey = try await pool.connection(to: endpoint).hostKey
             _ = try await docker.version()
             info = try await docker.info()
+            firewall = requireFirewall ? try await docker.firewallState() : nil
         } catch {
             await pool.disconnect(endpoint)
             logger.warning("machine create failed", metadata: ["machine": "\(name)", "address": "\(address)", "error": "\(error)"])
@@ -46,6 +61,7 @@ public struct Fleet: Sendable {
         }
         // The pool keys connections by endpoint, pinned key included: hand over to the pinned one.
         await pool.disconnect(endpoint)
+        if requireFirewall && firewall == nil { throw MasterError(.unprocessable, OwnerNetworks.missingFirewall(name)) }
         let machine = Machine(
             name: name,
             login: login,

@@ -151,19 +151,23 @@ public struct LeaseSaga: Sendable {
         onBuildLine: (@Sendable (String) -> Void)?
     ) async throws(MasterError) -> Bool {
         let docker = fleet.docker(on: machine)
+        let network = limits.ownerNetworks ? OwnerNetworks.owner(owner.id!, masterID: masterID) : nil
         let spec = ContainerSpec(
             name: lease.containerName(masterID: masterID),
             image: lease.image,
             labels: ["resalloc.lease": String(lease.id!), "resalloc.owner": owner.name, "resalloc.master": masterID],
-            limits: limits.limits(for: resource)
+            limits: limits.limits(for: resource),
+            network: network?.name
         )
         var built = false
         while true {
             // An image this process remembers is not asked for: if `docker run` then fails, the
             // image may have gone behind its back (an operator's prune), so it is forgotten and
             // the machine asked, once, before the lease fails.
-            let remembered = fleet.images.has(lease.image, on: docker.endpoint)
+            let remembered =
+                fleet.images.has(lease.image, on: docker.endpoint) || (network.map { fleet.networks.has($0.name, on: docker.endpoint) } ?? false)
             do {
+                if let network { try await docker.ensureNetwork(network, cache: fleet.networks) }
                 built = try await docker.ensureImage(
                     lease.image,
                     dockerfile: Array(resource.dockerfile),
@@ -180,6 +184,7 @@ public struct LeaseSaga: Sendable {
                 break
             } catch {
                 fleet.images.forget(lease.image, on: docker.endpoint)
+                fleet.networks.forget(on: docker.endpoint)
                 // The container may exist although run failed (timeout, broken connection).
                 _ = try? await docker.remove(lease.containerName(masterID: masterID))
                 guard remembered else { throw .from(error, machine: machine.name) }

@@ -12,10 +12,15 @@ public final class LimitPolicy: Sendable {
     public struct Settings: Sendable, Equatable {
         public var defaults: ContainerLimits
         public var cpuOvercommit: Double
+        /// One network per owner on each machine, and machines required to have
+        /// resalloc-firewall (`serve --tenant-networks`); off: leases share the engine's default
+        /// network, as on a fleet of one tenant.
+        public var ownerNetworks: Bool
 
-        public init(defaults: ContainerLimits = LimitPolicy.standardDefaults, cpuOvercommit: Double = 4) {
+        public init(defaults: ContainerLimits = LimitPolicy.standardDefaults, cpuOvercommit: Double = 4, ownerNetworks: Bool = true) {
             self.defaults = defaults
             self.cpuOvercommit = cpuOvercommit
+            self.ownerNetworks = ownerNetworks
         }
     }
 
@@ -42,6 +47,7 @@ public final class LimitPolicy: Sendable {
     }
 
     public var cpuOvercommit: Double { settings.cpuOvercommit }
+    public var ownerNetworks: Bool { settings.ownerNetworks }
 }
 
 extension ContainerLimits {

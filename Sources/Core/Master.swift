@@ -61,6 +61,8 @@ public struct Master: Sendable {
         catalog = ResourceCatalog(database: database)
         audit = AuditTrail(database: database, logger: logger)
         limits = LimitPolicy()
+        // As the installation's `serve` last set it (cron's cleanup has no flag of its own).
+        limits.settings.ownerNetworks = (try? await database.setting(OwnerNetworks.settingKey)) != "off"
         sessions = SessionLedger()
         warmPool = WarmPool(database: database, fleet: fleet, masterID: masterID, incarnationID: incarnationID, logger: logger, limits: limits)
         saga = LeaseSaga(

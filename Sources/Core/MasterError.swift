@@ -55,6 +55,13 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
                     detail: error.description
                 )
             case .auth: return MasterError(.unreachable, "machine\(on) refused the master's key", detail: error.description)
+            case .busy:
+                return MasterError(
+                    .tooManyRequests,
+                    "machine\(on) has as many sessions open as it may carry (the rest of its channels are the master's); try again when one ends",
+                    detail: error.description,
+                    retryAfter: 5
+                )
             default: return MasterError(.unreachable, "machine\(on) cannot be reached over SSH", detail: error.description)
             }
         case let error as DockerError:
@@ -64,7 +71,9 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
             case .buildFailed(_, let tail): return MasterError(.buildFailed, "the image failed to build:\n\(tail)")
             case .noSuchContainer: return MasterError(.notFound, "the container is gone", detail: error.description)
             case .engineUnavailable(let reason, _): return MasterError(.unreachable, "machine\(on): \(reason)", detail: error.description)
-            case .commandFailed, .unparsable: return MasterError(.unreachable, "docker on machine\(on) failed", detail: error.description)
+            case .commandFailed(let command, _, _):
+                return MasterError(.unreachable, "docker \(command) on machine\(on) failed", detail: error.description)
+            case .unparsable: return MasterError(.unreachable, "docker on machine\(on) failed", detail: error.description)
             }
         default:
             if let store = StoreError.classify(error) { return MasterError.from(store).with(detail: String(reflecting: error)) }

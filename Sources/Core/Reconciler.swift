@@ -172,7 +172,20 @@ public struct Reconciler: Sendable {
                 summary.problems = ["cannot read the database: \(error)"]
                 return summary
             }
-            return await settle(machine, docker, containers: containers, leases: leases, slots: slots, incarnations, dryRun: dryRun, now: now)
+            var summary = await settle(machine, docker, containers: containers, leases: leases, slots: slots, incarnations, dryRun: dryRun, now: now)
+            // A machine that lost its firewall is settled as any other, but takes no new lease
+            // until it has the rules again.
+            if master.limits.ownerNetworks, case .success(nil) = await race(machineDeadline, { try await docker.firewallState() }) {
+                let down = await markDown(machine, reason: "has no resalloc firewall: run resources/setup.sh on it as root", dryRun: dryRun)
+                summary.machinesOK.removeAll { $0 == machine.name }
+                summary.merge(down)
+            }
+            // Networks of owners with nothing left on the machine go (in use ones stay: docker
+            // refuses them; new ones stay: a lease may be about to join).
+            if master.limits.ownerNetworks && !dryRun {
+                _ = await race(machineDeadline) { try await docker.pruneNetworks(labelled: ["resalloc.master": masterID]) }
+            }
+            return summary
         }
     }
 

@@ -66,7 +66,17 @@ public final class WarmPool: Sendable {
             let docker = fleet.docker(on: machine)
             let name = lease.containerName(masterID: masterID)
             do {
-                if let containerID = slot.containerId, try await docker.claim(slot.containerName(masterID: masterID), id: containerID, as: name) {
+                // The warm container leaves the pool's network for its owner's, in the rename's round trip.
+                var joining: String?
+                var leaving: String?
+                if limits.ownerNetworks {
+                    let network = OwnerNetworks.owner(lease.ownerId, masterID: masterID)
+                    try await docker.ensureNetwork(network, cache: fleet.networks)
+                    (joining, leaving) = (network.name, OwnerNetworks.pool(masterID: masterID).name)
+                }
+                if let containerID = slot.containerId,
+                    try await docker.claim(slot.containerName(masterID: masterID), id: containerID, as: name, joining: joining, leaving: leaving)
+                {
                     try? await database.deletePoolSlot(id: slot.id!)
                     lease.machineId = machine.id
                     lease.containerId = containerID
@@ -74,6 +84,7 @@ public final class WarmPool: Sendable {
                 }
                 logger.notice("pool handout: a warm container was gone or stopped; discarded", metadata: ["machine": "\(machine.name)"])
             } catch {
+                fleet.networks.forget(on: docker.endpoint)
                 logger.warning("pool handout failed; trying another", metadata: ["machine": "\(machine.name)", "error": "\(error)"])
             }
             // Whatever is left of it, under either name, goes; the slot is refilled.
@@ -198,7 +209,9 @@ public final class WarmPool: Sendable {
         var summary = RefillSummary()
         let docker = fleet.docker(on: machine)
         let image = slots[0].image
+        let network = limits.ownerNetworks ? OwnerNetworks.pool(masterID: masterID) : nil
         do {
+            if let network { try await docker.ensureNetwork(network, cache: fleet.networks) }
             _ = try await docker.ensureImage(
                 image,
                 dockerfile: Array(resource.dockerfile),
@@ -221,13 +234,15 @@ public final class WarmPool: Sendable {
                             name: name,
                             image: image,
                             labels: ["resalloc.master": self.masterID, "resalloc.pool": resource.name],
-                            limits: self.limits.limits(for: resource)
+                            limits: self.limits.limits(for: resource),
+                            network: network?.name
                         )
                         let containerID: String
                         do {
                             containerID = try await docker.run(spec)
                         } catch {
                             self.fleet.images.forget(image, on: docker.endpoint)
+                            self.fleet.networks.forget(on: docker.endpoint)
                             try? await self.database.deletePoolSlot(id: slot.id!)
                             _ = try? await docker.remove(name)
                             return MasterError.from(error, machine: machine.name).message

@@ -103,19 +103,23 @@ public struct ContainerSpec: Sendable, Equatable {
     /// The main process; a keep-alive so the container stays up whatever CMD the image has.
     public var command: [String]
     public var limits: ContainerLimits
+    /// The network it joins (`--network`); nil: the engine's default.
+    public var network: String?
 
     public init(
         name: String,
         image: String,
         labels: [String: String] = [:],
         command: [String] = ["sleep", "infinity"],
-        limits: ContainerLimits = ContainerLimits()
+        limits: ContainerLimits = ContainerLimits(),
+        network: String? = nil
     ) {
         self.name = name
         self.image = image
         self.labels = labels
         self.command = command
         self.limits = limits
+        self.network = network
     }
 }
 

@@ -6,13 +6,24 @@ extension RemoteDocker {
     /// there and runs. The rename is atomic on the host (of two claims of one container, one
     /// fails); the check runs beside it, by id, so the claim costs one docker command's time
     /// in one round trip.
-    public func claim(_ from: String, id: String, as to: String) async throws(DockerError) -> Bool {
+    ///
+    /// `joining`: the network the container moves to (its lease owner's), leaving `leaving` (the
+    /// pool's); both in the same round trip, after the rename succeeded.
+    public func claim(_ from: String, id: String, as to: String, joining: String? = nil, leaving: String? = nil) async throws(DockerError) -> Bool {
         try DockerNames.validateContainer(from)
         try DockerNames.validateContainer(to)
         guard id.wholeMatch(of: /[0-9a-f]{64}/) != nil else { throw .invalidArgument("'\(id)' is not a container id") }
-        let command =
+        var command =
             "docker " + ShellQuote.join(["rename", from, to]) + " & renamed=$!; docker "
             + ShellQuote.join(["inspect", "--format", "{{.State.Running}}", id]) + " 2>/dev/null; wait $renamed"
+        if let joining {
+            try DockerNames.validateContainer(joining)
+            command += " && docker " + ShellQuote.join(["network", "connect", joining, id])
+        }
+        if let leaving {
+            try DockerNames.validateContainer(leaving)
+            command += " && docker " + ShellQuote.join(["network", "disconnect", "--force", leaving, id])
+        }
         let result: ExecResult
         do { result = try await pool.execute(on: endpoint, command, stdin: nil, timeout: commandTimeout, onOutput: nil) } catch {
             throw .transport(error)

@@ -101,6 +101,10 @@ public struct RemoteDocker: Sendable {
         for (key, value) in spec.labels { try DockerNames.validateLabel(key: key, value: value) }
         for argument in spec.command { try DockerNames.validateArgument(argument) }
         var argv = ["run", "--detach", "--init", "--name", spec.name] + spec.limits.runOptions
+        if let network = spec.network {
+            try DockerNames.validateContainer(network)
+            argv += ["--network", network]
+        }
         for (key, value) in spec.labels.sorted(by: { $0.key < $1.key }) { argv += ["--label", "\(key)=\(value)"] }
         argv.append(spec.image)
         argv += spec.command

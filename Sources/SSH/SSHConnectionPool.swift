@@ -13,11 +13,25 @@ public actor SSHConnectionPool {
     public let maxConnections: Int
     public let idleAfter: Duration
 
-    public init(connectTimeout: Duration = .seconds(10), maxConnections: Int = 4, idleAfter: Duration = .seconds(30)) {
+    /// Channels per machine that long-lived processes (shells, copies, forwards) never take,
+    /// so that short commands — the master's own `docker run`, `rm`, the pass's `ps` — always
+    /// find one, however many sessions users hold.
+    public let reservedForCommands: Int
+    /// Long-lived processes running per machine.
+    private var holding: [SSHEndpoint: Int] = [:]
+    /// How long a long-lived process waits for a place before it is refused.
+    public let busyWait: Duration = .seconds(15)
+
+    public init(connectTimeout: Duration = .seconds(10), maxConnections: Int = 4, idleAfter: Duration = .seconds(30), reservedForCommands: Int = 4) {
         self.connectTimeout = connectTimeout
         self.maxConnections = max(1, maxConnections)
         self.idleAfter = idleAfter
+        self.reservedForCommands = max(0, reservedForCommands)
     }
+
+    /// How many long-lived processes may run on one machine at once: what its connections can
+    /// carry (sshd's default MaxSessions 10, of which the connection uses 9), less the reserve.
+    public var maxLongLived: Int { max(1, maxConnections * SessionLoop.maxChannels - reservedForCommands) }
 
     /// Commands and processes the pool has given each connection that have not ended, and
     /// since when a connection has had none.
@@ -138,19 +152,42 @@ public actor SSHConnectionPool {
         pty: (term: String, size: TerminalSize)? = nil,
         flowControlled: Bool = false
     ) async throws(SSHError) -> RemoteProcess {
-        try await withReconnect(endpoint) { connection throws(SSHError) in
-            let process: RemoteProcess
-            do throws(SSHError) { process = try await connection.start(command, pty: pty, flowControlled: flowControlled) } catch {
-                release(connection)
-                throw error
+        // A burst of short sessions (scp, rsync, a loop of ssh commands) waits a moment for a
+        // place; a machine full of long ones refuses.
+        let waitingSince = ContinuousClock.now
+        while holding[endpoint, default: 0] >= maxLongLived {
+            guard ContinuousClock.now - waitingSince < busyWait else {
+                throw SSHError(.busy, "\(maxLongLived) sessions hold every channel they may have on \(endpoint.host); the rest are kept for commands")
             }
-            // It holds its channel until it ends.
-            Task {
-                _ = try? await process.exitStatus()
-                self.release(connection)
-            }
-            return process
+            try? await Task.sleep(for: .milliseconds(50))
         }
+        holding[endpoint, default: 0] += 1
+        let started: RemoteProcess
+        do {
+            started = try await withReconnect(endpoint) { connection throws(SSHError) in
+                let process: RemoteProcess
+                do throws(SSHError) { process = try await connection.start(command, pty: pty, flowControlled: flowControlled) } catch {
+                    release(connection)
+                    throw error
+                }
+                // It holds its channel until it ends.
+                Task {
+                    _ = try? await process.exitStatus()
+                    self.release(connection)
+                    self.stopHolding(endpoint)
+                }
+                return process
+            }
+        } catch {
+            stopHolding(endpoint)
+            throw error
+        }
+        return started
+    }
+
+    private func stopHolding(_ endpoint: SSHEndpoint) {
+        holding[endpoint, default: 1] -= 1
+        if holding[endpoint] == 0 { holding[endpoint] = nil }
     }
 
     /// Forgets and closes the machine's connections, if any (after a machine is deleted).

@@ -13,6 +13,9 @@ public struct SSHError: Error, Sendable, Equatable, CustomStringConvertible {
         case auth
         /// A channel could not be opened or a request on it was refused.
         case channel
+        /// Every channel that long-lived processes may hold on the machine is held: the rest are
+        /// kept for short commands (the master's own work).
+        case busy
         /// A deadline passed.
         case timeout
         /// The connection broke or was closed.

@@ -114,6 +114,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     assembled.recordInput = arguments.recordInput
     assembled.recordMax = arguments.recordMax
     assembled.limits.settings = arguments.limitSettings
+    try await assembled.database.setSetting(OwnerNetworks.settingKey, to: arguments.limitSettings.ownerNetworks ? "on" : "off")
     assembled.sessions.maxPerUser = arguments.maxSessionsPerUser
     let master = assembled
     try await master.beginIncarnation(heartbeat: arguments.heartbeatEvery)

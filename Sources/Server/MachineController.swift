@@ -15,7 +15,13 @@ struct MachineController {
             },
             .admin(.post, "/machine") { request, context, caller in
                 let body = try await Body.decode(MachineRequest.self, from: request, context: context, expecting: "Name, Username and IP")
-                let machine = try await master.fleet.add(name: body.name, login: body.username, address: body.ip, capacity: body.capacity)
+                let machine = try await master.fleet.add(
+                    name: body.name,
+                    login: body.username,
+                    address: body.ip,
+                    capacity: body.capacity,
+                    requireFirewall: master.limits.ownerNetworks
+                )
                 await master.audit.record(
                     caller.user.name,
                     "machine.created",

@@ -107,6 +107,20 @@ public struct AppDatabase: Sendable {
     }
 
     /// This master's identity, set by the migration that created it.
+    /// An installation-wide setting (`serve` writes its own, `cleanup` reads them), or nil.
+    public func setting(_ key: String) async throws -> String? {
+        try await read { db in try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = ?", arguments: [key]) }
+    }
+
+    public func setSetting(_ key: String, to value: String) async throws {
+        try await write { db in
+            try db.execute(
+                sql: "INSERT INTO setting (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                arguments: [key, value]
+            )
+        }
+    }
+
     public func masterID() throws -> String {
         try writer.read { db in
             guard let id = try String.fetchOne(db, sql: "SELECT value FROM setting WHERE key = 'masterId'") else {

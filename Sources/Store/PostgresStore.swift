@@ -127,6 +127,17 @@ public final class PostgresStore: Store {
         return reverted
     }
 
+    public func setting(_ key: String) async throws -> String? {
+        try await all("SELECT value FROM setting WHERE key = \(key)", { try $0.get("value", String.self) }).first
+    }
+
+    public func setSetting(_ key: String, to value: String) async throws {
+        try await self.query(
+            "INSERT INTO setting (key, value) VALUES (\(key), \(value)) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            logger: logger
+        )
+    }
+
     public func masterID() async throws -> String {
         guard let id = try await all("SELECT value FROM setting WHERE key = 'masterId'", { try $0.get("value", String.self) }).first else {
             throw StoreError.schemaOutdated(current: 0, needed: Schema.latestVersion)

@@ -83,6 +83,9 @@ public protocol Store: Sendable {
     func migrateUp(to target: Int?) async throws -> [Int]
     func migrateDown(to target: Int?) async throws -> [Int]
     func masterID() async throws -> String
+    /// An installation-wide setting (`serve` writes its own, `cleanup` reads them), or nil.
+    func setting(_ key: String) async throws -> String?
+    func setSetting(_ key: String, to value: String) async throws
 
     /// Runs `body` as the only cleanup pass over this database, whichever master or cron job
     /// asks, and returns true; false, without running it, while another pass holds the lock.

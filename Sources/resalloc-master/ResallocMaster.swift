@@ -142,9 +142,19 @@ extension ResallocMaster {
                     milliCPUs: leaseCPUsText.flatMap(CPUAmount.parse),
                     pids: Int(leasePidsText)
                 ),
-                cpuOvercommit: Double(cpuOvercommitText) ?? 4
+                cpuOvercommit: Double(cpuOvercommitText) ?? 4,
+                ownerNetworks: tenantNetworks == "on"
             )
         }
+        @Option(
+            name: .customLong("tenant-networks"),
+            help: ArgumentHelp(
+                "on: one network per lease owner on each machine, and machines must have resalloc-firewall (resources/setup.sh). "
+                    + "off: leases share the engine's default network, for a fleet of one tenant.",
+                valueName: "on|off"
+            )
+        )
+        var tenantNetworks = "on"
 
         var metricsToken: String? {
             (metricsTokenText ?? ProcessInfo.processInfo.environment["RESALLOC_METRICS_TOKEN"]).flatMap { $0.isEmpty ? nil : $0 }
@@ -194,6 +204,7 @@ extension ResallocMaster {
                     "--lease-pids takes a number from \(InputRules.pids.lowerBound) to \(InputRules.pids.upperBound); got \(leasePidsText)"
                 )
             }
+            guard ["on", "off"].contains(tenantNetworks) else { throw ValidationError("--tenant-networks takes on or off; got \(tenantNetworks)") }
             guard (1...1000).contains(maxSessionsPerUser) else { throw ValidationError("--max-sessions-per-user takes 1 to 1000") }
             guard let overcommit = Double(cpuOvercommitText), overcommit >= 0.1, overcommit <= 100 else {
                 throw ValidationError("--cpu-overcommit takes a number from 0.1 to 100; got \(cpuOvercommitText)")

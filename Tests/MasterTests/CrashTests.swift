@@ -68,7 +68,7 @@ final class MasterProcess {
             [
                 CLI.masterBinary, "serve", "--port", String(port), "--db", databasePath, "--key", keyPath,
                 "--log-level", logPath == nil ? "error" : "info", "--reconcile-every", "0", "--ssh-port", String(sshPort),
-            ] + extraArguments,
+            ] + (extraArguments.contains("--tenant-networks") ? [] : ["--tenant-networks", "off"]) + extraArguments,
             environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
             stdout: log,
             stderr: log

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Core
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -26,6 +27,10 @@ struct TestArguments: AppArguments {
     var webSocketPingEvery: Duration = .seconds(30)
     var tokenLifetime: Duration = .seconds(30 * 86400)
     var recordMax = 64 << 20
+    /// Loopback test machines have no firewall of their own: only the tenancy suite's real
+    /// machine (m10) runs with owner networks.
+    var limitSettings = LimitPolicy.Settings(ownerNetworks: false)
+    var maxSessionsPerUser = 8
     var keepRecordings: Duration = .seconds(30 * 86400)
 }
 

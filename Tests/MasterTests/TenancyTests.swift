@@ -10,7 +10,8 @@ struct TenancyTests {
 
     /// A live master with the CLI logged in as its admin, the busybox resource `plain` and m10.
     func withAdmin(_ body: @escaping @Sendable (API, CLI, Testbed, String) async throws -> Void) async throws {
-        try await withMaster { api, testbed, databasePath in
+        let ownNetworks: (inout TestArguments) -> Void = { $0.limitSettings.ownerNetworks = true }
+        try await withMaster(configure: ownNetworks) { api, testbed, databasePath in
             let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
             try await cli.setUpAdmin(resource: "plain", dockerfile: "FROM busybox", machine: testbed.machine(Self.machine))
             try await body(api, cli, testbed, databasePath)
@@ -142,6 +143,146 @@ struct TenancyTests {
             #expect(pass.status == 0, "\(pass.stdout) \(pass.stderr)")
             let admin = try await api.login("admin", password: "admin-password", register: false)
             #expect(try await api.call(.get, "/machine", token: admin).list("Machines").first?["Healthy"] as? Bool == true)
+        }
+    }
+
+    /// What `lease` gets asking `host:port` for a page: the page, or "" when nothing answered.
+    func fetch(_ cli: CLI, _ lease: String, _ host: String, _ port: Int) async throws -> String {
+        let probe = #"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 "$0" "$1""#
+        return try await cli.run(["ssh", lease, "--", "sh", "-c", probe, host, String(port)]).stdout
+    }
+
+    /// A web server that answers `page`, on `address` in this host's namespace (or, with `netns`,
+    /// in that one); stopped with the returned process.
+    func serve(_ page: String, on address: String, port: Int, netns: String? = nil) throws -> Subprocess {
+        let directory = try makeTemporaryDirectory("resalloc-page")
+        try Data(page.utf8).write(to: URL(fileURLWithPath: "\(directory)/index.html"))
+        let server = ["python3", "-m", "http.server", "--bind", address, "--directory", directory, String(port)]
+        return try Subprocess.start((netns.map { ["nsenter", "--net=/var/run/netns/\($0)"] } ?? []) + server)
+    }
+
+    @Test(
+        "Owner networks: a user's server answers the same user's other lease, not another user's; the machine, its sshd and the metadata address are out of reach, the world outside is not; the same after a pooled handout"
+    )
+    func networks() async throws {
+        let ownNetworks: (inout TestArguments) -> Void = { $0.limitSettings.ownerNetworks = true }
+        try await withMaster(configure: ownNetworks) { api, testbed, databasePath in
+            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
+            let m10 = testbed.machine(Self.machine)
+            #expect(m10.host == "10.250.10.2", "m10 is a host of its own")
+            try await cli.setUpAdmin(resource: "plain", dockerfile: "FROM busybox", machine: m10)
+            let bob = try await user("bob", admin: cli)
+            try await cli.ok("lease", "create", "plain", "a1", "-q")
+            try await cli.ok("lease", "create", "plain", "a2", "-q")
+            try await bob.ok("lease", "create", "plain", "b1", "-q")
+            let (a1, b1) = (try container(databasePath, 1), try container(databasePath, 3))
+
+            // Servers: one in alice's lease, one in bob's, one outside the machine, one on the
+            // machine's own address, and the metadata stand-in.
+            for (name, page) in [(a1, "alice-page"), (b1, "bob-page")] {
+                _ = try await testbed.docker(
+                    Self.machine,
+                    ["exec", "-d", name, "sh", "-c", "mkdir -p /www && echo \(page) > /www/index.html && exec httpd -f -p 9000 -h /www"]
+                )
+            }
+            let address = { (name: String) in
+                try await testbed.docker(Self.machine, ["inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name])
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            let (alice, bobs) = (try await address(a1), try await address(b1))
+            let port = freeLoopbackPort()
+            let outside = try serve("outside-page", on: "10.250.10.1", port: port)
+            let metadata = try serve("metadata-credentials", on: "169.254.169.254", port: port)
+            let own = try serve("machine-page", on: "10.250.10.2", port: port, netns: "resalloc-m10")
+            defer { for server in [outside, metadata, own] { server.kill9() } }
+            try await waitUntil(seconds: 30, "the servers answer here") {
+                let pages = try await Testbed.run([
+                    "sh", "-c", "for host in 10.250.10.1 169.254.169.254 10.250.10.2; do curl -s http://$host:\(port)/; done; true",
+                ])
+                return pages.contains("outside-page") && pages.contains("metadata-credentials") && pages.contains("machine-page")
+            }
+            try await waitUntil(seconds: 30, "alice's server answers alice's other lease") {
+                try await fetch(cli, "a2", alice, 9000).contains("alice-page")
+            }
+
+            #expect(try await fetch(bob, "b1", alice, 9000).isEmpty, "bob reaches alice's server")
+            #expect(try await fetch(cli, "a1", bobs, 9000).isEmpty, "alice reaches bob's server")
+            #expect(try await fetch(cli, "a1", "169.254.169.254", port).isEmpty, "a lease reaches the metadata address")
+            #expect(try await fetch(cli, "a1", "10.250.10.2", port).isEmpty, "a lease reaches a server on the machine's address")
+            let sshd = try await cli.run(["ssh", "a1", "--", "sh", "-c", "nc -w 3 10.250.10.2 22 </dev/null"])
+            #expect(!sshd.stdout.contains("SSH-2.0"), "a lease reaches the machine's sshd: \(sshd.stdout)")
+            #expect(try await fetch(cli, "a1", "10.250.10.1", port).contains("outside-page"), "the world outside stays reachable")
+
+            // A warm container joins its lease owner's network at handout.
+            try await cli.ok("resources", "pool", "plain", "1")
+            try await waitUntil(seconds: 60, "a warm container") {
+                try await api.call(.get, "/resource", token: try await api.login("admin", password: "admin-password", register: false))
+                    .list("Resources").first?["PoolReady"] as? Int == 1
+            }
+            try await bob.ok("lease", "create", "plain", "b2", "-q")
+            try await waitUntil(seconds: 30, "bob's pooled lease reaches bob's server") {
+                try await fetch(bob, "b2", bobs, 9000).contains("bob-page")
+            }
+            #expect(try await fetch(bob, "b2", alice, 9000).isEmpty, "bob's pooled lease reaches alice's server")
+            #expect(try await fetch(bob, "b2", "169.254.169.254", port).isEmpty)
+            #expect(try await fetch(bob, "b2", "10.250.10.1", port).contains("outside-page"))
+        }
+    }
+
+    @Test("A machine without resalloc-firewall is refused with a sentence that names setup.sh, and one that loses it is marked down by the pass")
+    func firewallRequired() async throws {
+        let ownNetworks: (inout TestArguments) -> Void = { $0.limitSettings.ownerNetworks = true }
+        try await withMaster(configure: ownNetworks) { api, testbed, databasePath in
+            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
+            try await cli.ok("register", "admin", "admin-password")
+            try await cli.ok("login", "admin", "admin-password")
+            let loopback = testbed.machine("m5")
+            let refused = try await cli.run(["machine", "create", "m5", loopback.login, loopback.host])
+            #expect(refused.status != 0 && refused.stderr.contains("run resources/setup.sh on it"), "\(refused.stderr)")
+            #expect(try await cli.ok("machine", "list").contains("m5") == false)
+            try await cli.ok("machine", "create", "m10", testbed.machine(Self.machine).login, testbed.machine(Self.machine).host)
+            // The rules go (their state file with them): the next pass marks the machine down.
+            let state = "\(testbed.machine(Self.machine).directory)/firewall"
+            let saved = try Data(contentsOf: URL(fileURLWithPath: state))
+            try FileManager.default.removeItem(atPath: state)
+            defer { try? saved.write(to: URL(fileURLWithPath: state)) }
+            let pass = try await CLI.master("cleanup", "--db", databasePath, "--key", testbed.keys["ed25519"]!)
+            #expect(pass.status != 0 && (pass.stdout + pass.stderr).contains("has no resalloc firewall"), "\(pass.stdout) \(pass.stderr)")
+            #expect(try await cli.ok("machine", "list").contains("has no resalloc firewall"))
+            try saved.write(to: URL(fileURLWithPath: state))
+            #expect(try await CLI.master("cleanup", "--db", databasePath, "--key", testbed.keys["ed25519"]!).status == 0)
+            #expect(try await cli.ok("machine", "list").contains(" ok"))
+        }
+    }
+
+    @Test("Sessions never take the machine's last channels: past 32 at once they are refused with a sentence, and the master's own work goes on")
+    func channelReserve() async throws {
+        let generous: (inout TestArguments) -> Void = {
+            $0.limitSettings.ownerNetworks = true
+            $0.maxSessionsPerUser = 64
+        }
+        try await withMaster(configure: generous) { api, testbed, databasePath in
+            let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
+            try await cli.setUpAdmin(resource: "plain", dockerfile: "FROM busybox", machine: testbed.machine(Self.machine))
+            try await cli.ok("lease", "create", "plain", "a1", "-q")
+            let a1 = try container(databasePath, 1)
+            var held: [(process: Subprocess, stdout: String, stderr: String)] = []
+            defer { for session in held { session.process.kill9() } }
+            for _ in 0..<40 { held.append(try cli.start("ssh", "a1", "--", "sleep", "120")) }
+            try await waitUntil(seconds: 90, "eight sessions refused") { held.filter { !$0.process.isRunning }.count >= 8 }
+            let refused = held.filter { !$0.process.isRunning }
+            #expect(refused.count == 8)
+            for session in refused {
+                let said = (try? String(contentsOfFile: session.stderr, encoding: .utf8)) ?? ""
+                #expect(said.contains("as many sessions open as it may carry"), "\(said)")
+            }
+            try await waitUntil(seconds: 90, "32 sleeps in a1") {
+                try await testbed.docker(Self.machine, ["top", a1]).components(separatedBy: "sleep 120").count - 1 == 32
+            }
+            // The master's own work still finds channels: a new lease, and a pass that finds the machine up.
+            try await cli.ok("lease", "create", "plain", "a2", "-q")
+            let pass = try await CLI.master("cleanup", "--db", databasePath, "--key", testbed.keys["ed25519"]!)
+            #expect(pass.status == 0, "\(pass.stdout) \(pass.stderr)")
         }
     }
 

@@ -54,7 +54,7 @@ struct MachineSetupTests {
 
         let help = try await Subprocess.run([Self.setupScript, "--help"])
         #expect(help.status == 0)
-        #expect(help.output.hasPrefix("Usage: setup.sh LOGIN PUBKEY"))
+        #expect(help.output.hasPrefix("Usage: setup.sh [--no-firewall] LOGIN PUBKEY"))
         #expect(try await Subprocess.run([Self.setupScript]).status == 2)
 
         let refusals: [([String], String)] = [
@@ -72,7 +72,7 @@ struct MachineSetupTests {
         }
 
         let ed25519 = try String(contentsOfFile: testbed.keys["ed25519"]! + ".pub", encoding: .utf8).trimmingCharacters(in: .newlines)
-        let first = try await Subprocess.run([Self.setupScript, login, testbed.keys["ed25519"]! + ".pub"])
+        let first = try await Subprocess.run([Self.setupScript, "--no-firewall", login, testbed.keys["ed25519"]! + ".pub"])
         #expect(first.status == 0, "\(first.errors)")
         #expect(first.output.contains("creating user \(login)"))
         #expect(first.output.contains("authorized the key for \(login)"))
@@ -85,7 +85,7 @@ struct MachineSetupTests {
         #expect(try await Testbed.run(["sh", "-c", "getent shadow \"$1\" | cut -d: -f2", "sh", login]) == "*\n")
 
         // Again, the same key from stdin: nothing to do, nothing changed.
-        let again = try await Subprocess.run([Self.setupScript, login, "-"], input: Data((ed25519 + "\n").utf8))
+        let again = try await Subprocess.run([Self.setupScript, "--no-firewall", login, "-"], input: Data((ed25519 + "\n").utf8))
         #expect(again.status == 0, "\(again.errors)")
         #expect(!again.output.contains("creating"))
         #expect(!again.output.contains("authorized"))
@@ -93,12 +93,12 @@ struct MachineSetupTests {
 
         // A second key is added beside the first.
         let ecdsa = try String(contentsOfFile: testbed.keys["ecdsa"]! + ".pub", encoding: .utf8).trimmingCharacters(in: .newlines)
-        #expect(try await Subprocess.run([Self.setupScript, login, testbed.keys["ecdsa"]! + ".pub"]).status == 0)
+        #expect(try await Subprocess.run([Self.setupScript, "--no-firewall", login, testbed.keys["ecdsa"]! + ".pub"]).status == 0)
         #expect(try String(contentsOfFile: authorizedKeys, encoding: .utf8) == ed25519 + "\n" + ecdsa + "\n")
 
         // A password an operator locked on purpose is left as it is, with a warning.
         try await Testbed.run(["usermod", "-p", "!$6$salt$hash", login])
-        let locked = try await Subprocess.run([Self.setupScript, login, testbed.keys["ecdsa"]! + ".pub"])
+        let locked = try await Subprocess.run([Self.setupScript, "--no-firewall", login, testbed.keys["ecdsa"]! + ".pub"])
         #expect(locked.status == 0)
         #expect(locked.errors.contains("password is locked"))
         #expect(try await Testbed.run(["sh", "-c", "getent shadow \"$1\" | cut -d: -f2", "sh", login]) == "!$6$salt$hash\n")

@@ -53,7 +53,8 @@ public final class Testbed: Sendable {
             keys[name] = path
         }
         self.keys = keys
-        var arguments = ["\(root)/scripts/testbed", "start", String(Self.machineCount)]
+        // m10 is a host of its own (network namespace, iptables, resalloc-firewall): the tenancy suite's.
+        var arguments = ["\(root)/scripts/testbed", "start", String(Self.machineCount), "--real", "m10"]
         for name in ["ed25519", "ecdsa", "reuse-a", "reuse-b"] { arguments += ["--key", keys[name]! + ".pub"] }
         let listing = try Self.run(arguments)
         // setup.sh rightly refuses RSA keys; the RSA test needs one in authorized_keys to show
@@ -99,11 +100,14 @@ public final class Testbed: Sendable {
     /// Removes every container that the master `masterID` labelled (leases and warm ones) from
     /// every machine: a test's master goes with the test, so its containers do too, and a run
     /// leaves none running. Failures are ignored (a machine a test stopped); it is tidying up.
+    /// And its networks (owner and pool networks of a real machine).
     public func removeContainers(ofMaster masterID: String) async {
         let script = """
             for socket in "$@"; do
                 ids=$(docker -H "unix://$socket" ps -aq --filter "label=resalloc.master=\(masterID)" 2>/dev/null)
                 [ -z "$ids" ] || docker -H "unix://$socket" rm -f $ids >/dev/null 2>&1
+                networks=$(docker -H "unix://$socket" network ls -q --filter "label=resalloc.master=\(masterID)" 2>/dev/null)
+                [ -z "$networks" ] || docker -H "unix://$socket" network rm $networks >/dev/null 2>&1
             done
             true
             """
