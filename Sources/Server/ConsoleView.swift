@@ -21,15 +21,19 @@ struct ConsoleView {
         let lastError: String
         let leases: Int
         let capacity: Int
-        let cpus: Int
+        /// CPU and memory limits placed there against what the machine has: `1.5 / 2`, `3g / 16g`.
+        let cpus: String
         let memory: String
         let lastContact: String
     }
 
+    /// A resource with its warm pool and the limits its containers run with.
     struct PoolRow {
         let resource: String
-        let ready: Int
-        let size: Int
+        let pool: String
+        let memory: String
+        let cpus: String
+        let pids: String
     }
 
     struct UserRow {
@@ -105,22 +109,30 @@ struct ConsoleView {
     }
 
     private static func adminPart(_ master: Master, admin: User, now: Date) async throws -> AdminPart {
-        let counts = try await master.activeLeaseCounts()
+        let loads = try await master.machineLoads()
         let machines = try await master.fleet.machines().map { machine in
-            MachineRow(
+            let load = loads[machine.id ?? -1, default: MachineLoad()]
+            return MachineRow(
                 name: machine.name,
                 address: "\(machine.login)@\(machine.host)\(machine.port == 22 ? "" : ":\(machine.port)")",
                 healthy: machine.healthy,
                 lastError: machine.lastError ?? "",
-                leases: counts[machine.id ?? -1, default: 0],
+                leases: load.containers,
                 capacity: machine.capacity,
-                cpus: machine.cpus,
-                memory: ByteCountFormatter.string(fromByteCount: machine.memoryBytes, countStyle: .memory),
+                cpus: "\(CPUAmount.format(load.milliCPUs)) / \(machine.cpus)",
+                memory: "\(ByteSize.format(load.memoryBytes)) / \(ByteSize.format(machine.memoryBytes))",
                 lastContact: machine.lastContactAt.map { ago($0, now: now) } ?? "never"
             )
         }
-        let pools = try await master.catalog.resourcesWithReadyPools().filter { $0.resource.poolSize > 0 }.map {
-            PoolRow(resource: $0.resource.name, ready: $0.ready, size: $0.resource.poolSize)
+        let pools = try await master.catalog.resourcesWithReadyPools().map { entry in
+            let limits = master.limits.limits(for: entry.resource)
+            return PoolRow(
+                resource: entry.resource.name,
+                pool: entry.resource.poolSize == 0 ? "–" : "\(entry.ready) / \(entry.resource.poolSize)",
+                memory: limits.memoryBytes.map(ByteSize.format) ?? "–",
+                cpus: limits.milliCPUs.map(CPUAmount.format) ?? "–",
+                pids: limits.pids.map(String.init) ?? "–"
+            )
         }
         let pending = try await master.accounts.users().filter { $0.status == .pending }.map {
             UserRow(name: $0.name, registered: ago($0.createdAt, now: now))

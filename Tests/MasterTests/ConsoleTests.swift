@@ -38,6 +38,9 @@ struct ConsoleTests {
         #expect(try await browser.text("#lease-web1 .state") == "running")
         #expect(try await browser.text("#machine-m2 .state") == "up")
         #expect(try await browser.text("#machine-m2 td:nth-child(4)")?.hasPrefix("1 / ") == true)
+        #expect(try await browser.text("#machine-m2 td:nth-child(6)")?.hasPrefix("1g / ") == true, "web1's memory limit is counted")
+        #expect(try await browser.text("#pool-box td:nth-child(3)") == "1g", "box's containers get the default memory")
+        #expect(try await browser.text("#pool-box td:nth-child(5)") == "1024")
         #expect(try await browser.text("#user-bob .name") == "bob")
         #expect(try await browser.text("#failures")?.contains("admin/bad1 (broken)") == true)
         // The session is an HttpOnly, SameSite=Strict cookie that the page's scripts cannot read.
