@@ -24,11 +24,15 @@ public struct ShellSession: Sendable {
     ///   - terminal: a terminal's descriptor whose keystrokes are sent as well, read on the
     ///     connection's own event loop, so that a keystroke wakes no other thread on its way out
     ///     (`resalloc ssh` on a terminal). The session closes it, however it ends.
+    ///   - onSent: called once each `bytes` item of `input` has been written to the connection:
+    ///     a producer that waits for it before reading more holds at most what it queued
+    ///     (the master stops reading while a command does not take its input).
     public func run(
         lease: String,
         start: ShellStart,
         input: AsyncStream<ShellInput>,
         terminal: Int32? = nil,
+        onSent: (@Sendable () -> Void)? = nil,
         onOutput: @escaping @Sendable (ShellStream, ByteBuffer) -> Void
     ) async throws -> Int32 {
         // A plain GET first: ownership, state and reachability come back as sentences.
@@ -48,7 +52,7 @@ public struct ShellSession: Sendable {
                 onOutput: onOutput
             )
             defer { channel.close(promise: nil) }  // already closed, unless the relay failed
-            try await relay(channel, start: start, input: input, keyboard: keyboard)
+            try await relay(channel, start: start, input: input, keyboard: keyboard, onSent: onSent)
         } catch {
             if let refused = error as? UpgradeRefused { throw await client.refusal(of: "shell", lease: lease, status: refused.status) }
             if outcome.event == nil { throw ClientError.unreachable(url: client.server, detail: "the shell connection failed: \(error)") }
@@ -63,7 +67,13 @@ public struct ShellSession: Sendable {
     }
 
     /// Sends `start`, then keystrokes and `input` until the master closes the connection.
-    private func relay(_ channel: any Channel, start: ShellStart, input: AsyncStream<ShellInput>, keyboard: Keyboard?) async throws {
+    private func relay(
+        _ channel: any Channel,
+        start: ShellStart,
+        input: AsyncStream<ShellInput>,
+        keyboard: Keyboard?,
+        onSent: (@Sendable () -> Void)?
+    ) async throws {
         try await channel.writeAndFlush(ShellWire.frame(.text, Self.encode(start)))
         var keys: (any Channel)?
         if let keyboard, let descriptor = keyboard.take() {
@@ -82,7 +92,9 @@ public struct ShellSession: Sendable {
         let feeder = Task {
             for await item in input {
                 switch item {
-                case .bytes(let bytes): try await channel.writeAndFlush(ShellWire.frame(.binary, ByteBuffer(bytes: bytes)))
+                case .bytes(let bytes):
+                    try await channel.writeAndFlush(ShellWire.frame(.binary, ByteBuffer(bytes: bytes)))
+                    onSent?()
                 case .resize(let columns, let rows):
                     try await channel.writeAndFlush(ShellWire.frame(.text, Self.encode(ShellControl(type: .resize, columns: columns, rows: rows))))
                 case .endOfInput: try await channel.writeAndFlush(ShellWire.frame(.text, Self.encode(ShellControl(type: .eof))))

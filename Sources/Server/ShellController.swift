@@ -180,8 +180,11 @@ struct ShellController {
                 while let message = try await messages.next() {
                     switch message {
                     case .binary(let buffer):
+                        // Waits while a window of input is unsent: the WebSocket is not read
+                        // meanwhile, so a client streaming into a command that does not read
+                        // is held back by TCP instead of filling the master's memory.
                         let bytes = Array(buffer: buffer)
-                        process.write(bytes)
+                        await process.send(bytes)
                         recorder?.input(bytes)
                     case .text(let text):
                         guard let control = try? JSONDecoder().decode(ShellControl.self, from: Data(text.utf8)) else { continue }

@@ -67,7 +67,9 @@ struct SSH: AsyncParsableCommand {
         // of its own: non-blocking reads there must not make writes to standard output, which
         // shares the terminal's open file, non-blocking too.
         let keyboard = interactive ? open("/proc/self/fd/0", O_RDONLY | O_NOCTTY | O_CLOEXEC) : -1
-        if keyboard < 0 { Self.readStandardInput(into: continuation) }
+        // Standard input is read at most `InputGate.chunks` pieces ahead of what went out.
+        let gate = InputGate()
+        if keyboard < 0 { Self.readStandardInput(into: continuation, gate: gate) }
 
         if interactive { terminal.enterRawMode() }
         defer { terminal.restore() }
@@ -77,7 +79,8 @@ struct SSH: AsyncParsableCommand {
                 lease: name,
                 start: start,
                 input: input,
-                terminal: keyboard < 0 ? nil : keyboard
+                terminal: keyboard < 0 ? nil : keyboard,
+                onSent: { gate.sent() }
             ) { stream, buffer in
                 Self.write(buffer, to: stream == .stderr ? STDERR_FILENO : STDOUT_FILENO)
             }
@@ -105,11 +108,14 @@ struct SSH: AsyncParsableCommand {
         }
     }
 
-    /// Standard input on a thread of its own (a blocking read must not hold a Swift task).
-    static func readStandardInput(into continuation: AsyncStream<ShellInput>.Continuation) {
+    /// Standard input on a thread of its own (a blocking read must not hold a Swift task), read
+    /// only while `gate` has room: a command that does not read its input holds the reader back,
+    /// and the writer into `resalloc ssh` with it, instead of filling this process's memory.
+    static func readStandardInput(into continuation: AsyncStream<ShellInput>.Continuation, gate: InputGate) {
         let thread = Thread {
             var buffer = [UInt8](repeating: 0, count: 32 * 1024)
             while true {
+                gate.waitForRoom()
                 let count = read(STDIN_FILENO, &buffer, buffer.count)
                 if count > 0 {
                     continuation.yield(.bytes(Array(buffer[0..<count])))
@@ -122,5 +128,29 @@ struct SSH: AsyncParsableCommand {
             }
         }
         thread.start()
+    }
+}
+
+/// How far standard input is read ahead of the connection: at most `chunks` pieces (of up to
+/// 32 KiB) read and not yet written out.
+final class InputGate: @unchecked Sendable {
+    static let chunks = 32
+    private let condition = NSCondition()
+    private var ahead = 0
+
+    /// Blocks the reader's thread until a piece may be read, and counts it.
+    func waitForRoom() {
+        condition.lock()
+        while ahead >= Self.chunks { condition.wait() }
+        ahead += 1
+        condition.unlock()
+    }
+
+    /// A piece went out.
+    func sent() {
+        condition.lock()
+        ahead -= 1
+        condition.signal()
+        condition.unlock()
     }
 }

@@ -106,6 +106,16 @@ final class MasterProcess {
     }
 
     func kill9() { process?.kill9() }
+
+    /// Its resident memory now, in bytes (`VmRSS` of the running master).
+    func residentBytes() throws -> Int {
+        guard let pid = process?.pid else { throw TestbedError("the master is not running") }
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let kib = Int(line.split(separator: " ").dropFirst().first ?? "")
+        else { throw TestbedError("no VmRSS in /proc/\(pid)/status") }
+        return kib * 1024
+    }
 }
 
 @Suite("Crash safety", .timeLimit(.minutes(5)))

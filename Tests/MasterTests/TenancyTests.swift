@@ -286,6 +286,49 @@ struct TenancyTests {
         }
     }
 
+    @Test("300 MB streamed into sleep through resalloc ssh is held back end to end: the writer stalls, the master (its own process) grows by less than 64 MB")
+    func streamedInput() async throws {
+        let testbed = try await Testbed.shared()
+        let directory = try makeTemporaryDirectory("resalloc-input")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let master = MasterProcess(databasePath: "\(directory)/resalloc.db", keyPath: testbed.keys["ed25519"]!)
+        defer { master.kill9() }
+        try await master.start()
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
+        try await cli.setUpAdmin(resource: "plain", dockerfile: "FROM busybox", machine: testbed.machine(Self.machine))
+        try await cli.ok("lease", "create", "plain", "s1", "-q")
+        #expect(try await cli.ok("ssh", "s1", "--", "echo", "ready") == "ready\n")
+        let before = try master.residentBytes()
+
+        let (client, input, _) = try Subprocess.startPiped([CLI.binary, "ssh", "s1", "--", "sleep", "120"], environment: cli.environment)
+        defer { client.kill9() }
+        let s1 = "resalloc-\(try masterID(master.databasePath).prefix(8))-1"
+        try await waitUntil(seconds: 30, "sleep 120 runs in s1") { try await testbed.docker(Self.machine, ["top", s1]).contains("sleep 120") }
+        let descriptor = input.fileDescriptor
+        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+        let total = 300_000_000
+        // Writes until all is taken, or nothing more is for 5 s: the stream is held back.
+        let sent = try await onOwnThread {
+            let chunk = [UInt8](repeating: 0, count: 1 << 20)
+            var sent = 0
+            while sent < total {
+                let wrote = chunk.withUnsafeBytes { write(descriptor, $0.baseAddress, min($0.count, total - sent)) }
+                if wrote > 0 {
+                    sent += wrote
+                    continue
+                }
+                guard errno == EAGAIN else { throw TestbedError("writing to resalloc ssh failed: errno \(errno)") }
+                var waiting = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
+                if poll(&waiting, 1, 5000) == 0 { break }
+            }
+            return sent
+        }
+        let after = try master.residentBytes()
+        #expect(sent < 100_000_000, "\(sent >> 20) MiB were taken: nothing held the writer back")
+        #expect(after - before < 64 << 20, "the master grew from \(before >> 20) MiB to \(after >> 20) MiB")
+        #expect(client.isRunning, "the session still runs")
+    }
+
     @Test("25 wrong passwords in a row: 429 from the 11th, whatever the password; the events show each attempt")
     func guessing() async throws {
         try await withMaster { api, _, _ in
