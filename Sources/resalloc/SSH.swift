@@ -80,10 +80,9 @@ struct SSH: AsyncParsableCommand {
                 start: start,
                 input: input,
                 terminal: keyboard < 0 ? nil : keyboard,
-                onSent: { gate.sent() }
-            ) { stream, buffer in
-                Self.write(buffer, to: stream == .stderr ? STDERR_FILENO : STDOUT_FILENO)
-            }
+                onSent: gate.sent,
+                onOutput: { stream, buffer in Self.write(buffer, to: stream == .stderr ? STDERR_FILENO : STDOUT_FILENO) }
+            )
         } catch let error as ClientError {
             terminal.restore()
             FileHandle.standardError.write(Data("\(interactive ? "\r\n" : "")resalloc: \(error)\n".utf8))

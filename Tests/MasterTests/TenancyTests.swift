@@ -162,7 +162,7 @@ struct TenancyTests {
     }
 
     @Test(
-        "Owner networks: a user's server answers the same user's other lease, not another user's; the machine, its sshd and the metadata address are out of reach, the world outside is not; the same after a pooled handout"
+        "Owner networks: a server answers its owner's other lease, not another user's; the machine, its sshd and metadata are out of reach, the world is not; also pooled"
     )
     func networks() async throws {
         let ownNetworks: (inout TestArguments) -> Void = { $0.limitSettings.ownerNetworks = true }
@@ -286,7 +286,9 @@ struct TenancyTests {
         }
     }
 
-    @Test("300 MB streamed into sleep through resalloc ssh is held back end to end: the writer stalls, the master (its own process) grows by less than 64 MB")
+    @Test(
+        "300 MB streamed into sleep through resalloc ssh is held back end to end: the writer stalls, the master grows by under 64 MB"
+    )
     func streamedInput() async throws {
         let testbed = try await Testbed.shared()
         let directory = try makeTemporaryDirectory("resalloc-input")
