@@ -70,16 +70,27 @@ extension Master {
 
     /// A connection to `port` on the lease's own loopback: its bytes are the process's input
     /// and output (flow-controlled), through a relay in the container's network namespace.
-    public func forward(_ target: LeaseTarget, port: Int) async throws(MasterError) -> RemoteProcess {
+    /// The caller ends it with `end(_:)` when its client has gone.
+    public func forward(_ target: LeaseTarget, port: Int) async throws(MasterError) -> ForwardRelay {
         guard let relay else { throw MasterError(.internal, "the master has no static busybox for port forwards (install busybox-static)") }
         let ticket = try sessions.admit(target)
+        let name = "resalloc-\(masterID.prefix(8))-forward-\(UUID().uuidString.prefix(8).lowercased())"
         do {
-            let process = try await docker(target).forward(target.container, port: port, relay: relay)
+            let process = try await docker(target).forward(target.container, port: port, relay: relay, name: name)
             ticket.release(after: process)
-            return process
+            return ForwardRelay(process: process, container: name, target: target)
         } catch {
             ticket.release()
             throw .from(error, machine: target.machine.name)
+        }
+    }
+
+    /// Ends a forward whose client has gone: its channel, and its relay container, which would
+    /// otherwise live on while the lease's server keeps the connection open.
+    public func end(_ forward: ForwardRelay) async {
+        forward.process.close()
+        do { try await docker(forward.target).remove(forward.container) } catch {
+            logger.warning("could not remove a forward's relay", metadata: ["container": "\(forward.container)", "error": "\(error)"])
         }
     }
 
@@ -173,4 +184,11 @@ public struct SessionSpec: Sendable {
         self.command = command
         self.environment = environment
     }
+}
+
+/// One forwarded connection: the relay's process, and its container on the lease's machine.
+public struct ForwardRelay: Sendable {
+    public let process: RemoteProcess
+    public let container: String
+    let target: LeaseTarget
 }

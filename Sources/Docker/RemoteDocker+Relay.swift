@@ -45,14 +45,18 @@ extension RemoteDocker {
     /// A TCP connection to `port` on the container's own loopback, as a process whose input
     /// and output are the connection's bytes (flow-controlled). Busybox's nc says "Connection
     /// refused" on stderr and exits 1 when nothing listens.
-    public func forward(_ container: String, port: Int, relay: RelayImage) async throws(DockerError) -> RemoteProcess {
+    ///
+    /// `name`: the relay container's name, so that it can be removed (`remove(_:)`) when its
+    /// client has gone although the lease's server keeps the connection open.
+    public func forward(_ container: String, port: Int, relay: RelayImage, name: String? = nil) async throws(DockerError) -> RemoteProcess {
         try DockerNames.validateContainer(container)
         guard (1...65535).contains(port) else { throw .invalidArgument("\(port) is not a port: use 1 to 65535") }
+        if let name { try DockerNames.validateContainer(name) }
         try await ensure(relay)
-        let argv = [
-            "run", "--rm", "--interactive", "--log-driver", "none", "--network", "container:\(container)",
-            "--entrypoint", "/busybox", relay.tag, "nc", "127.0.0.1", String(port),
-        ]
+        let argv =
+            ["run", "--rm", "--interactive", "--log-driver", "none"] + (name.map { ["--name", $0] } ?? []) + [
+                "--network", "container:\(container)", "--entrypoint", "/busybox", relay.tag, "nc", "127.0.0.1", String(port),
+            ]
         do {
             return try await pool.start(on: endpoint, "docker " + ShellQuote.join(argv), flowControlled: true)
         } catch {

@@ -106,8 +106,8 @@ public struct SSHGateway: Service {
             let handler = TunnelHandler(channel: child)
             let promise = child.eventLoop.makePromise(of: Void.self)
             promise.completeWithTask {
-                let process = try await master.forward(login.target, port: request.targetPort)
-                handler.relay(process)
+                let forward = try await master.forward(login.target, port: request.targetPort)
+                handler.relay(forward, master: master)
             }
             return child.pipeline.addHandler(handler).flatMap { promise.futureResult }
         case .forwardedTCPIP:

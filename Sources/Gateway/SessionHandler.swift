@@ -168,10 +168,12 @@ final class TunnelHandler: ChannelInboundHandler, @unchecked Sendable {
         if let event = event as? ChannelEvent, event == .inputClosed { bridge.inputEnded() } else { context.fireUserInboundEventTriggered(event) }
     }
 
-    func relay(_ process: RemoteProcess) {
+    /// Relays until either end closes; a client gone first ends the relay's container too.
+    func relay(_ forward: ForwardRelay, master: Master) {
         let bridge = self.bridge
         Task(executorPreference: EventLoopExecutor(bridge.channel.eventLoop)) {
-            _ = await bridge.run(process)
+            _ = await bridge.run(forward.process)
+            if bridge.clientIsGone { await master.end(forward) }
             try? await bridge.channel.close()
         }
     }

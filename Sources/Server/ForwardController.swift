@@ -12,6 +12,8 @@ import SSH
 /// network namespace, so a server that listens only on the lease's 127.0.0.1 is reachable.
 struct ForwardController {
     let master: Master
+    /// How long a relay may outlive its client's end of the connection.
+    static let forwardGrace: Duration = .seconds(10)
 
     func add(to router: Router<ShellRequestContext>) {
         router.ws("/lease/:name/forward") { request, context in
@@ -41,17 +43,24 @@ struct ForwardController {
     /// Relays until either end closes: the client's bytes into the relay, the relay's out; when
     /// the relay ends (the lease's server closed, or refused), the last frame says how.
     private func relay(_ target: LeaseTarget, _ port: Int, _ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter) async throws {
-        let process = try await master.forward(target, port: port)
+        let forward = try await master.forward(target, port: port)
+        let process = forward.process
         let errors = ErrorText()
+        let delivered = ExitRecord()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await chunk in process.output {
                     switch chunk {
-                    case .stdout(let bytes): try? await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+                    case .stdout(let bytes):
+                        do { try await outbound.write(.binary(ByteBuffer(bytes: bytes))) } catch {
+                            // Nobody reads any more: the client has gone.
+                            await master.end(forward)
+                        }
                     case .stderr(let bytes): errors.append(bytes)
                     }
                     process.consumed(chunk.count)
                 }
+                delivered.set(0)
                 let status = try? await process.exitStatus()
                 var event = ForwardEvent(type: .closed)
                 if status != 0 && errors.text.contains("refused") {
@@ -65,13 +74,27 @@ struct ForwardController {
                 try? await outbound.write(.text(ShellController.encode(event)))
                 try? await outbound.close(.normalClosure, reason: nil)
             }
-            // The local side's bytes, until it closes its end.
+            // The local side's bytes, until it closes its end. A connection that broke is a
+            // client gone: its relay ends now. One closed in order may still want the answer,
+            // for `forwardGrace`; past that, a lease's server that keeps the connection open
+            // no longer holds a channel and a relay for nobody.
+            var broken = false
             do {
                 for try await message in inbound.messages(maxSize: 1 << 20) {
                     if case .binary(let buffer) = message { await process.send(Array(buffer: buffer)) }
                 }
-            } catch {}
+            } catch { broken = true }
             process.closeInput()
+            if broken {
+                await master.end(forward)
+            } else {
+                let ended = Task {
+                    try? await Task.sleep(for: Self.forwardGrace)
+                    if delivered.value == nil && !Task.isCancelled { await master.end(forward) }
+                }
+                defer { ended.cancel() }
+                try await group.waitForAll()
+            }
             try await group.waitForAll()
         }
     }

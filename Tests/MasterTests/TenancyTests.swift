@@ -331,6 +331,34 @@ struct TenancyTests {
         #expect(client.isRunning, "the session still runs")
     }
 
+    @Test("A forward whose client has gone is closed with its relay, although the lease's server keeps the connection open")
+    func forwardClientGone() async throws {
+        try await withAdmin { _, cli, testbed, databasePath in
+            try await cli.ok("lease", "create", "plain", "f1", "-q")
+            let f1 = try container(databasePath, 1)
+            // A server that never closes a connection: each one gets a sleep as its other end.
+            _ = try await testbed.docker(Self.machine, ["exec", "-d", f1, "sh", "-c", "while true; do nc -l -p 7000 -e sleep 600; done"])
+            let local = freeLoopbackPort()
+            let forward = try cli.start("forward", "f1", "\(local):7000")
+            defer { forward.process.kill9() }
+            let relays = {
+                try await testbed.docker(Self.machine, ["ps", "--filter", "name=-forward-", "--format", "{{.Names}}"])
+                    .split(separator: "\n").count
+            }
+            try await waitUntil(seconds: 30, "resalloc forward listens") {
+                ((try? String(contentsOfFile: forward.stdout, encoding: .utf8)) ?? "").contains("forwarding 127.0.0.1:\(local)")
+            }
+            // A client connects, says something, and goes away after a moment.
+            let client = try Subprocess.start(["sh", "-c", "(echo hello; sleep 4) | timeout 3 /bin/busybox nc 127.0.0.1 \(local)"])
+            defer { client.kill9() }
+            try await waitUntil(seconds: 30, "the forward's relay runs") { try await relays() == 1 }
+            _ = try await client.wait(timeout: .seconds(30))
+            // Within the grace for an answer (10 s) and a pass of the check: no relay is left.
+            try await waitUntil(seconds: 40, "the relay of a client gone is removed") { try await relays() == 0 }
+            #expect(forward.process.isRunning, "resalloc forward itself goes on for the next connection")
+        }
+    }
+
     @Test("25 wrong passwords in a row: 429 from the 11th, whatever the password; the events show each attempt")
     func guessing() async throws {
         try await withMaster { api, _, _ in
