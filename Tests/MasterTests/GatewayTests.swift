@@ -309,6 +309,26 @@ struct GatewayTests {
         #expect(mode == 0o600)
     }
 
+    @Test("After 30 connections from one address that did not log in, even a good key is refused before it is looked at; the events say so")
+    func throttled() async throws {
+        let gateway = try await GatewayFixture.start()
+        defer { gateway.stop() }
+        try await gateway.cli.ok("lease", "create", "box", "box", "-q")
+        #expect(try await gateway.ssh(["box@127.0.0.1", "echo", "before"]).output == "before\n")
+        let testbed = try await Testbed.shared()
+        let stranger = (["ssh"] + gateway.options(key: testbed.keys["stranger"]!) + ["-p", String(gateway.master.sshPort)]).joined(separator: " ")
+        let guesses = try await Subprocess.run(
+            ["sh", "-c", "for i in $(seq 30); do \(stranger) box@127.0.0.1 true 2>/dev/null; done; true"],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+            timeout: .seconds(120)
+        )
+        #expect(!guesses.timedOut)
+        let refused = try await gateway.ssh(["box@127.0.0.1", "echo", "after"])
+        #expect(refused.status == 255 && !refused.output.contains("after"), "\(refused.output) \(refused.errors)")
+        let events = try await CLI.master("events", "--db", gateway.master.databasePath)
+        #expect(events.stdout.contains("gateway.login-throttled"), "\(events.stdout)")
+    }
+
     @Test("One user's ninth session on a machine is refused with a sentence on stderr; the eight go on")
     func sessionCap() async throws {
         let gateway = try await GatewayFixture.start()

@@ -348,6 +348,62 @@ struct StoreConformanceTests {
         }
     }
 
+    @Test(
+        "Tenants: limits kept on resources; leases and slots placed only within memory and CPUs; users switched off and on; expired tokens purged; settings",
+        arguments: Engine.allCases
+    )
+    func tenants(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let owner = try await store.createUser(name: "ann", passwordHash: "h")
+            var resource = try await store.createResource(name: "box", dockerfile: Data("FROM busybox".utf8))
+            #expect(resource.limits == ResourceLimits())
+            resource = try await store.setLimits(resourceNamed: "box", to: ResourceLimits(memoryBytes: 400 << 20, milliCPUs: 1500, pids: 64))
+            #expect(try await store.resource(named: "box")?.limits == ResourceLimits(memoryBytes: 400 << 20, milliCPUs: 1500, pids: 64))
+            await #expect(throws: StoreError.self) { try await store.setLimits(resourceNamed: "nope", to: ResourceLimits()) }
+
+            // A machine of 1 GiB and 2 CPUs: 400 MiB fits twice, and CPUs × 1 take one 1.5-CPU lease.
+            let machine = try await store.createMachine(Self.machine("m1", host: "127.0.0.11", capacity: 10))
+            func lease(_ name: String) async throws -> Lease {
+                var lease = Self.lease(name, owner: owner.id!, resource: resource.id!)
+                lease.memoryBytes = 400 << 20
+                lease.milliCPUs = 1500
+                return try await store.createLease(lease)
+            }
+            let a = try await lease("a")
+            #expect(try await store.placeLease(a, on: [machine.id!], cpuOvercommit: 1)?.name == "m1")
+            #expect(try await store.placeLease(try await lease("b"), on: [machine.id!], cpuOvercommit: 1) == nil, "CPUs ran out")
+            #expect(try await store.placeLease(try await lease("c"), on: [machine.id!], cpuOvercommit: 4)?.name == "m1")
+            #expect(try await store.placeLease(try await lease("d"), on: [machine.id!], cpuOvercommit: 4) == nil, "memory ran out")
+            #expect(try await store.machineLoads()[machine.id!] == MachineLoad(containers: 2, memoryBytes: 800 << 20, milliCPUs: 3000))
+            var slot = PoolSlot(resourceId: resource.id!, machineId: machine.id!, image: "img", incarnationId: "i")
+            slot.memoryBytes = 400 << 20
+            #expect(try await store.addPoolSlot(slot, cpuOvercommit: 4) == nil, "a warm container fits no better")
+            slot.memoryBytes = 100 << 20
+            let added = try #require(try await store.addPoolSlot(slot, cpuOvercommit: 4))
+            #expect(try await store.poolSlots(machineID: machine.id!).first?.memoryBytes == 100 << 20)
+            #expect(try await store.machineLoads()[machine.id!]?.memoryBytes == 900 << 20)
+            try await store.deletePoolSlot(id: added.id!)
+
+            #expect(try await store.setUserDisabled(named: "ann", true).disabled)
+            #expect(try await store.user(named: "ann")?.disabled == true)
+            #expect(try await store.users().first?.mayAct == false)
+            #expect(try await store.setUserDisabled(named: "ann", false).mayAct)
+            await #expect(throws: StoreError.self) { try await store.setUserDisabled(named: "nobody", true) }
+
+            let now = kept(Date())
+            try await store.createToken(userID: owner.id!, hash: "old", expiresAt: now - 60)
+            try await store.createToken(userID: owner.id!, hash: "new", expiresAt: now + 60)
+            #expect(try await store.purgeTokens(expiredBefore: now) == 1)
+            #expect(try await store.user(forTokenHash: "new", at: now)?.name == "ann")
+            #expect(try await store.deleteToken(hash: "old") == false)
+
+            #expect(try await store.setting("tenantNetworks") == nil)
+            try await store.setSetting("tenantNetworks", to: "off")
+            try await store.setSetting("tenantNetworks", to: "on")
+            #expect(try await store.setting("tenantNetworks") == "on")
+        }
+    }
+
     @Test("The audit trail: filtered by time and actor, paged by id, purged by age", arguments: Engine.allCases)
     func events(_ engine: Engine) async throws {
         try await withStore(engine) { store in
