@@ -115,7 +115,7 @@ struct TenancyTests {
         }
     }
 
-    @Test("One user holding 40 sessions gets 429s past the cap; another user's command on the machine answers, and the machine stays up through a pass")
+    @Test("One user holding 40 sessions gets 429s past the cap; another user's command answers, and the machine stays up through a pass")
     func sessionCap() async throws {
         try await withAdmin { api, cli, testbed, databasePath in
             let bob = try await user("bob", admin: cli)
