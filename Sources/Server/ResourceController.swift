@@ -53,6 +53,8 @@ struct ResourceController {
                 if asked != current.limits {
                     resource = try await catalog.setLimits(name: name, limits: asked)
                     said.append("runs its containers with \(Self.describe(limits.limits(for: resource)))")
+                    // Warm containers started with the old limits (processes included) make way.
+                    await warmPool.remove(await warmPool.slots(ofResourceNamed: name))
                 }
                 await audit.record(
                     caller.user.name,

@@ -279,12 +279,13 @@ struct GatewayTests {
         try await waitUntil(seconds: 5, "sleep 999 gone after its ssh was killed") { try await !processes().contains("sleep 999") }
 
         // ssh-config: Host blocks that stock ssh uses as they are.
+        // The gateway's key comes pinned: the first contact asks nothing under strict checking.
         let config = try await gateway.cli.ok("ssh-config")
         #expect(config.contains("Host box\n    HostName 127.0.0.1\n    Port \(gateway.master.sshPort)\n    User box\n"))
+        let pinned = "\(gateway.cli.home)/.config/resalloc/known_hosts"
+        #expect(config.contains("    UserKnownHostsFile \(pinned)\n    StrictHostKeyChecking yes\n"), "\(config)")
         let configPath = "\(gateway.directory)/ssh_config"
-        try
-            (config
-            + "Host *\n    IdentityFile \(gateway.key)\n    IdentitiesOnly yes\n    BatchMode yes\n    StrictHostKeyChecking accept-new\n    UserKnownHostsFile \(gateway.directory)/known_hosts\n")
+        try (config + "Host *\n    IdentityFile \(gateway.key)\n    IdentitiesOnly yes\n    BatchMode yes\n")
             .write(toFile: configPath, atomically: true, encoding: .utf8)
         let viaConfig = try await Subprocess.run(
             ["ssh", "-F", configPath, "box", "echo via-config"],
@@ -292,6 +293,18 @@ struct GatewayTests {
             timeout: .seconds(30)
         )
         #expect(viaConfig.output == "via-config\n", "\(viaConfig.errors)")
+        // Another key where the gateway's should be: refused.
+        let genuine = try String(contentsOfFile: pinned, encoding: .utf8)
+        let other = try String(contentsOfFile: testbed.keys["ed25519"]! + ".pub", encoding: .utf8).split(separator: " ").prefix(2)
+        try genuine.replacingOccurrences(of: #"ssh-ed25519 \S+"#, with: other.joined(separator: " "), options: .regularExpression)
+            .write(toFile: pinned, atomically: true, encoding: .utf8)
+        let impostor = try await Subprocess.run(
+            ["ssh", "-F", configPath, "box", "echo via-config"],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+            timeout: .seconds(30)
+        )
+        #expect(impostor.status == 255 && impostor.errors.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "\(impostor.errors)")
+        try genuine.write(toFile: pinned, atomically: true, encoding: .utf8)
 
         // The host key is the same after a restart: known_hosts still matches.
         let before = try String(contentsOfFile: "\(gateway.directory)/known_hosts", encoding: .utf8)
@@ -329,6 +342,29 @@ struct GatewayTests {
         #expect(events.stdout.contains("gateway.login-throttled"), "\(events.stdout)")
     }
 
+    @Test("A user disabled while their connection stays open gets no new channel on it; their open session ends")
+    func disabledOnOpenConnection() async throws {
+        let gateway = try await GatewayFixture.start()
+        defer { gateway.stop() }
+        try await gateway.cli.ok("lease", "create", "box", "box", "-q")
+        // One connection, shared by later commands (OpenSSH's multiplexing), holding a session.
+        let socket = "\(gateway.directory)/mux"
+        let shared = ["-o", "ControlPath=\(socket)"]
+        let holder = try Subprocess.start(
+            ["ssh"] + gateway.options() + shared + ["-o", "ControlMaster=yes", "-p", String(gateway.master.sshPort), "box@127.0.0.1", "sleep 300"],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory]
+        )
+        defer { holder.kill9() }
+        try await waitUntil(seconds: 30, "the shared connection") { FileManager.default.fileExists(atPath: socket) }
+        #expect(try await gateway.ssh(shared + ["box@127.0.0.1", "echo", "before"]).output == "before\n")
+
+        let disabled = try await CLI.master("user", "disable", "admin", "--db", gateway.master.databasePath)
+        #expect(disabled.status == 0, "\(disabled.stderr)")
+        let after = try await gateway.ssh(shared + ["box@127.0.0.1", "echo", "after"])
+        #expect(after.status != 0 && !after.output.contains("after"), "a new channel opened for a disabled user: \(after.output)")
+        _ = try await within(.seconds(15), "the disabled user's open session ends") { try await holder.wait(timeout: .seconds(15)) }
+    }
+
     @Test("One user's ninth session on a machine is refused with a sentence on stderr; the eight go on")
     func sessionCap() async throws {
         let gateway = try await GatewayFixture.start()
@@ -363,16 +399,22 @@ struct GatewayTests {
         defer { gateway.stop() }
         try await gateway.cli.ok("lease", "create", "box", "box", "-q")
         // A lone newline, then a connection that stops mid-handshake, while a session runs.
+        // busybox-static's nc (make deps installs it): no other netcat need be on the machine.
         let garbage = try await Subprocess.run(
-            ["sh", "-c", "printf '\\n' | timeout 3 nc -q 1 127.0.0.1 \(gateway.master.sshPort); exit 0"],
+            ["sh", "-c", "printf '\\n' | timeout 3 /bin/busybox nc 127.0.0.1 \(gateway.master.sshPort); exit 0"],
             timeout: .seconds(10)
         )
-        _ = garbage
-        let dropped = try Subprocess.start(["sh", "-c", "sleep 20 | nc 127.0.0.1 \(gateway.master.sshPort)"], stdout: .null, stderr: .null)
+        #expect(garbage.output.hasPrefix("SSH-2.0-"), "the garbage reached the gateway: \(garbage.output) \(garbage.errors)")
+        let dropped = try Subprocess.start(
+            ["sh", "-c", "sleep 20 | /bin/busybox nc 127.0.0.1 \(gateway.master.sshPort)"],
+            stdout: .null,
+            stderr: .null
+        )
         defer { dropped.kill9() }
         #expect(try await gateway.ssh(["box@127.0.0.1", "echo still-fine"]).output == "still-fine\n")
+        #expect(dropped.isRunning, "the half-made connection was still open meanwhile")
 
-        // Seven keys offered: the gateway closes the connection after the sixth refusal.
+        // Seven keys offered: the gateway closes the connection after the sixth attempt.
         var keys: [String] = []
         for index in 0..<7 {
             let path = "\(gateway.directory)/wrong\(index)"
@@ -389,7 +431,9 @@ struct GatewayTests {
         )
         #expect(many.status == 255)
         let offered = many.errors.components(separatedBy: "Offering public key").count - 1
-        #expect(offered <= 6, "\(offered) keys were tried")
+        // swift-nio-ssh answers each key's query with "accepts" and refuses the signed request
+        // that follows: two attempts a key, so the sixth attempt is the third key's.
+        #expect(offered == 3, "\(offered) keys were tried: six attempts, then the connection closed: \(many.errors.suffix(2000))")
 
         // 50 at once, started by one shell (not 50 blocked test threads).
         let ssh = (["ssh"] + gateway.options() + ["-p", String(gateway.master.sshPort)]).joined(separator: " ")

@@ -5,6 +5,13 @@ import Testing
 
 @Suite("Pseudo-terminals", .timeLimit(.minutes(3)))
 struct PTYTests {
+    /// Whether `text` shows `output` after the echo of the typed `command` (the output cannot
+    /// come from the echo: the typed text differs from it).
+    static func after(_ text: String, _ command: String, shows output: String) -> Bool {
+        guard let typed = text.range(of: command) else { return false }
+        return text[typed.upperBound...].contains(output)
+    }
+
     @Test("Type, read the echo, resize, read stty size, exit 7")
     func interactiveShell() async throws {
         let testbed = try await Testbed.shared()
@@ -13,17 +20,21 @@ struct PTYTests {
         let pty = try await connection.start("sh", pty: (term: "xterm", size: TerminalSize(columns: 80, rows: 24)))
         let screen = Screen(pty)
         pty.write(Array("echo h''i\n".utf8))
-        #expect(try await screen.waitFor("hi\r\n").contains("hi"))
+        let echoed = try await screen.waitFor("hi\r\n")
+        #expect(Self.after(echoed, "echo h''i", shows: "hi\r\n"), "the typed line echoed, then its output on a line of its own: \(echoed)")
         pty.write(Array("stty size\n".utf8))
-        #expect(try await screen.waitFor("24 80").contains("24 80"))
+        let sized = try await screen.waitFor("24 80\r\n")
+        #expect(Self.after(sized, "stty size", shows: "24 80\r\n"), "\(sized)")
         pty.resize(TerminalSize(columns: 132, rows: 40))
         pty.write(Array("stty size\n".utf8))
-        #expect(try await screen.waitFor("40 132").contains("40 132"))
+        let resized = try await screen.waitFor("40 132\r\n")
+        #expect(Self.after(resized, "stty size", shows: "40 132\r\n"), "\(resized)")
         // A size set just before a command always reaches the terminal before the command does.
         for rows in 41...60 {
             pty.resize(TerminalSize(columns: 100, rows: rows))
             pty.write(Array("stty size\n".utf8))
-            #expect(try await screen.waitFor("\(rows) 100\r\n").contains("\(rows) 100"))
+            let shown = try await screen.waitFor("\(rows) 100\r\n")
+            #expect(Self.after(shown, "stty size", shows: "\(rows) 100\r\n"), "\(shown)")
         }
         pty.write(Array("exit 7\n".utf8))
         #expect(try await within(.seconds(15), "exit status") { try await pty.exitStatus() } == 7)

@@ -345,6 +345,13 @@ struct StoreConformanceTests {
             #expect(try await store.placeLease(extra, on: [m2.id!], cpuOvercommit: 4) == nil, "down, and full")
             extra.state = .failed
             try await store.updateLease(extra)
+            // Down alone: a machine with room that is down takes nothing; up again, it does.
+            let m3 = try await store.createMachine(Self.machine("m3", host: "127.0.0.13"))
+            try await store.setMachineHealth(id: m3.id!, healthy: false, error: "down", at: Date())
+            let onDown = try await store.createLease(Self.lease("on-down", owner: owner.id!, resource: resource.id!))
+            #expect(try await store.placeLease(onDown, on: [m3.id!], cpuOvercommit: 4) == nil, "down, with room")
+            try await store.setMachineHealth(id: m3.id!, healthy: true, error: nil, at: Date())
+            #expect(try await store.placeLease(onDown, on: [m3.id!], cpuOvercommit: 4)?.name == "m3", "up again")
         }
     }
 
