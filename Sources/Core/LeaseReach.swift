@@ -89,9 +89,14 @@ extension Master {
     /// otherwise live on while the lease's server keeps the connection open.
     public func end(_ forward: ForwardRelay) async {
         forward.process.close()
-        do { try await docker(forward.target).remove(forward.container) } catch {
-            logger.warning("could not remove a forward's relay", metadata: ["container": "\(forward.container)", "error": "\(error)"])
-        }
+        let (docker, logger) = (docker(forward.target), logger)
+        // Not cancelled with its caller (whose wait ends as the channel closes): a relay left
+        // behind would hold its connection to the lease's server.
+        await Task {
+            do { try await docker.remove(forward.container) } catch {
+                logger.warning("could not remove a forward's relay", metadata: ["container": "\(forward.container)", "error": "\(error)"])
+            }
+        }.value
     }
 
     /// Ends what a session marked `marker` left running in the lease (its client went away), with
