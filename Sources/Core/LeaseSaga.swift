@@ -236,11 +236,18 @@ public struct LeaseSaga: Sendable {
     }
 
     /// Extends a lease to end `ttl` from now, capped at the maximum.
+    /// Only a running lease is extended, and only its expiry is written: a lease a pass or its
+    /// owner is deleting meanwhile stays deleted (409).
     public func extend(_ listing: LeaseListing, by ttl: Duration) async throws(MasterError) -> LeaseListing {
         let ttl = try lifetime(ttl)
         var listing = listing
         listing.lease.expiresAt = Date() + TimeInterval(ttl.components.seconds)
-        do { try await database.updateLease(listing.lease) } catch { throw .from(error) }
+        let extended: Bool
+        do { extended = try await database.extendLease(id: listing.lease.id!, to: listing.lease.expiresAt) } catch { throw .from(error) }
+        guard extended else {
+            let state = (try? await database.lease(id: listing.lease.id!))?.state.rawValue ?? "gone"
+            throw MasterError(.conflict, "lease \(listing.lease.name) is \(state), not running: only a running lease can be extended")
+        }
         return listing
     }
 }

@@ -162,7 +162,7 @@ public struct Reconciler: Sendable {
         case .failure(let error):
             return await markDown(machine, reason: MasterError.from(error, machine: machine.name).message, dryRun: dryRun)
         case .success(let containers):
-            let leases: [Lease]
+            var leases: [Lease]
             let slots: [PoolSlot]
             do {
                 leases = try await master.database.leaseListings(ownerID: nil, name: nil, machineID: machine.id).map(\.lease)
@@ -172,6 +172,7 @@ public struct Reconciler: Sendable {
                 summary.problems = ["cannot read the database: \(error)"]
                 return summary
             }
+            if !dryRun { leases = await claimExpired(leases, now: now) }
             var summary = await settle(machine, docker, containers: containers, leases: leases, slots: slots, incarnations, dryRun: dryRun, now: now)
             // A machine that lost its firewall is settled as any other, but takes no new lease
             // until it has the rules again.
@@ -187,6 +188,24 @@ public struct Reconciler: Sendable {
             }
             return summary
         }
+    }
+
+    /// Marks each expired lease `deleting`, if it is still expired: one its owner extended since
+    /// the pass read it is read again, and keeps its container.
+    private func claimExpired(_ leases: [Lease], now: Date) async -> [Lease] {
+        var settled: [Lease] = []
+        for var lease in leases {
+            if lease.expiresAt <= now && lease.state != .deleting {
+                let claimed = (try? await master.database.claimExpiredLease(id: lease.id!, at: now, incarnationID: master.incarnationID)) ?? false
+                if claimed {
+                    lease.state = .deleting
+                } else if let fresh = try? await master.database.lease(id: lease.id!) {
+                    lease = fresh
+                }
+            }
+            settled.append(lease)
+        }
+        return settled
     }
 
     /// `body`'s result, or nil once `deadline` has passed (`body` is then cancelled).

@@ -238,6 +238,23 @@ extension AppDatabase {
         try await write { db in try lease.update(db) }
     }
 
+    public func extendLease(id: Int64, to expiresAt: Date) async throws -> Bool {
+        try await write { db in
+            try db.execute(sql: "UPDATE lease SET expiresAt = ? WHERE id = ? AND state = 'running'", arguments: [expiresAt, id])
+            return db.changesCount > 0
+        }
+    }
+
+    public func claimExpiredLease(id: Int64, at now: Date, incarnationID: String?) async throws -> Bool {
+        try await write { db in
+            try db.execute(
+                sql: "UPDATE lease SET state = 'deleting', incarnationId = ? WHERE id = ? AND expiresAt <= ? AND state != 'deleting'",
+                arguments: [incarnationID, id, now]
+            )
+            return db.changesCount > 0
+        }
+    }
+
     public func deleteLease(id: Int64) async throws {
         try await write { db in _ = try Lease.deleteOne(db, key: id) }
     }

@@ -317,6 +317,16 @@ extension PostgresStore {
         if let connection { try await connection.query(query, logger: logger) } else { try await self.query(query, logger: logger) }
     }
 
+    public func extendLease(id: Int64, to expiresAt: Date) async throws -> Bool {
+        try await changes(#"UPDATE lease SET "expiresAt" = \#(expiresAt) WHERE id = \#(id) AND state = 'running' RETURNING id"#) > 0
+    }
+
+    public func claimExpiredLease(id: Int64, at now: Date, incarnationID: String?) async throws -> Bool {
+        try await changes(
+            #"UPDATE lease SET state = 'deleting', "incarnationId" = \#(incarnationID) WHERE id = \#(id) AND "expiresAt" <= \#(now) AND state != 'deleting' RETURNING id"#
+        ) > 0
+    }
+
     public func deleteLease(id: Int64) async throws {
         try await self.query("DELETE FROM lease WHERE id = \(id)", logger: logger)
     }

@@ -41,6 +41,12 @@ public protocol Store: Sendable {
     // Leases
     func createLease(_ lease: Lease) async throws -> Lease
     func updateLease(_ lease: Lease) async throws
+    /// Sets a `running` lease's expiry; false, changing nothing, when it is not running (being
+    /// deleted, failed, gone): an extension never puts a lease back from `deleting`.
+    func extendLease(id: Int64, to expiresAt: Date) async throws -> Bool
+    /// Marks a lease `deleting` by `incarnationID` if it is still expired at `now` (not extended
+    /// meanwhile) and not being deleted already; false, changing nothing, otherwise.
+    func claimExpiredLease(id: Int64, at now: Date, incarnationID: String?) async throws -> Bool
     func deleteLease(id: Int64) async throws
     func lease(id: Int64) async throws -> Lease?
     func leaseListings(ownerID: Int64?, name: String?, machineID: Int64?) async throws -> [LeaseListing]

@@ -411,6 +411,48 @@ struct StoreConformanceTests {
         }
     }
 
+    @Test(
+        "Extend and expire race: only a running lease is extended, a pass claims only a lease still expired, and of the two racing exactly one wins",
+        arguments: Engine.allCases
+    )
+    func extendAgainstExpiry(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let owner = try await store.createUser(name: "ann", passwordHash: "h")
+            let resource = try await store.createResource(name: "box", dockerfile: Data("FROM busybox".utf8))
+            let now = kept(Date())
+            func expiredLease(_ name: String) async throws -> Lease {
+                var lease = try await store.createLease(Self.lease(name, owner: owner.id!, resource: resource.id!))
+                lease.state = .running
+                lease.expiresAt = now - 60
+                try await store.updateLease(lease)
+                return lease
+            }
+            // One after the other: the first to act decides.
+            let extended = try await expiredLease("extended")
+            #expect(try await store.extendLease(id: extended.id!, to: now + 3600))
+            #expect(try await store.claimExpiredLease(id: extended.id!, at: now, incarnationID: "pass") == false, "extended: not expired any more")
+            let claimed = try await expiredLease("claimed")
+            #expect(try await store.claimExpiredLease(id: claimed.id!, at: now, incarnationID: "pass"))
+            #expect(try await store.lease(id: claimed.id!)?.state == .deleting)
+            #expect(try await store.extendLease(id: claimed.id!, to: now + 3600) == false, "deleting: not extended")
+            #expect(same(try await store.lease(id: claimed.id!)?.expiresAt, claimed.expiresAt), "the expiry is as it was")
+            #expect(try await store.claimExpiredLease(id: claimed.id!, at: now, incarnationID: "pass") == false, "claimed once")
+            #expect(try await store.extendLease(id: 999_999, to: now) == false, "a lease that is gone")
+
+            // At once, twenty times: exactly one of the two wins each time.
+            for round in 0..<20 {
+                let lease = try await expiredLease("race\(round)")
+                // Two tasks, not `async let`: in this closure it crashed the task allocator here.
+                let extending = Task { try await store.extendLease(id: lease.id!, to: now + 3600) }
+                let claiming = Task { try await store.claimExpiredLease(id: lease.id!, at: now, incarnationID: "pass") }
+                let (extendWon, claimWon) = (try await extending.value, try await claiming.value)
+                #expect(extendWon != claimWon, "round \(round): extend \(extendWon), claim \(claimWon)")
+                let state = try await store.lease(id: lease.id!)?.state
+                #expect(state == (claimWon ? .deleting : .running))
+            }
+        }
+    }
+
     @Test("The audit trail: filtered by time and actor, paged by id, purged by age", arguments: Engine.allCases)
     func events(_ engine: Engine) async throws {
         try await withStore(engine) { store in
