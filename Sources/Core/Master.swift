@@ -103,10 +103,6 @@ public struct Master: Sendable {
         do { return try await database.machineLoads() } catch { throw .from(error) }
     }
 
-    public func activeLeaseCounts() async throws(MasterError) -> [Int64: Int] {
-        do { return try await database.activeLeaseCounts() } catch { throw .from(error) }
-    }
-
     /// Closes every SSH connection (graceful shutdown).
     public func shutdown() async {
         await sessionGuards.closeAll()

@@ -77,11 +77,6 @@ public final class SessionLedger: Sendable {
 
     /// The users with sessions open now.
     public var users: Set<String> { state.withLock { Set($0.entries.values.map(\.user)) } }
-
-    /// Sessions of `user` open on the machine `machineID` now.
-    public func count(user: String, machineID: Int64) -> Int {
-        state.withLock { $0.entries.values.count { $0.user == user && $0.machineID == machineID } }
-    }
 }
 
 /// One admitted session's place in the ledger; released when the session ends.

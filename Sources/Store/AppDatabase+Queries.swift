@@ -167,17 +167,8 @@ extension AppDatabase {
         try await write(conflict: "the machine still has leases") { db in _ = try Machine.deleteOne(db, key: id) }
     }
 
-    /// What counts against each machine's capacity: active (creating, running, deleting) leases
-    /// and warm pool containers, per machine id.
-    public func activeLeaseCounts() async throws -> [Int64: Int] {
-        try await read { db in try Self.occupancy(db) }
-    }
-
-    static func occupancy(_ db: Database) throws -> [Int64: Int] {
-        try loads(db).mapValues(\.containers)
-    }
-
-    /// Active leases and warm containers per machine id, with the sums of their limits.
+    /// What counts against each machine's room: active (creating, running, deleting) leases and
+    /// warm pool containers per machine id, with the sums of their limits.
     public func machineLoads() async throws -> [Int64: MachineLoad] {
         try await read { db in try Self.loads(db) }
     }

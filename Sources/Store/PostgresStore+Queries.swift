@@ -205,10 +205,6 @@ extension PostgresStore {
         }
     }
 
-    public func activeLeaseCounts() async throws -> [Int64: Int] {
-        try await loads(on: nil).mapValues(\.containers)
-    }
-
     public func machineLoads() async throws -> [Int64: MachineLoad] {
         try await loads(on: nil)
     }

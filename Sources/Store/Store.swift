@@ -34,7 +34,6 @@ public protocol Store: Sendable {
     func machine(id: Int64) async throws -> Machine?
     func setMachineHealth(id: Int64, healthy: Bool, error: String?, at now: Date) async throws
     func deleteMachine(id: Int64) async throws
-    func activeLeaseCounts() async throws -> [Int64: Int]
     /// Active leases and warm containers per machine id, with the sums of their limits.
     func machineLoads() async throws -> [Int64: MachineLoad]
 
@@ -102,6 +101,9 @@ public protocol Store: Sendable {
 }
 
 extension Store {
+    /// Active leases and warm containers per machine id: what counts against `Capacity`.
+    public func activeLeaseCounts() async throws -> [Int64: Int] { try await machineLoads().mapValues(\.containers) }
+
     /// Throws unless the schema is the one this program was built for.
     public func requireCurrentVersion() async throws {
         let version = try await schemaVersion()
