@@ -10,6 +10,8 @@ public struct LeaseTarget: Sendable {
     public let container: String
     /// Who reached it (for the audit trail).
     public var user: String = ""
+    /// The lease's id (its sessions keep it from going idle).
+    public var leaseID: Int64?
 }
 
 /// Reaching into a lease: shells, file copies and port tunnels. Every front door (the
@@ -26,7 +28,13 @@ extension Master {
             guard let found = try await database.machine(id: machineID) else { throw MasterError(.notFound, "the lease's machine is gone") }
             machine = found
         } catch { throw .from(error) }
-        return LeaseTarget(name: listing.lease.name, machine: machine, container: listing.lease.containerName(masterID: masterID), user: caller.name)
+        return LeaseTarget(
+            name: listing.lease.name,
+            machine: machine,
+            container: listing.lease.containerName(masterID: masterID),
+            user: caller.name,
+            leaseID: listing.lease.id
+        )
     }
 
     public func docker(_ target: LeaseTarget) -> RemoteDocker { fleet.docker(on: target.machine) }

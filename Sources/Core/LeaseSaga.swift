@@ -15,6 +15,8 @@ public struct LeaseSaga: Sendable {
     let logger: Logger
     /// The limits each container runs with, and how placement counts them.
     let limits: LimitPolicy
+    /// The fair queue a lease waits in with `wait`, and each user's limits.
+    let jobs: Jobs?
     public var defaultTTL: Duration
     public var maxTTL: Duration
 
@@ -26,6 +28,7 @@ public struct LeaseSaga: Sendable {
         incarnationID: String,
         logger: Logger,
         limits: LimitPolicy = LimitPolicy(),
+        jobs: Jobs? = nil,
         defaultTTL: Duration = .seconds(86400),
         maxTTL: Duration = .seconds(7 * 86400)
     ) {
@@ -36,6 +39,7 @@ public struct LeaseSaga: Sendable {
         self.incarnationID = incarnationID
         self.logger = logger
         self.limits = limits
+        self.jobs = jobs
         self.defaultTTL = defaultTTL
         self.maxTTL = maxTTL
     }
@@ -47,12 +51,34 @@ public struct LeaseSaga: Sendable {
         resourceName: String,
         leaseName: String,
         ttl: Duration? = nil,
+        wait: Duration? = nil,
+        idle: Duration? = nil,
+        onQueued: (@Sendable (Int) -> Void)? = nil,
         onBuildLine: (@Sendable (String) -> Void)? = nil
     ) async throws(MasterError) -> LeaseListing {
         let resource = try await check(resourceName: resourceName, leaseName: leaseName)
         let ttl = try lifetime(ttl ?? defaultTTL)
         let started = ContinuousClock.now
         let containerLimits = limits.limits(for: resource)
+        let waitUntil = wait.map { Date() + TimeInterval($0.components.seconds) }
+        // The owner's own limits: refused at once, or waited out in the queue.
+        var atLimit = false
+        if let jobs {
+            let userLimits = owner.limits.over(jobs.settings.userDefaults)
+            let use: UserUse
+            do { use = try await database.userUses()[owner.id!] ?? UserUse() } catch { throw .from(error) }
+            if let refusal = use.refusal(
+                adding: "lease",
+                memoryBytes: containerLimits.placementMemory,
+                milliCPUs: containerLimits.placementCPUs,
+                limits: userLimits
+            ) {
+                guard waitUntil != nil else {
+                    throw MasterError(.forbidden, "\(refusal); delete one, wait with --wait, or ask an admin to raise your limit")
+                }
+                atLimit = true
+            }
+        }
         var lease: Lease
         do {
             let now = Date()
@@ -67,10 +93,13 @@ public struct LeaseSaga: Sendable {
             )
             new.memoryBytes = containerLimits.placementMemory
             new.milliCPUs = containerLimits.placementCPUs
+            new.idleSeconds = idle.map { Int($0.components.seconds) } ?? resource.idleSeconds
+            new.activeAt = now
+            if atLimit { new.queuedUntil = waitUntil }
             lease = try await database.createLease(new)
         } catch { throw .from(error) }
 
-        if resource.poolSize > 0, let machine = await warmPool.take(&lease, resource: resource) {
+        if !atLimit, resource.poolSize > 0, let machine = await warmPool.take(&lease, resource: resource) {
             lease.state = .running
             lease.message = nil
             do { try await database.updateLease(lease) } catch {
@@ -87,7 +116,7 @@ public struct LeaseSaga: Sendable {
         var tried: Set<Int64> = []
         var evicted = false
         while true {
-            let machine: Machine?
+            var machine: Machine?
             let machines: [Machine]
             let loads: [Int64: MachineLoad]
             let overcommit = limits.cpuOvercommit
@@ -101,8 +130,11 @@ public struct LeaseSaga: Sendable {
                     milliCPUs: lease.milliCPUs,
                     cpuOvercommit: overcommit
                 ).filter { !tried.contains($0.id!) }
-                machine = try await database.placeLease(lease, on: order.map { $0.id! }, cpuOvercommit: overcommit)
+                machine = lease.queuedUntil != nil ? nil : try await database.placeLease(lease, on: order.map { $0.id! }, cpuOvercommit: overcommit)
             } catch { throw await fail(&lease, .from(error)) }
+            if machine == nil, let waitUntil, unreachable.isEmpty {
+                machine = try await queue(&lease, until: waitUntil, onQueued: onQueued)
+            }
             guard let machine else {
                 // Warm containers give way to a lease that has nowhere else to go.
                 if !evicted && unreachable.isEmpty, await warmPool.evictOne() {
@@ -138,6 +170,48 @@ public struct LeaseSaga: Sendable {
             } catch {
                 throw await fail(&lease, error)
             }
+        }
+    }
+
+    /// Waits in the fair queue until the queue gives the lease a place (the machine), or fails
+    /// it when `deadline` passes first.
+    private func queue(_ lease: inout Lease, until deadline: Date, onQueued: (@Sendable (Int) -> Void)?) async throws(MasterError) -> Machine {
+        guard let jobs else { throw await fail(&lease, MasterError(.noCapacity, "this master has no queue")) }
+        if lease.queuedUntil == nil {
+            lease.queuedUntil = deadline
+            do { try await database.updateLease(lease) } catch { throw await fail(&lease, .from(error)) }
+        }
+        jobs.kick()
+        var told = 0
+        while true {
+            let generation = jobs.changes.generation
+            let current: Lease?
+            do { current = try await database.lease(id: lease.id!) } catch { throw .from(error) }
+            guard let current, current.state == .creating else {
+                throw MasterError(.conflict, "lease \(lease.name) was \(current?.state.rawValue ?? "deleted") while it waited for a place")
+            }
+            if let machineID = current.machineId {
+                lease = current
+                do {
+                    guard let machine = try await database.machine(id: machineID) else { throw MasterError(.notFound, "the lease's machine is gone") }
+                    return machine
+                } catch { throw await fail(&lease, .from(error)) }
+            }
+            if Date() >= deadline || Task.isCancelled {
+                let message = "no place for the lease came free while it waited; try again later or ask an admin to add a machine"
+                let abandoned: Bool
+                do { abandoned = try await database.abandonQueuedLease(id: lease.id!, message: message) } catch { throw .from(error) }
+                if abandoned {
+                    logger.notice("lease failed", metadata: ["lease": "\(lease.name)", "error": "\(message)"])
+                    throw MasterError(.noCapacity, message)
+                }
+                continue  // the queue gave it a place just now
+            }
+            if let onQueued, let place = await jobs.places().leases[lease.id!], place != told {
+                told = place
+                onQueued(place)
+            }
+            await jobs.changes.wait(after: generation, atMost: .milliseconds(500))
         }
     }
 
@@ -233,6 +307,7 @@ public struct LeaseSaga: Sendable {
             }
         }
         do { try await database.deleteLease(id: lease.id!) } catch { throw .from(error) }
+        jobs?.kick()  // its place may be what a queued job or lease waits for
     }
 
     /// Extends a lease to end `ttl` from now, capped at the maximum.

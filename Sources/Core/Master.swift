@@ -34,6 +34,8 @@ public struct Master: Sendable {
     public let limits: LimitPolicy
     /// The sessions this process carries into leases, by user and machine.
     public let sessions: SessionLedger
+    /// Jobs (`resalloc run`) and the fair queue they share with waiting leases.
+    public let jobs: Jobs
 
     /// Opens the store `databasePath` names (a SQLite file or a `postgres://` URL), migrating
     /// it to the current schema.
@@ -64,6 +66,7 @@ public struct Master: Sendable {
         // As the installation's `serve` last set it (cron's cleanup has no flag of its own).
         limits.settings.ownerNetworks = (try? await database.setting(OwnerNetworks.settingKey)) != "off"
         sessions = SessionLedger()
+        jobs = Jobs(database: database, fleet: fleet, limits: limits, masterID: masterID, incarnationID: incarnationID, logger: logger)
         warmPool = WarmPool(database: database, fleet: fleet, masterID: masterID, incarnationID: incarnationID, logger: logger, limits: limits)
         saga = LeaseSaga(
             database: database,
@@ -72,7 +75,8 @@ public struct Master: Sendable {
             masterID: masterID,
             incarnationID: incarnationID,
             logger: logger,
-            limits: limits
+            limits: limits,
+            jobs: jobs
         )
     }
 

@@ -164,16 +164,27 @@ public struct Reconciler: Sendable {
         case .success(let containers):
             var leases: [Lease]
             let slots: [PoolSlot]
+            let jobContainers: Set<String>
             do {
                 leases = try await master.database.leaseListings(ownerID: nil, name: nil, machineID: machine.id).map(\.lease)
                 slots = try await master.database.poolSlots(machineID: machine.id)
+                jobContainers = try await master.jobs.containersInUse(on: machine.id!)
             } catch {
                 var summary = CleanupSummary()
                 summary.problems = ["cannot read the database: \(error)"]
                 return summary
             }
             if !dryRun { leases = await claimExpired(leases, now: now) }
-            var summary = await settle(machine, docker, containers: containers, leases: leases, slots: slots, incarnations, dryRun: dryRun, now: now)
+            var summary = await settle(
+                machine,
+                docker,
+                containers: containers.filter { !jobContainers.contains($0.name) },  // jobs look after their own
+                leases: leases,
+                slots: slots,
+                incarnations,
+                dryRun: dryRun,
+                now: now
+            )
             // A machine that lost its firewall is settled as any other, but takes no new lease
             // until it has the rules again.
             if master.limits.ownerNetworks, case .success(nil) = await race(machineDeadline, { try await docker.firewallState() }) {
@@ -194,7 +205,21 @@ public struct Reconciler: Sendable {
     /// the pass read it is read again, and keeps its container.
     private func claimExpired(_ leases: [Lease], now: Date) async -> [Lease] {
         var settled: [Lease] = []
+        let inUse = Set(master.sessions.leasesInUse)
         for var lease in leases {
+            // A lease idle past its `idleSeconds` ends as at the end of its lifetime.
+            if lease.state == .running, let idle = lease.idleSeconds, !inUse.contains(lease.id!), lease.expiresAt > now,
+                now.timeIntervalSince(lease.activeAt ?? lease.createdAt) > Double(idle),
+                (try? await master.database.extendLease(id: lease.id!, to: now)) == true
+            {
+                lease.expiresAt = now
+                await master.audit.record(
+                    actor,
+                    "lease.idle",
+                    "#\(lease.id!) \(lease.name)",
+                    detail: "no session for \(TTL.format(.seconds(idle))); ended as expired"
+                )
+            }
             if lease.expiresAt <= now && lease.state != .deleting {
                 let claimed = (try? await master.database.claimExpiredLease(id: lease.id!, at: now, incarnationID: master.incarnationID)) ?? false
                 if claimed {

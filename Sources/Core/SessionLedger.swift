@@ -1,3 +1,4 @@
+import Foundation
 import SSH
 import Synchronization
 
@@ -11,6 +12,7 @@ public final class SessionLedger: Sendable {
     private struct Entry {
         let user: String
         let machineID: Int64
+        let leaseID: Int64?
         var process: RemoteProcess?
     }
     private struct State {
@@ -36,7 +38,7 @@ public final class SessionLedger: Sendable {
             let held = state.entries.values.count { $0.user == target.user && $0.machineID == machineID }
             guard held < state.maxPerUser else { return nil }
             state.nextID += 1
-            state.entries[state.nextID] = Entry(user: target.user, machineID: machineID)
+            state.entries[state.nextID] = Entry(user: target.user, machineID: machineID, leaseID: target.leaseID)
             return state.nextID
         }
         guard let admitted else {
@@ -76,6 +78,9 @@ public final class SessionLedger: Sendable {
     }
 
     /// The users with sessions open now.
+    /// The leases with a session open now (they are not idle).
+    public var leasesInUse: [Int64] { state.withLock { Array(Set($0.entries.values.compactMap(\.leaseID))) } }
+
     public var users: Set<String> { state.withLock { Set($0.entries.values.map(\.user)) } }
 }
 
@@ -99,6 +104,15 @@ struct SessionTicket: Sendable {
 }
 
 extension Master {
+    /// Records that the leases with a session open here are in use (see `Lease.idleSeconds`).
+    public func touchLeasesInUse() async {
+        let leases = sessions.leasesInUse
+        guard !leases.isEmpty else { return }
+        do { try await database.touchLeases(ids: leases, at: Date()) } catch {
+            logger.warning("could not record the leases in use", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// Ends the sessions of every user with sessions open here who is now disabled (or gone).
     public func endSessionsOfDisabledUsers() async {
         for name in sessions.users {

@@ -125,15 +125,24 @@ public struct LeaseRequest: Codable, Sendable {
     public var resourceName: String
     public var leaseName: String
     public var ttl: String?
-    public init(resourceName: String, leaseName: String, ttl: String? = nil) {
+    /// How long to wait in the fair queue for a place, when none is free now (or a limit of
+    /// the owner's is reached); absent: refuse at once.
+    public var wait: String?
+    /// How long the lease may go without a session before it ends; absent: the resource's.
+    public var idle: String?
+    public init(resourceName: String, leaseName: String, ttl: String? = nil, wait: String? = nil, idle: String? = nil) {
         self.resourceName = resourceName
         self.leaseName = leaseName
         self.ttl = ttl
+        self.wait = wait
+        self.idle = idle
     }
     enum CodingKeys: String, CodingKey {
         case resourceName = "ResourceName"
         case leaseName = "LeaseName"
         case ttl = "TTL"
+        case wait = "Wait"
+        case idle = "Idle"
     }
 }
 
@@ -145,12 +154,20 @@ public struct LeaseProgress: Codable, Sendable, Equatable {
     public static let mediaType = "application/x-ndjson"
 
     public var build: String?
+    /// The lease's place in the fair queue while it waits (1: next).
+    public var place: Int?
     public var success: Bool?
     public var message: String?
     public var status: Int?
     public var lease: LeaseInfo?
 
     public static func buildLine(_ line: String) -> LeaseProgress { LeaseProgress(build: line) }
+
+    public static func queued(_ place: Int) -> LeaseProgress {
+        var progress = LeaseProgress()
+        progress.place = place
+        return progress
+    }
 
     public static func created(_ lease: LeaseInfo, message: String) -> LeaseProgress {
         LeaseProgress(success: true, message: message, lease: lease)
@@ -168,6 +185,7 @@ public struct LeaseProgress: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case build = "Build"
+        case place = "Place"
         case success = "Success"
         case message = "Message"
         case status = "Status"
@@ -593,5 +611,165 @@ public struct SessionInfo: Codable, Sendable, Equatable {
         case user = "User"
         case started = "Started"
         case bytes = "Bytes"
+    }
+}
+
+/// `POST /job`: run `Command` once in a new container of `Resource`.
+public struct JobRequest: Codable, Sendable {
+    public var resource: String
+    public var command: [String]
+    public var name: String?
+    /// How long it may run once started (`90s`, `15m`, `2h`, `1d`); absent: the master's default.
+    public var ttl: String?
+    /// Its container waits for files copied in (`/job/{id}/copy`) and `POST /job/{id}/start`.
+    public var inputs: Bool?
+    /// Its container is kept after the end for results to be copied out, until `DELETE`.
+    public var outputs: Bool?
+    public init(resource: String, command: [String], name: String? = nil, ttl: String? = nil, inputs: Bool? = nil, outputs: Bool? = nil) {
+        self.resource = resource
+        self.command = command
+        self.name = name
+        self.ttl = ttl
+        self.inputs = inputs
+        self.outputs = outputs
+    }
+    enum CodingKeys: String, CodingKey {
+        case resource = "Resource"
+        case command = "Command"
+        case name = "Name"
+        case ttl = "TTL"
+        case inputs = "Inputs"
+        case outputs = "Outputs"
+    }
+}
+
+/// A job as the API shows it.
+public struct JobInfo: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var name: String?
+    public var owner: String
+    public var resource: String
+    public var command: [String]
+    /// `queued`, `starting`, `running`, `succeeded`, `failed`, `cancelled`, `timed-out`, `lost`.
+    public var state: String
+    /// Its place in the queue while queued (1: next).
+    public var place: Int?
+    public var machine: String?
+    public var exitStatus: Int?
+    public var message: String?
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var endedAt: Date?
+    public var ttl: String
+    /// Bytes of output kept.
+    public var logBytes: Int64
+    /// Its container is up and waits for the inputs to be copied in.
+    public var awaitingInput: Bool
+    /// Its container is kept for results to be copied out.
+    public var containerKept: Bool
+    public init(
+        id: Int64,
+        name: String?,
+        owner: String,
+        resource: String,
+        command: [String],
+        state: String,
+        place: Int?,
+        machine: String?,
+        exitStatus: Int?,
+        message: String?,
+        createdAt: Date,
+        startedAt: Date?,
+        endedAt: Date?,
+        ttl: String,
+        logBytes: Int64,
+        awaitingInput: Bool,
+        containerKept: Bool
+    ) {
+        self.id = id
+        self.name = name
+        self.owner = owner
+        self.resource = resource
+        self.command = command
+        self.state = state
+        self.place = place
+        self.machine = machine
+        self.exitStatus = exitStatus
+        self.message = message
+        self.createdAt = createdAt
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.ttl = ttl
+        self.logBytes = logBytes
+        self.awaitingInput = awaitingInput
+        self.containerKept = containerKept
+    }
+    /// Whether it is over.
+    public var ended: Bool { !["queued", "starting", "running"].contains(state) }
+    enum CodingKeys: String, CodingKey {
+        case id = "ID"
+        case name = "Name"
+        case owner = "Owner"
+        case resource = "Resource"
+        case command = "Command"
+        case state = "State"
+        case place = "Place"
+        case machine = "Machine"
+        case exitStatus = "ExitStatus"
+        case message = "Message"
+        case createdAt = "CreatedAt"
+        case startedAt = "StartedAt"
+        case endedAt = "EndedAt"
+        case ttl = "TTL"
+        case logBytes = "LogBytes"
+        case awaitingInput = "AwaitingInput"
+        case containerKept = "ContainerKept"
+    }
+}
+
+/// `PUT /user/{name}/limits`: what the user may hold at once. Each absent or null: the master's
+/// default (`serve --user-leases …`).
+public struct UserLimitsRequest: Codable, Sendable, Equatable {
+    public var leases: Int?
+    public var jobs: Int?
+    public var memory: String?
+    public var cpus: Double?
+    public init(leases: Int? = nil, jobs: Int? = nil, memory: String? = nil, cpus: Double? = nil) {
+        self.leases = leases
+        self.jobs = jobs
+        self.memory = memory
+        self.cpus = cpus
+    }
+    enum CodingKeys: String, CodingKey {
+        case leases = "Leases"
+        case jobs = "Jobs"
+        case memory = "Memory"
+        case cpus = "CPUs"
+    }
+}
+
+/// `GET /user/{name}`: the account, what it holds now and its limits (absent: no limit).
+public struct UserDetail: Codable, Sendable, Equatable {
+    public var user: UserInfo
+    public var leases: Int
+    public var jobs: Int
+    public var memory: String
+    public var cpus: Double
+    public var limits: UserLimitsRequest
+    public init(user: UserInfo, leases: Int, jobs: Int, memory: String, cpus: Double, limits: UserLimitsRequest) {
+        self.user = user
+        self.leases = leases
+        self.jobs = jobs
+        self.memory = memory
+        self.cpus = cpus
+        self.limits = limits
+    }
+    enum CodingKeys: String, CodingKey {
+        case user = "User"
+        case leases = "Leases"
+        case jobs = "Jobs"
+        case memory = "Memory"
+        case cpus = "CPUs"
+        case limits = "Limits"
     }
 }

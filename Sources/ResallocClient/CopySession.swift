@@ -34,13 +34,44 @@ public struct CopySession: Sendable {
         }
     }
 
+    /// `upload` into the container of job `job` that waits for its inputs.
+    public func upload(
+        job: Int64,
+        directory: String,
+        produce: @escaping @Sendable (_ send: @Sendable ([UInt8]) async throws -> Void) async throws -> Void
+    ) async throws -> Int {
+        try await session(path: "/job/\(job)/copy", lease: nil, start: CopyStart(direction: .in, path: directory)) { _, outbound in
+            try await produce { bytes in try await outbound.write(.binary(ByteBuffer(bytes: bytes))) }
+            try await outbound.write(.text(Self.encode(CopyEvent(type: .eof))))
+        } onData: { _ in
+        }
+    }
+
+    /// `download` from the container job `job` kept after its end.
+    public func download(job: Int64, path: String, receive: @escaping @Sendable (ByteBuffer) async throws -> Void) async throws -> Int {
+        try await session(path: "/job/\(job)/copy", lease: nil, start: CopyStart(direction: .out, path: path)) { _, _ in
+        } onData: {
+            try await receive($0)
+        }
+    }
+
     private func session(
         lease: String,
         start: CopyStart,
         send: @escaping @Sendable (WebSocketInboundStream, WebSocketOutboundWriter) async throws -> Void,
         onData: @escaping @Sendable (ByteBuffer) async throws -> Void
     ) async throws -> Int {
-        let target = try WebSocketTarget(client, path: "/lease/\(lease)/copy", label: "resalloc.cp")
+        try await session(path: "/lease/\(lease)/copy", lease: lease, start: start, send: send, onData: onData)
+    }
+
+    private func session(
+        path: String,
+        lease: String?,
+        start: CopyStart,
+        send: @escaping @Sendable (WebSocketInboundStream, WebSocketOutboundWriter) async throws -> Void,
+        onData: @escaping @Sendable (ByteBuffer) async throws -> Void
+    ) async throws -> Int {
+        let target = try WebSocketTarget(client, path: path, label: "resalloc.cp")
         let outcome = CopyOutcome()
         do {
             try await target.connect { inbound, outbound, _ in
@@ -70,7 +101,10 @@ public struct CopySession: Sendable {
             throw error
         } catch {
             if let local = outcome.localFailure { throw local }
-            if let refused = error as? UpgradeRefused { throw await client.refusal(of: "copy", lease: lease, status: refused.status) }
+            if let refused = error as? UpgradeRefused {
+                if let lease { throw await client.refusal(of: "copy", lease: lease, status: refused.status) }
+                throw ClientError.server(status: refused.status ?? 400, message: "the master refused the copy (HTTP \(refused.status ?? 400))")
+            }
             if outcome.event == nil { throw ClientError.unreachable(url: client.server, detail: "the copy's connection failed: \(error)") }
         }
         if let local = outcome.localFailure { throw local }

@@ -66,9 +66,12 @@ public struct ResallocClient: Sendable {
         _ resource: String,
         name: String,
         ttl: String?,
+        wait: String? = nil,
+        idle: String? = nil,
+        onQueued: (@Sendable (Int) -> Void)? = nil,
         onBuildLine: (@Sendable (String) -> Void)? = nil
     ) async throws -> Payload<LeaseInfo> {
-        let body = LeaseRequest(resourceName: resource, leaseName: name, ttl: ttl)
+        let body = LeaseRequest(resourceName: resource, leaseName: name, ttl: ttl, wait: wait, idle: idle)
         guard let onBuildLine else { return try await call(.POST, "/lease", body: body) }
         let response = try await send(.POST, "/lease", body: body, accept: LeaseProgress.mediaType)
         guard response.headers.first(name: "Content-Type")?.hasPrefix(LeaseProgress.mediaType) == true else {
@@ -87,6 +90,7 @@ public struct ResallocClient: Sendable {
                     let progress: LeaseProgress
                     do { progress = try decoder.decode(LeaseProgress.self, from: line) } catch { throw ClientError.protocolError("\(error)") }
                     if let build = progress.build { onBuildLine(build) }
+                    if let place = progress.place { onQueued?(place) }
                     guard let success = progress.success else { continue }
                     if success, let lease = progress.lease { return Payload("Lease", lease, message: progress.message ?? "") }
                     throw ClientError.server(status: progress.status ?? 500, message: progress.message ?? "the lease could not be made")
@@ -128,6 +132,54 @@ public struct ResallocClient: Sendable {
         let query = path.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_./"))) ?? path
         let info: PathInfo = try await call(.GET, "/lease/\(escape(lease))/path?path=\(query)")
         return info.kind
+    }
+
+    // MARK: - Jobs
+
+    public func submitJob(_ request: JobRequest) async throws -> Payload<JobInfo> { try await call(.POST, "/job", body: request) }
+
+    public func jobs(all: Bool, ended: Bool) async throws -> [JobInfo] {
+        try await payload(.GET, "/job?all=\(all)&ended=\(ended)")
+    }
+
+    public func job(_ id: Int64) async throws -> JobInfo { try await payload(.GET, "/job/\(id)") }
+
+    public func cancelJob(_ id: Int64) async throws -> Payload<JobInfo> { try await call(.DELETE, "/job/\(id)") }
+
+    public func startJob(_ id: Int64) async throws -> Payload<JobInfo> { try await call(.POST, "/job/\(id)/start") }
+
+    /// What `path` is in the job's container (waiting for inputs, or kept for results).
+    public func pathKind(job: Int64, path: String) async throws -> String {
+        let query = path.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_./"))) ?? path
+        let info: PathInfo = try await call(.GET, "/job/\(job)/path?path=\(query)")
+        return info.kind
+    }
+
+    /// The job's output (`stream`: stdout, stderr or all) into `receive` as it comes; with
+    /// `follow`, until the job has ended.
+    public func jobLog(_ id: Int64, stream: String = "all", follow: Bool, receive: @Sendable (ByteBuffer) async throws -> Void) async throws {
+        var client = self
+        client.timeout = .hours(24 * 8)
+        let response = try await client.send(.GET, "/job/\(id)/log?follow=\(follow)&stream=\(stream)", body: Optional<Reply>.none)
+        guard (200..<300).contains(response.status.code) else {
+            let _: Reply = try await decode(response)
+            return
+        }
+        do {
+            for try await chunk in response.body { try await receive(chunk) }
+        } catch let error as ClientError {
+            throw error
+        } catch {
+            throw ClientError.unreachable(url: server, detail: "the connection broke while the job's output came: \(error)")
+        }
+    }
+
+    // MARK: - Users
+
+    public func user(_ name: String) async throws -> UserDetail { try await payload(.GET, "/user/\(escape(name))") }
+
+    public func setLimits(_ name: String, _ limits: UserLimitsRequest) async throws -> Payload<UserDetail> {
+        try await call(.PUT, "/user/\(escape(name))/limits", body: limits)
     }
 
     // MARK: - Plumbing

@@ -5,9 +5,10 @@ import Store
 
 /// `POST /register`, `POST /login`, `POST /logout`, and the admin's user routes.
 struct AccountController {
-    let accounts: Accounts
-    let audit: AuditTrail
-    let sessions: SessionLedger
+    let master: Master
+    var accounts: Accounts { master.accounts }
+    var audit: AuditTrail { master.audit }
+    var sessions: SessionLedger { master.sessions }
 
     var endpoints: [Endpoint] {
         [
@@ -75,6 +76,19 @@ struct AccountController {
                 }
                 return try Body.reply(Payload("User", Self.info(user), message: "\(user.name) is \(user.statusName)"))
             },
+            .user(.get, "/user/:name") { _, context, caller in
+                let standing = try await master.standing(of: try context.parameters.require("name"), for: caller.user)
+                return try Body.reply(Payload("User", Self.detail(standing)))
+            },
+            .admin(.put, "/user/:name/limits") { request, context, caller in
+                let name = try context.parameters.require("name")
+                let body = try await Body.decode(UserLimitsRequest.self, from: request, context: context, expecting: "Leases, Jobs, Memory or CPUs")
+                let limits = try Master.userLimits(leases: body.leases, jobs: body.jobs, memory: body.memory, cpus: body.cpus)
+                _ = try await master.setLimits(of: name, to: limits)
+                await audit.record(caller.user.name, "user.limits", name, detail: Self.describe(limits), address: context.address)
+                let standing = try await master.standing(of: name, for: caller.user)
+                return try Body.reply(Payload("User", Self.detail(standing), message: "\(name) may hold \(Self.describe(standing.limits))"))
+            },
             .admin(.post, "/user/:name/admin") { _, context, caller in
                 let user = try await accounts.makeAdmin(try context.parameters.require("name"))
                 await audit.record(caller.user.name, "user.made-admin", user.name, address: context.address)
@@ -99,6 +113,33 @@ struct AccountController {
             }
             throw error
         }
+    }
+
+    static func detail(_ standing: UserStanding) -> UserDetail {
+        let limits = standing.limits
+        return UserDetail(
+            user: info(standing.user),
+            leases: standing.use.leases,
+            jobs: standing.use.jobs,
+            memory: ByteSize.format(standing.use.memoryBytes),
+            cpus: Double(standing.use.milliCPUs) / 1000,
+            limits: UserLimitsRequest(
+                leases: limits.leases,
+                jobs: limits.jobs,
+                memory: limits.memoryBytes.map(ByteSize.format),
+                cpus: limits.milliCPUs.map { Double($0) / 1000 }
+            )
+        )
+    }
+
+    /// `2 leases, 4 jobs, 16g, 8 CPUs`, with `any number of` where there is no limit.
+    static func describe(_ limits: UserLimits) -> String {
+        [
+            limits.leases.map { "\($0) leases" } ?? "any number of leases",
+            limits.jobs.map { "\($0) jobs" } ?? "any number of jobs",
+            limits.memoryBytes.map { "\(ByteSize.format($0)) of memory" } ?? "any memory",
+            limits.milliCPUs.map { "\(CPUAmount.format($0)) CPUs" } ?? "any CPUs",
+        ].joined(separator: ", ")
     }
 
     static func info(_ user: User) -> UserInfo {

@@ -55,6 +55,8 @@ public protocol AppArguments {
     var maxSessionsPerUser: Int { get }
     /// How often open sessions are checked against users switched off elsewhere.
     var sessionWatchEvery: Duration { get }
+    var jobSettings: Jobs.Settings { get }
+    var jobEvery: Duration { get }
 }
 
 extension AppArguments {
@@ -77,6 +79,8 @@ extension AppArguments {
     public var limitSettings: LimitPolicy.Settings { LimitPolicy.Settings() }
     public var maxSessionsPerUser: Int { 8 }
     public var sessionWatchEvery: Duration { .seconds(2) }
+    public var jobSettings: Jobs.Settings { Jobs.Settings() }
+    public var jobEvery: Duration { .seconds(1) }
 
     /// Where recordings go, or nil when they are off.
     public var resolvedRecordDirectory: String? {
@@ -116,6 +120,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     assembled.limits.settings = arguments.limitSettings
     try await assembled.database.setSetting(OwnerNetworks.settingKey, to: arguments.limitSettings.ownerNetworks ? "on" : "off")
     assembled.sessions.maxPerUser = arguments.maxSessionsPerUser
+    assembled.jobs.settings = arguments.jobSettings
     let master = assembled
     try await master.beginIncarnation(heartbeat: arguments.heartbeatEvery)
     var services: [any Service] = [MasterShutdown(master: master), Periodic.heartbeat(master: master, every: arguments.heartbeatEvery)]
@@ -128,6 +133,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     let router = try buildRouter(master, gateway: gateway, metricsToken: arguments.metricsToken)
     services.append(PoolKeeper(pool: master.warmPool, every: arguments.poolEvery))
     services.append(Periodic.sessionWatch(master: master, every: arguments.sessionWatchEvery))
+    services.append(Periodic.jobKeeper(master: master, every: arguments.jobEvery))
     services.append(
         ReconcileService(
             reconciler: {
@@ -199,10 +205,11 @@ public func endpoints(_ master: Master, gateway: GatewayInfo? = nil, metricsToke
         .open(.get, "/openapi.yaml") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: .init(string: OpenAPIDocument.text)))
         },
-    ] + AccountController(accounts: master.accounts, audit: master.audit, sessions: master.sessions).endpoints
+    ] + AccountController(master: master).endpoints
         + KeyController(accounts: master.accounts, audit: master.audit).endpoints
         + ResourceController(catalog: master.catalog, warmPool: master.warmPool, audit: master.audit, limits: master.limits).endpoints
         + MachineController(master: master).endpoints + LeaseController(master: master).endpoints + CopyController(master: master).endpoints
+        + JobController(master: master).endpoints
         + MetricsController(master: master, token: metricsToken).endpoints + EventController(audit: master.audit).endpoints
         + SessionController(master: master).endpoints
 }
@@ -260,7 +267,20 @@ extension Periodic {
     /// admin's `PUT /user` ends them at once in this process, but `resalloc-master user disable`
     /// and other masters on the same database write only the database.
     static func sessionWatch(master: Master, every: Duration) -> Periodic {
-        Periodic(every: every) { await master.endSessionsOfDisabledUsers() }
+        Periodic(every: every) {
+            await master.endSessionsOfDisabledUsers()
+            await master.touchLeasesInUse()
+        }
+    }
+
+    /// Serves the fair queue (places freed by another master, or by a lease that expired) and
+    /// looks after running jobs: takes over those of a master that died, ends those past their
+    /// lifetime.
+    static func jobKeeper(master: Master, every: Duration) -> Periodic {
+        Periodic(every: every) {
+            await master.jobs.dispatch()
+            await master.jobs.tend()
+        }
     }
 }
 

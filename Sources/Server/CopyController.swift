@@ -26,7 +26,11 @@ struct CopyController {
     }
 
     func add(to router: Router<ShellRequestContext>) {
-        router.ws("/lease/:name/copy") { request, context in
+        for path in ["/lease/:name/copy", "/job/:id/copy"] { add(path, to: router) }
+    }
+
+    private func add(_ path: String, to router: Router<ShellRequestContext>) {
+        router.ws(RouterPath(path)) { request, context in
             _ = try await target(request, context.parameters)
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
@@ -60,8 +64,14 @@ struct CopyController {
         }
     }
 
+    /// A lease's container, or a job's (waiting for its inputs, or kept for its results).
     private func target(_ request: Request, _ parameters: Parameters) async throws -> LeaseTarget {
         let caller = try await Endpoint.authenticate(request, accounts: master.accounts)
+        if let text = parameters.get("id") {
+            guard let id = Int64(text), id > 0 else { throw MasterError(.notFound, "no job \(text)") }
+            let job = try await master.job(id, for: caller.user).job
+            return try await master.reach(job: id, for: caller.user, copyingIn: !job.state.ended)
+        }
         return try await master.reach(try parameters.require("name"), for: caller.user)
     }
 

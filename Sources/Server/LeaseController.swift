@@ -19,11 +19,28 @@ struct LeaseController {
             .user(.post, "/lease") { request, context, caller in
                 let body = try await Body.decode(LeaseRequest.self, from: request, context: context, expecting: "ResourceName and LeaseName")
                 let ttl = try body.ttl.map(InputRules.ttl)
+                let wait = try body.wait.map(InputRules.ttl)
+                let idle = try body.idle.map(InputRules.ttl)
                 if request.headers[.accept]?.contains(LeaseProgress.mediaType) == true {
                     try await master.saga.check(resourceName: body.resourceName, leaseName: body.leaseName)
-                    return streamedCreate(owner: caller.user, body, ttl: ttl, logger: context.logger, address: context.address)
+                    return streamedCreate(
+                        owner: caller.user,
+                        body,
+                        ttl: ttl,
+                        wait: wait,
+                        idle: idle,
+                        logger: context.logger,
+                        address: context.address
+                    )
                 }
-                let listing = try await master.saga.create(owner: caller.user, resourceName: body.resourceName, leaseName: body.leaseName, ttl: ttl)
+                let listing = try await master.saga.create(
+                    owner: caller.user,
+                    resourceName: body.resourceName,
+                    leaseName: body.leaseName,
+                    ttl: ttl,
+                    wait: wait,
+                    idle: idle
+                )
                 await recordCreated(listing, address: context.address)
                 return try Body.reply(LeaseCreated(message: created(listing, ttl: ttl), lease: info(listing)), status: .created)
             },
@@ -81,14 +98,28 @@ struct LeaseController {
     /// of the image build as it happens, then the outcome. The creation runs in a task of its
     /// own, so a client that goes away mid-build does not leave a lease half made: it is
     /// finished, or failed and cleaned up, and shows in the owner's list either way.
-    func streamedCreate(owner: User, _ body: LeaseRequest, ttl: Duration?, logger: Logger, address: String?) -> Response {
+    func streamedCreate(
+        owner: User,
+        _ body: LeaseRequest,
+        ttl: Duration?,
+        wait: Duration?,
+        idle: Duration?,
+        logger: Logger,
+        address: String?
+    ) -> Response {
         let (progress, sink) = AsyncStream.makeStream(of: LeaseProgress.self, bufferingPolicy: .bufferingNewest(10_000))
         Task {
             do {
-                let listing = try await master.saga.create(owner: owner, resourceName: body.resourceName, leaseName: body.leaseName, ttl: ttl) {
-                    line in
-                    sink.yield(.buildLine(line))
-                }
+                let listing = try await master.saga.create(
+                    owner: owner,
+                    resourceName: body.resourceName,
+                    leaseName: body.leaseName,
+                    ttl: ttl,
+                    wait: wait,
+                    idle: idle,
+                    onQueued: { place in sink.yield(.queued(place)) },
+                    onBuildLine: { line in sink.yield(.buildLine(line)) }
+                )
                 await recordCreated(listing, address: address)
                 sink.yield(.created(info(listing), message: created(listing, ttl: ttl)))
             } catch {

@@ -106,6 +106,10 @@ extension AppDatabase {
     }
 
     /// Replaces the resource's Dockerfile; leases made from the old one keep their image.
+    public func setIdle(resourceNamed name: String, to seconds: Int?) async throws -> Resource {
+        try await updateResource(named: name) { $0.idleSeconds = seconds }
+    }
+
     public func updateDockerfile(resourceNamed name: String, to dockerfile: Data) async throws -> Resource {
         try await updateResource(named: name) { $0.dockerfile = dockerfile }
     }
@@ -181,6 +185,7 @@ extension AppDatabase {
                     SELECT machineId, memoryBytes, milliCPUs FROM lease
                     WHERE machineId IS NOT NULL AND state IN ('creating', 'running', 'deleting')
                     UNION ALL SELECT machineId, memoryBytes, milliCPUs FROM poolSlot
+                    UNION ALL SELECT machineId, memoryBytes, milliCPUs FROM job WHERE machineId IS NOT NULL AND state IN ('starting', 'running')
                 ) GROUP BY machineId
                 """
         ).reduce(into: [Int64: MachineLoad]()) {
@@ -216,10 +221,13 @@ extension AppDatabase {
                         cpuOvercommit: cpuOvercommit
                     ) == nil
                 else { continue }
-                var placed = lease
-                placed.machineId = id
-                try placed.update(db)
-                return machine
+                // Only a lease still waiting for a place: one the queue gave a place meanwhile,
+                // or whose wait ended, is left as it is.
+                try db.execute(
+                    sql: "UPDATE lease SET machineId = ?, queuedUntil = NULL WHERE id = ? AND state = 'creating' AND machineId IS NULL",
+                    arguments: [id, lease.id]
+                )
+                return db.changesCount > 0 ? machine : nil
             }
             return nil
         }

@@ -228,6 +228,72 @@ public enum Schema {
                 try db.alter(table: "user") { t in t.drop(column: "disabled") }
             }
         ),
+        Migration(
+            version: 10,
+            name: "jobs and the fair queue",
+            up: { db in
+                try db.alter(table: "user") { t in
+                    t.add(column: "leaseLimit", .integer).check { $0 >= 0 }
+                    t.add(column: "jobLimit", .integer).check { $0 >= 0 }
+                    t.add(column: "memoryLimit", .integer).check { $0 > 0 }
+                    t.add(column: "milliCPULimit", .integer).check { $0 > 0 }
+                }
+                try db.alter(table: "resource") { t in t.add(column: "idleSeconds", .integer).check { $0 > 0 } }
+                try db.alter(table: "lease") { t in
+                    t.add(column: "idleSeconds", .integer).check { $0 > 0 }
+                    t.add(column: "activeAt", .datetime)
+                    t.add(column: "queuedUntil", .datetime)
+                }
+                try db.create(table: "job") { t in
+                    t.autoIncrementedPrimaryKey("id")
+                    t.column("name", .text)
+                    t.belongsTo("owner", inTable: "user", onDelete: .restrict).notNull()
+                    // A resource's or machine's history does not keep it from being deleted.
+                    t.belongsTo("resource", onDelete: .cascade).notNull()
+                    t.column("image", .text).notNull()
+                    t.column("command", .text).notNull()
+                    t.column("state", .text).notNull().indexed()
+                        .check { ["queued", "starting", "running", "succeeded", "failed", "cancelled", "timed-out", "lost"].contains($0) }
+                    t.belongsTo("machine", onDelete: .setNull)
+                    t.column("containerId", .text)
+                    t.column("memoryBytes", .integer).notNull().defaults(to: 0)
+                    t.column("milliCPUs", .integer).notNull().defaults(to: 0)
+                    t.column("ttlSeconds", .integer).notNull().check { $0 > 0 }
+                    t.column("createdAt", .datetime).notNull()
+                    t.column("startedAt", .datetime)
+                    t.column("endedAt", .datetime)
+                    t.column("exitStatus", .integer)
+                    t.column("message", .text)
+                    t.column("incarnationId", .text)
+                    t.column("awaitingInput", .boolean).notNull().defaults(to: false)
+                    t.column("keepsContainer", .boolean).notNull().defaults(to: false)
+                    t.column("containerRemoved", .boolean).notNull().defaults(to: false)
+                    t.column("logBytes", .integer).notNull().defaults(to: 0)
+                }
+                try db.create(table: "jobLog") { t in
+                    t.autoIncrementedPrimaryKey("id")
+                    t.belongsTo("job", onDelete: .cascade).notNull()
+                    t.column("stream", .integer).notNull().check { [1, 2].contains($0) }
+                    t.column("data", .blob).notNull()
+                }
+            },
+            down: { db in
+                try db.drop(table: "jobLog")
+                try db.drop(table: "job")
+                try db.alter(table: "lease") { t in
+                    t.drop(column: "queuedUntil")
+                    t.drop(column: "activeAt")
+                    t.drop(column: "idleSeconds")
+                }
+                try db.alter(table: "resource") { t in t.drop(column: "idleSeconds") }
+                try db.alter(table: "user") { t in
+                    t.drop(column: "milliCPULimit")
+                    t.drop(column: "memoryLimit")
+                    t.drop(column: "jobLimit")
+                    t.drop(column: "leaseLimit")
+                }
+            }
+        ),
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

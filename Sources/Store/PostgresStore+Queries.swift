@@ -84,6 +84,10 @@ extension PostgresStore {
         )
         user.id = try row.get("id")
         user.disabled = try row.get("disabled")
+        user.leaseLimit = try row.get("leaseLimit")
+        user.jobLimit = try row.get("jobLimit")
+        user.memoryLimit = try row.get("memoryLimit")
+        user.milliCPULimit = try row.get("milliCPULimit")
         return user
     }
 }
@@ -126,6 +130,10 @@ extension PostgresStore {
         )
     }
 
+    public func setIdle(resourceNamed name: String, to seconds: Int?) async throws -> Resource {
+        try await updated(name, all(#"UPDATE resource SET "idleSeconds" = \#(seconds) WHERE name = \#(name) RETURNING *"#, Self.resource))
+    }
+
     public func updateDockerfile(resourceNamed name: String, to dockerfile: Data) async throws -> Resource {
         try await updated(name, all("UPDATE resource SET dockerfile = \(dockerfile) WHERE name = \(name) RETURNING *", Self.resource))
     }
@@ -152,6 +160,7 @@ extension PostgresStore {
         )
         resource.id = try row.get("id")
         resource.limits = ResourceLimits(memoryBytes: try row.get("memoryBytes"), milliCPUs: try row.get("milliCPUs"), pids: try row.get("pids"))
+        resource.idleSeconds = try row.get("idleSeconds")
         return resource
     }
 }
@@ -216,6 +225,7 @@ extension PostgresStore {
                 SELECT "machineId", "memoryBytes", "milliCPUs" FROM lease
                 WHERE "machineId" IS NOT NULL AND state IN ('creating', 'running', 'deleting')
                 UNION ALL SELECT "machineId", "memoryBytes", "milliCPUs" FROM "poolSlot"
+                UNION ALL SELECT "machineId", "memoryBytes", "milliCPUs" FROM job WHERE "machineId" IS NOT NULL AND state IN ('starting', 'running')
             ) AS occupied GROUP BY "machineId"
             """
         let make: @Sendable (PostgresRandomAccessRow) throws -> (Int64, MachineLoad) = {
@@ -261,10 +271,10 @@ extension PostgresStore {
                 lease.id = try await all(
                     """
                     INSERT INTO lease (name, "ownerId", "resourceId", "machineId", image, "containerId", state, message, "createdAt", "expiresAt",
-                        "incarnationId", "memoryBytes", "milliCPUs")
+                        "incarnationId", "memoryBytes", "milliCPUs", "idleSeconds", "activeAt", "queuedUntil")
                     VALUES (\(lease.name), \(lease.ownerId), \(lease.resourceId), \(lease.machineId), \(lease.image), \(lease.containerId),
                         \(lease.state.rawValue), \(lease.message), \(lease.createdAt), \(lease.expiresAt), \(lease.incarnationId),
-                        \(lease.memoryBytes), \(lease.milliCPUs))
+                        \(lease.memoryBytes), \(lease.milliCPUs), \(lease.idleSeconds), \(lease.activeAt), \(lease.queuedUntil))
                     RETURNING id
                     """,
                     on: connection
@@ -291,8 +301,14 @@ extension PostgresStore {
                         cpuOvercommit: cpuOvercommit
                     ) == nil
                 else { continue }
-                try await connection.query(#"UPDATE lease SET "machineId" = \#(id) WHERE id = \#(lease.id)"#, logger: logger)
-                return machine
+                let placed = try await changes(
+                    #"""
+                    UPDATE lease SET "machineId" = \#(id), "queuedUntil" = NULL WHERE id = \#(lease.id) AND state = 'creating' AND "machineId" IS NULL
+                    RETURNING id
+                    """#,
+                    on: connection
+                )
+                return placed > 0 ? machine : nil
             }
             return nil
         }
@@ -307,7 +323,8 @@ extension PostgresStore {
             UPDATE lease SET name = \(lease.name), "ownerId" = \(lease.ownerId), "resourceId" = \(lease.resourceId), "machineId" = \(lease.machineId),
                 image = \(lease.image), "containerId" = \(lease.containerId), state = \(lease.state.rawValue), message = \(lease.message),
                 "createdAt" = \(lease.createdAt), "expiresAt" = \(lease.expiresAt), "incarnationId" = \(lease.incarnationId),
-                "memoryBytes" = \(lease.memoryBytes), "milliCPUs" = \(lease.milliCPUs)
+                "memoryBytes" = \(lease.memoryBytes), "milliCPUs" = \(lease.milliCPUs), "idleSeconds" = \(lease.idleSeconds),
+                "activeAt" = \(lease.activeAt), "queuedUntil" = \(lease.queuedUntil)
             WHERE id = \(lease.id)
             """
         if let connection { try await connection.query(query, logger: logger) } else { try await self.query(query, logger: logger) }
@@ -373,6 +390,9 @@ extension PostgresStore {
         lease.message = try row.get("message")
         lease.memoryBytes = try row.get("memoryBytes")
         lease.milliCPUs = try row.get("milliCPUs")
+        lease.idleSeconds = try row.get("idleSeconds")
+        lease.activeAt = try row.get("activeAt")
+        lease.queuedUntil = try row.get("queuedUntil")
         return lease
     }
 }

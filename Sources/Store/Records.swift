@@ -17,6 +17,11 @@ public struct User: Codable, Sendable, Equatable, FetchableRecord, MutablePersis
     /// their leases run on until deleted or expired. Kept apart from `status` so that enabling
     /// the user again gives back what they were (pending or active).
     public var disabled = false
+    /// What the user may hold at once (nil: the master's default; see `UserLimits`).
+    public var leaseLimit: Int?
+    public var jobLimit: Int?
+    public var memoryLimit: Int64?
+    public var milliCPULimit: Int?
 
     public static let databaseTableName = "user"
     public enum Columns {
@@ -33,7 +38,9 @@ public struct User: Codable, Sendable, Equatable, FetchableRecord, MutablePersis
         self.createdAt = createdAt
     }
 
-    enum CodingKeys: String, CodingKey { case id, name, passwordHash, role, status, createdAt, disabled }
+    enum CodingKeys: String, CodingKey {
+        case id, name, passwordHash, role, status, createdAt, disabled, leaseLimit, jobLimit, memoryLimit, milliCPULimit
+    }
 
     /// Reads a row of any schema version since the first (`disabled` came in version 9), so a
     /// database taken down a version still lists its users.
@@ -46,9 +53,24 @@ public struct User: Codable, Sendable, Equatable, FetchableRecord, MutablePersis
         status = try container.decode(Status.self, forKey: .status)
         createdAt = try container.decode(Date.self, forKey: .createdAt)
         disabled = try container.decodeIfPresent(Bool.self, forKey: .disabled) ?? false
+        leaseLimit = try container.decodeIfPresent(Int.self, forKey: .leaseLimit)
+        jobLimit = try container.decodeIfPresent(Int.self, forKey: .jobLimit)
+        memoryLimit = try container.decodeIfPresent(Int64.self, forKey: .memoryLimit)
+        milliCPULimit = try container.decodeIfPresent(Int.self, forKey: .milliCPULimit)
     }
 
     public var isAdmin: Bool { role == .admin }
+
+    /// The limits an admin set for this user (nil each where the master's default applies).
+    public var limits: UserLimits {
+        get { UserLimits(leases: leaseLimit, jobs: jobLimit, memoryBytes: memoryLimit, milliCPUs: milliCPULimit) }
+        set {
+            leaseLimit = newValue.leases
+            jobLimit = newValue.jobs
+            memoryLimit = newValue.memoryBytes
+            milliCPULimit = newValue.milliCPUs
+        }
+    }
 
     /// What the API and listings call the account's state: `disabled` over `pending`/`active`.
     public var statusName: String { disabled ? "disabled" : status.rawValue }
@@ -95,6 +117,8 @@ public struct Resource: Codable, Sendable, Equatable, FetchableRecord, MutablePe
     public var memoryBytes: Int64?
     public var milliCPUs: Int?
     public var pids: Int?
+    /// How long its leases may go without a session before they end (nil: never).
+    public var idleSeconds: Int?
 
     public static let databaseTableName = "resource"
     public enum Columns { public static let name = Column(CodingKeys.name) }
@@ -199,6 +223,13 @@ public struct Lease: Codable, Sendable, Equatable, FetchableRecord, MutablePersi
     /// The memory and CPU limits its container runs with (0: none), which placement adds up.
     public var memoryBytes: Int64 = 0
     public var milliCPUs: Int = 0
+    /// How long it may go without a shell, gateway session, copy or forward before it ends
+    /// (nil: never), and when it last had one (or was made).
+    public var idleSeconds: Int?
+    public var activeAt: Date?
+    /// Set while the lease waits in the fair queue for a place (`creating`, no machine yet):
+    /// when it stops waiting and fails.
+    public var queuedUntil: Date?
 
     public static let databaseTableName = "lease"
     public enum Columns {
@@ -354,4 +385,159 @@ public struct Event: Codable, Sendable, Equatable, FetchableRecord, MutablePersi
     }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// A command run once in a new container of a resource (`resalloc run`): written `queued`,
+/// placed by the fair queue (`starting`), `running` while its command runs, then one of the
+/// ended states. Its output is kept as `JobLogChunk`s.
+public struct Job: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public enum State: String, Codable, Sendable, CaseIterable {
+        case queued, starting, running, succeeded, failed, cancelled
+        case timedOut = "timed-out"
+        case lost
+
+        /// Whether the job is over (its container stopped or gone, its status known or never).
+        public var ended: Bool { ![.queued, .starting, .running].contains(self) }
+    }
+
+    public var id: Int64?
+    /// A label its owner chose, not unique.
+    public var name: String?
+    public var ownerId: Int64
+    public var resourceId: Int64
+    public var image: String
+    /// The command's arguments as a JSON array (the container's own process).
+    public var command: String
+    public var state: State
+    public var machineId: Int64?
+    public var containerId: String?
+    public var memoryBytes: Int64 = 0
+    public var milliCPUs: Int = 0
+    /// How long it may run once started; past it the job is `timed-out`.
+    public var ttlSeconds: Int
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var endedAt: Date?
+    public var exitStatus: Int?
+    /// Why it failed, was cancelled or lost, as a sentence.
+    public var message: String?
+    /// The master process starting it or collecting its output.
+    public var incarnationId: String?
+    /// Its container waits for files the client copies in before the command starts.
+    public var awaitingInput = false
+    /// Its container is kept after the end for the client to copy results out.
+    public var keepsContainer = false
+    /// The container is gone (removed after the end, or never made).
+    public var containerRemoved = false
+    /// Bytes of output kept; past the master's `--job-log-max` the rest is dropped.
+    public var logBytes: Int64 = 0
+
+    public static let databaseTableName = "job"
+
+    public init(ownerId: Int64, resourceId: Int64, image: String, command: [String], ttlSeconds: Int, name: String? = nil, createdAt: Date = Date()) {
+        self.ownerId = ownerId
+        self.resourceId = resourceId
+        self.image = image
+        self.command = String(decoding: (try? JSONEncoder().encode(command)) ?? Data("[]".utf8), as: UTF8.self)
+        self.ttlSeconds = ttlSeconds
+        self.name = name
+        self.state = .queued
+        self.createdAt = createdAt
+    }
+
+    /// The command as its arguments.
+    public var arguments: [String] { (try? JSONDecoder().decode([String].self, from: Data(command.utf8))) ?? [] }
+
+    /// `resalloc-<master>-job-<id>`.
+    public func containerName(masterID: String) -> String { "resalloc-\(masterID.prefix(8))-job-\(id ?? 0)" }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// A piece of a job's output, in the order it came: `stream` 1 is stdout, 2 stderr.
+public struct JobLogChunk: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public var id: Int64?
+    public var jobId: Int64
+    public var stream: Int
+    public var data: Data
+
+    public static let databaseTableName = "jobLog"
+
+    public init(jobId: Int64, stream: Int, data: Data) {
+        self.jobId = jobId
+        self.stream = stream
+        self.data = data
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// A job with the names people know it by, and its place in the queue while queued.
+public struct JobListing: Sendable, Equatable {
+    public var job: Job
+    public var owner: String
+    public var resource: String
+    public var machine: String?
+
+    public init(job: Job, owner: String, resource: String, machine: String?) {
+        self.job = job
+        self.owner = owner
+        self.resource = resource
+        self.machine = machine
+    }
+}
+
+/// What an admin allows one user at once (nil: no limit).
+public struct UserLimits: Sendable, Equatable, Codable {
+    public var leases: Int?
+    public var jobs: Int?
+    public var memoryBytes: Int64?
+    public var milliCPUs: Int?
+
+    public init(leases: Int? = nil, jobs: Int? = nil, memoryBytes: Int64? = nil, milliCPUs: Int? = nil) {
+        self.leases = leases
+        self.jobs = jobs
+        self.memoryBytes = memoryBytes
+        self.milliCPUs = milliCPUs
+    }
+
+    /// Each of `self`'s limits, or `defaults`' where `self` sets none.
+    public func over(_ defaults: UserLimits) -> UserLimits {
+        UserLimits(
+            leases: leases ?? defaults.leases,
+            jobs: jobs ?? defaults.jobs,
+            memoryBytes: memoryBytes ?? defaults.memoryBytes,
+            milliCPUs: milliCPUs ?? defaults.milliCPUs
+        )
+    }
+}
+
+/// What one user holds now: active leases, started jobs, and the sums of their limits.
+public struct UserUse: Sendable, Equatable {
+    public var leases = 0
+    public var jobs = 0
+    public var memoryBytes: Int64 = 0
+    public var milliCPUs = 0
+
+    public init(leases: Int = 0, jobs: Int = 0, memoryBytes: Int64 = 0, milliCPUs: Int = 0) {
+        self.leases = leases
+        self.jobs = jobs
+        self.memoryBytes = memoryBytes
+        self.milliCPUs = milliCPUs
+    }
+
+    /// Which of `limits` one more lease (or job) of `memoryBytes` and `milliCPUs` would pass, as
+    /// a sentence naming it; nil when it fits.
+    public func refusal(adding kind: String, memoryBytes: Int64, milliCPUs: Int, limits: UserLimits) -> String? {
+        if kind == "lease", let most = limits.leases, leases + 1 > most { return "you have \(leases) of the \(most) leases you may hold at once" }
+        if kind == "job", let most = limits.jobs, jobs + 1 > most { return "you have \(jobs) of the \(most) jobs you may run at once" }
+        if let most = limits.memoryBytes, memoryBytes > 0, self.memoryBytes + memoryBytes > most {
+            return "your containers would use \(self.memoryBytes + memoryBytes) bytes of memory, more than the \(most) you may use at once"
+        }
+        if let most = limits.milliCPUs, milliCPUs > 0, self.milliCPUs + milliCPUs > most {
+            return
+                "your containers would use \(Double(self.milliCPUs + milliCPUs) / 1000) CPUs, more than the \(Double(most) / 1000) you may use at once"
+        }
+        return nil
+    }
 }

@@ -25,6 +25,8 @@ public protocol Store: Sendable {
     func setPoolSize(resourceNamed name: String, to size: Int) async throws -> Resource
     func setLimits(resourceNamed name: String, to limits: ResourceLimits) async throws -> Resource
     func updateDockerfile(resourceNamed name: String, to dockerfile: Data) async throws -> Resource
+    /// How long the resource's leases may go without a session (nil: never).
+    func setIdle(resourceNamed name: String, to seconds: Int?) async throws -> Resource
     func deleteResource(named name: String) async throws
 
     // Machines
@@ -55,6 +57,37 @@ public protocol Store: Sendable {
     /// deciding and writing at once, so that placements racing on any number of masters never
     /// fill a machine past its room; nil when none has room.
     func placeLease(_ lease: Lease, on machineIDs: [Int64], cpuOvercommit: Double) async throws -> Machine?
+
+    /// Leases waiting in the fair queue for a place, oldest first.
+    func queuedLeases() async throws -> [Lease]
+    /// Fails a lease whose wait ended, unless the queue gave it a place meanwhile (then false).
+    func abandonQueuedLease(id: Int64, message: String) async throws -> Bool
+    /// Records that the leases had a session open at `now` (for `idleSeconds`).
+    func touchLeases(ids: [Int64], at now: Date) async throws
+
+    // Jobs
+    func createJob(_ job: Job) async throws -> Job
+    func job(id: Int64) async throws -> Job?
+    func jobListings(ownerID: Int64?, id: Int64?, activeOnly: Bool) async throws -> [JobListing]
+    /// Puts a `queued` job on the first of `machineIDs` with room, as `placeLease` does, and
+    /// marks it `starting` by `incarnationID`; nil when it is no longer queued or none has room.
+    func placeJob(id: Int64, on machineIDs: [Int64], cpuOvercommit: Double, incarnationID: String, at now: Date) async throws -> Machine?
+    /// Writes `job` (all but its log's size) if its row is still in one of `states`; false,
+    /// changing nothing, otherwise (cancelled meanwhile, or gone).
+    func updateJob(_ job: Job, expecting states: [Job.State]) async throws -> Bool
+    /// Makes `incarnationID` the one collecting a started job, if `previous` still is.
+    func takeOverJob(id: Int64, from previous: String?, to incarnationID: String) async throws -> Bool
+    /// Appends output and adds its size to each job's `logBytes`, in one transaction.
+    func appendJobLog(_ chunks: [JobLogChunk]) async throws
+    func jobLog(jobID: Int64, after: Int64, limit: Int) async throws -> [JobLogChunk]
+    func clearJobLog(jobID: Int64) async throws
+    /// Deletes jobs (and their logs) that ended before `date` and hold no container.
+    func purgeJobs(endedBefore date: Date) async throws -> Int
+
+    // Users' limits
+    func setUserLimits(named name: String, to limits: UserLimits) async throws -> User
+    /// Per owner id: active leases (not waiting in the queue) and started jobs, with their limits' sums.
+    func userUses() async throws -> [Int64: UserUse]
 
     // Users' SSH keys
     func createUserKey(_ key: UserKey) async throws -> UserKey

@@ -135,6 +135,30 @@ extension ResallocMaster {
         )
         var maxSessionsPerUser = 8
 
+        @Option(name: .customLong("user-leases"), help: "Leases one user may hold at once, where an admin set none for them (default: no limit).")
+        var userLeases: Int?
+        @Option(name: .customLong("user-jobs"), help: "Jobs one user may run at once; more wait in the queue (default: no limit).")
+        var userJobs: Int?
+        @Option(name: .customLong("user-memory"), help: "Memory limits one user's leases and jobs may add up to: 16g, … (default: no limit).")
+        var userMemoryText: String?
+        @Option(name: .customLong("user-cpus"), help: "CPU limits one user's leases and jobs may add up to: 8, 1.5, … (default: no limit).")
+        var userCPUs: Double?
+        @Option(name: .customLong("job-log-max"), help: "Output kept per job (more is dropped, with a note): 16m, 1g, …")
+        var jobLogMaxText = "16m"
+        @Option(name: .customLong("keep-jobs"), help: "Jobs that ended longer ago than this are forgotten, with their logs.")
+        var keepJobsText = "7d"
+
+        var jobSettings: Jobs.Settings {
+            var settings = Jobs.Settings()
+            settings.logMax = ByteSize.parse(jobLogMaxText) ?? settings.logMax
+            settings.keep = TTL.parse(keepJobsText) ?? settings.keep
+            settings.maxTTL = maxTTL
+            settings.defaultTTL = min(settings.defaultTTL, maxTTL)
+            settings.userDefaults =
+                (try? Master.userLimits(leases: userLeases, jobs: userJobs, memory: userMemoryText, cpus: userCPUs)) ?? UserLimits()
+            return settings
+        }
+
         var limitSettings: LimitPolicy.Settings {
             LimitPolicy.Settings(
                 defaults: ContainerLimits(
@@ -204,6 +228,13 @@ extension ResallocMaster {
                     "--lease-pids takes a number from \(InputRules.pids.lowerBound) to \(InputRules.pids.upperBound); got \(leasePidsText)"
                 )
             }
+            do { _ = try Master.userLimits(leases: userLeases, jobs: userJobs, memory: userMemoryText, cpus: userCPUs) } catch {
+                throw ValidationError("--user-leases, --user-jobs, --user-memory, --user-cpus: \(error.message)")
+            }
+            guard let logMax = ByteSize.parse(jobLogMaxText), logMax >= 1024 else {
+                throw ValidationError("--job-log-max takes a size of 1k or more, such as 16m; got \(jobLogMaxText)")
+            }
+            guard TTL.parse(keepJobsText) != nil else { throw ValidationError("--keep-jobs takes 7d, 12h, …") }
             guard ["on", "off"].contains(tenantNetworks) else { throw ValidationError("--tenant-networks takes on or off; got \(tenantNetworks)") }
             guard (1...1000).contains(maxSessionsPerUser) else { throw ValidationError("--max-sessions-per-user takes 1 to 1000") }
             guard let overcommit = Double(cpuOvercommitText), overcommit >= 0.1, overcommit <= 100 else {
@@ -344,8 +375,68 @@ extension ResallocMaster {
             commandName: "user",
             abstract: "Manage users from the server's shell.",
             discussion: "Example: resalloc-master user approve alice",
-            subcommands: [List.self, Approve.self, Admin.self, Disable.self, Enable.self]
+            subcommands: [List.self, Approve.self, Admin.self, Disable.self, Enable.self, Limit.self]
         )
+
+        struct Limit: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Set what one user may hold at once; without options, show it.",
+                discussion: """
+                    A lease past a limit is refused (403) with a sentence that names it, or waits in the queue with
+                    lease create --wait; a job past a limit waits. "none" removes a limit of the user's own, so the
+                    server's default (serve --user-leases --user-jobs --user-memory --user-cpus) applies again.
+                    Example: resalloc-master user limit alice --leases 2 --jobs 4 --memory 16g --cpus 8
+                    """
+            )
+            @OptionGroup var database: DatabaseOptions
+            @Argument(help: "The user's name.") var name: String
+            @Option(help: "Leases at once (or none).") var leases: String?
+            @Option(help: "Jobs running at once (or none).") var jobs: String?
+            @Option(help: "Memory limits of their leases and jobs together: 16g, 512m (or none).") var memory: String?
+            @Option(help: "CPU limits of their leases and jobs together: 8, 1.5 (or none).") var cpus: String?
+
+            func run() async throws {
+                let db = try await database.openCurrent()
+                guard var user = try await db.user(named: name) else { throw ValidationError("no user \(name)") }
+                var limits = user.limits
+                func count(_ text: String?, _ flag: String) throws -> Int?? {
+                    guard let text else { return .none }
+                    if text == "none" { return .some(nil) }
+                    guard let value = Int(text), (0...100_000).contains(value) else {
+                        throw ValidationError("\(flag) takes a count from 0 to 100000, or none")
+                    }
+                    return .some(value)
+                }
+                if let leases = try count(leases, "--leases") { limits.leases = leases }
+                if let jobs = try count(jobs, "--jobs") { limits.jobs = jobs }
+                do {
+                    if let memory {
+                        limits.memoryBytes =
+                            memory == "none" ? nil : try Master.userLimits(leases: nil, jobs: nil, memory: memory, cpus: nil).memoryBytes
+                    }
+                    if let cpus {
+                        guard cpus == "none" || Double(cpus) != nil else {
+                            throw MasterError(.invalid, "--cpus takes a number such as 8 or 1.5, or none")
+                        }
+                        limits.milliCPUs =
+                            cpus == "none" ? nil : try Master.userLimits(leases: nil, jobs: nil, memory: nil, cpus: Double(cpus)).milliCPUs
+                    }
+                } catch { throw ValidationError(MasterError.from(error).message) }
+                if limits != user.limits {
+                    user = try await db.setUserLimits(named: name, to: limits)
+                    try await db.appendEvent(Event(actor: "resalloc-master", action: "user.limits", subject: name))
+                }
+                let use = try await db.userUses()[user.id!] ?? UserUse()
+                let own = user.limits
+                print(
+                    "\(name) holds \(use.leases) leases, \(use.jobs) jobs, \(ByteSize.format(use.memoryBytes)) of memory, \(CPUAmount.format(use.milliCPUs)) CPUs"
+                )
+                print(
+                    "own limits: \(own.leases.map(String.init) ?? "-") leases, \(own.jobs.map(String.init) ?? "-") jobs, "
+                        + "\(own.memoryBytes.map(ByteSize.format) ?? "-") memory, \(own.milliCPUs.map(CPUAmount.format) ?? "-") CPUs (-: the server's default)"
+                )
+            }
+        }
 
         struct List: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List users.")

@@ -51,18 +51,57 @@ struct Copy: AsyncParsableCommand {
         let session = CopySession(client: global.client)
         try await Resalloc.perform {
             if let (lease, path) = Self.remote(destination) {
-                try await upload(session, lease: lease, path: path, progress: progress)
+                try await Self.upload(source, session, into: .lease(lease), path: path, progress: progress)
             } else if let (lease, path) = Self.remote(source) {
-                try await download(session, lease: lease, path: path, progress: progress)
+                try await Self.download(session, from: .lease(lease), path: path, to: destination, progress: progress)
             }
         }
         progress.finish()
     }
 
-    private func upload(_ session: CopySession, lease: String, path: String, progress: Progress) async throws {
-        let client = global.client
+    /// Where a copy goes or comes from: a lease, or a job's container.
+    enum Place {
+        case lease(String)
+        case job(Int64)
+
+        var name: String {
+            switch self {
+            case .lease(let name): return name
+            case .job(let id): return "job \(id)"
+            }
+        }
+
+        func kind(_ client: ResallocClient, _ path: String) async throws -> String {
+            switch self {
+            case .lease(let lease): return try await client.pathKind(lease: lease, path: path)
+            case .job(let id): return try await client.pathKind(job: id, path: path)
+            }
+        }
+
+        func upload(
+            _ session: CopySession,
+            _ directory: String,
+            _ produce: @escaping @Sendable (_ send: @Sendable ([UInt8]) async throws -> Void) async throws -> Void
+        ) async throws -> Int {
+            switch self {
+            case .lease(let lease): return try await session.upload(lease: lease, directory: directory, produce: produce)
+            case .job(let id): return try await session.upload(job: id, directory: directory, produce: produce)
+            }
+        }
+
+        func download(_ session: CopySession, _ path: String, _ receive: @escaping @Sendable (ByteBuffer) async throws -> Void) async throws -> Int {
+            switch self {
+            case .lease(let lease): return try await session.download(lease: lease, path: path, receive: receive)
+            case .job(let id): return try await session.download(job: id, path: path, receive: receive)
+            }
+        }
+    }
+
+    static func upload(_ source: String, _ session: CopySession, into place: Place, path: String, progress: Progress) async throws {
+        let client = session.client
+        let lease = place.name
         if source == "-" {
-            _ = try await session.upload(lease: lease, directory: path) { send in
+            _ = try await place.upload(session, path) { send in
                 var buffer = [UInt8](repeating: 0, count: TarWriter.chunkSize)
                 while true {
                     let n = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
@@ -78,15 +117,14 @@ struct Copy: AsyncParsableCommand {
         let sourceIsDirectory = info.st_mode & S_IFMT == S_IFDIR
         // Into an existing directory under the source's name; else as the destination's name.
         let (directory, name): (String, String)
-        switch try await Self.kind(client, lease: lease, path: path) {
+        switch try await Self.kind(client, place, path: path) {
         case "directory"?: (directory, name) = (path, Self.lastComponent(source))
         case "file"?, "symlink"?:
             guard !sourceIsDirectory else { throw ClientError.local("\(lease):\(path) is a file; a directory cannot be copied onto it") }
             (directory, name) = (Self.parent(path), Self.lastComponent(path))
         default: (directory, name) = (Self.parent(path), Self.lastComponent(path))
         }
-        let source = self.source
-        _ = try await session.upload(lease: lease, directory: directory) { send in
+        _ = try await place.upload(session, directory) { send in
             try await TarWriter().write(source, as: name) { bytes in
                 try await send(bytes)
                 progress.add(bytes.count)
@@ -96,11 +134,12 @@ struct Copy: AsyncParsableCommand {
         }
     }
 
-    private func download(_ session: CopySession, lease: String, path: String, progress: Progress) async throws {
+    static func download(_ session: CopySession, from place: Place, path: String, to destination: String, progress: Progress) async throws {
         // A plain request first: an unknown lease or path comes back as a sentence.
-        _ = try await global.client.pathKind(lease: lease, path: path)
+        _ = try await place.kind(session.client, path)
+        let lease = place.name
         if destination == "-" {
-            _ = try await session.download(lease: lease, path: path) { buffer in
+            _ = try await place.download(session, path) { buffer in
                 try FileHandle.standardOutput.write(contentsOf: Data(buffer.readableBytesView))
                 progress.add(buffer.readableBytes)
             }
@@ -118,7 +157,7 @@ struct Copy: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: staging) }
         let tar = LocalTar(extractingInto: staging)
         do {
-            _ = try await session.download(lease: lease, path: path) { buffer in
+            _ = try await place.download(session, path) { buffer in
                 try tar.write(buffer)
                 progress.add(buffer.readableBytes)
             }
@@ -133,9 +172,9 @@ struct Copy: AsyncParsableCommand {
         }
     }
 
-    private static func kind(_ client: ResallocClient, lease: String, path: String) async throws -> String? {
+    private static func kind(_ client: ResallocClient, _ place: Place, path: String) async throws -> String? {
         do {
-            return try await client.pathKind(lease: lease, path: path)
+            return try await place.kind(client, path)
         } catch ClientError.server(let status, let message) where status == 404 && message.hasPrefix("no such path") {
             return nil
         }

@@ -44,20 +44,36 @@ struct Leases: AsyncParsableCommand {
             discussion: """
                 When the machine has to build the image first, the build's output is shown on stderr as it \
                 happens; the lease is printed on stdout.
-                Example: resalloc lease create busybox mylease --ttl 2h
+                With --wait, a lease that finds no machine with room (or you at one of your limits) waits in the \
+                master's fair queue, its place shown on stderr, instead of being refused. With --idle, the lease \
+                ends once it has had no shell, copy, forward or gateway session for that long.
+                Example: resalloc lease create busybox mylease --ttl 2h --wait 10m --idle 30m
                 """
         )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The resource to lease.") var resource: String
         @Argument(help: "Your name for the lease.") var name: String
         @Option(help: "How long it lasts: 90s, 15m, 2h, 1d (default: the master's).") var ttl: String?
+        @Option(help: "How long to wait in the queue for a place: 90s, 10m, … (default: refuse at once).") var wait: String?
+        @Option(help: "End it after this long without a session: 5s, 30m, … (default: the resource's, else never).") var idle: String?
         @Flag(name: .shortAndLong, help: "Do not show the image build's output.") var quiet = false
 
         /// A line of the image build, on stderr as it arrives.
         @Sendable static func show(_ line: String) { FileHandle.standardError.write(Data("  | \(line)\n".utf8)) }
+        @Sendable static func queued(_ place: Int) {
+            FileHandle.standardError.write(Data("resalloc: waiting for a place, place \(place) in the queue\n".utf8))
+        }
         func run() async throws {
             try await Resalloc.perform {
-                let reply = try await global.client.createLease(resource, name: name, ttl: ttl, onBuildLine: quiet ? nil : Self.show)
+                let reply = try await global.client.createLease(
+                    resource,
+                    name: name,
+                    ttl: ttl,
+                    wait: wait,
+                    idle: idle,
+                    onQueued: Self.queued,
+                    onBuildLine: quiet ? { _ in } : Self.show
+                )
                 print(
                     "\(reply.message); it ends in \(Output.duration(reply.value.expiresAt.timeIntervalSinceNow)). Open a shell: resalloc ssh \(name)"
                 )

@@ -18,7 +18,7 @@ struct Resalloc: AsyncParsableCommand {
             """,
         subcommands: [
             Register.self, Login.self, Logout.self, Resources.self, Machines.self, Leases.self, SSH.self, Copy.self, Forward.self, Keys.self,
-            SSHConfig.self, Users.self,
+            SSHConfig.self, Users.self, Run.self, Jobs.self, WhoAmI.self,
         ]
     )
 

@@ -1,0 +1,651 @@
+import Docker
+import Foundation
+import Logging
+import Metrics
+import SSH
+import Store
+import Synchronization
+
+/// Commands run once in a new container of a resource (`resalloc run`), through the fair queue.
+///
+/// A job's command is its container's own process, so the job does not depend on the master
+/// that started it: its output waits in the engine's log and its status in the container until
+/// a master collects them (`docker logs --follow`, then `docker inspect`). A master killed
+/// mid-job leaves the job `running` under a dead incarnation; a live master takes it over,
+/// reads the log again from its start, and ends it as if nothing had happened.
+///
+/// The queue is the database: `queued` jobs and leases waiting with `--wait` (`queuedUntil`),
+/// granted a place by whichever master dispatches (each grant is a conditional write, so no
+/// job starts twice). A freed place goes to the waiting owner who holds the fewest containers,
+/// oldest first within an owner.
+public final class Jobs: Sendable {
+    public struct Settings: Sendable, Equatable {
+        /// Output kept per job (`serve --job-log-max`); the rest is dropped with a note.
+        public var logMax: Int64 = 16 << 20
+        /// How long ended jobs stay listed (`serve --keep-jobs`).
+        public var keep: Duration = .seconds(7 * 86400)
+        public var defaultTTL: Duration = .seconds(3600)
+        public var maxTTL: Duration = .seconds(7 * 86400)
+        /// How long a job's container waits for the files its client copies in.
+        public var inputWait: Duration = .seconds(120)
+        /// How long an ended job's container is kept for its results to be copied out.
+        public var keptFor: Duration = .seconds(600)
+        /// Each user's limits where an admin set none (`serve --user-leases …`).
+        public var userDefaults = UserLimits()
+
+        public init() {}
+    }
+
+    let database: any Store
+    let fleet: Fleet
+    let limits: LimitPolicy
+    let masterID: String
+    let incarnationID: String
+    let logger: Logger
+    /// Fired on every change this process makes to a job or the queue.
+    public let changes = ChangeSignal()
+    private let state: Mutex<Settings>
+    private let dispatching = Mutex((running: false, again: false))
+    /// Jobs whose output this process is collecting now.
+    private let collecting = Mutex(Set<Int64>())
+
+    /// The file whose appearance starts the command of a job that waits for its inputs.
+    static let goFile = "/tmp/.resalloc-go"
+    static let launcher = "while [ ! -e \(goFile) ]; do sleep 0.05; done; rm -f \(goFile); exec \"$@\""
+
+    init(database: any Store, fleet: Fleet, limits: LimitPolicy, masterID: String, incarnationID: String, logger: Logger) {
+        self.database = database
+        self.fleet = fleet
+        self.limits = limits
+        self.masterID = masterID
+        self.incarnationID = incarnationID
+        self.logger = logger
+        state = Mutex(Settings())
+    }
+
+    public var settings: Settings {
+        get { state.withLock { $0 } }
+        set { state.withLock { $0 = newValue } }
+    }
+
+    // MARK: - Submitting
+
+    /// Queues `command` in a new container of `resourceName` for `owner` and asks the queue to
+    /// place it. `inputs`: its container waits for files (`go`) before the command starts;
+    /// `outputs`: its container is kept after the end for results to be copied out.
+    public func submit(
+        owner: User,
+        resourceName: String,
+        command: [String],
+        name: String?,
+        ttl: Duration?,
+        inputs: Bool,
+        outputs: Bool
+    ) async throws(MasterError) -> JobListing {
+        try InputRules.validateName(resourceName, "resource")
+        if let name { try InputRules.validateName(name, "job") }
+        guard !command.isEmpty, !command[0].isEmpty else { throw MasterError(.invalid, "say what to run: a command and its arguments") }
+        guard command.allSatisfy({ !$0.utf8.contains(0) }) else { throw MasterError(.invalid, "an argument of the command contains a NUL byte") }
+        guard command.reduce(0, { $0 + $1.utf8.count + 1 }) <= 128 * 1024 else {
+            throw MasterError(.invalid, "the command is longer than 128 KiB; copy a script in with resalloc run -f instead")
+        }
+        let settings = settings
+        let ttl = ttl ?? settings.defaultTTL
+        guard ttl > .zero else { throw MasterError(.invalid, "a job's lifetime must be positive") }
+        let resource: Resource
+        do {
+            guard let found = try await database.resource(named: resourceName) else { throw MasterError(.notFound, "no resource \(resourceName)") }
+            resource = found
+        } catch { throw .from(error) }
+        let containerLimits = limits.limits(for: resource)
+        var job = Job(
+            ownerId: owner.id!,
+            resourceId: resource.id!,
+            image: ResourceCatalog.imageTag(for: resource),
+            command: command,
+            ttlSeconds: Int(min(ttl, settings.maxTTL).components.seconds),
+            name: name
+        )
+        job.memoryBytes = containerLimits.placementMemory
+        job.milliCPUs = containerLimits.placementCPUs
+        job.awaitingInput = inputs
+        job.keepsContainer = outputs
+        let userLimits = owner.limits.over(settings.userDefaults)
+        if let refusal = UserUse().refusal(adding: "job", memoryBytes: job.memoryBytes, milliCPUs: job.milliCPUs, limits: userLimits) {
+            throw MasterError(.forbidden, "this job could never start: \(refusal)")
+        }
+        do { job = try await database.createJob(job) } catch { throw .from(error) }
+        Counter(label: "resalloc_jobs_submitted_total").increment()
+        changes.fire()
+        await dispatch()  // placed at once when there is room: the reply says so
+        do {
+            return try await database.jobListings(ownerID: nil, id: job.id!, activeOnly: false).first
+                ?? JobListing(job: job, owner: owner.name, resource: resource.name, machine: nil)
+        } catch {
+            throw .from(error)
+        }
+    }
+
+    /// Runs the queue in the background.
+    public func kick() { Task { await self.dispatch() } }
+
+    // MARK: - The fair queue
+
+    /// Gives free places to waiting jobs and leases, fairly, until none fits. One run at a
+    /// time per process; a call during a run makes it run once more.
+    public func dispatch() async {
+        let first = dispatching.withLock { state in
+            if state.running {
+                state.again = true
+                return false
+            }
+            state = (true, false)
+            return true
+        }
+        guard first else { return }
+        while true {
+            await dispatchOnce()
+            let again = dispatching.withLock { state in
+                if state.again {
+                    state.again = false
+                    return true
+                }
+                state.running = false
+                return false
+            }
+            guard again else { return }
+        }
+    }
+
+    /// A job or a lease waiting for a place.
+    struct Waiting: Sendable {
+        enum Kind: Sendable {
+            case job(Job)
+            case lease(Lease)
+        }
+        var kind: Kind
+        var ownerID: Int64
+        var createdAt: Date
+        var id: Int64
+        var memoryBytes: Int64
+        var milliCPUs: Int
+
+        var what: String {
+            if case .lease = kind { return "lease" }
+            return "job"
+        }
+    }
+
+    /// The queue in the order it is served: the owner holding the fewest containers first
+    /// (counting each grant as it is made), oldest first within an owner.
+    static func order(_ waiting: [Waiting], uses: [Int64: UserUse]) -> [Waiting] {
+        var byOwner = Dictionary(grouping: waiting.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }, by: \.ownerID)
+        var held = uses.mapValues { $0.jobs + $0.leases }
+        var ordered: [Waiting] = []
+        while let owner = byOwner.keys.min(by: { a, b in
+            let (heldA, heldB) = (held[a, default: 0], held[b, default: 0])
+            if heldA != heldB { return heldA < heldB }
+            let (firstA, firstB) = (byOwner[a]![0], byOwner[b]![0])
+            return (firstA.createdAt, firstA.id) < (firstB.createdAt, firstB.id)
+        }) {
+            ordered.append(byOwner[owner]!.removeFirst())
+            if byOwner[owner]!.isEmpty { byOwner[owner] = nil }
+            held[owner, default: 0] += 1
+        }
+        return ordered
+    }
+
+    /// Each waiting one's place in the queue (1 is next), by job id and by lease id.
+    public func places() async -> (jobs: [Int64: Int], leases: [Int64: Int]) {
+        guard let (waiting, uses, _) = try? await snapshot() else { return ([:], [:]) }
+        var places: (jobs: [Int64: Int], leases: [Int64: Int]) = ([:], [:])
+        for (index, item) in Self.order(waiting, uses: uses).enumerated() {
+            switch item.kind {
+            case .job(let job): places.jobs[job.id!] = index + 1
+            case .lease(let lease): places.leases[lease.id!] = index + 1
+            }
+        }
+        return places
+    }
+
+    private func snapshot() async throws -> ([Waiting], [Int64: UserUse], [Int64: User]) {
+        let jobs = try await database.jobListings(ownerID: nil, id: nil, activeOnly: true).map(\.job).filter { $0.state == .queued }
+        let leases = try await database.queuedLeases()
+        guard !jobs.isEmpty || !leases.isEmpty else { return ([], [:], [:]) }
+        let waiting =
+            jobs.map {
+                Waiting(
+                    kind: .job($0),
+                    ownerID: $0.ownerId,
+                    createdAt: $0.createdAt,
+                    id: $0.id!,
+                    memoryBytes: $0.memoryBytes,
+                    milliCPUs: $0.milliCPUs
+                )
+            }
+            + leases.map {
+                Waiting(
+                    kind: .lease($0),
+                    ownerID: $0.ownerId,
+                    createdAt: $0.createdAt,
+                    id: $0.id!,
+                    memoryBytes: $0.memoryBytes,
+                    milliCPUs: $0.milliCPUs
+                )
+            }
+        let users = Dictionary(try await database.users().map { ($0.id!, $0) }, uniquingKeysWith: { a, _ in a })
+        return (waiting, try await database.userUses(), users)
+    }
+
+    private func dispatchOnce() async {
+        do {
+            let (waiting, startUses, users) = try await snapshot()
+            guard !waiting.isEmpty else { return }
+            var uses = startUses
+            let machines = try await database.machines()
+            var loads = try await database.machineLoads()
+            let overcommit = limits.cpuOvercommit
+            let defaults = settings.userDefaults
+            var atLimit: Set<Int64> = []
+            for item in Self.order(waiting, uses: startUses) where !atLimit.contains(item.ownerID) {
+                let userLimits = (users[item.ownerID]?.limits ?? UserLimits()).over(defaults)
+                if uses[item.ownerID, default: UserUse()].refusal(
+                    adding: item.what,
+                    memoryBytes: item.memoryBytes,
+                    milliCPUs: item.milliCPUs,
+                    limits: userLimits
+                ) != nil {
+                    atLimit.insert(item.ownerID)  // the owner's later ones wait behind it
+                    continue
+                }
+                let order = Placement.candidates(
+                    machines,
+                    loads: loads,
+                    memoryBytes: item.memoryBytes,
+                    milliCPUs: item.milliCPUs,
+                    cpuOvercommit: overcommit
+                )
+                guard !order.isEmpty else { continue }
+                let placed: Machine?
+                switch item.kind {
+                case .job(let job):
+                    placed = try await database.placeJob(
+                        id: job.id!,
+                        on: order.map { $0.id! },
+                        cpuOvercommit: overcommit,
+                        incarnationID: incarnationID,
+                        at: Date()
+                    )
+                    if let placed {
+                        Timer(label: "resalloc_job_queue_wait_seconds").recordSeconds(Date().timeIntervalSince(job.createdAt))
+                        Task { await self.start(job.id!, on: placed) }
+                    }
+                case .lease(let lease):
+                    placed = try await database.placeLease(lease, on: order.map { $0.id! }, cpuOvercommit: overcommit)
+                }
+                guard placed != nil else { continue }
+                if case .lease = item.kind {
+                    uses[item.ownerID, default: UserUse()].leases += 1
+                } else {
+                    uses[item.ownerID, default: UserUse()].jobs += 1
+                }
+                uses[item.ownerID]!.memoryBytes += item.memoryBytes
+                uses[item.ownerID]!.milliCPUs += item.milliCPUs
+                loads = try await database.machineLoads()
+                changes.fire()
+            }
+        } catch {
+            logger.warning("the job queue could not be served", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: - Starting and collecting
+
+    /// Starts a job the queue placed on `machine`: the image and the owner's network, then the
+    /// container with the command as its process; then collects it, unless it waits for inputs.
+    func start(_ id: Int64, on machine: Machine) async {
+        guard var job = try? await database.job(id: id), job.state == .starting else { return }
+        let docker = fleet.docker(on: machine)
+        let name = job.containerName(masterID: masterID)
+        do {
+            guard let resource = try await database.resources().first(where: { $0.id == job.resourceId }) else {
+                throw MasterError(.notFound, "its resource was deleted")
+            }
+            let network = limits.ownerNetworks ? OwnerNetworks.owner(job.ownerId, masterID: masterID) : nil
+            do {
+                if let network { try await docker.ensureNetwork(network, cache: fleet.networks) }
+                _ = try await docker.ensureImage(
+                    job.image,
+                    dockerfile: Array(resource.dockerfile),
+                    labels: ["resalloc.master": masterID],
+                    cache: fleet.images
+                )
+            } catch { throw MasterError.from(error, machine: machine.name) }
+            let spec = ContainerSpec(
+                name: name,
+                image: job.image,
+                labels: ["resalloc.job": String(id), "resalloc.master": masterID],
+                command: job.awaitingInput ? ["sh", "-c", Self.launcher, "resalloc-job"] + job.arguments : job.arguments,
+                limits: limits.limits(for: resource),
+                network: network?.name
+            )
+            do { job.containerId = try await docker.run(spec) } catch {
+                fleet.images.forget(job.image, on: docker.endpoint)
+                _ = try? await docker.remove(name)
+                throw MasterError.from(error, machine: machine.name)
+            }
+        } catch {
+            await end(&job, .failed, message: "could not start: \(MasterError.from(error).message)", removing: nil)
+            return
+        }
+        if !job.awaitingInput { job.state = .running }
+        guard (try? await database.updateJob(job, expecting: [.starting])) == true else {
+            _ = try? await docker.remove(name)  // cancelled meanwhile
+            return
+        }
+        changes.fire()
+        if job.state == .running { await collect(job, on: machine) }
+    }
+
+    /// Starts the command of a job whose container waited for its inputs.
+    public func go(_ listing: JobListing) async throws(MasterError) -> JobListing {
+        var job = listing.job
+        guard job.state == .starting, job.awaitingInput, job.containerId != nil, let machineID = job.machineId else {
+            throw MasterError(.conflict, "job \(job.id!) is \(job.state.rawValue) and not waiting for its inputs")
+        }
+        let machine: Machine
+        do {
+            guard let found = try await database.machine(id: machineID) else { throw MasterError(.notFound, "the job's machine is gone") }
+            machine = found
+        } catch { throw .from(error) }
+        let docker = fleet.docker(on: machine)
+        do {
+            let result = try await docker.exec(job.containerName(masterID: masterID), ["touch", Self.goFile])
+            guard result.succeeded else { throw MasterError(.unprocessable, "the job's container could not be told to start: \(result.stderrText)") }
+        } catch { throw .from(error, machine: machine.name) }
+        job.awaitingInput = false
+        job.state = .running
+        job.incarnationId = incarnationID
+        do {
+            guard try await database.updateJob(job, expecting: [.starting]) else {
+                throw MasterError(.conflict, "job \(job.id!) ended while its inputs were copied")
+            }
+        } catch { throw .from(error) }
+        changes.fire()
+        Task { await self.collect(job, on: machine) }
+        var started = listing
+        started.job = job
+        return started
+    }
+
+    /// Follows the job's output into its log until its container stops, then ends the job
+    /// with its status. Keeps at most `logMax` of output.
+    func collect(_ job: Job, on machine: Machine) async {
+        let id = job.id!
+        guard collecting.withLock({ $0.insert(id).inserted }) else { return }
+        defer { _ = collecting.withLock { $0.remove(id) } }
+        let docker = fleet.docker(on: machine)
+        let name = job.containerName(masterID: masterID)
+        var job = job
+        var attempts = 0
+        while true {
+            let process: RemoteProcess
+            do { process = try await docker.followLogs(name) } catch {
+                // Every channel busy, or the machine away for a moment: the container runs on.
+                attempts += 1
+                if attempts < 30, (try? await database.job(id: id))?.state == .running {
+                    try? await Task.sleep(for: .seconds(1))
+                    continue
+                }
+                logger.warning("could not follow a job's output", metadata: ["job": "\(id)", "error": "\(error)"])
+                return  // the passes try again
+            }
+            await record(process, of: id)
+            _ = try? await process.exitStatus()
+            let end: ContainerEnd?
+            do { end = try await docker.end(of: name) } catch {
+                logger.warning("could not read how a job ended", metadata: ["job": "\(id)", "error": "\(error)"])
+                return  // the passes try again
+            }
+            guard let end else {
+                await self.end(&job, .lost, message: "its container disappeared from \(machine.name)", removing: nil)
+                return
+            }
+            if end.status == "running" || end.status == "created" || end.status == "paused" || end.status == "restarting" {
+                // The stream broke, not the job: read the log again from its start.
+                guard (try? await database.job(id: id))?.state == .running else { return }
+                try? await database.clearJobLog(jobID: id)
+                attempts += 1
+                if attempts >= 30 { return }
+                continue
+            }
+            if end.exitCode == 0 && !end.oomKilled {
+                await self.end(&job, .succeeded, status: 0, message: nil, removing: docker)
+            } else {
+                let memory = job.memoryBytes > 0 ? " (its limit is \(ByteSize.format(job.memoryBytes)))" : ""
+                let message =
+                    end.oomKilled
+                    ? "killed: it ran out of memory\(memory)"
+                    : !end.error.isEmpty ? "could not start: \(end.error)" : "exited with status \(end.exitCode)"
+                await self.end(&job, .failed, status: end.exitCode, message: message, removing: docker)
+            }
+            return
+        }
+    }
+
+    /// Writes the process's output to the job's log, a batch at least every 100 ms.
+    private func record(_ process: RemoteProcess, of id: Int64) async {
+        enum Event: Sendable {
+            case output(OutputChunk)
+            case tick
+        }
+        let (events, sink) = AsyncStream.makeStream(of: Event.self)
+        let reader = Task {
+            for await chunk in process.output { sink.yield(.output(chunk)) }
+            sink.finish()
+        }
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(100))
+                sink.yield(.tick)
+            }
+        }
+        defer {
+            reader.cancel()
+            ticker.cancel()
+        }
+        let logMax = settings.logMax
+        var kept = (try? await database.job(id: id))?.logBytes ?? 0
+        var pending: [JobLogChunk] = []
+        var pendingBytes = 0
+        var cut = false
+        func flush() async {
+            guard !pending.isEmpty else { return }
+            do { try await database.appendJobLog(pending) } catch {
+                logger.warning("could not write a job's output", metadata: ["job": "\(id)", "error": "\(error)"])
+            }
+            process.consumed(pendingBytes)
+            pending = []
+            pendingBytes = 0
+            changes.fire()
+        }
+        for await event in events {
+            switch event {
+            case .tick:
+                await flush()
+            case .output(let chunk):
+                let (stream, bytes): (Int, [UInt8]) =
+                    switch chunk {
+                    case .stdout(let bytes): (1, bytes)
+                    case .stderr(let bytes): (2, bytes)
+                    }
+                pendingBytes += bytes.count
+                if !cut {
+                    let room = Int(max(0, logMax - kept))
+                    let taken = bytes.prefix(room)
+                    if !taken.isEmpty {
+                        if let last = pending.last, last.stream == stream, last.data.count < 64 * 1024 {
+                            pending[pending.count - 1].data.append(contentsOf: taken)
+                        } else {
+                            pending.append(JobLogChunk(jobId: id, stream: stream, data: Data(taken)))
+                        }
+                        kept += Int64(taken.count)
+                    }
+                    if taken.count < bytes.count {
+                        cut = true
+                        let note = "\n[resalloc: the output was cut at \(ByteSize.format(logMax)) (serve --job-log-max); the rest is not kept]\n"
+                        pending.append(JobLogChunk(jobId: id, stream: 2, data: Data(note.utf8)))
+                    }
+                }
+                if pendingBytes >= 256 * 1024 { await flush() }
+            }
+        }
+        await flush()
+    }
+
+    /// Ends a job in `state` (if it is still starting or running) and removes its container
+    /// with `docker`, unless it is kept for its results.
+    private func end(_ job: inout Job, _ state: Job.State, status: Int? = nil, message: String?, removing docker: RemoteDocker?) async {
+        let id = job.id!
+        if let current = try? await database.job(id: id) { job.containerId = current.containerId }
+        job.state = state
+        job.exitStatus = status
+        job.message = message
+        job.endedAt = Date()
+        job.awaitingInput = false
+        let keep = job.keepsContainer && state != .lost && docker != nil
+        if docker == nil { job.containerRemoved = true }
+        guard (try? await database.updateJob(job, expecting: [.starting, .running])) == true else { return }
+        Counter(label: "resalloc_jobs_ended_total", dimensions: [("state", state.rawValue)]).increment()
+        logger.info("job ended", metadata: ["job": "\(id)", "state": "\(state.rawValue)", "status": "\(status.map(String.init) ?? "-")"])
+        changes.fire()
+        kick()
+        if let docker, !keep {
+            if (try? await docker.remove(job.containerName(masterID: masterID))) != nil {
+                job.containerRemoved = true
+                _ = try? await database.updateJob(job, expecting: [state])
+            }
+        }
+    }
+
+    // MARK: - Cancelling
+
+    /// Cancels a job that has not ended, removing its container at once; for one that ended
+    /// with its container kept for results, removes that container (the results were taken).
+    public func cancel(_ listing: JobListing, by caller: User) async throws(MasterError) -> JobListing {
+        var job = listing.job
+        let machine: Machine?
+        do { machine = try await job.machineId.asyncMap { try await database.machine(id: $0) } ?? nil } catch { throw .from(error) }
+        if !job.state.ended {
+            let previous = job.state
+            job.state = .cancelled
+            job.endedAt = Date()
+            job.message = "cancelled by \(caller.name)"
+            job.awaitingInput = false
+            do {
+                guard try await database.updateJob(job, expecting: [.queued, .starting, .running]) else {
+                    return try await fresh(listing)  // it ended meanwhile
+                }
+            } catch { throw .from(error) }
+            Counter(label: "resalloc_jobs_ended_total", dimensions: [("state", "cancelled")]).increment()
+            changes.fire()
+            kick()
+            if previous == .queued { return try await fresh(listing) }
+        }
+        if let machine, !job.containerRemoved {
+            do { try await fleet.docker(on: machine).remove(job.containerName(masterID: masterID)) } catch {
+                throw .from(error, machine: machine.name)
+            }
+            job.containerRemoved = true
+            do { _ = try await database.updateJob(job, expecting: [job.state]) } catch { throw .from(error) }
+        }
+        return try await fresh(listing)
+    }
+
+    private func fresh(_ listing: JobListing) async throws(MasterError) -> JobListing {
+        do {
+            return try await database.jobListings(ownerID: nil, id: listing.job.id!, activeOnly: false).first ?? listing
+        } catch { throw .from(error) }
+    }
+
+    // MARK: - Looking after jobs
+
+    /// What `serve` does every few seconds: takes over jobs whose master died, ends jobs past
+    /// their lifetime or whose inputs never came, removes containers kept too long for their
+    /// results, and forgets jobs ended longer ago than `keep`.
+    public func tend(now: Date = Date()) async {
+        let settings = settings
+        guard let listings = try? await database.jobListings(ownerID: nil, id: nil, activeOnly: false),
+            let machines = try? await database.machines()
+        else { return }
+        let active = listings.filter { !$0.job.state.ended || ($0.job.keepsContainer && !$0.job.containerRemoved) }
+        let byID = Dictionary(machines.map { ($0.id!, $0) }, uniquingKeysWith: { a, _ in a })
+        let incarnations = Incarnations(rows: (try? await database.incarnations()) ?? [], current: incarnationID, now: now)
+        for listing in active {
+            var job = listing.job
+            guard let machineID = job.machineId, let machine = byID[machineID] else { continue }
+            let docker = fleet.docker(on: machine)
+            if job.state == .running || job.state == .starting {
+                if let started = job.startedAt, now.timeIntervalSince(started) > Double(job.ttlSeconds) {
+                    await end(&job, .timedOut, message: "still running after its lifetime of \(TTL.format(.seconds(job.ttlSeconds)))", removing: nil)
+                    _ = try? await docker.remove(job.containerName(masterID: masterID))
+                    continue
+                }
+                if job.state == .starting, job.awaitingInput, job.containerId != nil, let started = job.startedAt,
+                    now.timeIntervalSince(started) > Double(settings.inputWait.components.seconds)
+                {
+                    await end(&job, .failed, message: "its inputs were not copied in within \(TTL.format(settings.inputWait))", removing: nil)
+                    _ = try? await docker.remove(job.containerName(masterID: masterID))
+                    continue
+                }
+                let mine = job.incarnationId == incarnationID
+                let orphaned = !mine && incarnations.isGone(job.incarnationId) == true
+                let uncollected = mine && !collecting.withLock { $0.contains(job.id!) }
+                if job.state == .running, uncollected || orphaned {
+                    if orphaned {
+                        let taken = (try? await database.takeOverJob(id: job.id!, from: job.incarnationId, to: incarnationID)) == true
+                        guard taken else { continue }
+                    }
+                    logger.notice("collecting a job another master left", metadata: ["job": "\(job.id!)"])
+                    try? await database.clearJobLog(jobID: job.id!)
+                    job.incarnationId = incarnationID
+                    Task { await self.collect(job, on: machine) }
+                } else if job.state == .starting, orphaned, !job.awaitingInput || job.containerId == nil {
+                    await end(&job, .failed, message: "the master stopped while starting it", removing: nil)
+                    _ = try? await docker.remove(job.containerName(masterID: masterID))
+                }
+            } else if job.keepsContainer, !job.containerRemoved, let ended = job.endedAt,
+                now.timeIntervalSince(ended) > Double(settings.keptFor.components.seconds)
+            {
+                if (try? await docker.remove(job.containerName(masterID: masterID))) != nil {
+                    job.containerRemoved = true
+                    _ = try? await database.updateJob(job, expecting: [job.state])
+                }
+            }
+        }
+        _ = try? await database.purgeJobs(endedBefore: now - TimeInterval(settings.keep.components.seconds))
+        let queued = active.filter { $0.job.state == .queued }.count
+        Gauge(label: "resalloc_job_queue_length").record(queued)
+        for state in Job.State.allCases where !state.ended {
+            Gauge(label: "resalloc_jobs", dimensions: [("state", state.rawValue)]).record(active.filter { $0.job.state == state }.count)
+        }
+    }
+
+    /// The container names of jobs on `machineID` that must stay (not yet ended, or kept for
+    /// their results), for the passes' orphan check.
+    public func containersInUse(on machineID: Int64) async throws -> Set<String> {
+        let jobs = try await database.jobListings(ownerID: nil, id: nil, activeOnly: false).map(\.job)
+        return Set(
+            jobs.filter { $0.machineId == machineID && (!$0.state.ended || ($0.keepsContainer && !$0.containerRemoved)) }.map {
+                $0.containerName(masterID: masterID)
+            }
+        )
+    }
+}
+
+extension Optional {
+    func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let self else { return nil }
+        return try await transform(self)
+    }
+}
