@@ -48,12 +48,26 @@ public final class Jobs: Sendable {
     private let dispatching = Mutex((running: false, again: false))
     /// Jobs whose output this process is collecting now.
     private let collecting = Mutex(Set<Int64>())
+    private let stopped = Mutex(false)
+
+    /// Whether the server is shutting down: followers of a log let go (their jobs go on).
+    public var isStopping: Bool { stopped.withLock { $0 } }
+
+    /// Lets followers of logs go, so that the server can drain (graceful shutdown).
+    public func stop() {
+        stopped.withLock { $0 = true }
+        changes.fire()
+    }
 
     /// The file whose appearance starts the command of a job that waits for its inputs.
     static let goFile = "/tmp/.resalloc-go"
     static let launcher = "while [ ! -e \(goFile) ]; do sleep 0.05; done; rm -f \(goFile); exec \"$@\""
 
-    init(database: any Store, fleet: Fleet, limits: LimitPolicy, masterID: String, incarnationID: String, logger: Logger) {
+    /// Refills the warm pools after a job took a warm container.
+    let warmPool: WarmPool?
+
+    init(database: any Store, fleet: Fleet, limits: LimitPolicy, masterID: String, incarnationID: String, logger: Logger, warmPool: WarmPool? = nil) {
+        self.warmPool = warmPool
         self.database = database
         self.fleet = fleet
         self.limits = limits
@@ -243,6 +257,7 @@ public final class Jobs: Sendable {
             guard !waiting.isEmpty else { return }
             var uses = startUses
             let machines = try await database.machines()
+            let pooled = Set(try await database.resources().filter { $0.poolSize > 0 }.map { $0.id! })
             var loads = try await database.machineLoads()
             let overcommit = limits.cpuOvercommit
             let defaults = settings.userDefaults
@@ -256,6 +271,25 @@ public final class Jobs: Sendable {
                     limits: userLimits
                 ) != nil {
                     atLimit.insert(item.ownerID)  // the owner's later ones wait behind it
+                    continue
+                }
+                // A warm container of its resource first: it holds its place already.
+                if case .job(let job) = item.kind, pooled.contains(job.resourceId),
+                    let slot = try await database.claimPoolSlot(
+                        forJob: job.id!,
+                        image: job.image,
+                        resourceID: job.resourceId,
+                        incarnationID: incarnationID,
+                        at: Date()
+                    ),
+                    let machine = machines.first(where: { $0.id == slot.machineId })
+                {
+                    Timer(label: "resalloc_job_queue_wait_seconds").recordSeconds(Date().timeIntervalSince(job.createdAt))
+                    Task { await self.start(job.id!, on: machine, slot: slot) }
+                    uses[item.ownerID, default: UserUse()].jobs += 1
+                    uses[item.ownerID]!.memoryBytes += item.memoryBytes
+                    uses[item.ownerID]!.milliCPUs += item.milliCPUs
+                    changes.fire()
                     continue
                 }
                 let order = Placement.candidates(
@@ -303,40 +337,20 @@ public final class Jobs: Sendable {
 
     /// Starts a job the queue placed on `machine`: the image and the owner's network, then the
     /// container with the command as its process; then collects it, unless it waits for inputs.
-    func start(_ id: Int64, on machine: Machine) async {
+    func start(_ id: Int64, on machine: Machine, slot: PoolSlot? = nil) async {
         guard var job = try? await database.job(id: id), job.state == .starting else { return }
         let docker = fleet.docker(on: machine)
         let name = job.containerName(masterID: masterID)
-        do {
-            guard let resource = try await database.resources().first(where: { $0.id == job.resourceId }) else {
-                throw MasterError(.notFound, "its resource was deleted")
-            }
-            let network = limits.ownerNetworks ? OwnerNetworks.owner(job.ownerId, masterID: masterID) : nil
+        if let slot {
+            defer { warmPool?.wake() }
+            guard await startInWarm(&job, slot: slot, on: machine) else { return }
+        } else {
             do {
-                if let network { try await docker.ensureNetwork(network, cache: fleet.networks) }
-                _ = try await docker.ensureImage(
-                    job.image,
-                    dockerfile: Array(resource.dockerfile),
-                    labels: ["resalloc.master": masterID],
-                    cache: fleet.images
-                )
-            } catch { throw MasterError.from(error, machine: machine.name) }
-            let spec = ContainerSpec(
-                name: name,
-                image: job.image,
-                labels: ["resalloc.job": String(id), "resalloc.master": masterID],
-                command: job.awaitingInput ? ["sh", "-c", Self.launcher, "resalloc-job"] + job.arguments : job.arguments,
-                limits: limits.limits(for: resource),
-                network: network?.name
-            )
-            do { job.containerId = try await docker.run(spec) } catch {
-                fleet.images.forget(job.image, on: docker.endpoint)
-                _ = try? await docker.remove(name)
-                throw MasterError.from(error, machine: machine.name)
+                try await startCold(&job, on: machine)
+            } catch {
+                await end(&job, .failed, message: "could not start: \(MasterError.from(error).message)", removing: nil)
+                return
             }
-        } catch {
-            await end(&job, .failed, message: "could not start: \(MasterError.from(error).message)", removing: nil)
-            return
         }
         if !job.awaitingInput { job.state = .running }
         guard (try? await database.updateJob(job, expecting: [.starting])) == true else {
@@ -345,6 +359,79 @@ public final class Jobs: Sendable {
         }
         changes.fire()
         if job.state == .running { await collect(job, on: machine) }
+    }
+
+    /// Hands the job a warm container: renamed to the job's, moved to its owner's network, the
+    /// command started in it. False when that failed: the container is discarded and the job is
+    /// back in the queue (unless it was cancelled meanwhile).
+    private func startInWarm(_ job: inout Job, slot: PoolSlot, on machine: Machine) async -> Bool {
+        let docker = fleet.docker(on: machine)
+        let name = job.containerName(masterID: masterID)
+        do {
+            var joining: String?
+            var leaving: String?
+            if limits.ownerNetworks {
+                let network = OwnerNetworks.owner(job.ownerId, masterID: masterID)
+                try await docker.ensureNetwork(network, cache: fleet.networks)
+                (joining, leaving) = (network.name, OwnerNetworks.pool(masterID: masterID).name)
+            }
+            if let containerID = slot.containerId,
+                try await docker.claim(slot.containerName(masterID: masterID), id: containerID, as: name, joining: joining, leaving: leaving)
+            {
+                try? await database.deletePoolSlot(id: slot.id!)
+                job.containerId = containerID
+                try await docker.startInWarm(name, job.arguments, waitingFor: job.awaitingInput ? Self.goFile : nil)
+                return true
+            }
+            logger.notice("job from the pool: a warm container was gone or stopped; discarded", metadata: ["machine": "\(machine.name)"])
+        } catch {
+            fleet.networks.forget(on: docker.endpoint)
+            logger.warning("job from the pool: the handout failed", metadata: ["machine": "\(machine.name)", "error": "\(error)"])
+        }
+        _ = try? await docker.remove([slot.containerName(masterID: masterID), name])
+        try? await database.deletePoolSlot(id: slot.id!)
+        var queued = job
+        queued.state = .queued
+        queued.machineId = nil
+        queued.containerId = nil
+        queued.incarnationId = nil
+        queued.startedAt = nil
+        _ = try? await database.updateJob(queued, expecting: [.starting])
+        kick()
+        return false
+    }
+
+    /// Builds the image if the machine lacks it and starts a container with the command as its
+    /// own process (behind the launcher that waits for the inputs, if it has any).
+    private func startCold(_ job: inout Job, on machine: Machine) async throws {
+        let docker = fleet.docker(on: machine)
+        let name = job.containerName(masterID: masterID)
+        guard let resource = try await database.resources().first(where: { $0.id == job.resourceId }) else {
+            throw MasterError(.notFound, "its resource was deleted")
+        }
+        let network = limits.ownerNetworks ? OwnerNetworks.owner(job.ownerId, masterID: masterID) : nil
+        do {
+            if let network { try await docker.ensureNetwork(network, cache: fleet.networks) }
+            _ = try await docker.ensureImage(
+                job.image,
+                dockerfile: Array(resource.dockerfile),
+                labels: ["resalloc.master": masterID],
+                cache: fleet.images
+            )
+        } catch { throw MasterError.from(error, machine: machine.name) }
+        let spec = ContainerSpec(
+            name: name,
+            image: job.image,
+            labels: ["resalloc.job": String(job.id!), "resalloc.master": masterID],
+            command: job.awaitingInput ? ["sh", "-c", Self.launcher, "resalloc-job"] + job.arguments : job.arguments,
+            limits: limits.limits(for: resource),
+            network: network?.name
+        )
+        do { job.containerId = try await docker.run(spec) } catch {
+            fleet.images.forget(job.image, on: docker.endpoint)
+            _ = try? await docker.remove(name)
+            throw MasterError.from(error, machine: machine.name)
+        }
     }
 
     /// Starts the command of a job whose container waited for its inputs.
@@ -505,7 +592,15 @@ public final class Jobs: Sendable {
 
     /// Ends a job in `state` (if it is still starting or running) and removes its container
     /// with `docker`, unless it is kept for its results.
-    private func end(_ job: inout Job, _ state: Job.State, status: Int? = nil, message: String?, removing docker: RemoteDocker?) async {
+    /// `stopping`: its container may still run (past its lifetime): a kept one is killed.
+    private func end(
+        _ job: inout Job,
+        _ state: Job.State,
+        status: Int? = nil,
+        message: String?,
+        removing docker: RemoteDocker?,
+        stopping: Bool = false
+    ) async {
         let id = job.id!
         if let current = try? await database.job(id: id) { job.containerId = current.containerId }
         job.state = state
@@ -515,13 +610,20 @@ public final class Jobs: Sendable {
         job.awaitingInput = false
         let keep = job.keepsContainer && state != .lost && docker != nil
         if docker == nil { job.containerRemoved = true }
+        // A job that ended by itself is over for its client once its container is gone too, as
+        // with docker run --rm; one stopped from outside is marked first, so that its collector,
+        // seeing the container go, does not end it otherwise.
+        let name = job.containerName(masterID: masterID)
+        if let docker, !keep, !stopping, (try? await docker.remove(name)) != nil { job.containerRemoved = true }
         guard (try? await database.updateJob(job, expecting: [.starting, .running])) == true else { return }
         Counter(label: "resalloc_jobs_ended_total", dimensions: [("state", state.rawValue)]).increment()
         logger.info("job ended", metadata: ["job": "\(id)", "state": "\(state.rawValue)", "status": "\(status.map(String.init) ?? "-")"])
         changes.fire()
         kick()
-        if let docker, !keep {
-            if (try? await docker.remove(job.containerName(masterID: masterID))) != nil {
+        if let docker, keep, stopping {
+            _ = try? await docker.run(["kill", name])
+        } else if let docker, !keep, !job.containerRemoved {
+            if (try? await docker.remove(name)) != nil {
                 job.containerRemoved = true
                 _ = try? await database.updateJob(job, expecting: [state])
             }
@@ -578,7 +680,7 @@ public final class Jobs: Sendable {
         guard let listings = try? await database.jobListings(ownerID: nil, id: nil, activeOnly: false),
             let machines = try? await database.machines()
         else { return }
-        let active = listings.filter { !$0.job.state.ended || ($0.job.keepsContainer && !$0.job.containerRemoved) }
+        let active = listings.filter { !$0.job.state.ended || (!$0.job.containerRemoved && $0.job.containerId != nil) }
         let byID = Dictionary(machines.map { ($0.id!, $0) }, uniquingKeysWith: { a, _ in a })
         let incarnations = Incarnations(rows: (try? await database.incarnations()) ?? [], current: incarnationID, now: now)
         for listing in active {
@@ -587,15 +689,15 @@ public final class Jobs: Sendable {
             let docker = fleet.docker(on: machine)
             if job.state == .running || job.state == .starting {
                 if let started = job.startedAt, now.timeIntervalSince(started) > Double(job.ttlSeconds) {
-                    await end(&job, .timedOut, message: "still running after its lifetime of \(TTL.format(.seconds(job.ttlSeconds)))", removing: nil)
-                    _ = try? await docker.remove(job.containerName(masterID: masterID))
+                    let lifetime = TTL.format(.seconds(job.ttlSeconds))
+                    await end(&job, .timedOut, message: "still running after its lifetime of \(lifetime)", removing: docker, stopping: true)
                     continue
                 }
                 if job.state == .starting, job.awaitingInput, job.containerId != nil, let started = job.startedAt,
                     now.timeIntervalSince(started) > Double(settings.inputWait.components.seconds)
                 {
-                    await end(&job, .failed, message: "its inputs were not copied in within \(TTL.format(settings.inputWait))", removing: nil)
-                    _ = try? await docker.remove(job.containerName(masterID: masterID))
+                    job.keepsContainer = false
+                    await end(&job, .failed, message: "its inputs were not copied in within \(TTL.format(settings.inputWait))", removing: docker)
                     continue
                 }
                 let mine = job.incarnationId == incarnationID
@@ -611,11 +713,11 @@ public final class Jobs: Sendable {
                     job.incarnationId = incarnationID
                     Task { await self.collect(job, on: machine) }
                 } else if job.state == .starting, orphaned, !job.awaitingInput || job.containerId == nil {
-                    await end(&job, .failed, message: "the master stopped while starting it", removing: nil)
-                    _ = try? await docker.remove(job.containerName(masterID: masterID))
+                    job.keepsContainer = false
+                    await end(&job, .failed, message: "the master stopped while starting it", removing: docker)
                 }
-            } else if job.keepsContainer, !job.containerRemoved, let ended = job.endedAt,
-                now.timeIntervalSince(ended) > Double(settings.keptFor.components.seconds)
+            } else if !job.containerRemoved, job.containerId != nil, let ended = job.endedAt,
+                now.timeIntervalSince(ended) > (job.keepsContainer ? Double(settings.keptFor.components.seconds) : 5)
             {
                 if (try? await docker.remove(job.containerName(masterID: masterID))) != nil {
                     job.containerRemoved = true

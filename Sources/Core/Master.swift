@@ -66,8 +66,16 @@ public struct Master: Sendable {
         // As the installation's `serve` last set it (cron's cleanup has no flag of its own).
         limits.settings.ownerNetworks = (try? await database.setting(OwnerNetworks.settingKey)) != "off"
         sessions = SessionLedger()
-        jobs = Jobs(database: database, fleet: fleet, limits: limits, masterID: masterID, incarnationID: incarnationID, logger: logger)
         warmPool = WarmPool(database: database, fleet: fleet, masterID: masterID, incarnationID: incarnationID, logger: logger, limits: limits)
+        jobs = Jobs(
+            database: database,
+            fleet: fleet,
+            limits: limits,
+            masterID: masterID,
+            incarnationID: incarnationID,
+            logger: logger,
+            warmPool: warmPool
+        )
         saga = LeaseSaga(
             database: database,
             fleet: fleet,
@@ -109,6 +117,7 @@ public struct Master: Sendable {
 
     /// Closes every SSH connection (graceful shutdown).
     public func shutdown() async {
+        jobs.stop()
         await sessionGuards.closeAll()
         await pool.closeAll()
         database.close()

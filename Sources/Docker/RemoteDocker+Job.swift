@@ -24,18 +24,45 @@ extension RemoteDocker {
         }
     }
 
-    /// How `container` stands or ended; nil when there is no such container.
+    /// Where a command run in a warm container (`startInWarm`) leaves its exit status.
+    public static let statusFile = "/tmp/.resalloc-status"
+
+    /// How `container` stands or ended; nil when there is no such container. The exit code is
+    /// the command's: the container's own, or for a command run in a warm container the one it
+    /// left in `statusFile` (read from the stopped container in the same round trip).
     public func end(of container: String) async throws(DockerError) -> ContainerEnd? {
         try DockerNames.validateContainer(container)
-        let result = try await run([
-            "inspect", "--format", "{{.State.Status}}\t{{.State.ExitCode}}\t{{.State.OOMKilled}}\t{{.State.Error}}", container,
-        ])
+        let format = "{{.State.Status}}\t{{.State.ExitCode}}\t{{.State.OOMKilled}}\t{{.State.Error}}"
+        let command =
+            "docker " + ShellQuote.join(["inspect", "--format", format, container]) + " && { docker "
+            + ShellQuote.join(["cp", "\(container):\(Self.statusFile)", "-"]) + " 2>/dev/null | tar -xO 2>/dev/null; true; }"
+        let result: ExecResult
+        do { result = try await pool.execute(on: endpoint, command, timeout: commandTimeout) } catch { throw .transport(error) }
         guard result.succeeded else {
             if result.stderrText.contains("No such") { return nil }
             throw .commandFailed(command: "inspect", status: result.exitStatus, stderr: result.stderrText)
         }
-        let fields = result.stdoutText.trimmingCharacters(in: .newlines).split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
-        guard fields.count >= 4, let code = Int(fields[1]) else { throw .unparsable(command: "inspect", output: result.stdoutText) }
+        let lines = result.stdoutText.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let fields = lines[0].split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+        guard fields.count >= 4, var code = Int(fields[1]) else { throw .unparsable(command: "inspect", output: result.stdoutText) }
+        if lines.count > 1, let status = Int(lines[1].trimmingCharacters(in: .whitespaces)) { code = status }
         return ContainerEnd(status: fields[0], exitCode: code, oomKilled: fields[2] == "true", error: fields[3...].joined(separator: "\t"))
+    }
+
+    /// Runs `argv` in the running (warm) container, detached, as if it were the container's own
+    /// process: its output goes to the engine's log (the container's PID 1's stdout and stderr),
+    /// its exit status to `statusFile`, and then the container stops. With `waitingFor`, it
+    /// starts only once that file appears (inputs copied in first).
+    public func startInWarm(_ container: String, _ argv: [String], waitingFor goFile: String? = nil) async throws(DockerError) {
+        try DockerNames.validateContainer(container)
+        for argument in argv { try DockerNames.validateArgument(argument) }
+        guard !argv.isEmpty else { throw .invalidArgument("exec needs a command") }
+        var script = "\"$@\" >/proc/1/fd/1 2>/proc/1/fd/2; echo $? > \(Self.statusFile); kill 1"
+        if let goFile { script = "while [ ! -e \(goFile) ]; do sleep 0.05; done; rm -f \(goFile); " + script }
+        let result = try await run(["exec", "--detach", container, "sh", "-c", script, "resalloc-job"] + argv)
+        guard result.succeeded else {
+            if result.stderrText.contains("No such container") { throw .noSuchContainer(container) }
+            throw .commandFailed(command: "exec", status: result.exitStatus, stderr: result.stderrText)
+        }
     }
 }

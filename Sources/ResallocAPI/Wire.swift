@@ -381,6 +381,9 @@ public struct LeaseInfo: Codable, Sendable, Equatable {
     public var container: String?
     public var createdAt: Date
     public var expiresAt: Date
+    /// Its idle limit (`30m`) and since when it has had no session; absent: no limit.
+    public var idle: String?
+    public var activeAt: Date?
     public init(
         name: String,
         owner: String,
@@ -390,8 +393,12 @@ public struct LeaseInfo: Codable, Sendable, Equatable {
         message: String?,
         container: String?,
         createdAt: Date,
-        expiresAt: Date
+        expiresAt: Date,
+        idle: String? = nil,
+        activeAt: Date? = nil
     ) {
+        self.idle = idle
+        self.activeAt = activeAt
         self.name = name
         self.owner = owner
         self.resourceName = resourceName
@@ -412,6 +419,8 @@ public struct LeaseInfo: Codable, Sendable, Equatable {
         case container = "Container"
         case createdAt = "CreatedAt"
         case expiresAt = "ExpiresAt"
+        case idle = "Idle"
+        case activeAt = "ActiveAt"
     }
 }
 

@@ -68,8 +68,8 @@ public struct ResallocClient: Sendable {
         ttl: String?,
         wait: String? = nil,
         idle: String? = nil,
-        onQueued: (@Sendable (Int) -> Void)? = nil,
-        onBuildLine: (@Sendable (String) -> Void)? = nil
+        onBuildLine: (@Sendable (String) -> Void)? = nil,
+        onQueued: (@Sendable (Int) -> Void)? = nil
     ) async throws -> Payload<LeaseInfo> {
         let body = LeaseRequest(resourceName: resource, leaseName: name, ttl: ttl, wait: wait, idle: idle)
         guard let onBuildLine else { return try await call(.POST, "/lease", body: body) }
@@ -157,10 +157,16 @@ public struct ResallocClient: Sendable {
 
     /// The job's output (`stream`: stdout, stderr or all) into `receive` as it comes; with
     /// `follow`, until the job has ended.
-    public func jobLog(_ id: Int64, stream: String = "all", follow: Bool, receive: @Sendable (ByteBuffer) async throws -> Void) async throws {
+    public func jobLog(
+        _ id: Int64,
+        stream: String = "all",
+        follow: Bool,
+        skip: Int64 = 0,
+        receive: @Sendable (ByteBuffer) async throws -> Void
+    ) async throws {
         var client = self
         client.timeout = .hours(24 * 8)
-        let response = try await client.send(.GET, "/job/\(id)/log?follow=\(follow)&stream=\(stream)", body: Optional<Reply>.none)
+        let response = try await client.send(.GET, "/job/\(id)/log?follow=\(follow)&stream=\(stream)&skip=\(skip)", body: Optional<Reply>.none)
         guard (200..<300).contains(response.status.code) else {
             let _: Reply = try await decode(response)
             return

@@ -84,6 +84,28 @@ struct ConsoleController {
                 return Self.redirect("/ui?approved=\(user.name)")
             }
         }
+        router.get("/ui/job/:id/log") { request, context in
+            guard let session = try? await session(request) else { return Self.redirect("/ui/login") }
+            guard let id = Int64(try context.parameters.require("id")),
+                let listing = try? await master.job(id, for: session.user)
+            else { return Self.html("no such job", status: .notFound) }
+            // The last 256 KiB of its output, as text: the whole of it is GET /job/{id}/log.
+            var output = Data()
+            var cursor: Int64 = 0
+            while true {
+                let chunks = try await master.database.jobLog(jobID: listing.job.id!, after: cursor, limit: 256)
+                for chunk in chunks { output.append(chunk.data) }
+                if output.count > 512 * 1024 { output = output.suffix(256 * 1024) }
+                guard let last = chunks.last?.id, chunks.count == 256 else { break }
+                cursor = last
+            }
+            let text = String(decoding: output.suffix(256 * 1024), as: UTF8.self)
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; charset=utf-8", .contentSecurityPolicy: "default-src 'none'"],
+                body: .init(byteBuffer: ByteBuffer(string: text))
+            )
+        }
         router.get("/ui/console.css") { _, _ in Self.asset("console", "css", type: "text/css; charset=utf-8") }
         router.get("/ui/console.js") { _, _ in Self.asset("console", "js", type: "text/javascript; charset=utf-8") }
     }

@@ -11,7 +11,22 @@ struct ConsoleView {
         let message: String?
         let machine: String
         let timeLeft: String
+        /// How long it has had no session, against its idle limit: `3 min of 30 min`; `–` without one.
+        let idle: String
         let running: Bool
+    }
+
+    /// A job with its place in the queue while it waits, and a link to its output.
+    struct JobRow {
+        let id: Int64
+        let resource: String
+        let command: String
+        let state: String
+        let place: String
+        let machine: String
+        let time: String
+        let status: String
+        let message: String?
     }
 
     struct MachineRow {
@@ -76,14 +91,17 @@ struct ConsoleView {
     /// The token every form of this page carries.
     let csrf: String
     let leases: [LeaseRow]
+    let jobs: [JobRow]
     let admin: AdminPart?
     let asOf: String
     let hasLeases: Bool
+    let hasJobs: Bool
     var notice: String?
     var error: String?
 
     /// The page for `user` now: their leases, and for an admin the fleet.
     static func build(_ master: Master, for user: User, formToken: String, now: Date = Date()) async throws -> ConsoleView {
+        let inUse = Set(master.sessions.leasesInUse)
         let leases = try await master.leases(for: user, all: false).map { listing in
             LeaseRow(
                 name: listing.lease.name,
@@ -92,7 +110,25 @@ struct ConsoleView {
                 message: listing.lease.message.map(brief),
                 machine: listing.machine ?? "–",
                 timeLeft: listing.lease.state == .running ? timeLeft(until: listing.lease.expiresAt, now: now) : "–",
+                idle: idle(listing.lease, inUse: inUse, now: now),
                 running: listing.lease.state == .running
+            )
+        }
+        let places = await master.jobs.places().jobs
+        let jobs = try await master.jobs(for: user, all: false, ended: false).reversed().map { listing in
+            let job = listing.job
+            let started = job.startedAt ?? job.createdAt
+            return JobRow(
+                id: job.id!,
+                resource: listing.resource,
+                command: job.arguments.joined(separator: " ").count > 60
+                    ? String(job.arguments.joined(separator: " ").prefix(57)) + "..." : job.arguments.joined(separator: " "),
+                state: job.state.rawValue,
+                place: places[job.id!].map(String.init) ?? "–",
+                machine: listing.machine ?? "–",
+                time: span(Int((job.endedAt ?? now).timeIntervalSince(job.state == .queued ? job.createdAt : started))),
+                status: job.exitStatus.map(String.init) ?? "–",
+                message: job.message.map(brief)
             )
         }
         return await ConsoleView(
@@ -100,9 +136,11 @@ struct ConsoleView {
             isAdmin: user.isAdmin,
             csrf: formToken,
             leases: leases,
+            jobs: Array(jobs),
             admin: user.isAdmin ? try adminPart(master, admin: user, now: now) : nil,
             asOf: clock(now),
             hasLeases: !leases.isEmpty,
+            hasJobs: !jobs.isEmpty,
             notice: nil,
             error: nil
         )
@@ -150,6 +188,13 @@ struct ConsoleView {
                 )
             }
         return AdminPart(machines: machines, pools: pools, pending: pending, failures: failures)
+    }
+
+    /// `3 min of 30 min` without a session; `in use` while one is open here; `–` without a limit.
+    static func idle(_ lease: Lease, inUse: Set<Int64>, now: Date) -> String {
+        guard let limit = lease.idleSeconds, lease.state == .running else { return "–" }
+        if inUse.contains(lease.id!) { return "in use" }
+        return "\(span(max(0, Int(now.timeIntervalSince(lease.activeAt ?? lease.createdAt))))) of \(span(limit))"
     }
 
     /// The end of a long message (a failed build's is its whole output): what went wrong is last.

@@ -74,7 +74,8 @@ struct JobController {
                 case "stderr": streams = [2]
                 default: throw MasterError(.invalid, "the query parameter stream takes stdout, stderr or all")
                 }
-                return log(of: listing.job.id!, streams: streams, follow: follow)
+                let skip = try Query.integer(request, "skip", in: 0...(1 << 50)) ?? 0
+                return log(of: listing.job.id!, streams: streams, follow: follow, skip: skip)
             },
         ]
     }
@@ -85,25 +86,32 @@ struct JobController {
         return id
     }
 
-    /// The job's output as it was written, as plain bytes; with `follow`, kept open and fed
-    /// until the job has ended and all of it was sent.
-    private func log(of id: Int64, streams: Set<Int>, follow: Bool) -> Response {
+    /// The job's output as it was written, as plain bytes, but its first `skip` bytes (a
+    /// follower that lost its connection asks for the rest); with `follow`, kept open and fed
+    /// until the job has ended and all of it was sent, or the server stops.
+    private func log(of id: Int64, streams: Set<Int>, follow: Bool, skip: Int64) -> Response {
         let database = master.database
-        let changes = master.jobs.changes
+        let jobs = master.jobs
+        let changes = jobs.changes
         return Response(
             status: .ok,
             headers: [.contentType: "text/plain; charset=utf-8"],
             body: ResponseBody { writer in
                 var cursor: Int64 = 0
+                var skipping = skip
                 while true {
                     let generation = changes.generation
                     // Whether it had ended is read before its last output, which was written first.
                     let ended = (try await database.job(id: id))?.state.ended ?? true
                     let chunks = try await database.jobLog(jobID: id, after: cursor, limit: 256)
-                    for chunk in chunks where streams.contains(chunk.stream) { try await writer.write(ByteBuffer(bytes: chunk.data)) }
+                    for chunk in chunks where streams.contains(chunk.stream) {
+                        let skipped = Int(min(skipping, Int64(chunk.data.count)))
+                        skipping -= Int64(skipped)
+                        if skipped < chunk.data.count { try await writer.write(ByteBuffer(bytes: chunk.data.dropFirst(skipped))) }
+                    }
                     cursor = chunks.last?.id ?? cursor
                     if chunks.count == 256 { continue }
-                    if !follow || ended { break }
+                    if !follow || ended || jobs.isStopping { break }
                     await changes.wait(after: generation, atMost: .milliseconds(500))
                     if Task.isCancelled { break }
                 }

@@ -159,7 +159,9 @@ struct LeaseController {
             message: lease.message,
             container: lease.containerId == nil ? nil : lease.containerName(masterID: master.masterID),
             createdAt: lease.createdAt,
-            expiresAt: lease.expiresAt
+            expiresAt: lease.expiresAt,
+            idle: lease.idleSeconds.map { TTL.format(.seconds($0)) },
+            activeAt: lease.idleSeconds == nil ? nil : lease.activeAt ?? lease.createdAt
         )
     }
 }

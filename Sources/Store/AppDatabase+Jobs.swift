@@ -68,6 +68,32 @@ extension AppDatabase {
         }
     }
 
+    public func claimPoolSlot(forJob id: Int64, image: String, resourceID: Int64, incarnationID: String, at now: Date) async throws -> PoolSlot? {
+        try await write { db in
+            guard let job = try Job.fetchOne(db, key: id), job.state == .queued,
+                var slot = try PoolSlot.fetchOne(
+                    db,
+                    sql: """
+                        SELECT poolSlot.* FROM poolSlot JOIN machine ON machine.id = poolSlot.machineId
+                        WHERE poolSlot.resourceId = ? AND poolSlot.image = ? AND poolSlot.state = 'ready' AND machine.healthy
+                          AND poolSlot.memoryBytes = ? AND poolSlot.milliCPUs = ?
+                        ORDER BY poolSlot.createdAt, poolSlot.id LIMIT 1
+                        """,
+                    arguments: [resourceID, image, job.memoryBytes, job.milliCPUs]
+                )
+            else { return nil }
+            slot.state = .claimed
+            slot.leaseId = nil
+            slot.incarnationId = incarnationID
+            try slot.update(db)
+            try db.execute(
+                sql: "UPDATE job SET state = 'starting', machineId = ?, incarnationId = ?, startedAt = ? WHERE id = ? AND state = 'queued'",
+                arguments: [slot.machineId, incarnationID, now, id]
+            )
+            return slot
+        }
+    }
+
     public func updateJob(_ job: Job, expecting states: [Job.State]) async throws -> Bool {
         try await write { db in
             guard let current = try Job.fetchOne(db, key: job.id), states.contains(current.state) else { return false }

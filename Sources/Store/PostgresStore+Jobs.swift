@@ -76,6 +76,41 @@ extension PostgresStore {
         }
     }
 
+    public func claimPoolSlot(forJob id: Int64, image: String, resourceID: Int64, incarnationID: String, at now: Date) async throws -> PoolSlot? {
+        try await transaction { [self] connection in
+            guard let job = try await all("SELECT * FROM job WHERE id = \(id) FOR UPDATE", on: connection, Self.job).first, job.state == .queued
+            else {
+                return nil
+            }
+            let found = try await all(
+                """
+                SELECT "poolSlot".* FROM "poolSlot" JOIN machine ON machine.id = "poolSlot"."machineId"
+                WHERE "poolSlot"."resourceId" = \(resourceID) AND "poolSlot".image = \(image) AND "poolSlot".state = 'ready' AND machine.healthy
+                  AND "poolSlot"."memoryBytes" = \(job.memoryBytes) AND "poolSlot"."milliCPUs" = \(job.milliCPUs)
+                ORDER BY "poolSlot"."createdAt", "poolSlot".id LIMIT 1 FOR UPDATE OF "poolSlot" SKIP LOCKED
+                """,
+                on: connection,
+                Self.slot
+            )
+            guard var slot = found.first else { return nil }
+            slot.state = .claimed
+            slot.leaseId = nil
+            slot.incarnationId = incarnationID
+            try await connection.query(
+                #"UPDATE "poolSlot" SET state = 'claimed', "leaseId" = NULL, "incarnationId" = \#(incarnationID) WHERE id = \#(slot.id)"#,
+                logger: logger
+            )
+            try await connection.query(
+                #"""
+                UPDATE job SET state = 'starting', "machineId" = \#(slot.machineId), "incarnationId" = \#(incarnationID), "startedAt" = \#(now)
+                WHERE id = \#(id)
+                """#,
+                logger: logger
+            )
+            return slot
+        }
+    }
+
     public func updateJob(_ job: Job, expecting states: [Job.State]) async throws -> Bool {
         let expected = states.map(\.rawValue)
         return try await changes(

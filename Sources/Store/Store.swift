@@ -72,6 +72,9 @@ public protocol Store: Sendable {
     /// Puts a `queued` job on the first of `machineIDs` with room, as `placeLease` does, and
     /// marks it `starting` by `incarnationID`; nil when it is no longer queued or none has room.
     func placeJob(id: Int64, on machineIDs: [Int64], cpuOvercommit: Double, incarnationID: String, at now: Date) async throws -> Machine?
+    /// Claims the oldest ready warm container of `image` with the job's limits, on a healthy
+    /// machine, for a `queued` job, and marks the job `starting` there, in one transaction.
+    func claimPoolSlot(forJob id: Int64, image: String, resourceID: Int64, incarnationID: String, at now: Date) async throws -> PoolSlot?
     /// Writes `job` (all but its log's size) if its row is still in one of `states`; false,
     /// changing nothing, otherwise (cancelled meanwhile, or gone).
     func updateJob(_ job: Job, expecting states: [Job.State]) async throws -> Bool

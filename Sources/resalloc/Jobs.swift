@@ -80,12 +80,12 @@ struct Run: AsyncParsableCommand {
             let cancel = JobCanceller(client: client, id: job.id)
             cancel.install()
             defer { cancel.uninstall() }
-            job = try await JobWatch.untilPlaced(job, client, needsInputs: !ins.isEmpty)
-            if !ins.isEmpty && !job.ended {
-                let session = CopySession(client: client)
-                let progress = Progress(enabled: false)
-                for (local, remote) in ins { try await Copy.upload(local, session, into: .job(job.id), path: remote, progress: progress) }
-                job = try await client.startJob(job.id).value
+            do {
+                // Detached without inputs: nothing to wait for here.
+                if !(detach && ins.isEmpty) { job = try await prepare(job, client, inputs: ins) }
+            } catch {
+                _ = try? await client.cancelJob(job.id)  // nothing of it stays behind
+                throw error
             }
             if detach {
                 print(job.id)
@@ -109,6 +109,27 @@ struct Run: AsyncParsableCommand {
             status = JobWatch.exitStatus(of: job)
         }
         if status != 0 { throw ExitCode(status) }
+    }
+
+    /// Waits for the job's place, then copies its inputs in and starts it.
+    private func prepare(_ job: JobInfo, _ client: ResallocClient, inputs ins: [(local: String, remote: String)]) async throws -> JobInfo {
+        var job = try await JobWatch.untilPlaced(job, client, needsInputs: !ins.isEmpty)
+        if !ins.isEmpty && !job.ended {
+            let session = CopySession(client: client)
+            // Each goes in as PATH itself (not into it), its parent directories made as needed.
+            for (local, remote) in ins {
+                let name = String(remote.drop(while: { $0 == "/" }))
+                _ = try await session.upload(job: job.id, directory: "/") { send in
+                    try await TarWriter().write(local, as: name) {
+                        try await send($0)
+                    } skipped: { path in
+                        FileHandle.standardError.write(Data("resalloc: left out \(path): not a file, directory or symlink\n".utf8))
+                    }
+                }
+            }
+            job = try await client.startJob(job.id).value
+        }
+        return job
     }
 }
 
@@ -164,26 +185,45 @@ enum JobWatch {
     }
 
     /// Copies the job's stdout and stderr here as they come, until it has ended; returns it then.
+    /// A master that stops (a restart, an upgrade) lets its followers go while the job runs on:
+    /// the rest is asked for again, from the byte where it broke off, once a master answers.
     static func follow(_ job: JobInfo, _ client: ResallocClient) async throws -> JobInfo {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try await client.jobLog(job.id, stream: "stdout", follow: true) {
-                    try FileHandle.standardOutput.write(contentsOf: Data($0.readableBytesView))
+        let received = Received()
+        var broken = 0
+        while true {
+            do {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        try await client.jobLog(job.id, stream: "stdout", follow: true, skip: received.stdout) {
+                            try FileHandle.standardOutput.write(contentsOf: Data($0.readableBytesView))
+                            received.add(stdout: $0.readableBytes)
+                        }
+                    }
+                    group.addTask {
+                        try await client.jobLog(job.id, stream: "stderr", follow: true, skip: received.stderr) {
+                            try FileHandle.standardError.write(contentsOf: Data($0.readableBytesView))
+                            received.add(stderr: $0.readableBytes)
+                        }
+                    }
+                    try await group.waitForAll()
                 }
+                let ended = try await client.job(job.id)
+                if ended.ended { return ended }
+            } catch let error as ClientError {
+                guard case .unreachable = error, broken < 60 else { throw error }
+                broken += 1
             }
-            group.addTask {
-                try await client.jobLog(job.id, stream: "stderr", follow: true) {
-                    try FileHandle.standardError.write(contentsOf: Data($0.readableBytesView))
-                }
-            }
-            try await group.waitForAll()
+            try await Task.sleep(for: .milliseconds(500))
         }
-        var ended = try await client.job(job.id)
-        while !ended.ended {  // the log ends with the job; its row says so a moment later at most
-            try await Task.sleep(for: .milliseconds(50))
-            ended = try await client.job(job.id)
-        }
-        return ended
+    }
+
+    /// Bytes of each stream written here so far.
+    final class Received: @unchecked Sendable {
+        private let lock = NSLock()
+        private var counts: (Int64, Int64) = (0, 0)
+        var stdout: Int64 { lock.withLock { counts.0 } }
+        var stderr: Int64 { lock.withLock { counts.1 } }
+        func add(stdout: Int = 0, stderr: Int = 0) { lock.withLock { counts = (counts.0 + Int64(stdout), counts.1 + Int64(stderr)) } }
     }
 
     /// The status `resalloc run` and `job wait` exit with, saying on stderr why when it is not

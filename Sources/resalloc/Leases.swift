@@ -26,12 +26,15 @@ struct Leases: AsyncParsableCommand {
                 if output.json { return try Output.json(leases) }
                 let now = Date()
                 Output.table(
-                    (all ? ["OWNER"] : []) + ["NAME", "RESOURCE", "MACHINE", "STATE", "AGE", "LEFT"],
-                    leases.map {
-                        (all ? [$0.owner] : []) + [
-                            $0.name, $0.resourceName, $0.machine ?? "-", $0.state,
-                            Output.duration(now.timeIntervalSince($0.createdAt)), Output.duration($0.expiresAt.timeIntervalSince(now)),
+                    (all ? ["OWNER"] : []) + ["NAME", "RESOURCE", "MACHINE", "STATE", "AGE", "LEFT", "IDLE"],
+                    leases.map { lease -> [String] in
+                        var idle = "-"
+                        if let limit = lease.idle { idle = "\(Output.duration(now.timeIntervalSince(lease.activeAt ?? now))) of \(limit)" }
+                        let row: [String] = [
+                            lease.name, lease.resourceName, lease.machine ?? "-", lease.state,
+                            Output.duration(now.timeIntervalSince(lease.createdAt)), Output.duration(lease.expiresAt.timeIntervalSince(now)), idle,
                         ]
+                        return (all ? [lease.owner] : []) + row
                     }
                 )
             }
@@ -71,8 +74,8 @@ struct Leases: AsyncParsableCommand {
                     ttl: ttl,
                     wait: wait,
                     idle: idle,
-                    onQueued: Self.queued,
-                    onBuildLine: quiet ? { _ in } : Self.show
+                    onBuildLine: quiet ? { _ in } : Self.show,
+                    onQueued: Self.queued
                 )
                 print(
                     "\(reply.message); it ends in \(Output.duration(reply.value.expiresAt.timeIntervalSinceNow)). Open a shell: resalloc ssh \(name)"

@@ -61,7 +61,10 @@ struct CLI {
 
     /// Runs and requires exit status 0; returns stdout.
     @discardableResult
-    func ok(_ arguments: String..., stdin: String = "") async throws -> String {
+    func ok(_ arguments: String..., stdin: String = "") async throws -> String { try await ok(arguments, stdin: stdin) }
+
+    @discardableResult
+    func ok(_ arguments: [String], stdin: String = "") async throws -> String {
         let result = try await run(arguments, stdin: stdin)
         guard result.status == 0 else { throw TestbedError("resalloc \(arguments.joined(separator: " ")) exited \(result.status): \(result.stderr)") }
         return result.stdout
