@@ -341,12 +341,13 @@ public final class Jobs: Sendable {
         guard var job = try? await database.job(id: id), job.state == .starting else { return }
         let docker = fleet.docker(on: machine)
         let name = job.containerName(masterID: masterID)
+        var attached: RemoteProcess?
         if let slot {
             defer { warmPool?.wake() }
             guard await startInWarm(&job, slot: slot, on: machine) else { return }
         } else {
             do {
-                try await startCold(&job, on: machine)
+                attached = try await startCold(&job, on: machine)
             } catch {
                 await end(&job, .failed, message: "could not start: \(MasterError.from(error).message)", removing: nil)
                 return
@@ -354,11 +355,12 @@ public final class Jobs: Sendable {
         }
         if !job.awaitingInput { job.state = .running }
         guard (try? await database.updateJob(job, expecting: [.starting])) == true else {
+            attached?.close()
             _ = try? await docker.remove(name)  // cancelled meanwhile
             return
         }
         changes.fire()
-        if job.state == .running { await collect(job, on: machine) }
+        if job.state == .running { await collect(job, on: machine, attached: attached) }
     }
 
     /// Hands the job a warm container: renamed to the job's, moved to its owner's network, the
@@ -403,7 +405,9 @@ public final class Jobs: Sendable {
 
     /// Builds the image if the machine lacks it and starts a container with the command as its
     /// own process (behind the launcher that waits for the inputs, if it has any).
-    private func startCold(_ job: inout Job, on machine: Machine) async throws {
+    /// Returns the attached `docker run` of a job that waits for nothing (its output comes
+    /// through it); nil for one that waits for its inputs (started detached).
+    private func startCold(_ job: inout Job, on machine: Machine) async throws -> RemoteProcess? {
         let docker = fleet.docker(on: machine)
         let name = job.containerName(masterID: masterID)
         guard let resource = try await database.resources().first(where: { $0.id == job.resourceId }) else {
@@ -427,7 +431,15 @@ public final class Jobs: Sendable {
             limits: limits.limits(for: resource),
             network: network?.name
         )
-        do { job.containerId = try await docker.run(spec) } catch {
+        do {
+            if job.awaitingInput {
+                job.containerId = try await docker.run(spec)
+                return nil
+            }
+            let process = try await docker.runAttached(spec)
+            job.containerId = name  // its engine id is not asked for: the name is what is used
+            return process
+        } catch {
             fleet.images.forget(job.image, on: docker.endpoint)
             _ = try? await docker.remove(name)
             throw MasterError.from(error, machine: machine.name)
@@ -467,34 +479,57 @@ public final class Jobs: Sendable {
 
     /// Follows the job's output into its log until its container stops, then ends the job
     /// with its status. Keeps at most `logMax` of output.
-    func collect(_ job: Job, on machine: Machine) async {
+    /// `attached`: the `docker run` that started it, whose output comes first (its docker
+    /// client's warnings left out).
+    func collect(_ job: Job, on machine: Machine, attached: RemoteProcess? = nil) async {
         let id = job.id!
-        guard collecting.withLock({ $0.insert(id).inserted }) else { return }
+        guard collecting.withLock({ $0.insert(id).inserted }) else {
+            attached?.close()
+            return
+        }
         defer { _ = collecting.withLock { $0.remove(id) } }
         let docker = fleet.docker(on: machine)
         let name = job.containerName(masterID: masterID)
         var job = job
         var attempts = 0
+        var attached = attached
         while true {
             let process: RemoteProcess
-            do { process = try await docker.followLogs(name) } catch {
-                // Every channel busy, or the machine away for a moment: the container runs on.
-                attempts += 1
-                if attempts < 30, (try? await database.job(id: id))?.state == .running {
-                    try? await Task.sleep(for: .seconds(1))
-                    continue
+            let fromRun = attached != nil
+            if let first = attached {
+                process = first
+                attached = nil
+            } else {
+                do { process = try await docker.followLogs(name) } catch {
+                    // Every channel busy, or the machine away for a moment: the container runs on.
+                    attempts += 1
+                    if attempts < 30, (try? await database.job(id: id))?.state == .running {
+                        try? await Task.sleep(for: .seconds(1))
+                        continue
+                    }
+                    logger.warning("could not follow a job's output", metadata: ["job": "\(id)", "error": "\(error)"])
+                    return  // the passes try again
                 }
-                logger.warning("could not follow a job's output", metadata: ["job": "\(id)", "error": "\(error)"])
-                return  // the passes try again
             }
-            await record(process, of: id)
-            _ = try? await process.exitStatus()
+            await record(process, of: id, skippingDockerWarnings: fromRun)
+            let exited = try? await process.exitStatus()
+            if fromRun, exited == 0, !job.keepsContainer {
+                // It exited 0: said at once, its container removed just after (as docker run --rm).
+                await self.end(&job, .succeeded, status: 0, message: nil, removing: docker, stopping: true)
+                return
+            }
             let end: ContainerEnd?
             do { end = try await docker.end(of: name) } catch {
                 logger.warning("could not read how a job ended", metadata: ["job": "\(id)", "error": "\(error)"])
                 return  // the passes try again
             }
             guard let end else {
+                if fromRun, exited == 125 {
+                    // docker run could not make it (the image gone behind the master's back?).
+                    fleet.images.forget(job.image, on: docker.endpoint)
+                    await self.end(&job, .failed, message: "could not start: docker run failed on \(machine.name) (see its output)", removing: nil)
+                    return
+                }
                 await self.end(&job, .lost, message: "its container disappeared from \(machine.name)", removing: nil)
                 return
             }
@@ -521,7 +556,8 @@ public final class Jobs: Sendable {
     }
 
     /// Writes the process's output to the job's log, a batch at least every 100 ms.
-    private func record(_ process: RemoteProcess, of id: Int64) async {
+    private func record(_ process: RemoteProcess, of id: Int64, skippingDockerWarnings: Bool = false) async {
+        var warnings = skippingDockerWarnings ? [UInt8]() : nil  // stderr held while it may be docker's warnings
         enum Event: Sendable {
             case output(OutputChunk)
             case tick
@@ -561,12 +597,30 @@ public final class Jobs: Sendable {
             case .tick:
                 await flush()
             case .output(let chunk):
-                let (stream, bytes): (Int, [UInt8]) =
+                var (stream, bytes): (Int, [UInt8]) =
                     switch chunk {
                     case .stdout(let bytes): (1, bytes)
                     case .stderr(let bytes): (2, bytes)
                     }
                 pendingBytes += bytes.count
+                // `docker run` prints its warnings (`WARNING: …` lines) on stderr before any of
+                // the container's output: whole such lines at the start are left out.
+                if var held = warnings {
+                    if stream == 2 {
+                        held += bytes
+                        let rest = Self.dropDockerWarnings(&held)
+                        guard !rest.isEmpty else {
+                            warnings = held  // warnings dropped, or not yet known to be one
+                            continue
+                        }
+                        warnings = nil
+                        bytes = rest
+                    } else {
+                        // The container's stdout: what stderr held was its own.
+                        warnings = nil
+                        if !held.isEmpty { pending.append(JobLogChunk(jobId: id, stream: 2, data: Data(held))) }
+                    }
+                }
                 if !cut {
                     let room = Int(max(0, logMax - kept))
                     let taken = bytes.prefix(room)
@@ -590,9 +644,27 @@ public final class Jobs: Sendable {
         await flush()
     }
 
+    /// Takes whole `WARNING: ` lines off the front of `held` and returns what follows them once
+    /// something else has come (then `held` is emptied); returns nothing while `held` may still be
+    /// (the start of) such a line.
+    static func dropDockerWarnings(_ held: inout [UInt8]) -> [UInt8] {
+        let prefix = Array("WARNING: ".utf8)
+        while true {
+            if held.isEmpty { return [] }
+            let start = Array(held.prefix(prefix.count))
+            guard start == Array(prefix.prefix(start.count)) else { break }
+            if start.count < prefix.count { return [] }  // too short to tell yet
+            guard let newline = held.firstIndex(of: UInt8(ascii: "\n")) else { return [] }
+            held.removeSubrange(...newline)
+        }
+        defer { held = [] }
+        return held
+    }
+
     /// Ends a job in `state` (if it is still starting or running) and removes its container
     /// with `docker`, unless it is kept for its results.
-    /// `stopping`: its container may still run (past its lifetime): a kept one is killed.
+    /// `stopping`: its container may still run (past its lifetime): a kept one is killed, and one
+    /// that is not kept is removed after the job's end is written, not before.
     private func end(
         _ job: inout Job,
         _ state: Job.State,

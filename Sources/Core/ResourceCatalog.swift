@@ -23,6 +23,11 @@ public struct ResourceCatalog: Sendable {
 
     /// Sets the limits of the resource's containers: new leases and warm containers get them,
     /// leases already running keep theirs.
+    /// How long the resource's new leases may go without a session (their default `idle`).
+    public func setIdle(name: String, to idle: Duration) async throws(MasterError) -> Resource {
+        do { return try await database.setIdle(resourceNamed: name, to: Int(idle.components.seconds)) } catch { throw .from(error) }
+    }
+
     public func setLimits(name: String, limits: ResourceLimits) async throws(MasterError) -> Resource {
         do { return try await database.setLimits(resourceNamed: name, to: limits) } catch { throw .from(error) }
     }

@@ -27,15 +27,33 @@ extension RemoteDocker {
     /// Where a command run in a warm container (`startInWarm`) leaves its exit status.
     public static let statusFile = "/tmp/.resalloc-status"
 
+    /// Starts a container with `spec` attached, in one round trip: its stdout and stderr, apart,
+    /// as they come, until it stops, and the command's exit status as the process's. The
+    /// container outlives this process (`--sig-proxy=false`: a broken connection ends the docker
+    /// client, not the container), and its output stays in the engine's log. The docker
+    /// client's own warnings (`WARNING: …`) come first on stderr. Flow-controlled as `followLogs`.
+    ///
+    /// The process's status 0 means the container exited 0 (docker's own failures are 125 to
+    /// 127); the container is left for the caller to remove, and to ask how it ended
+    /// (`end(of:)`) when the status is another.
+    public func runAttached(_ spec: ContainerSpec) async throws(DockerError) -> RemoteProcess {
+        let argv = try Self.runArguments(spec, options: ["--sig-proxy=false"])
+        do { return try await pool.start(on: endpoint, "docker " + ShellQuote.join(argv), flowControlled: true) } catch {
+            throw .transport(error)
+        }
+    }
+
     /// How `container` stands or ended; nil when there is no such container. The exit code is
     /// the command's: the container's own, or for a command run in a warm container the one it
     /// left in `statusFile` (read from the stopped container in the same round trip).
     public func end(of container: String) async throws(DockerError) -> ContainerEnd? {
         try DockerNames.validateContainer(container)
-        let format = "{{.State.Status}}\t{{.State.ExitCode}}\t{{.State.OOMKilled}}\t{{.State.Error}}"
+        // Only a warm container (labelled resalloc.pool) has a status file to read.
+        let format = "{{.State.Status}}\t{{.State.ExitCode}}\t{{.State.OOMKilled}}\t{{.State.Error}}\t{{index .Config.Labels \"resalloc.pool\"}}"
         let command =
-            "docker " + ShellQuote.join(["inspect", "--format", format, container]) + " && { docker "
-            + ShellQuote.join(["cp", "\(container):\(Self.statusFile)", "-"]) + " 2>/dev/null | tar -xO 2>/dev/null; true; }"
+            "state=$(docker " + ShellQuote.join(["inspect", "--format", format, container]) + ") || exit; echo \"$state\"; "
+            + "case $state in *\"\t\") ;; *) docker " + ShellQuote.join(["cp", "\(container):\(Self.statusFile)", "-"])
+            + " 2>/dev/null | tar -xO 2>/dev/null;; esac; true"
         let result: ExecResult
         do { result = try await pool.execute(on: endpoint, command, timeout: commandTimeout) } catch { throw .transport(error) }
         guard result.succeeded else {
@@ -46,7 +64,7 @@ extension RemoteDocker {
         let fields = lines[0].split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
         guard fields.count >= 4, var code = Int(fields[1]) else { throw .unparsable(command: "inspect", output: result.stdoutText) }
         if lines.count > 1, let status = Int(lines[1].trimmingCharacters(in: .whitespaces)) { code = status }
-        return ContainerEnd(status: fields[0], exitCode: code, oomKilled: fields[2] == "true", error: fields[3...].joined(separator: "\t"))
+        return ContainerEnd(status: fields[0], exitCode: code, oomKilled: fields[2] == "true", error: fields[3])
     }
 
     /// Runs `argv` in the running (warm) container, detached, as if it were the container's own

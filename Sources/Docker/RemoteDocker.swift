@@ -96,11 +96,21 @@ public struct RemoteDocker: Sendable {
 
     /// Starts a detached container with `--init` and returns its id.
     public func run(_ spec: ContainerSpec) async throws(DockerError) -> String {
+        let result = try await run(try Self.runArguments(spec, options: ["--detach"]))
+        guard result.succeeded else { throw failure("run", result) }
+        guard let id = result.stdoutText.split(separator: "\n").last.map(String.init), id.wholeMatch(of: /[0-9a-f]{64}/) != nil else {
+            throw .unparsable(command: "run", output: result.stdoutText)
+        }
+        return id
+    }
+
+    /// `docker run`'s arguments for `spec`, validated, with `options` first.
+    static func runArguments(_ spec: ContainerSpec, options: [String]) throws(DockerError) -> [String] {
         try DockerNames.validateContainer(spec.name)
         try DockerNames.validateImage(spec.image)
         for (key, value) in spec.labels { try DockerNames.validateLabel(key: key, value: value) }
         for argument in spec.command { try DockerNames.validateArgument(argument) }
-        var argv = ["run", "--detach", "--init", "--name", spec.name] + spec.limits.runOptions
+        var argv = ["run"] + options + ["--init", "--name", spec.name] + spec.limits.runOptions
         if let network = spec.network {
             try DockerNames.validateContainer(network)
             argv += ["--network", network]
@@ -108,12 +118,7 @@ public struct RemoteDocker: Sendable {
         for (key, value) in spec.labels.sorted(by: { $0.key < $1.key }) { argv += ["--label", "\(key)=\(value)"] }
         argv.append(spec.image)
         argv += spec.command
-        let result = try await run(argv)
-        guard result.succeeded else { throw failure("run", result) }
-        guard let id = result.stdoutText.split(separator: "\n").last.map(String.init), id.wholeMatch(of: /[0-9a-f]{64}/) != nil else {
-            throw .unparsable(command: "run", output: result.stdoutText)
-        }
-        return id
+        return argv
     }
 
     /// Removes a container, running or not. Returns false when it did not exist.

@@ -60,16 +60,20 @@ public struct LimitsRequest: Codable, Sendable, Equatable {
     public var memory: String?
     public var cpus: Double?
     public var pids: Int?
-    public init(memory: String? = nil, cpus: Double? = nil, pids: Int? = nil) {
+    /// How long its leases may go without a session (`30m`), their default for `Idle`.
+    public var idle: String?
+    public init(memory: String? = nil, cpus: Double? = nil, pids: Int? = nil, idle: String? = nil) {
         self.memory = memory
         self.cpus = cpus
         self.pids = pids
+        self.idle = idle
     }
-    public var isEmpty: Bool { memory == nil && cpus == nil && pids == nil }
+    public var isEmpty: Bool { memory == nil && cpus == nil && pids == nil && idle == nil }
     enum CodingKeys: String, CodingKey {
         case memory = "Memory"
         case cpus = "CPUs"
         case pids = "Pids"
+        case idle = "Idle"
     }
 }
 
@@ -282,6 +286,8 @@ public struct ResourceInfo: Codable, Sendable, Equatable {
     public var memory: String?
     public var cpus: Double?
     public var pids: Int?
+    /// Its leases' idle limit (`30m`); absent: none.
+    public var idle: String?
     public init(
         name: String,
         file: String,
@@ -290,8 +296,10 @@ public struct ResourceInfo: Codable, Sendable, Equatable {
         poolReady: Int = 0,
         memory: String? = nil,
         cpus: Double? = nil,
-        pids: Int? = nil
+        pids: Int? = nil,
+        idle: String? = nil
     ) {
+        self.idle = idle
         self.name = name
         self.file = file
         self.image = image
@@ -310,6 +318,7 @@ public struct ResourceInfo: Codable, Sendable, Equatable {
         case memory = "Memory"
         case cpus = "CPUs"
         case pids = "Pids"
+        case idle = "Idle"
     }
 }
 

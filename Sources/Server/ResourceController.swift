@@ -22,7 +22,9 @@ struct ResourceController {
             .admin(.post, "/resource") { request, context, caller in
                 let body = try await Body.decode(ResourceRequest.self, from: request, context: context, expecting: "Name and File")
                 let asked = try ResourceCatalog.limits(memory: body.limits.memory, cpus: body.limits.cpus, pids: body.limits.pids)
-                let resource = try await catalog.create(name: body.name, dockerfile: Data(body.file.utf8), pool: body.pool ?? 0, limits: asked)
+                let idle = try body.limits.idle.map(InputRules.ttl)
+                var resource = try await catalog.create(name: body.name, dockerfile: Data(body.file.utf8), pool: body.pool ?? 0, limits: asked)
+                if let idle { resource = try await catalog.setIdle(name: resource.name, to: idle) }
                 await audit.record(
                     caller.user.name,
                     "resource.created",
@@ -35,8 +37,16 @@ struct ResourceController {
             },
             .admin(.put, "/resource/:name") { request, context, caller in
                 let name = try context.parameters.require("name")
-                let body = try await Body.decode(DockerfileRequest.self, from: request, context: context, expecting: "File, Memory, CPUs or Pids")
-                guard body.file != nil || !body.limits.isEmpty else { throw MasterError(.invalid, "give a File, Memory, CPUs or Pids to change") }
+                let body = try await Body.decode(
+                    DockerfileRequest.self,
+                    from: request,
+                    context: context,
+                    expecting: "File, Memory, CPUs, Pids or Idle"
+                )
+                guard body.file != nil || !body.limits.isEmpty else {
+                    throw MasterError(.invalid, "give a File, Memory, CPUs, Pids or Idle to change")
+                }
+                let idle = try body.limits.idle.map(InputRules.ttl)
                 guard let current = try await catalog.resource(named: name) else { throw MasterError(.notFound, "no resource \(name)") }
                 let asked = try ResourceCatalog.limits(
                     memory: body.limits.memory,
@@ -49,6 +59,10 @@ struct ResourceController {
                 if let file = body.file {
                     resource = try await catalog.edit(name: name, dockerfile: Data(file.utf8))
                     said.append("builds \(ResourceCatalog.imageTag(for: resource))")
+                }
+                if let idle {
+                    resource = try await catalog.setIdle(name: name, to: idle)
+                    said.append("ends its new leases after \(TTL.format(idle)) without a session")
                 }
                 if asked != current.limits {
                     resource = try await catalog.setLimits(name: name, limits: asked)
@@ -114,7 +128,8 @@ struct ResourceController {
             poolReady: ready,
             memory: effective.memoryBytes.map(ByteSize.format),
             cpus: effective.milliCPUs.map { Double($0) / 1000 },
-            pids: effective.pids
+            pids: effective.pids,
+            idle: resource.idleSeconds.map { TTL.format(.seconds($0)) }
         )
     }
 

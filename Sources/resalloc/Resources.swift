@@ -151,8 +151,9 @@ struct LimitOptions: ParsableArguments {
     @Option(help: "Memory of each container, swap included: 512m, 2g, …") var memory: String?
     @Option(help: "CPUs of each container: 0.5, 1.5, 2, …") var cpus: Double?
     @Option(help: "Processes (and threads) each container may run at once.") var pids: Int?
+    @Option(help: "End its leases after this long without a session: 30m, 2h, … (their default for lease create --idle).") var idle: String?
 
-    var request: LimitsRequest { LimitsRequest(memory: memory, cpus: cpus, pids: pids) }
+    var request: LimitsRequest { LimitsRequest(memory: memory, cpus: cpus, pids: pids, idle: idle) }
 
     /// `1.5`, `2`: CPUs without a trailing `.0`.
     static func format(_ cpus: Double) -> String {

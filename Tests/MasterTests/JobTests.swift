@@ -96,6 +96,10 @@ struct JobTests {
             #expect(result.stdout == "out\n")
             #expect(result.stderr == "err\n")
             #expect(try await fixture.jobContainers().isEmpty)
+            let fine = try await cli.run(["run", "bb", "--", "echo", "fine"])
+            #expect(fine.status == 0 && fine.stdout == "fine\n", "\(fine.stderr)")
+            // Removed as the reply goes out, as docker run --rm does it.
+            try await waitUntil(seconds: 60, "the container of the job that succeeded is removed") { try await fixture.jobContainers().isEmpty }
 
             // A directory in, a directory out, whatever the status.
             let work = try makeTemporaryDirectory("resalloc-job-files")
@@ -198,6 +202,12 @@ struct JobTests {
             // Bob holds nothing, Alice two: Bob's job is next although Alice's were first.
             #expect(try await fixture.job(bobs, as: bob)["Place"] as? Int == 1)
             #expect(try await fixture.job(alices[2], as: alice)["Place"] as? Int == 2)
+            // The queue as /metrics tells it (updated every second).
+            try await waitUntil(seconds: 60, "/metrics counts five queued and two running") {
+                let samples = try await scrape(fixture.master.port).samples
+                return samples.value("resalloc_job_queue_length") == 5 && samples.value("resalloc_jobs", ["state": "running"]) == 2
+                    && samples.value("resalloc_jobs", ["state": "queued"]) == 5
+            }
 
             try await fixture.release(alices[0])
             try await fixture.until(bobs, is: "running", as: bob)
@@ -243,9 +253,9 @@ struct JobTests {
         }
     }
 
-    @Test("A cancelled job's container is gone at once; a job past its --ttl is timed-out")
+    @Test("A cancelled job's container is gone at once; a job past its --ttl is timed-out; output past --job-log-max is cut with a note")
     func cancelAndTimeout() async throws {
-        try await withMaster { fixture in
+        try await withMaster(serve: ["--job-log-max", "1k"]) { fixture in
             let cli = fixture.cli
             let id = try await cli.ok(["run", "bb", "--detach"] + Self.gated()).trimmingCharacters(in: .whitespacesAndNewlines)
             try await fixture.until(Int(id)!, is: "running")
@@ -257,6 +267,11 @@ struct JobTests {
             let timed = try await cli.run(["run", "bb", "--ttl", "2s", "--", "sleep", "120"])
             #expect(timed.status == 124 && timed.stderr.contains("timed out"), "\(timed.status) \(timed.stderr)")
             try await waitUntil(seconds: 60, "the timed-out job's container is removed") { try await fixture.jobContainers().isEmpty }
+
+            let long = try await cli.run(["run", "bb", "--", "sh", "-c", #"head -c 5000 /dev/zero | tr '\0' a"#])
+            #expect(long.status == 0, "\(long.stderr)")
+            #expect(long.stdout == String(repeating: "a", count: 1024), "\(long.stdout.count) bytes")
+            #expect(long.stderr.contains("the output was cut at 1k"), "\(long.stderr)")
         }
     }
 
@@ -289,7 +304,10 @@ struct JobTests {
     func idleLeases() async throws {
         try await withMaster { fixture in
             let cli = fixture.cli
-            try await cli.ok("lease", "create", "bb", "quiet", "--idle", "5s", "-q")
+            // The resource's Idle is its leases' default; --idle sets one lease's own.
+            try await cli.ok("resources", "create", "sleepy", "-f", "-", "--idle", "5s", stdin: "FROM busybox")
+            #expect(try await cli.ok("resources", "list", "--json").contains(#""Idle" : "5s""#))
+            try await cli.ok("lease", "create", "sleepy", "quiet", "-q")
             try await cli.ok("lease", "create", "bb", "busy", "--idle", "5s", "-q")
             let shell = try cli.start("ssh", "busy", "--", "sh", "-c", "echo open; sleep 120")
             try await waitUntil(seconds: 60, "the shell is open") { (try? String(contentsOfFile: shell.stdout, encoding: .utf8)) == "open\n" }

@@ -453,6 +453,132 @@ struct StoreConformanceTests {
         }
     }
 
+    @Test(
+        "Jobs: placed once within a machine's room, conditional state changes, logs appended in order, taken over once; users' limits and use",
+        arguments: Engine.allCases
+    )
+    func jobs(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let owner = try await store.createUser(name: "ann", passwordHash: "h")
+            let resource = try await store.createResource(name: "box", dockerfile: Data("FROM busybox".utf8))
+            let machine = try await store.createMachine(Self.machine("m1", host: "10.0.0.1", capacity: 2))
+            func job(_ command: [String]) async throws -> Job {
+                var job = Job(ownerId: owner.id!, resourceId: resource.id!, image: "img", command: command, ttlSeconds: 60, createdAt: kept(Date()))
+                job.memoryBytes = 1 << 20
+                return try await store.createJob(job)
+            }
+            let first = try await job(["sh", "-c", "echo 'a b'"])
+            #expect(first.state == .queued && first.arguments == ["sh", "-c", "echo 'a b'"])
+            #expect(try await store.job(id: first.id!)?.arguments == ["sh", "-c", "echo 'a b'"])
+
+            // Placed once: a second grant of the same job finds it no longer queued.
+            let now = kept(Date())
+            #expect(try await store.placeJob(id: first.id!, on: [machine.id!], cpuOvercommit: 4, incarnationID: "i1", at: now)?.id == machine.id)
+            #expect(try await store.placeJob(id: first.id!, on: [machine.id!], cpuOvercommit: 4, incarnationID: "i2", at: now) == nil)
+            var placed = try #require(try await store.job(id: first.id!))
+            #expect(placed.state == .starting && placed.machineId == machine.id && placed.incarnationId == "i1")
+            #expect(try await store.machineLoads()[machine.id!] == MachineLoad(containers: 1, memoryBytes: 1 << 20, milliCPUs: 0))
+
+            // Two masters granting one job at once: exactly one does, ten times over.
+            let roomy = try await store.createMachine(Self.machine("m2", host: "10.0.0.2", capacity: 100))
+            for round in 0..<10 {
+                let raced = try await job(["race\(round)"])
+                let one = Task { try await store.placeJob(id: raced.id!, on: [roomy.id!], cpuOvercommit: 4, incarnationID: "a", at: now) != nil }
+                let other = Task { try await store.placeJob(id: raced.id!, on: [roomy.id!], cpuOvercommit: 4, incarnationID: "b", at: now) != nil }
+                let (first, second) = (try await one.value, try await other.value)
+                #expect(first != second, "round \(round): \(first) \(second)")
+                var done = try #require(try await store.job(id: raced.id!))
+                done.state = .cancelled
+                done.containerRemoved = true
+                #expect(try await store.updateJob(done, expecting: [.starting]))
+            }
+
+            // Room counts jobs: a capacity of 2 takes one more, not two.
+            let second = try await job(["true"])
+            let third = try await job(["true"])
+            #expect(try await store.placeJob(id: second.id!, on: [machine.id!], cpuOvercommit: 4, incarnationID: "i1", at: now) != nil)
+            #expect(try await store.placeJob(id: third.id!, on: [machine.id!], cpuOvercommit: 4, incarnationID: "i1", at: now) == nil)
+            #expect(try await store.job(id: third.id!)?.state == .queued)
+
+            // Conditional changes: running from starting once; a cancelled job is not ended again.
+            placed.state = .running
+            #expect(try await store.updateJob(placed, expecting: [.starting]))
+            #expect(try await store.updateJob(placed, expecting: [.starting]) == false)
+            var cancelled = placed
+            cancelled.state = .cancelled
+            #expect(try await store.updateJob(cancelled, expecting: [.queued, .starting, .running]))
+            var succeeded = placed
+            succeeded.state = .succeeded
+            #expect(try await store.updateJob(succeeded, expecting: [.starting, .running]) == false)
+            #expect(try await store.job(id: first.id!)?.state == .cancelled)
+            var gone = placed
+            gone.id = 999_999
+            #expect(try await store.updateJob(gone, expecting: [.running]) == false, "a job that is gone")
+
+            // Output in order, sized; cleared for a collector that reads it again.
+            try await store.appendJobLog([
+                JobLogChunk(jobId: second.id!, stream: 1, data: Data("out".utf8)), JobLogChunk(jobId: second.id!, stream: 2, data: Data("err".utf8)),
+            ])
+            try await store.appendJobLog([JobLogChunk(jobId: second.id!, stream: 1, data: Data("more".utf8))])
+            let log = try await store.jobLog(jobID: second.id!, after: 0, limit: 10)
+            #expect(log.map { String(decoding: $0.data, as: UTF8.self) } == ["out", "err", "more"] && log.map(\.stream) == [1, 2, 1])
+            #expect(try await store.jobLog(jobID: second.id!, after: log[1].id!, limit: 10).count == 1)
+            #expect(try await store.job(id: second.id!)?.logBytes == 10)
+            try await store.clearJobLog(jobID: second.id!)
+            #expect(try await store.jobLog(jobID: second.id!, after: 0, limit: 10).isEmpty)
+            #expect(try await store.job(id: second.id!)?.logBytes == 0)
+
+            // Taken over once, from the incarnation that had it.
+            var running = try #require(try await store.job(id: second.id!))
+            running.state = .running
+            #expect(try await store.updateJob(running, expecting: [.starting]))
+            #expect(try await store.takeOverJob(id: second.id!, from: "i1", to: "i2"))
+            #expect(try await store.takeOverJob(id: second.id!, from: "i1", to: "i3") == false)
+            #expect(try await store.job(id: second.id!)?.incarnationId == "i2")
+
+            // Listings, use and limits.
+            #expect(try await store.jobListings(ownerID: owner.id!, id: nil, activeOnly: true).map(\.job.id) == [second.id, third.id])
+            #expect(try await store.jobListings(ownerID: owner.id!, id: nil, activeOnly: false).count == 13)
+            #expect(try await store.jobListings(ownerID: nil, id: first.id!, activeOnly: false).first?.owner == "ann")
+            #expect(try await store.userUses()[owner.id!] == UserUse(leases: 0, jobs: 1, memoryBytes: 1 << 20, milliCPUs: 0))
+            let limited = try await store.setUserLimits(named: "ann", to: UserLimits(leases: 1, jobs: 2, memoryBytes: 1 << 30, milliCPUs: 1500))
+            #expect(limited.limits == UserLimits(leases: 1, jobs: 2, memoryBytes: 1 << 30, milliCPUs: 1500))
+            #expect(try await store.user(named: "ann")?.limits == limited.limits)
+
+            // Ended jobs without a container are forgotten after their time.
+            var ended = try #require(try await store.job(id: first.id!))
+            ended.endedAt = now - 10
+            ended.containerRemoved = true
+            #expect(try await store.updateJob(ended, expecting: [.cancelled]))
+            #expect(try await store.purgeJobs(endedBefore: now) == 1, "the raced ones have no end time")
+            #expect(try await store.job(id: first.id!) == nil)
+        }
+    }
+
+    @Test("A lease waits in the queue until a place is given to it, or its wait ends first: exactly one of the two", arguments: Engine.allCases)
+    func queuedLease(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let owner = try await store.createUser(name: "ann", passwordHash: "h")
+            let resource = try await store.createResource(name: "box", dockerfile: Data("FROM busybox".utf8))
+            let machine = try await store.createMachine(Self.machine("m1", host: "10.0.0.1", capacity: 100))
+            for round in 0..<10 {
+                var asked = Self.lease("q\(round)", owner: owner.id!, resource: resource.id!)
+                asked.queuedUntil = kept(Date() + 60)
+                let lease = try await store.createLease(asked)
+                #expect(try await store.queuedLeases().map(\.id) == [lease.id])
+                #expect(try await store.userUses()[owner.id!] == nil, "a waiting lease holds nothing")
+                let placing = Task { try await store.placeLease(lease, on: [machine.id!], cpuOvercommit: 4) != nil }
+                let abandoning = Task { try await store.abandonQueuedLease(id: lease.id!, message: "waited too long") }
+                let (placed, abandoned) = (try await placing.value, try await abandoning.value)
+                #expect(placed != abandoned, "round \(round): placed \(placed), abandoned \(abandoned)")
+                let after = try #require(try await store.lease(id: lease.id!))
+                #expect(after.queuedUntil == nil && (placed ? after.machineId == machine.id && after.state == .creating : after.state == .failed))
+                #expect(try await store.queuedLeases().isEmpty)
+                if placed { try await store.deleteLease(id: lease.id!) }
+            }
+        }
+    }
+
     @Test("The audit trail: filtered by time and actor, paged by id, purged by age", arguments: Engine.allCases)
     func events(_ engine: Engine) async throws {
         try await withStore(engine) { store in

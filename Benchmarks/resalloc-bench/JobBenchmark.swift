@@ -1,0 +1,120 @@
+import Foundation
+import ResallocClient
+import Testbed
+
+// A job's round trip (BENCH=jobs), as an operator and a user run it: `resalloc-master serve` as
+// its own release process, `resalloc run bb -- true` as its own process, cold (the machine has
+// the image) and from a warm pool, against `docker run --rm busybox true` sent to the same
+// machine through OpenSSH's multiplexing (`ssh -o ControlMaster`: one connection, kept open), the
+// agentless way without resalloc. Rounds alternate the three; the pool refills between rounds,
+// untimed.
+
+func jobBenchmark(testbed: Testbed, runs: Int) async throws {
+    let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    let masterBinary = directory.appendingPathComponent("resalloc-master").path
+    let cliBinary = directory.appendingPathComponent("resalloc").path
+    guard FileManager.default.isExecutableFile(atPath: masterBinary), FileManager.default.isExecutableFile(atPath: cliBinary) else {
+        print("\njob benchmark skipped: no resalloc-master and resalloc beside this benchmark (make bench builds them)")
+        return
+    }
+    let work = try makeTemporaryDirectory("resalloc-bench-jobs")
+    defer { try? FileManager.default.removeItem(atPath: work) }
+    let port = freeLoopbackPort()
+    let master = try Subprocess.start(
+        [
+            masterBinary, "serve", "--port", String(port), "--db", "\(work)/bench.db", "--key", testbed.keys["ed25519"]!, "--log-level", "error",
+            "--reconcile-every", "0", "--ssh-port", "0", "--tenant-networks", "off",
+        ],
+        stdout: .null,
+        stderr: .null
+    )
+    defer { master.kill9() }
+    let server = "http://127.0.0.1:\(port)"
+    var client = ResallocClient(server: server, token: nil)
+    for _ in 0..<200 {
+        if (try? await client.register("bench", password: "bench-password")) != nil { break }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    client.token = try await client.login("bench", password: "bench-password").token
+    let machine = testbed.machine("m1")
+    _ = try await client.createMachine("m1", login: machine.login, address: machine.host, capacity: 100)
+    _ = try await client.createResource("bb", dockerfile: "FROM busybox\n")
+    _ = try await client.createResource("warm", dockerfile: "FROM busybox\n", pool: 2)
+
+    let environment = ["HOME": work, "RESALLOC_URL": server, "PATH": "/usr/bin:/bin"]
+    let login = try await Subprocess.run(
+        [cliBinary, "login", "bench", "--password-stdin"],
+        environment: environment,
+        input: Data("bench-password\n".utf8),
+        timeout: .seconds(30)
+    )
+    guard login.status == 0 else { throw TestbedError("resalloc login: \(login.errors)") }
+    func run(_ resource: String) async throws {
+        let outcome = try await Subprocess.run([cliBinary, "run", resource, "--", "true"], environment: environment, timeout: .seconds(60))
+        guard outcome.status == 0 else { throw TestbedError("resalloc run \(resource): \(outcome.status) \(outcome.errors)") }
+    }
+
+    // OpenSSH's multiplexing: one master connection to the machine, each command a new channel on it.
+    let control = "\(work)/ssh-control"
+    let ssh = [
+        "ssh", "-q", "-i", testbed.keys["ed25519"]!, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+        "-o", "ControlPath=\(control)", "-p", String(machine.port),
+    ]
+    try await Testbed.run(ssh + ["-o", "ControlMaster=yes", "-o", "ControlPersist=yes", "-fN", "\(machine.login)@\(machine.host)"])
+    defer { _ = try? Testbed.run(ssh + ["-O", "exit", "\(machine.login)@\(machine.host)"]) as String }
+    func raw() async throws { try await Testbed.run(ssh + ["\(machine.login)@\(machine.host)", "docker run --rm busybox true"]) }
+    // The same, with what every resalloc container gets (limits, dropped privileges, --init).
+    let limited =
+        "docker run --rm --init --security-opt no-new-privileges --cap-drop NET_RAW --memory 1073741824b --memory-swap 1073741824b "
+        + "--pids-limit 1024 busybox true"
+    func rawLimited() async throws { try await Testbed.run(ssh + ["\(machine.login)@\(machine.host)", limited]) }
+
+    func poolReady() async throws -> Bool { try await client.resources().first { $0.name == "warm" }?.poolReady == 2 }
+    for _ in 0..<2 {  // builds the image, fills the pool, warms every path
+        try await run("bb")
+        while try await !poolReady() { try await Task.sleep(for: .milliseconds(50)) }
+        try await run("warm")
+        try await raw()
+    }
+
+    print("\njob benchmark: one job's round trip, the CLI as its own process (exit status 0), \(runs) rounds; pool refills are not timed")
+    print("(resalloc run is a process start and three HTTP requests, about 20 ms here, besides its docker run)")
+    var cold: [Duration] = []
+    var pooled: [Duration] = []
+    var direct: [Duration] = []
+    var directLimited: [Duration] = []
+    let clock = ContinuousClock()
+    for round in 0..<runs {
+        while try await !poolReady() { try await Task.sleep(for: .milliseconds(50)) }
+        let order = [0, 1, 2, 3].map { ($0 + round) % 4 }
+        for item in order {
+            let start = clock.now
+            switch item {
+            case 0: try await run("bb")
+            case 1: try await run("warm")
+            case 2: try await raw()
+            default: try await rawLimited()
+            }
+            let took = clock.now - start
+            switch item {
+            case 0: cold.append(took)
+            case 1: pooled.append(took)
+            case 2: direct.append(took)
+            default: directLimited.append(took)
+            }
+        }
+    }
+    let samples = [
+        Sample(name: "resalloc run bb -- true (cold, image present)", durations: cold),
+        Sample(name: "resalloc run warm -- true (from the pool)", durations: pooled),
+        Sample(name: "docker run --rm busybox true, ssh ControlMaster", durations: direct),
+        Sample(name: "the same with resalloc's limits and --init", durations: directLimited),
+    ]
+    printTable(samples)
+    let coldRatio = samples[0].median.milliseconds / samples[2].median.milliseconds
+    let pooledRatio = samples[1].median.milliseconds / samples[2].median.milliseconds
+    verdict("cold job / docker run --rm", ratio: coldRatio, target: "<= 1.2 ", met: coldRatio <= 1.2)
+    verdict("pooled job / docker run --rm", ratio: pooledRatio, target: "<= 0.5 ", met: pooledRatio <= 0.5)
+    let limitedRatio = samples[0].median.milliseconds / samples[3].median.milliseconds
+    print("cold job / docker run --rm with the same limits: \(String(format: "%.2f", limitedRatio))")
+}
