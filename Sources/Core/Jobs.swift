@@ -274,7 +274,7 @@ public final class Jobs: Sendable {
                     continue
                 }
                 // A warm container of its resource first: it holds its place already.
-                if case .job(let job) = item.kind, pooled.contains(job.resourceId),
+                if case .job(let job) = item.kind, pooled.contains(job.resourceId), !job.awaitingInput,
                     let slot = try await database.claimPoolSlot(
                         forJob: job.id!,
                         image: job.image,
@@ -342,9 +342,12 @@ public final class Jobs: Sendable {
         let docker = fleet.docker(on: machine)
         let name = job.containerName(masterID: masterID)
         var attached: RemoteProcess?
+        var fromWarm = false
         if let slot {
             defer { warmPool?.wake() }
-            guard await startInWarm(&job, slot: slot, on: machine) else { return }
+            guard let process = await startInWarm(&job, slot: slot, on: machine) else { return }
+            attached = process
+            fromWarm = true
         } else {
             do {
                 attached = try await startCold(&job, on: machine)
@@ -360,13 +363,15 @@ public final class Jobs: Sendable {
             return
         }
         changes.fire()
-        if job.state == .running { await collect(job, on: machine, attached: attached) }
+        if job.state == .running { await collect(job, on: machine, attached: attached, fromWarm: fromWarm) }
     }
 
-    /// Hands the job a warm container: renamed to the job's, moved to its owner's network, the
-    /// command started in it. False when that failed: the container is discarded and the job is
-    /// back in the queue (unless it was cancelled meanwhile).
-    private func startInWarm(_ job: inout Job, slot: PoolSlot, on machine: Machine) async -> Bool {
+    /// Hands the job a warm container: its command written to the container's waiting main
+    /// process, the container renamed to the job's and moved to its owner's network, in one
+    /// round trip that then carries the command's output and status. Nil when that could not be
+    /// started: the container is discarded and the job is back in the queue (unless it was
+    /// cancelled meanwhile).
+    private func startInWarm(_ job: inout Job, slot: PoolSlot, on machine: Machine) async -> RemoteProcess? {
         let docker = fleet.docker(on: machine)
         let name = job.containerName(masterID: masterID)
         do {
@@ -377,30 +382,39 @@ public final class Jobs: Sendable {
                 try await docker.ensureNetwork(network, cache: fleet.networks)
                 (joining, leaving) = (network.name, OwnerNetworks.pool(masterID: masterID).name)
             }
-            if let containerID = slot.containerId,
-                try await docker.claim(slot.containerName(masterID: masterID), id: containerID, as: name, joining: joining, leaving: leaving)
-            {
+            if let containerID = slot.containerId {
+                let process = try await docker.handOff(
+                    slot.containerName(masterID: masterID),
+                    id: containerID,
+                    as: name,
+                    command: job.arguments,
+                    joining: joining,
+                    leaving: leaving
+                )
                 try? await database.deletePoolSlot(id: slot.id!)
                 job.containerId = containerID
-                try await docker.startInWarm(name, job.arguments, waitingFor: job.awaitingInput ? Self.goFile : nil)
-                return true
+                return process
             }
-            logger.notice("job from the pool: a warm container was gone or stopped; discarded", metadata: ["machine": "\(machine.name)"])
         } catch {
             fleet.networks.forget(on: docker.endpoint)
             logger.warning("job from the pool: the handout failed", metadata: ["machine": "\(machine.name)", "error": "\(error)"])
         }
         _ = try? await docker.remove([slot.containerName(masterID: masterID), name])
         try? await database.deletePoolSlot(id: slot.id!)
-        var queued = job
-        queued.state = .queued
-        queued.machineId = nil
-        queued.containerId = nil
-        queued.incarnationId = nil
-        queued.startedAt = nil
-        _ = try? await database.updateJob(queued, expecting: [.starting])
+        await requeue(&job)
+        return nil
+    }
+
+    /// Puts a job that could not start where it was given back in the queue.
+    private func requeue(_ job: inout Job) async {
+        let expected = job.state
+        job.state = .queued
+        job.machineId = nil
+        job.containerId = nil
+        job.incarnationId = nil
+        job.startedAt = nil
+        _ = try? await database.updateJob(job, expecting: [expected])
         kick()
-        return false
     }
 
     /// Builds the image if the machine lacks it and starts a container with the command as its
@@ -481,7 +495,8 @@ public final class Jobs: Sendable {
     /// with its status. Keeps at most `logMax` of output.
     /// `attached`: the `docker run` that started it, whose output comes first (its docker
     /// client's warnings left out).
-    func collect(_ job: Job, on machine: Machine, attached: RemoteProcess? = nil) async {
+    /// `fromWarm`: that process is a warm container's handout (`RemoteDocker.handOff`).
+    func collect(_ job: Job, on machine: Machine, attached: RemoteProcess? = nil, fromWarm: Bool = false) async {
         let id = job.id!
         guard collecting.withLock({ $0.insert(id).inserted }) else {
             attached?.close()
@@ -511,8 +526,15 @@ public final class Jobs: Sendable {
                     return  // the passes try again
                 }
             }
-            await record(process, of: id, skippingDockerWarnings: fromRun)
+            await record(process, of: id, skippingDockerWarnings: fromRun && !fromWarm)
             let exited = try? await process.exitStatus()
+            if fromRun, fromWarm, exited == 254, job.logBytes == 0, (try? await database.job(id: id))?.logBytes == 0 {
+                // The warm container did not take the command (it had stopped): another place.
+                logger.notice("job from the pool: the warm container did not take its command", metadata: ["machine": "\(machine.name)"])
+                _ = try? await docker.remove(name)
+                await requeue(&job)
+                return
+            }
             if fromRun, exited == 0, !job.keepsContainer {
                 // It exited 0: said at once, its container removed just after (as docker run --rm).
                 await self.end(&job, .succeeded, status: 0, message: nil, removing: docker, stopping: true)

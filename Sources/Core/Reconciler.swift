@@ -197,6 +197,7 @@ public struct Reconciler: Sendable {
             if master.limits.ownerNetworks && !dryRun {
                 _ = await race(machineDeadline) { try await docker.pruneNetworks(labelled: ["resalloc.master": masterID]) }
             }
+            if !dryRun { _ = await race(machineDeadline) { try await docker.pruneHandoffDirectories() } }
             return summary
         }
     }

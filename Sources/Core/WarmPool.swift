@@ -239,7 +239,7 @@ public final class WarmPool: Sendable {
                         )
                         let containerID: String
                         do {
-                            containerID = try await docker.run(spec)
+                            containerID = try await docker.runWarm(spec)
                         } catch {
                             self.fleet.images.forget(image, on: docker.endpoint)
                             self.fleet.networks.forget(on: docker.endpoint)

@@ -1,3 +1,4 @@
+import Metrics
 import SSH
 
 /// How a job's container ended, as `docker inspect` tells it.
@@ -24,9 +25,6 @@ extension RemoteDocker {
         }
     }
 
-    /// Where a command run in a warm container (`startInWarm`) leaves its exit status.
-    public static let statusFile = "/tmp/.resalloc-status"
-
     /// Starts a container with `spec` attached, in one round trip: its stdout and stderr, apart,
     /// as they come, until it stops, and the command's exit status as the process's. The
     /// container outlives this process (`--sig-proxy=false`: a broken connection ends the docker
@@ -43,44 +41,105 @@ extension RemoteDocker {
         }
     }
 
-    /// How `container` stands or ended; nil when there is no such container. The exit code is
-    /// the command's: the container's own, or for a command run in a warm container the one it
-    /// left in `statusFile` (read from the stopped container in the same round trip).
+    /// How `container` stands or ended; nil when there is no such container.
     public func end(of container: String) async throws(DockerError) -> ContainerEnd? {
         try DockerNames.validateContainer(container)
-        // Only a warm container (labelled resalloc.pool) has a status file to read.
-        let format = "{{.State.Status}}\t{{.State.ExitCode}}\t{{.State.OOMKilled}}\t{{.State.Error}}\t{{index .Config.Labels \"resalloc.pool\"}}"
-        let command =
-            "state=$(docker " + ShellQuote.join(["inspect", "--format", format, container]) + ") || exit; echo \"$state\"; "
-            + "case $state in *\"\t\") ;; *) docker " + ShellQuote.join(["cp", "\(container):\(Self.statusFile)", "-"])
-            + " 2>/dev/null | tar -xO 2>/dev/null;; esac; true"
-        let result: ExecResult
-        do { result = try await pool.execute(on: endpoint, command, timeout: commandTimeout) } catch { throw .transport(error) }
+        let format = "{{.State.Status}}\t{{.State.ExitCode}}\t{{.State.OOMKilled}}\t{{.State.Error}}"
+        let result = try await run(["inspect", "--format", format, container])
         guard result.succeeded else {
             if result.stderrText.contains("No such") { return nil }
             throw .commandFailed(command: "inspect", status: result.exitStatus, stderr: result.stderrText)
         }
-        let lines = result.stdoutText.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        let fields = lines[0].split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
-        guard fields.count >= 4, var code = Int(fields[1]) else { throw .unparsable(command: "inspect", output: result.stdoutText) }
-        if lines.count > 1, let status = Int(lines[1].trimmingCharacters(in: .whitespaces)) { code = status }
-        return ContainerEnd(status: fields[0], exitCode: code, oomKilled: fields[2] == "true", error: fields[3])
+        let fields = result.stdoutText.trimmingCharacters(in: .newlines).split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+        guard fields.count >= 4, let code = Int(fields[1]) else { throw .unparsable(command: "inspect", output: result.stdoutText) }
+        return ContainerEnd(status: fields[0], exitCode: code, oomKilled: fields[2] == "true", error: fields[3...].joined(separator: "\t"))
+    }
+}
+
+// MARK: - Warm containers that take a command
+
+/// A warm container's main process is `sh` reading its script from a FIFO on the machine
+/// (`~/.resalloc-pool/NAME/go`, mounted read-only): it waits there, costing nothing, until the
+/// master writes a command into it, which then runs as the container's own process (its output
+/// in the engine's log, its status the container's), with no `docker exec`. A lease handed a
+/// warm container leaves it waiting, as `sleep infinity` would.
+extension RemoteDocker {
+    /// Where a warm container's FIFO lives on the machine, in shell syntax (`$HOME`).
+    static func handoffDirectory(_ container: String) -> String { "\"$HOME/.resalloc-pool/\(container)\"" }
+
+    /// Starts a warm container (detached, `--init`) whose main process waits for its command
+    /// (`handOff`); returns its id. `spec.command` is not used.
+    public func runWarm(_ spec: ContainerSpec) async throws(DockerError) -> String {
+        var argv = try Self.runArguments(spec, options: ["--detach"])
+        argv.removeLast(spec.command.count)
+        let image = argv.removeLast()
+        let directory = Self.handoffDirectory(spec.name)
+        let command =
+            "d=\(directory) && rm -rf \"$d\" && mkdir -p \"$d\" && mkfifo \"$d/go\" && docker " + ShellQuote.join(argv)
+            + " --volume \"$d:/.resalloc:ro\" " + ShellQuote.join([image, "sh", "/.resalloc/go"])
+        let result: ExecResult
+        let started = ContinuousClock.now
+        do { result = try await pool.execute(on: endpoint, command, timeout: commandTimeout) } catch { throw .transport(error) }
+        Timer(label: "resalloc_remote_command_seconds", dimensions: [("machine", machineName), ("command", "run")])
+            .record(duration: ContinuousClock.now - started)
+        guard result.succeeded else { throw .commandFailed(command: "run", status: result.exitStatus, stderr: result.stderrText) }
+        guard let id = result.stdoutText.split(separator: "\n").last.map(String.init), id.wholeMatch(of: /[0-9a-f]{64}/) != nil else {
+            throw .unparsable(command: "run", output: result.stdoutText)
+        }
+        return id
     }
 
-    /// Runs `argv` in the running (warm) container, detached, as if it were the container's own
-    /// process: its output goes to the engine's log (the container's PID 1's stdout and stderr),
-    /// its exit status to `statusFile`, and then the container stops. With `waitingFor`, it
-    /// starts only once that file appears (inputs copied in first).
-    public func startInWarm(_ container: String, _ argv: [String], waitingFor goFile: String? = nil) async throws(DockerError) {
-        try DockerNames.validateContainer(container)
+    /// Hands the warm container `from` (engine id `id`) `argv` as its command, renamed `to`
+    /// (after moving it from network `leaving` to `joining`, if given), and returns at once with
+    /// the command's output arriving as it runs (`docker logs --follow`, stdout and stderr
+    /// apart, flow-controlled) and its exit status as the process's: all in one round trip,
+    /// with one docker call in the way of the command's start (none, without networks).
+    ///
+    /// Status 254: the container did not take its command (it was not waiting any more).
+    public func handOff(
+        _ from: String,
+        id: String,
+        as to: String,
+        command argv: [String],
+        joining: String? = nil,
+        leaving: String? = nil
+    ) async throws(DockerError) -> RemoteProcess {
+        try DockerNames.validateContainer(from)
+        try DockerNames.validateContainer(to)
+        guard id.wholeMatch(of: /[0-9a-f]{64}/) != nil else { throw .invalidArgument("'\(id)' is not a container id") }
         for argument in argv { try DockerNames.validateArgument(argument) }
-        guard !argv.isEmpty else { throw .invalidArgument("exec needs a command") }
-        var script = "\"$@\" >/proc/1/fd/1 2>/proc/1/fd/2; echo $? > \(Self.statusFile); kill 1"
-        if let goFile { script = "while [ ! -e \(goFile) ]; do sleep 0.05; done; rm -f \(goFile); " + script }
-        let result = try await run(["exec", "--detach", container, "sh", "-c", script, "resalloc-job"] + argv)
-        guard result.succeeded else {
-            if result.stderrText.contains("No such container") { throw .noSuchContainer(container) }
-            throw .commandFailed(command: "exec", status: result.exitStatus, stderr: result.stderrText)
+        guard !argv.isEmpty else { throw .invalidArgument("a job needs a command") }
+        var moves = ""
+        if let joining, let leaving {
+            try DockerNames.validateContainer(joining)
+            try DockerNames.validateContainer(leaving)
+            moves =
+                "docker " + ShellQuote.join(["network", "connect", joining, id]) + " >/dev/null && docker "
+                + ShellQuote.join(["network", "disconnect", "--force", leaving, id]) + " >/dev/null || exit 254; "
         }
+        let script = "exec " + ShellQuote.join(argv)
+        let command =
+            "d=\(Self.handoffDirectory(from)); docker " + ShellQuote.join(["rename", from, to]) + " >/dev/null 2>&1 & " + moves
+            + "t=$(mktemp) || exit 254; docker " + ShellQuote.join(["wait", id]) + " >\"$t\" 2>/dev/null & w=$!; "
+            + "printf '%s\\n' " + ShellQuote.quote(script)
+            + " | timeout 10 sh -c 'cat > \"$1/go\"' sh \"$d\" || { kill $w; rm -f \"$t\"; exit 254; }; "
+            + "rm -rf \"$d\"; docker " + ShellQuote.join(["logs", "--follow", id]) + "; wait $w; s=$(cat \"$t\"); rm -f \"$t\"; wait; "
+            + "exit ${s:-255}"
+        do { return try await pool.start(on: endpoint, command, flowControlled: true) } catch { throw .transport(error) }
+    }
+
+    /// Removes the FIFO directories of warm containers that are gone or were handed out.
+    public func pruneHandoffDirectories() async throws(DockerError) {
+        let command = """
+            [ -d "$HOME/.resalloc-pool" ] || exit 0
+            names=" $(docker ps --all --format '{{.Names}}' | tr '\\n' ' ') " || exit 1
+            for d in "$HOME"/.resalloc-pool/*; do
+                [ -e "$d" ] || continue
+                case "$names" in *" ${d##*/} "*) ;; *) rm -rf "$d" ;; esac
+            done
+            """
+        let result: ExecResult
+        do { result = try await pool.execute(on: endpoint, command, timeout: commandTimeout) } catch { throw .transport(error) }
+        guard result.succeeded else { throw .commandFailed(command: "ps", status: result.exitStatus, stderr: result.stderrText) }
     }
 }

@@ -13,8 +13,9 @@ extension RemoteDocker {
         try DockerNames.validateContainer(from)
         try DockerNames.validateContainer(to)
         guard id.wholeMatch(of: /[0-9a-f]{64}/) != nil else { throw .invalidArgument("'\(id)' is not a container id") }
+        // The warm container's FIFO goes (its main process waits on it for good, as a lease's).
         var command =
-            "docker " + ShellQuote.join(["rename", from, to]) + " & renamed=$!; docker "
+            "rm -rf \(Self.handoffDirectory(from)) 2>/dev/null; docker " + ShellQuote.join(["rename", from, to]) + " & renamed=$!; docker "
             + ShellQuote.join(["inspect", "--format", "{{.State.Running}}", id]) + " 2>/dev/null; wait $renamed"
         if let joining {
             try DockerNames.validateContainer(joining)
