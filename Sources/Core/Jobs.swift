@@ -49,6 +49,8 @@ public final class Jobs: Sendable {
     /// Jobs whose output this process is collecting now.
     private let collecting = Mutex(Set<Int64>())
     private let stopped = Mutex(false)
+    /// Jobs a warm container did not take: the queue starts them cold from then on.
+    private let coldOnly = Mutex(Set<Int64>())
 
     /// Whether the server is shutting down: followers of a log let go (their jobs go on).
     public var isStopping: Bool { stopped.withLock { $0 } }
@@ -275,6 +277,7 @@ public final class Jobs: Sendable {
                 }
                 // A warm container of its resource first: it holds its place already.
                 if case .job(let job) = item.kind, pooled.contains(job.resourceId), !job.awaitingInput,
+                    !coldOnly.withLock({ $0.contains(job.id!) }),
                     let slot = try await database.claimPoolSlot(
                         forJob: job.id!,
                         image: job.image,
@@ -401,6 +404,7 @@ public final class Jobs: Sendable {
         }
         _ = try? await docker.remove([slot.containerName(masterID: masterID), name])
         try? await database.deletePoolSlot(id: slot.id!)
+        coldOnly.withLock { _ = $0.insert(job.id!) }
         await requeue(&job)
         return nil
     }
@@ -528,8 +532,9 @@ public final class Jobs: Sendable {
             }
             await record(process, of: id, skippingDockerWarnings: fromRun && !fromWarm)
             let exited = try? await process.exitStatus()
-            if fromRun, fromWarm, exited == 254, job.logBytes == 0, (try? await database.job(id: id))?.logBytes == 0 {
-                // The warm container did not take the command (it had stopped): another place.
+            if fromRun, fromWarm, exited == 254, (try? await database.job(id: id))?.logBytes == 0 {
+                // The warm container did not take the command (it had stopped): a cold start.
+                coldOnly.withLock { _ = $0.insert(id) }
                 logger.notice("job from the pool: the warm container did not take its command", metadata: ["machine": "\(machine.name)"])
                 _ = try? await docker.remove(name)
                 await requeue(&job)

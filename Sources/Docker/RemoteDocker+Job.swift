@@ -64,8 +64,15 @@ extension RemoteDocker {
 /// in the engine's log, its status the container's), with no `docker exec`. A lease handed a
 /// warm container leaves it waiting, as `sleep infinity` would.
 extension RemoteDocker {
-    /// Where a warm container's FIFO lives on the machine, in shell syntax (`$HOME`).
-    static func handoffDirectory(_ container: String) -> String { "\"$HOME/.resalloc-pool/\(container)\"" }
+    /// Where this machine's warm containers' FIFOs live, in shell syntax (`$HOME`): under the
+    /// address the master reaches it at, since machines may share a home (test machines do).
+    var handoffRoot: String {
+        let place = "\(endpoint.host)-\(endpoint.port)".map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" }
+        return "$HOME/.resalloc-pool/" + String(place)
+    }
+
+    /// Where a warm container's FIFO lives on the machine, in shell syntax.
+    func handoffDirectory(_ container: String) -> String { "\"\(handoffRoot)/\(container)\"" }
 
     /// Starts a warm container (detached, `--init`) whose main process waits for its command
     /// (`handOff`); returns its id. `spec.command` is not used.
@@ -73,10 +80,10 @@ extension RemoteDocker {
         var argv = try Self.runArguments(spec, options: ["--detach"])
         argv.removeLast(spec.command.count)
         let image = argv.removeLast()
-        let directory = Self.handoffDirectory(spec.name)
+        let directory = handoffDirectory(spec.name)
         let command =
             "d=\(directory) && rm -rf \"$d\" && mkdir -p \"$d\" && mkfifo \"$d/go\" && docker " + ShellQuote.join(argv)
-            + " --volume \"$d:/.resalloc:ro\" " + ShellQuote.join([image, "sh", "/.resalloc/go"])
+            + " --mount \"type=bind,source=$d,target=/.resalloc,readonly\" " + ShellQuote.join([image, "sh", "/.resalloc/go"])
         let result: ExecResult
         let started = ContinuousClock.now
         do { result = try await pool.execute(on: endpoint, command, timeout: commandTimeout) } catch { throw .transport(error) }
@@ -119,22 +126,24 @@ extension RemoteDocker {
         }
         let script = "exec " + ShellQuote.join(argv)
         let command =
-            "d=\(Self.handoffDirectory(from)); docker " + ShellQuote.join(["rename", from, to]) + " >/dev/null 2>&1 & " + moves
+            "d=\(handoffDirectory(from)); docker " + ShellQuote.join(["rename", from, to]) + " >/dev/null 2>&1 & " + moves
             + "t=$(mktemp) || exit 254; docker " + ShellQuote.join(["wait", id]) + " >\"$t\" 2>/dev/null & w=$!; "
             + "printf '%s\\n' " + ShellQuote.quote(script)
-            + " | timeout 10 sh -c 'cat > \"$1/go\"' sh \"$d\" || { kill $w; rm -f \"$t\"; exit 254; }; "
+            + " | timeout 10 sh -c 'cat > \"$1/go\"' sh \"$d\" 2>/dev/null || { kill $w; rm -f \"$t\"; exit 254; }; "
             + "rm -rf \"$d\"; docker " + ShellQuote.join(["logs", "--follow", id]) + "; wait $w; s=$(cat \"$t\"); rm -f \"$t\"; wait; "
             + "exit ${s:-255}"
         do { return try await pool.start(on: endpoint, command, flowControlled: true) } catch { throw .transport(error) }
     }
 
-    /// Removes the FIFO directories of warm containers that are gone or were handed out.
+    /// Removes the FIFO directories of warm containers that are gone or were handed out: those
+    /// older than two minutes (a container being started has its directory before it exists)
+    /// whose container is not on the machine. Several masters share a machine's directory.
     public func pruneHandoffDirectories() async throws(DockerError) {
         let command = """
-            [ -d "$HOME/.resalloc-pool" ] || exit 0
+            root="\(handoffRoot)"
+            [ -d "$root" ] || exit 0
             names=" $(docker ps --all --format '{{.Names}}' | tr '\\n' ' ') " || exit 1
-            for d in "$HOME"/.resalloc-pool/*; do
-                [ -e "$d" ] || continue
+            find "$root" -mindepth 1 -maxdepth 1 -type d -mmin +2 | while read -r d; do
                 case "$names" in *" ${d##*/} "*) ;; *) rm -rf "$d" ;; esac
             done
             """

@@ -15,7 +15,7 @@ extension RemoteDocker {
         guard id.wholeMatch(of: /[0-9a-f]{64}/) != nil else { throw .invalidArgument("'\(id)' is not a container id") }
         // The warm container's FIFO goes (its main process waits on it for good, as a lease's).
         var command =
-            "rm -rf \(Self.handoffDirectory(from)) 2>/dev/null; docker " + ShellQuote.join(["rename", from, to]) + " & renamed=$!; docker "
+            "rm -rf \(handoffDirectory(from)) 2>/dev/null; docker " + ShellQuote.join(["rename", from, to]) + " & renamed=$!; docker "
             + ShellQuote.join(["inspect", "--format", "{{.State.Running}}", id]) + " 2>/dev/null; wait $renamed"
         if let joining {
             try DockerNames.validateContainer(joining)
