@@ -13,6 +13,8 @@ public struct Fleet: Sendable {
     let logger: Logger
     /// Which images each machine holds, as far as this process has seen.
     public let images = ImageCache()
+    /// The image builds running now, one per machine and tag.
+    public let builds = ImageBuilds()
     /// The owner and pool networks each machine is known to hold.
     public let networks = NetworkCache()
 

@@ -438,7 +438,8 @@ public final class Jobs: Sendable {
                 job.image,
                 dockerfile: Array(resource.dockerfile),
                 labels: ["resalloc.master": masterID],
-                cache: fleet.images
+                cache: fleet.images,
+                builds: fleet.builds
             )
         } catch { throw MasterError.from(error, machine: machine.name) }
         let spec = ContainerSpec(

@@ -247,6 +247,7 @@ public struct LeaseSaga: Sendable {
                     dockerfile: Array(resource.dockerfile),
                     labels: ["resalloc.master": masterID],
                     cache: fleet.images,
+                    builds: fleet.builds,
                     onLine: onBuildLine
                 )
                 if built { logger.info("built image", metadata: ["image": "\(lease.image)", "machine": "\(machine.name)"]) }

@@ -216,7 +216,8 @@ public final class WarmPool: Sendable {
                 image,
                 dockerfile: Array(resource.dockerfile),
                 labels: ["resalloc.master": masterID],
-                cache: fleet.images
+                cache: fleet.images,
+                builds: fleet.builds
             )
         } catch {
             for slot in slots { try? await database.deletePoolSlot(id: slot.id!) }

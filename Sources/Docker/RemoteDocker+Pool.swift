@@ -49,18 +49,98 @@ public final class ImageCache: Sendable {
     public func forget(_ image: String, on endpoint: SSHEndpoint) { known.withLock { _ = $0[endpoint]?.remove(image) } }
 }
 
+/// The image builds running now, one per machine and tag: whoever asks for an image that is
+/// being built waits for that build (and sees its output from then on) instead of starting
+/// another. A failed build fails every waiter, and is not remembered: the next ask builds again.
+public final class ImageBuilds: Sendable {
+    private struct Key: Hashable {
+        let endpoint: SSHEndpoint
+        let tag: String
+    }
+    private struct Flight {
+        var waiters: [CheckedContinuation<Void, any Error>] = []
+        var listeners: [@Sendable (String) -> Void] = []
+    }
+    private let flights = Mutex([Key: Flight]())
+
+    public init() {}
+
+    /// Runs `build` for `tag` on `endpoint` unless one runs already, and then waits for that one.
+    /// Returns whether this call built.
+    func once(
+        _ tag: String,
+        on endpoint: SSHEndpoint,
+        onLine: (@Sendable (String) -> Void)?,
+        _ build: @Sendable (_ onLine: @escaping @Sendable (String) -> Void) async throws(DockerError) -> Void
+    ) async throws(DockerError) -> Bool {
+        let key = Key(endpoint: endpoint, tag: tag)
+        let leads = flights.withLock { flights in
+            if flights[key] != nil {
+                if let onLine { flights[key]!.listeners.append(onLine) }
+                return false
+            }
+            flights[key] = Flight(listeners: onLine.map { [$0] } ?? [])
+            return true
+        }
+        guard leads else {
+            // Registered above only if still in flight: join it unless it ended meanwhile.
+            do {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    let joined = flights.withLock { flights in
+                        guard flights[key] != nil else { return false }
+                        flights[key]!.waiters.append(continuation)
+                        return true
+                    }
+                    if !joined { continuation.resume() }  // it ended: the caller asks the machine again
+                }
+            } catch let error as DockerError {
+                throw error
+            } catch {
+                throw .invalidArgument("\(error)")
+            }
+            return false
+        }
+        let fanOut: @Sendable (String) -> Void = { [self] line in
+            for listener in self.flights.withLock({ $0[key]?.listeners ?? [] }) { listener(line) }
+        }
+        var failure: DockerError?
+        do { try await build(fanOut) } catch { failure = error }
+        let waiters = flights.withLock { $0.removeValue(forKey: key)?.waiters ?? [] }
+        for waiter in waiters {
+            if let failure { waiter.resume(throwing: failure) } else { waiter.resume() }
+        }
+        if let failure { throw failure }
+        return true
+    }
+}
+
 extension RemoteDocker {
     /// Builds `tag` from `dockerfile` unless the machine has it (asked once, then remembered).
+    /// With `builds`, one build at a time per machine and tag in this process: a second ask
+    /// waits for the first's build.
     public func ensureImage(
         _ tag: String,
         dockerfile: [UInt8],
         labels: [String: String],
         cache: ImageCache,
+        builds: ImageBuilds? = nil,
         onLine: (@Sendable (String) -> Void)? = nil
     ) async throws(DockerError) -> Bool {
         if cache.has(tag, on: endpoint) { return false }
-        var built = false
-        if try await !imageExists(tag) {
+        if try await imageExists(tag) {
+            cache.remember(tag, on: endpoint)
+            return false
+        }
+        let built: Bool
+        if let builds {
+            built = try await builds.once(tag, on: endpoint, onLine: onLine) { lines throws(DockerError) in
+                try await build(tag: tag, dockerfile: dockerfile, labels: labels, onLine: lines)
+            }
+            // Waited for another's build: the machine says whether it made the image.
+            if !built, try await !imageExists(tag) {
+                throw .buildFailed(tag: tag, logTail: "the build of \(tag) that this waited for failed")
+            }
+        } else {
             try await build(tag: tag, dockerfile: dockerfile, labels: labels, onLine: onLine)
             built = true
         }

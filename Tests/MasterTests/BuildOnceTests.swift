@@ -1,0 +1,50 @@
+import Foundation
+import Testbed
+import Testing
+
+/// One `docker build` per image and machine, however many leases ask for it at once (issue 22),
+/// counted by the master's own metrics (a master process of its own: its counts are its own).
+@Suite("One build per image and machine", .timeLimit(.minutes(5)))
+struct BuildOnceTests {
+    @Test("Five leases at once of a resource new to the machine run one docker build; a failed build fails every waiter and is not kept")
+    func once() async throws {
+        let testbed = try await Testbed.shared()
+        let directory = try makeTemporaryDirectory("resalloc-build-once")
+        let master = MasterProcess(databasePath: "\(directory)/resalloc.db", keyPath: testbed.keys["ed25519"]!)
+        defer { master.kill9() }
+        try await master.start()
+        let id = try masterID("\(directory)/resalloc.db")
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
+        // A build that takes a moment, so that the five asks overlap it; new to the machine.
+        let marker = UUID().uuidString
+        try await cli.setUpAdmin(
+            resource: "fresh",
+            dockerfile: "FROM busybox\nRUN sleep 2 && echo \(marker) > /marker",
+            machine: testbed.machine("m11")
+        )
+        func builds() async throws -> Double {
+            try await scrape(master.port).samples.value("resalloc_remote_command_seconds_count", ["command": "build"]) ?? 0
+        }
+        let leases = try (0..<5).map { try cli.start("lease", "create", "fresh", "once\($0)", "-q") }
+        for lease in leases {
+            let status = try await lease.process.wait(timeout: .seconds(120))
+            #expect(status == 0, "\((try? String(contentsOfFile: lease.stderr, encoding: .utf8)) ?? "")")
+        }
+        #expect(try await builds() == 1)
+        #expect(try await cli.ok("ssh", "once4", "--", "cat", "/marker") == "\(marker)\n")
+
+        // A build that fails: every waiter is told, and the next ask builds again.
+        try await cli.ok("resources", "create", "broken", "-f", "-", stdin: "FROM busybox\nRUN sleep 2 && echo \(marker) && false")
+        let failing = try (0..<3).map { try cli.start("lease", "create", "broken", "broken\($0)", "-q") }
+        for lease in failing {
+            let status = try await lease.process.wait(timeout: .seconds(120))
+            let said = (try? String(contentsOfFile: lease.stderr, encoding: .utf8)) ?? ""
+            #expect(status != 0 && said.contains("build"), "\(status) \(said)")
+        }
+        #expect(try await builds() == 2)
+        let again = try await cli.run(["lease", "create", "broken", "again", "-q"])
+        #expect(again.status != 0)
+        #expect(try await builds() == 3)
+        await testbed.removeContainers(ofMaster: id)
+    }
+}
