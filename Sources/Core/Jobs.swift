@@ -186,6 +186,13 @@ public final class Jobs: Sendable {
         var memoryBytes: Int64
         var milliCPUs: Int
 
+        var image: String {
+            switch kind {
+            case .job(let job): return job.image
+            case .lease(let lease): return lease.image
+            }
+        }
+
         var what: String {
             if case .lease = kind { return "lease" }
             return "job"
@@ -302,6 +309,7 @@ public final class Jobs: Sendable {
                     milliCPUs: item.milliCPUs,
                     cpuOvercommit: overcommit
                 )
+                .preferring(item.image, fleet: fleet)
                 guard !order.isEmpty else { continue }
                 let placed: Machine?
                 switch item.kind {

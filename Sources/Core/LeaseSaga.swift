@@ -129,7 +129,7 @@ public struct LeaseSaga: Sendable {
                     memoryBytes: lease.memoryBytes,
                     milliCPUs: lease.milliCPUs,
                     cpuOvercommit: overcommit
-                ).filter { !tried.contains($0.id!) }
+                ).filter { !tried.contains($0.id!) }.preferring(lease.image, fleet: fleet)
                 machine = lease.queuedUntil != nil ? nil : try await database.placeLease(lease, on: order.map { $0.id! }, cpuOvercommit: overcommit)
             } catch { throw await fail(&lease, .from(error)) }
             if machine == nil, let waitUntil, unreachable.isEmpty {

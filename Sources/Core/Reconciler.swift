@@ -198,6 +198,12 @@ public struct Reconciler: Sendable {
                 _ = await race(machineDeadline) { try await docker.pruneNetworks(labelled: ["resalloc.master": masterID]) }
             }
             if !dryRun { _ = await race(machineDeadline) { try await docker.pruneHandoffDirectories() } }
+            // Back up: the images it lacks are built now, not at the next lease's asking.
+            if !dryRun, !machine.healthy, summary.machinesOK.contains(machine.name), let resources = try? await master.database.resources() {
+                var up = machine
+                up.healthy = true
+                master.buildAhead(resources, on: [up])
+            }
             return summary
         }
     }

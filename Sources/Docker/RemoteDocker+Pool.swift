@@ -60,13 +60,15 @@ public final class ImageBuilds: Sendable {
     private struct Flight {
         var waiters: [CheckedContinuation<Void, any Error>] = []
         var listeners: [@Sendable (String) -> Void] = []
+        /// The output so far (its last 2 000 lines), for one who joins late.
+        var lines: [String] = []
     }
     private let flights = Mutex([Key: Flight]())
 
     public init() {}
 
-    /// Runs `build` for `tag` on `endpoint` unless one runs already, and then waits for that one.
-    /// Returns whether this call built.
+    /// Runs `build` for `tag` on `endpoint` unless one runs already, and then waits for that one
+    /// (its output so far first, then the rest as it comes). Returns whether this call built.
     func once(
         _ tag: String,
         on endpoint: SSHEndpoint,
@@ -74,14 +76,17 @@ public final class ImageBuilds: Sendable {
         _ build: @Sendable (_ onLine: @escaping @Sendable (String) -> Void) async throws(DockerError) -> Void
     ) async throws(DockerError) -> Bool {
         let key = Key(endpoint: endpoint, tag: tag)
-        let leads = flights.withLock { flights in
+        let (leads, earlier) = flights.withLock { flights -> (Bool, [String]) in
             if flights[key] != nil {
                 if let onLine { flights[key]!.listeners.append(onLine) }
-                return false
+                return (false, flights[key]!.lines)
             }
             flights[key] = Flight(listeners: onLine.map { [$0] } ?? [])
-            return true
+            return (true, [])
         }
+        // Lines that come meanwhile may come before these: a late joiner's first lines may
+        // interleave with the next few (`ImageBuilds` keeps no order across listeners).
+        if let onLine { for line in earlier { onLine(line) } }
         guard leads else {
             // Registered above only if still in flight: join it unless it ended meanwhile.
             do {
@@ -101,7 +106,12 @@ public final class ImageBuilds: Sendable {
             return false
         }
         let fanOut: @Sendable (String) -> Void = { [self] line in
-            for listener in self.flights.withLock({ $0[key]?.listeners ?? [] }) { listener(line) }
+            let listeners = self.flights.withLock { flights -> [@Sendable (String) -> Void] in
+                flights[key]?.lines.append(line)
+                if let count = flights[key]?.lines.count, count > 2000 { flights[key]?.lines.removeFirst(count - 2000) }
+                return flights[key]?.listeners ?? []
+            }
+            for listener in listeners { listener(line) }
         }
         var failure: DockerError?
         do { try await build(fanOut) } catch { failure = error }
@@ -115,9 +125,9 @@ public final class ImageBuilds: Sendable {
 }
 
 extension RemoteDocker {
-    /// Builds `tag` from `dockerfile` unless the machine has it (asked once, then remembered).
-    /// With `builds`, one build at a time per machine and tag in this process: a second ask
-    /// waits for the first's build.
+    /// Builds `tag` from `dockerfile` unless the machine has it (asked once, then remembered);
+    /// returns whether this ask waited for a build. With `builds`, one build at a time per
+    /// machine and tag in this process: a second ask waits for the first's build.
     public func ensureImage(
         _ tag: String,
         dockerfile: [UInt8],
@@ -131,20 +141,18 @@ extension RemoteDocker {
             cache.remember(tag, on: endpoint)
             return false
         }
-        let built: Bool
         if let builds {
-            built = try await builds.once(tag, on: endpoint, onLine: onLine) { lines throws(DockerError) in
+            let led = try await builds.once(tag, on: endpoint, onLine: onLine) { lines throws(DockerError) in
                 try await build(tag: tag, dockerfile: dockerfile, labels: labels, onLine: lines)
             }
             // Waited for another's build: the machine says whether it made the image.
-            if !built, try await !imageExists(tag) {
+            if !led, try await !imageExists(tag) {
                 throw .buildFailed(tag: tag, logTail: "the build of \(tag) that this waited for failed")
             }
         } else {
             try await build(tag: tag, dockerfile: dockerfile, labels: labels, onLine: onLine)
-            built = true
         }
         cache.remember(tag, on: endpoint)
-        return built
+        return true  // built for this ask, by it or by another it waited for
     }
 }

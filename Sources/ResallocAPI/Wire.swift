@@ -288,6 +288,9 @@ public struct ResourceInfo: Codable, Sendable, Equatable {
     public var pids: Int?
     /// Its leases' idle limit (`30m`); absent: none.
     public var idle: String?
+    /// On how many healthy machines its image is known to be built, of how many.
+    public var imageOn: Int?
+    public var machines: Int?
     public init(
         name: String,
         file: String,
@@ -319,6 +322,8 @@ public struct ResourceInfo: Codable, Sendable, Equatable {
         case cpus = "CPUs"
         case pids = "Pids"
         case idle = "Idle"
+        case imageOn = "ImageOn"
+        case machines = "Machines"
     }
 }
 

@@ -207,7 +207,7 @@ public func endpoints(_ master: Master, gateway: GatewayInfo? = nil, metricsToke
         },
     ] + AccountController(master: master).endpoints
         + KeyController(accounts: master.accounts, audit: master.audit).endpoints
-        + ResourceController(catalog: master.catalog, warmPool: master.warmPool, audit: master.audit, limits: master.limits).endpoints
+        + ResourceController(master: master).endpoints
         + MachineController(master: master).endpoints + LeaseController(master: master).endpoints + CopyController(master: master).endpoints
         + JobController(master: master).endpoints
         + MetricsController(master: master, token: metricsToken).endpoints + EventController(audit: master.audit).endpoints

@@ -29,6 +29,7 @@ struct MachineController {
                     detail: "\(machine.host):\(machine.port)",
                     address: context.address
                 )
+                if let resources = try? await master.database.resources() { master.buildAhead(resources, on: [machine]) }
                 return try Body.reply(Payload("Machine", Self.info(machine, [:]), message: "added machine \(machine.name)"), status: .created)
             },
             .admin(.delete, "/machine") { request, context, caller in

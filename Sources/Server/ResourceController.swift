@@ -7,16 +7,27 @@ import Store
 
 /// `GET|POST|DELETE /resource`: Dockerfiles, stored byte for byte, and their warm pools.
 struct ResourceController {
-    let catalog: ResourceCatalog
-    let warmPool: WarmPool
-    let audit: AuditTrail
-    let limits: LimitPolicy
+    let master: Master
+    var catalog: ResourceCatalog { master.catalog }
+    var warmPool: WarmPool { master.warmPool }
+    var audit: AuditTrail { master.audit }
+    var limits: LimitPolicy { master.limits }
 
     var endpoints: [Endpoint] {
         [
             .user(.get, "/resource") { _, _, _ in
-                try await Body.reply(
-                    Payload("Resources", try catalog.resourcesWithReadyPools().map { info($0.resource, ready: $0.ready) })
+                let machines = try await master.fleet.machines().filter(\.healthy)
+                let entries = try await catalog.resourcesWithReadyPools()
+                return try Body.reply(
+                    Payload(
+                        "Resources",
+                        entries.map { entry in
+                            var shown = info(entry.resource, ready: entry.ready)
+                            shown.imageOn = master.machinesWithImage(of: entry.resource, among: machines)
+                            shown.machines = machines.count
+                            return shown
+                        }
+                    )
                 )
             },
             .admin(.post, "/resource") { request, context, caller in
@@ -33,6 +44,7 @@ struct ResourceController {
                     address: context.address
                 )
                 if resource.poolSize > 0 { warmPool.wake() }
+                master.buildAhead([resource])
                 return try Body.reply(Payload("Resource", info(resource), message: "created resource \(resource.name)"), status: .created)
             },
             .admin(.put, "/resource/:name") { request, context, caller in
@@ -59,6 +71,7 @@ struct ResourceController {
                 if let file = body.file {
                     resource = try await catalog.edit(name: name, dockerfile: Data(file.utf8))
                     said.append("builds \(ResourceCatalog.imageTag(for: resource))")
+                    master.buildAhead([resource])
                 }
                 if let idle {
                     resource = try await catalog.setIdle(name: name, to: idle)

@@ -173,12 +173,15 @@ enum JobWatch {
     static func untilPlaced(_ job: JobInfo, _ client: ResallocClient, needsInputs: Bool) async throws -> JobInfo {
         var job = job
         var told: Int?
+        var looks = 0
         while job.state == "queued" || (needsInputs && job.state == "starting" && !job.awaitingInput) {
-            if job.state == "queued", let place = job.place, place != told {
+            looks += 1
+            // Said once it is really waiting: a job placed within a moment says nothing.
+            if job.state == "queued", looks > 1, let place = job.place, place != told {
                 FileHandle.standardError.write(Data("resalloc: job \(job.id) is queued, place \(place)\n".utf8))
                 told = place
             }
-            try await Task.sleep(for: .milliseconds(job.state == "queued" ? 500 : 50))
+            try await Task.sleep(for: .milliseconds(job.state == "queued" && looks > 1 ? 500 : 50))
             job = try await client.job(job.id)
         }
         return job

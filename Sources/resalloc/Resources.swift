@@ -21,12 +21,15 @@ struct Resources: AsyncParsableCommand {
                 let resources = try await global.client.resources()
                 if output.json { return try Output.json(resources) }
                 Output.table(
-                    ["NAME", "IMAGE", "POOL", "MEMORY", "CPUS", "PIDS", "FIRST LINE"],
-                    resources.map {
-                        [
-                            $0.name, $0.image, $0.pool == 0 ? "-" : "\($0.poolReady)/\($0.pool)", $0.memory ?? "-",
-                            $0.cpus.map(LimitOptions.format) ?? "-", $0.pids.map(String.init) ?? "-",
-                            String($0.file.split(separator: "\n").first ?? ""),
+                    ["NAME", "IMAGE", "BUILT ON", "POOL", "MEMORY", "CPUS", "PIDS", "FIRST LINE"],
+                    resources.map { resource -> [String] in
+                        var builtOn = "-"
+                        if let on = resource.imageOn { builtOn = "\(on)/\(resource.machines ?? on)" }
+                        return [
+                            resource.name, resource.image, builtOn,
+                            resource.pool == 0 ? "-" : "\(resource.poolReady)/\(resource.pool)", resource.memory ?? "-",
+                            resource.cpus.map(LimitOptions.format) ?? "-", resource.pids.map(String.init) ?? "-",
+                            String(resource.file.split(separator: "\n").first ?? ""),
                         ]
                     }
                 )

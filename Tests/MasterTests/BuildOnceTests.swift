@@ -41,10 +41,45 @@ struct BuildOnceTests {
             let said = (try? String(contentsOfFile: lease.stderr, encoding: .utf8)) ?? ""
             #expect(status != 0 && said.contains("build"), "\(status) \(said)")
         }
-        #expect(try await builds() == 2)
+        // The resource's build ahead of demand may have failed before the leases asked (then
+        // they built once more, together) or while they waited on it.
+        let failed = try await builds()
+        #expect(failed == 2 || failed == 3, "\(failed) builds")
         let again = try await cli.run(["lease", "create", "broken", "again", "-q"])
         #expect(again.status != 0)
-        #expect(try await builds() == 3)
+        #expect(try await builds() == failed + 1)
+        await testbed.removeContainers(ofMaster: id)
+    }
+
+    @Test("A resource's image is built on the machines when it is created and when a machine is added: the first lease builds nothing")
+    func ahead() async throws {
+        let testbed = try await Testbed.shared()
+        let directory = try makeTemporaryDirectory("resalloc-build-ahead")
+        let master = MasterProcess(databasePath: "\(directory)/resalloc.db", keyPath: testbed.keys["ed25519"]!)
+        defer { master.kill9() }
+        try await master.start()
+        let id = try masterID("\(directory)/resalloc.db")
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
+        let marker = UUID().uuidString
+        // The machine first, then the resource: built when the resource is made.
+        try await cli.setUpAdmin(resource: "first", dockerfile: "FROM busybox\nRUN echo \(marker) > /first", machine: testbed.machine("m11"))
+        try await waitUntil(seconds: 60, "the resource's image is built on m11 with no lease") {
+            try await cli.ok("resources", "list").split(separator: "\n").contains { $0.hasPrefix("first") && $0.contains(" 1/1 ") }
+        }
+        // A resource made before the machine is built when the machine is added.
+        try await cli.ok("machine", "delete", "m11")
+        try await cli.ok("resources", "create", "second", "-f", "-", stdin: "FROM busybox\nRUN echo \(marker) > /second")
+        let machine = testbed.machine("m11")
+        try await cli.ok("machine", "create", machine.name, machine.login, machine.host)
+        try await waitUntil(seconds: 60, "both images are on m11") {
+            let list = try await cli.ok("resources", "list").split(separator: "\n")
+            return list.contains { $0.hasPrefix("second") && $0.contains(" 1/1 ") } && list.contains { $0.hasPrefix("first") && $0.contains(" 1/1 ") }
+        }
+        try await cli.ok("lease", "create", "second", "quick", "-q")
+        let samples = try await scrape(master.port).samples
+        #expect(samples.value("resalloc_lease_create_seconds_count", ["served": "build"]) ?? 0 == 0)
+        #expect(samples.value("resalloc_lease_create_seconds_count", ["served": "cold"]) == 1)
+        #expect(try await cli.ok("ssh", "quick", "--", "cat", "/second") == "\(marker)\n")
         await testbed.removeContainers(ofMaster: id)
     }
 }
