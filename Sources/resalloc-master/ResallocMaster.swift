@@ -382,9 +382,10 @@ extension ResallocMaster {
             static let configuration = CommandConfiguration(
                 abstract: "Set what one user may hold at once; without options, show it.",
                 discussion: """
-                    A lease past a limit is refused (403) with a sentence that names it, or waits in the queue with
-                    lease create --wait; a job past a limit waits. "none" removes a limit of the user's own, so the
+                    A lease past a limit is refused (403) with a sentence that names it, or waits in the queue with \
+                    lease create --wait; a job past a limit waits. "none" removes a limit of the user's own, so the \
                     server's default (serve --user-leases --user-jobs --user-memory --user-cpus) applies again.
+
                     Example: resalloc-master user limit alice --leases 2 --jobs 4 --memory 16g --cpus 8
                     """
             )

@@ -8,18 +8,21 @@ struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a command once in a new container of a resource, and exit with its status.",
         discussion: """
-            As docker run --rm would: its stdout and stderr come here as they happen, and its container is
-            removed at the end. When no machine has room (or you are at one of your limits), the job waits in
+            As docker run --rm would: its stdout and stderr come here as they happen, and its container is \
+            removed at the end. When no machine has room (or you are at one of your limits), the job waits in \
             the master's fair queue instead of being refused; its place is shown on stderr. Ctrl-C cancels it.
-            --in copies a local file or directory into the container before the command starts; --out copies
-            a path out of it after the command ended, whatever its status. -f copies a script in and runs it
-            with sh. --detach prints the job's id and returns at once: the job runs to its end without you
+
+            --in copies a local file or directory into the container before the command starts; --out copies \
+            a path out of it after the command ended, whatever its status. -f copies a script in and runs it \
+            with sh. --detach prints the job's id and returns at once: the job runs to its end without you \
             (follow it with resalloc job logs ID -f, get its status with resalloc job wait ID).
-            Exit status: the command's; 125 when it could not start, 124 past its --ttl, 130 cancelled,
+
+            Exit status: the command's; 125 when it could not start, 124 past its --ttl, 130 cancelled, \
             255 lost with its machine.
+
             Examples:
               resalloc run busybox -- sh -c 'echo hello; exit 3'
-              resalloc run builder --in ./src:/work/src --out /work/out:./out -- make -C /work/src
+              resalloc run builder --in ./src:/src --out /out:./out -- make -C /src
               resalloc run busybox -f ./test.sh -- arg1 arg2
               resalloc run busybox --detach --ttl 2h -- ./long-task
             """
