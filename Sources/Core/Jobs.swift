@@ -32,6 +32,9 @@ public final class Jobs: Sendable {
         public var keptFor: Duration = .seconds(600)
         /// Each user's limits where an admin set none (`serve --user-leases …`).
         public var userDefaults = UserLimits()
+        /// Jobs one user may have waiting in the queue at once: the queue is rows in the
+        /// database, and one user must not grow it without bound.
+        public var maxQueuedPerUser = 1000
 
         public init() {}
     }
@@ -130,7 +133,17 @@ public final class Jobs: Sendable {
         if let refusal = UserUse().refusal(adding: "job", memoryBytes: job.memoryBytes, milliCPUs: job.milliCPUs, limits: userLimits) {
             throw MasterError(.forbidden, "this job could never start: \(refusal)")
         }
-        do { job = try await database.createJob(job) } catch { throw .from(error) }
+        do {
+            let waiting = try await database.jobListings(ownerID: owner.id!, id: nil, activeOnly: true).count { $0.job.state == .queued }
+            guard waiting < settings.maxQueuedPerUser else {
+                throw MasterError(
+                    .tooManyRequests,
+                    "you have \(waiting) jobs waiting in the queue, as many as one user may; cancel some or wait for them to start",
+                    retryAfter: 30
+                )
+            }
+            job = try await database.createJob(job)
+        } catch { throw .from(error) }
         Counter(label: "resalloc_jobs_submitted_total").increment()
         changes.fire()
         await dispatch()  // placed at once when there is room: the reply says so

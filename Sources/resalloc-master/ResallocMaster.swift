@@ -143,6 +143,8 @@ extension ResallocMaster {
         var userMemoryText: String?
         @Option(name: .customLong("user-cpus"), help: "CPU limits one user's leases and jobs may add up to: 8, 1.5, … (default: no limit).")
         var userCPUs: Double?
+        @Option(name: .customLong("user-queued-jobs"), help: "Jobs one user may have waiting in the queue at once; more are refused (429).")
+        var userQueuedJobs = 1000
         @Option(name: .customLong("job-log-max"), help: "Output kept per job (more is dropped, with a note): 16m, 1g, …")
         var jobLogMaxText = "16m"
         @Option(name: .customLong("keep-jobs"), help: "Jobs that ended longer ago than this are forgotten, with their logs.")
@@ -153,6 +155,7 @@ extension ResallocMaster {
             settings.logMax = ByteSize.parse(jobLogMaxText) ?? settings.logMax
             settings.keep = TTL.parse(keepJobsText) ?? settings.keep
             settings.maxTTL = maxTTL
+            settings.maxQueuedPerUser = userQueuedJobs
             settings.defaultTTL = min(settings.defaultTTL, maxTTL)
             settings.userDefaults =
                 (try? Master.userLimits(leases: userLeases, jobs: userJobs, memory: userMemoryText, cpus: userCPUs)) ?? UserLimits()
@@ -235,6 +238,7 @@ extension ResallocMaster {
                 throw ValidationError("--job-log-max takes a size of 1k or more, such as 16m; got \(jobLogMaxText)")
             }
             guard TTL.parse(keepJobsText) != nil else { throw ValidationError("--keep-jobs takes 7d, 12h, …") }
+            guard (1...1_000_000).contains(userQueuedJobs) else { throw ValidationError("--user-queued-jobs takes 1 to 1000000") }
             guard ["on", "off"].contains(tenantNetworks) else { throw ValidationError("--tenant-networks takes on or off; got \(tenantNetworks)") }
             guard (1...1000).contains(maxSessionsPerUser) else { throw ValidationError("--max-sessions-per-user takes 1 to 1000") }
             guard let overcommit = Double(cpuOvercommitText), overcommit >= 0.1, overcommit <= 100 else {

@@ -275,9 +275,11 @@ struct JobTests {
         }
     }
 
-    @Test("Users' limits: a lease past --leases is refused with a sentence; with --jobs 1 three jobs run one after another")
+    @Test(
+        "Users' limits: a lease past --leases is refused with a sentence; with --jobs 1 three jobs run one after another; the queue holds --user-queued-jobs"
+    )
     func userLimits() async throws {
-        try await withMaster { fixture in
+        try await withMaster(serve: ["--user-queued-jobs", "2"]) { fixture in
             let dave = try await fixture.user("dave")
             let limited = try await CLI.master("user", "limit", "dave", "--leases", "1", "--jobs", "1", "--db", fixture.databasePath)
             #expect(limited.status == 0, "\(limited.stderr)")
@@ -288,9 +290,13 @@ struct JobTests {
             #expect(whoami.contains("leases:  1 of 1") && whoami.contains("jobs:    0 running of 1"), "\(whoami)")
 
             var ids: [Int] = []
-            for _ in 0..<3 {
+            for index in 0..<3 {
                 ids.append(Int(try await dave.ok(["run", "bb", "--detach"] + Self.gated()).trimmingCharacters(in: .whitespacesAndNewlines))!)
+                if index == 0 { try await fixture.until(ids[0], is: "running", as: dave) }  // so that two wait, not three
             }
+            // One running, two waiting: as many as --user-queued-jobs 2 lets one user queue.
+            let fourth = try await dave.run(["run", "bb", "--detach", "--", "true"])
+            #expect(fourth.status != 0 && fourth.stderr.contains("jobs waiting in the queue, as many as one user may"), "\(fourth.stderr)")
             for (index, id) in ids.enumerated() {
                 try await fixture.until(id, is: "running", as: dave)
                 for later in ids.dropFirst(index + 1) { #expect(try await fixture.job(later, as: dave)["State"] as? String == "queued") }
