@@ -152,7 +152,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
     return Application(
         router: router,
         // Frames up to 1 MiB: resalloc cp sends its tar stream in 256 KiB pieces.
-        server: .http1WebSocketUpgrade(
+        server: .http1WebSocketUpgradeClosingUnused(
             webSocketRouter: buildWebSocketRouter(master),
             configuration: .init(ws: .init(maxFrameSize: 1 << 20, autoPing: .enabled(timePeriod: arguments.webSocketPingEvery)))
         ),

@@ -459,32 +459,9 @@ struct GatewayTests {
         // A client that connects and never logs in: closed by the gateway at its deadline.
         let start = ContinuousClock.now
         let port = gateway.master.sshPort
-        let closedByServer = try await onOwnThread { try Self.readUntilClosed(port: port, seconds: 45) }
+        let closedByServer = try await onOwnThread { try SilentConnection(port: port).closedByPeer(within: 45) }
         let waited = ContinuousClock.now - start
         #expect(closedByServer, "the gateway kept a connection that never logged in")
         #expect(waited >= .seconds(29) && waited < .seconds(45), "\(waited)")
-    }
-
-    /// Connects, reads the server's banner and whatever follows without answering; true when the
-    /// server closed the connection within `seconds`.
-    static func readUntilClosed(port: Int, seconds: Int) throws -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw TestbedError("cannot connect to the gateway") }
-        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n == 0 { return true }
-            if n < 0 { return false }
-        }
     }
 }

@@ -34,7 +34,11 @@ struct ServeTests {
             }
         }
 
+        // A connection opened ahead of need, on which no request ever comes, does not hold the
+        // drain: the master closes it.
+        let silent = try SilentConnection(port: master.port)
         master.terminate()
+        #expect(try await onOwnThread { try silent.closedByPeer(within: 60) }, "the master kept a connection that sent nothing")
         #expect(try await create.wait(timeout: .seconds(60)) == 0, "\((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")")
         #expect(try String(contentsOfFile: output, encoding: .utf8).contains("resalloc ssh drained"))
         #expect(try await master.wait(timeout: .seconds(30)) == 0)

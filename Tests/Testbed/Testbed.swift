@@ -354,3 +354,39 @@ private func canBindLoopback(_ port: Int) -> Bool {
     let length = socklen_t(MemoryLayout<sockaddr_in>.size)
     return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } } == 0
 }
+
+/// A TCP connection to 127.0.0.1:`port` that sends nothing: what a browser's preconnect, an HTTP
+/// client's spare pooled connection, or a scanner leaves open on a server.
+public final class SilentConnection: Sendable {
+    private let fd: Int32
+
+    public init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            close(fd)
+            throw TestbedError("cannot connect to 127.0.0.1:\(port)")
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Reads whatever the server sends, answering nothing; true when the server closed the
+    /// connection within `seconds`. Blocks its thread: call it through `onOwnThread`.
+    public func closedByPeer(within seconds: Int) throws -> Bool {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n == 0 { return true }
+            if n < 0 { return false }
+        }
+    }
+}
