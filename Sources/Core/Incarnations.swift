@@ -41,7 +41,13 @@ extension Master {
         let seconds = max(1, Int(heartbeat.components.seconds))
         do {
             try await database.registerIncarnation(
-                Incarnation(id: incarnationID, host: Incarnations.hostName, pid: getpid(), heartbeatSeconds: seconds)
+                Incarnation(
+                    id: incarnationID,
+                    host: Incarnations.hostName,
+                    pid: getpid(),
+                    heartbeatSeconds: seconds,
+                    startedAt: try await database.now()
+                )
             )
         } catch { throw .from(error) }
         logger.info("incarnation started", metadata: ["incarnation": "\(incarnationID)"])
@@ -49,12 +55,12 @@ extension Master {
 
     /// Says this process is alive.
     public func heartbeat() async throws(MasterError) {
-        do { _ = try await database.heartbeat(incarnationID: incarnationID, at: Date()) } catch { throw .from(error) }
+        do { _ = try await database.heartbeat(incarnationID: incarnationID, at: try await database.now()) } catch { throw .from(error) }
     }
 
     /// Says this process stopped cleanly: whatever it left mid-saga can be settled at once.
     public func endIncarnation() async {
-        do { try await database.stopIncarnation(id: incarnationID, at: Date()) } catch {
+        do { try await database.stopIncarnation(id: incarnationID, at: try await database.now()) } catch {
             logger.warning("could not record the incarnation's end", metadata: ["error": "\(error)"])
         }
     }

@@ -123,7 +123,8 @@ public final class Jobs: Sendable {
             image: ResourceCatalog.imageTag(for: resource),
             command: command,
             ttlSeconds: Int(min(ttl, settings.maxTTL).components.seconds),
-            name: name
+            name: name,
+            createdAt: await database.clock()
         )
         job.memoryBytes = containerLimits.placementMemory
         job.milliCPUs = containerLimits.placementCPUs
@@ -303,7 +304,7 @@ public final class Jobs: Sendable {
                         image: job.image,
                         resourceID: job.resourceId,
                         incarnationID: incarnationID,
-                        at: Date()
+                        at: await database.clock()
                     ),
                     let machine = machines.first(where: { $0.id == slot.machineId })
                 {
@@ -332,7 +333,7 @@ public final class Jobs: Sendable {
                         on: order.map { $0.id! },
                         cpuOvercommit: overcommit,
                         incarnationID: incarnationID,
-                        at: Date()
+                        at: await database.clock()
                     )
                     if let placed {
                         Timer(label: "resalloc_job_queue_wait_seconds").recordSeconds(Date().timeIntervalSince(job.createdAt))
@@ -727,7 +728,7 @@ public final class Jobs: Sendable {
         job.state = state
         job.exitStatus = status
         job.message = message
-        job.endedAt = Date()
+        job.endedAt = await database.clock()
         job.awaitingInput = false
         let keep = job.keepsContainer && state != .lost && docker != nil
         if docker == nil { job.containerRemoved = true }
@@ -762,7 +763,7 @@ public final class Jobs: Sendable {
         if !job.state.ended {
             let previous = job.state
             job.state = .cancelled
-            job.endedAt = Date()
+            job.endedAt = await database.clock()
             job.message = "cancelled by \(caller.name)"
             job.awaitingInput = false
             do {
@@ -796,7 +797,8 @@ public final class Jobs: Sendable {
     /// What `serve` does every few seconds: takes over jobs whose master died, ends jobs past
     /// their lifetime or whose inputs never came, removes containers kept too long for their
     /// results, and forgets jobs ended longer ago than `keep`.
-    public func tend(now: Date = Date()) async {
+    /// `now`: the database's clock.
+    public func tend(now: Date) async {
         let settings = settings
         guard let listings = try? await database.jobListings(ownerID: nil, id: nil, activeOnly: false),
             let machines = try? await database.machines()

@@ -60,7 +60,7 @@ public struct LeaseSaga: Sendable {
         let ttl = try lifetime(ttl ?? defaultTTL)
         let started = ContinuousClock.now
         let containerLimits = limits.limits(for: resource)
-        let waitUntil = wait.map { Date() + TimeInterval($0.components.seconds) }
+        let waitUntil = await wait.asyncMap { await database.clock() + TimeInterval($0.components.seconds) }
         // The owner's own limits: refused at once, or waited out in the queue.
         var atLimit = false
         if let jobs {
@@ -81,7 +81,7 @@ public struct LeaseSaga: Sendable {
         }
         var lease: Lease
         do {
-            let now = Date()
+            let now = await database.clock()
             var new = Lease(
                 name: leaseName,
                 ownerId: owner.id!,
@@ -197,7 +197,7 @@ public struct LeaseSaga: Sendable {
                     return machine
                 } catch { throw await fail(&lease, .from(error)) }
             }
-            if Date() >= deadline || Task.isCancelled {
+            if await database.clock() >= deadline || Task.isCancelled {
                 let message = "no place for the lease came free while it waited; try again later or ask an admin to add a machine"
                 let abandoned: Bool
                 do { abandoned = try await database.abandonQueuedLease(id: lease.id!, message: message) } catch { throw .from(error) }
@@ -317,7 +317,7 @@ public struct LeaseSaga: Sendable {
     public func extend(_ listing: LeaseListing, by ttl: Duration) async throws(MasterError) -> LeaseListing {
         let ttl = try lifetime(ttl)
         var listing = listing
-        listing.lease.expiresAt = Date() + TimeInterval(ttl.components.seconds)
+        listing.lease.expiresAt = await database.clock() + TimeInterval(ttl.components.seconds)
         let extended: Bool
         do { extended = try await database.extendLease(id: listing.lease.id!, to: listing.lease.expiresAt) } catch { throw .from(error) }
         guard extended else {

@@ -77,8 +77,12 @@ public struct Reconciler: Sendable {
 
     public init(master: Master) { self.master = master }
 
-    public func run(dryRun: Bool, now: Date = Date()) async -> CleanupSummary {
+    /// One pass; `now` defaults to the database's clock, the one heartbeats and expiries are
+    /// written with.
+    public func run(dryRun: Bool, now given: Date? = nil) async -> CleanupSummary {
         var summary = CleanupSummary()
+        let now: Date
+        if let given { now = given } else { now = await master.database.clock() }
         let machines: [Machine]
         let leases: [Lease]
         let incarnations: Incarnations
@@ -105,7 +109,8 @@ public struct Reconciler: Sendable {
             _ = try? await master.database.purgeEvents(before: now - TimeInterval(keepEvents.components.seconds))
             _ = try? await master.database.purgeTokens(expiredBefore: now)
             if let directory = master.recordDirectory {
-                SessionRecordings.purge(directory, before: now - TimeInterval(keepRecordings.components.seconds))
+                // Files carry this host's times, not the database's.
+                SessionRecordings.purge(directory, before: Date() - TimeInterval(keepRecordings.components.seconds))
             }
         }
         return summary
@@ -260,7 +265,7 @@ public struct Reconciler: Sendable {
         var summary = CleanupSummary()
         summary.machinesDown = [machine.name]
         summary.problems = ["machine \(machine.name) \(reason)"]
-        if !dryRun { try? await master.database.setMachineHealth(id: machine.id!, healthy: false, error: reason, at: Date()) }
+        if !dryRun { try? await master.database.setMachineHealth(id: machine.id!, healthy: false, error: reason, at: await master.database.clock()) }
         master.logger.warning("machine down", metadata: ["machine": "\(machine.name)", "reason": "\(reason)"])
         return summary
     }

@@ -108,7 +108,7 @@ extension Master {
     public func touchLeasesInUse() async {
         let leases = sessions.leasesInUse
         guard !leases.isEmpty else { return }
-        do { try await database.touchLeases(ids: leases, at: Date()) } catch {
+        do { try await database.touchLeases(ids: leases, at: await database.clock()) } catch {
             logger.warning("could not record the leases in use", metadata: ["error": "\(error)"])
         }
     }

@@ -177,7 +177,8 @@ public final class WarmPool: Sendable {
                         resourceId: resource.id!,
                         machineId: machine.id!,
                         image: ResourceCatalog.imageTag(for: resource),
-                        incarnationId: incarnationID
+                        incarnationId: incarnationID,
+                        createdAt: await database.clock()
                     )
                     slot.memoryBytes = wanted.placementMemory
                     slot.milliCPUs = wanted.placementCPUs

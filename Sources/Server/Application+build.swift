@@ -279,7 +279,7 @@ extension Periodic {
     static func jobKeeper(master: Master, every: Duration) -> Periodic {
         Periodic(every: every) {
             await master.jobs.dispatch()
-            await master.jobs.tend()
+            await master.jobs.tend(now: await master.database.clock())
         }
     }
 }
@@ -350,7 +350,7 @@ struct ReconcileService: Service {
     private func peersGone() async -> Set<String> {
         let master = reconciler.master
         guard let rows = try? await master.database.incarnations() else { return [] }
-        let known = Incarnations(rows: rows, current: master.incarnationID, now: Date())
+        let known = Incarnations(rows: rows, current: master.incarnationID, now: await master.database.clock())
         return Set(rows.filter { $0.stoppedAt == nil && known.isGone($0.id) == true }.map(\.id))
     }
 

@@ -342,6 +342,8 @@ extension AppDatabase {
 
     /// Records that the incarnation is alive now; false when its row is gone.
     @discardableResult
+    public func now() async throws -> Date { ProcessClock.now }
+
     public func heartbeat(incarnationID: String, at now: Date = Date()) async throws -> Bool {
         try await write { db in
             try db.execute(sql: "UPDATE incarnation SET heartbeatAt = ? WHERE id = ?", arguments: [now, incarnationID])

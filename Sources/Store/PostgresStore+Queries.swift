@@ -456,6 +456,13 @@ extension PostgresStore {
         )
     }
 
+    public func now() async throws -> Date {
+        guard let now = try await all("SELECT statement_timestamp() AS now", { try $0.get("now", Date.self) }).first else {
+            throw StoreError.unavailable("PostgreSQL did not say its time")
+        }
+        return now
+    }
+
     public func heartbeat(incarnationID: String, at now: Date) async throws -> Bool {
         try await changes(#"UPDATE incarnation SET "heartbeatAt" = \#(now) WHERE id = \#(incarnationID) RETURNING id"#) > 0
     }

@@ -98,6 +98,11 @@ public protocol Store: Sendable {
     func deleteUserKey(userId: Int64, name: String) async throws
     func user(withKeyBlob blob: String) async throws -> User?
 
+    /// The database's clock: PostgreSQL's `statement_timestamp()`, so that masters on hosts
+    /// whose clocks disagree judge heartbeats and expiries alike; for SQLite, which one host's
+    /// processes share, this process's clock.
+    func now() async throws -> Date
+
     // Incarnations
     func registerIncarnation(_ incarnation: Incarnation) async throws
     func heartbeat(incarnationID: String, at now: Date) async throws -> Bool
@@ -161,3 +166,15 @@ public func openStore(_ location: String, logger: Logger) throws -> any Store {
 }
 
 extension AppDatabase: Store {}
+
+extension Store {
+    /// The database's clock, or this process's if the database does not answer.
+    public func clock() async -> Date { (try? await now()) ?? ProcessClock.now }
+}
+
+/// This process's clock. `RESALLOC_TEST_CLOCK_SKEW` (seconds; for tests only, never for an
+/// operator) sets it ahead or behind, as on a host whose clock is off.
+public enum ProcessClock {
+    public static let skew: TimeInterval = ProcessInfo.processInfo.environment["RESALLOC_TEST_CLOCK_SKEW"].flatMap(TimeInterval.init) ?? 0
+    public static var now: Date { Date() + skew }
+}

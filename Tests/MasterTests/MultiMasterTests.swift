@@ -19,7 +19,7 @@ struct TwoMasters {
 
     /// A new database, both masters started at once on it (each schema version is applied once,
     /// and both serve), an admin, the resource `box` and the two machines.
-    static func start(dockerfile: String = "FROM busybox") async throws -> TwoMasters {
+    static func start(dockerfile: String = "FROM busybox", environmentOfA: [String: String] = [:]) async throws -> TwoMasters {
         let testbed = try await Testbed.shared()
         let server = try await Testbed.postgresURL()
         let name = "resalloc_multi_\(UUID().uuidString.prefix(8).lowercased())"
@@ -28,7 +28,9 @@ struct TwoMasters {
         url.path = "/\(name)"
         let database = try #require(url.string)
         let key = testbed.keys["ed25519"]!
-        let (a, b) = (MasterProcess(databasePath: database, keyPath: key), MasterProcess(databasePath: database, keyPath: key))
+        let (a, b) = (
+            MasterProcess(databasePath: database, keyPath: key, environment: environmentOfA), MasterProcess(databasePath: database, keyPath: key)
+        )
         async let startedA: Void = a.start()
         async let startedB: Void = b.start()
         _ = try await (startedA, startedB)
@@ -226,6 +228,40 @@ struct MultiMasterTests {
         try await holder.wait(timeout: .seconds(30))
         let done = try await Subprocess.run(cleanup, timeout: .seconds(120))
         #expect(done.status == 0 && done.output.contains("machines 2 ok / 0 down"), "\(done.output) \(done.errors)")
+        try await masters.checkInvariants()
+        try await masters.clean()
+    }
+
+    @Test("A master whose clock is 30 s ahead judges the other's heartbeats by the database's clock: it fails none of its work")
+    func skewedClock() async throws {
+        // a's process clock runs 30 s ahead (a test-only override); its heartbeats are three
+        // intervals of 5 s, so by its own clock b would look dead at once.
+        let masters = try await TwoMasters.start(environmentOfA: ["RESALLOC_TEST_CLOCK_SKEW": "30"])
+        defer { masters.stop() }
+        let slow = "FROM busybox\nRUN sleep 12 && echo \(UUID().uuidString) > /other"
+        #expect(try await TwoMasters.call(masters.a.port, .POST, "/resource", masters.token, ["Name": "slow", "File": slow]).status == 201)
+        // b builds for 12 s: a's watch looks at b's heartbeat twice or more meanwhile, and so
+        // does a cron's cleanup on a host whose clock is as far ahead.
+        let (port, token) = (masters.b.port, masters.token)
+        let creation = Task { try await TwoMasters.call(port, .POST, "/lease", token, ["ResourceName": "slow", "LeaseName": "built"]) }
+        try await waitUntil(seconds: 60, "the lease being created") {
+            try await Testbed.run(["psql", masters.url, "-tAc", "SELECT state FROM lease"]).hasPrefix("creating")
+        }
+        let skewed = ProcessInfo.processInfo.environment.merging(["RESALLOC_TEST_CLOCK_SKEW": "30"]) { $1 }
+        let cleanup = [CLI.masterBinary, "cleanup", "--db", masters.url, "--key", masters.testbed.keys["ed25519"]!]
+        let pass = try await Subprocess.run(cleanup, environment: skewed, timeout: .seconds(60))
+        #expect(pass.status == 0, "\(pass.output) \(pass.errors)")
+        let created = try await creation.value
+        #expect(created.status == 201, "\(created.message)")
+        let states = try await Testbed.run(["psql", masters.url, "-tAc", "SELECT name || ':' || state FROM lease ORDER BY name"])
+        #expect(states.trimmingCharacters(in: .whitespacesAndNewlines) == "built:running")
+        let settled = try await Testbed.run(["psql", masters.url, "-tAc", "SELECT COUNT(*) FROM event WHERE action LIKE 'lease.settled%'"])
+        #expect(settled.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+        // Expiries too: a lease a makes for an hour ends an hour from the database's now.
+        let extended = try await TwoMasters.call(masters.a.port, .POST, "/lease/built/extend", masters.token, ["TTL": "1h"])
+        #expect(extended.status == 200, "\(extended.message)")
+        let left = try await Testbed.run(["psql", masters.url, "-tAc", #"SELECT EXTRACT(EPOCH FROM ("expiresAt" - now()))::int FROM lease"#])
+        #expect((3590...3600).contains(Int(left.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0), "\(left)")
         try await masters.checkInvariants()
         try await masters.clean()
     }
