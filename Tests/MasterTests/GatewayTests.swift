@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Store
 import Testbed
 import Testing
 
@@ -277,6 +278,18 @@ struct GatewayTests {
         try await SessionEndTests.waitForGuard(testbed, "m7", container)
         client.kill9()
         try await waitUntil(seconds: 5, "sleep 999 gone after its ssh was killed") { try await !processes().contains("sleep 999") }
+        // A session that ends by itself leaves what it detached running, as sshd does.
+        let detaching = try await Subprocess.run(
+            ["ssh"] + gateway.options() + ["-p", String(gateway.master.sshPort), "box@127.0.0.1", "sleep 994 >/dev/null 2>&1 &"],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory],
+            timeout: .seconds(30)
+        )
+        #expect(detaching.status == 0, "\(detaching.errors)")
+        try await waitUntil(seconds: 30, "the detaching session's end recorded") {
+            try await AppDatabase(path: gateway.master.databasePath).events()
+                .contains { $0.action == "gateway.session-closed" && $0.detail == "exit status 0" }
+        }
+        #expect(try await processes().contains("sleep 994"))
 
         // ssh-config: Host blocks that stock ssh uses as they are.
         // The gateway's key comes pinned: the first contact asks nothing under strict checking.

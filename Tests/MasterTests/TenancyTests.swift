@@ -274,13 +274,7 @@ struct TenancyTests {
             // A session that lasts gets its lease a guard, a long-lived channel of its own: one
             // first, so that the burst meets it whatever the machine's speed.
             held.append(try cli.start("ssh", "a1", "--", "sleep", "120"))
-            let a1ID = try await testbed.docker(Self.machine, ["inspect", "--format", "{{.Id}}", a1]).trimmingCharacters(in: .whitespacesAndNewlines)
-            try await waitUntil(seconds: 90, "a1's session guard") {
-                let running = try await testbed.docker(Self.machine, ["ps", "-q", "--no-trunc"]).split(separator: "\n").map(String.init)
-                let modes =
-                    running.isEmpty ? "" : try await testbed.docker(Self.machine, ["inspect", "--format", "{{.HostConfig.PidMode}}"] + running)
-                return modes.split(separator: "\n").contains { $0 == "container:\(a1)" || $0 == "container:\(a1ID)" }
-            }
+            try await SessionEndTests.waitForGuard(testbed, Self.machine, a1)
             for _ in 1..<40 { held.append(try cli.start("ssh", "a1", "--", "sleep", "120")) }
             try await waitUntil(seconds: 90, "nine sessions refused") { held.filter { !$0.process.isRunning }.count >= 9 }
             let refused = held.filter { !$0.process.isRunning }
