@@ -41,7 +41,7 @@ format: ## reformat the Swift sources in place
 
 test: deps keys lint ## check formatting, the API against its document, every test, on real local machines (needs root)
 	@$(SUDO) true
-	$(SUDO) $(TESTBED) start 11 --key $(KEY).pub --real m10 >/dev/null
+	$(SUDO) $(TESTBED) start 12 --key $(KEY).pub --real m10 >/dev/null
 	$(SUDO) $(TESTBED) postgres-start >/dev/null
 	swift build --build-tests
 	$(SUDO) scripts/api-check && scripts/run-tests; status=$$?; $(SUDO) $(TESTBED) stop; exit $$status

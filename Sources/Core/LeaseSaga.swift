@@ -252,6 +252,7 @@ public struct LeaseSaga: Sendable {
                 )
                 if built { logger.info("built image", metadata: ["image": "\(lease.image)", "machine": "\(machine.name)"]) }
             } catch {
+                await takeOutIfSilent(error, machine)
                 throw .from(error, machine: machine.name)
             }
             do {
@@ -260,8 +261,15 @@ public struct LeaseSaga: Sendable {
             } catch {
                 fleet.images.forget(lease.image, on: docker.endpoint)
                 fleet.networks.forget(on: docker.endpoint)
-                // The container may exist although run failed (timeout, broken connection).
-                _ = try? await docker.remove(lease.containerName(masterID: masterID))
+                // The container may exist although run failed (timeout, broken connection). An
+                // engine that does not answer removes it when it answers again (or the pass
+                // does); the lease does not wait for that.
+                let name = lease.containerName(masterID: masterID)
+                if await takeOutIfSilent(error, machine) {
+                    Task { _ = try? await docker.remove(name) }
+                    throw .from(error, machine: machine.name)
+                }
+                _ = try? await docker.remove(name)
                 guard remembered else { throw .from(error, machine: machine.name) }
                 logger.notice(
                     "docker run failed with an image this master remembered; asking the machine for it again",
@@ -276,6 +284,16 @@ public struct LeaseSaga: Sendable {
             throw .from(error)
         }
         return built
+    }
+
+    /// A machine whose engine stopped answering (its sshd still does) takes no lease from now
+    /// on, here or in any master, until a pass finds its engine answering again. True if so.
+    @discardableResult
+    private func takeOutIfSilent(_ error: any Error, _ machine: Machine) async -> Bool {
+        guard let error = error as? DockerError, case .engineNotAnswering = error else { return false }
+        logger.warning("machine taken out of placement: its engine does not answer", metadata: ["machine": "\(machine.name)", "error": "\(error)"])
+        try? await database.setMachineHealth(id: machine.id!, healthy: false, error: error.description, at: await database.clock())
+        return true
     }
 
     /// Marks the lease failed with the error's sentence and returns the error to throw.

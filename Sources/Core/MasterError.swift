@@ -71,6 +71,7 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
             case .buildFailed(_, let tail): return MasterError(.buildFailed, "the image failed to build:\n\(tail)")
             case .noSuchContainer: return MasterError(.notFound, "the container is gone", detail: error.description)
             case .engineUnavailable(let reason, _): return MasterError(.unreachable, "machine\(on): \(reason)", detail: error.description)
+            case .engineNotAnswering: return MasterError(.unreachable, "machine\(on): \(error.description)")
             case .commandFailed(let command, _, _):
                 return MasterError(.unreachable, "docker \(command) on machine\(on) failed", detail: error.description)
             case .unparsable: return MasterError(.unreachable, "docker on machine\(on) failed", detail: error.description)

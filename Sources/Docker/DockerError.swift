@@ -16,6 +16,9 @@ public enum DockerError: Error, Sendable, CustomStringConvertible {
     case unparsable(command: String, output: String)
     /// The login cannot use a Docker engine on the machine; `reason` says why and what to do.
     case engineUnavailable(reason: String, stderr: String)
+    /// The machine's sshd ran `docker command`, but the engine stopped answering: `docker version`
+    /// got no answer within the probe's deadline while the command waited.
+    case engineNotAnswering(command: String, waited: Duration)
 
     public var description: String {
         switch self {
@@ -30,6 +33,8 @@ public enum DockerError: Error, Sendable, CustomStringConvertible {
         case .engineUnavailable(let reason, let stderr):
             let firstLine = stderr.split(separator: "\n").first.map(String.init) ?? ""
             return firstLine.isEmpty ? reason : "\(reason) (\(firstLine))"
+        case .engineNotAnswering(let command, let waited):
+            return "the Docker engine does not answer (its sshd does): docker \(command) waited \(waited.components.seconds) s"
         }
     }
 }

@@ -15,6 +15,11 @@ public struct RemoteDocker: Sendable {
     public var buildTimeout: Duration
     /// How metrics name the machine (`resalloc_remote_command_seconds{machine=…}`).
     public var machineName: String
+    /// How long a watched command (`run`, `image inspect`) goes on before the engine is asked
+    /// whether it still answers, and how long that question may take: a frozen engine costs
+    /// `enginePatience + engineProbeDeadline`, a slow but answering one nothing.
+    public var enginePatience: Duration = .seconds(3)
+    public var engineProbeDeadline: Duration = .seconds(8)
 
     public init(endpoint: SSHEndpoint, pool: SSHConnectionPool, commandTimeout: Duration = .seconds(60), buildTimeout: Duration = .seconds(1800)) {
         self.endpoint = endpoint
@@ -62,7 +67,7 @@ public struct RemoteDocker: Sendable {
     /// Whether the image `reference` exists on the machine.
     public func imageExists(_ reference: String) async throws(DockerError) -> Bool {
         try DockerNames.validateImage(reference)
-        let result = try await run(["image", "inspect", "--format", "{{.Id}}", reference])
+        let result = try await runWatched(["image", "inspect", "--format", "{{.Id}}", reference])
         return result.succeeded
     }
 
@@ -96,7 +101,7 @@ public struct RemoteDocker: Sendable {
 
     /// Starts a detached container with `--init` and returns its id.
     public func run(_ spec: ContainerSpec) async throws(DockerError) -> String {
-        let result = try await run(try Self.runArguments(spec, options: ["--detach"]))
+        let result = try await runWatched(try Self.runArguments(spec, options: ["--detach"]))
         guard result.succeeded else { throw failure("run", result) }
         guard let id = result.stdoutText.split(separator: "\n").last.map(String.init), id.wholeMatch(of: /[0-9a-f]{64}/) != nil else {
             throw .unparsable(command: "run", output: result.stdoutText)
@@ -288,6 +293,45 @@ public struct RemoteDocker: Sendable {
             return try await pool.execute(on: endpoint, command, stdin: stdin, timeout: timeout ?? commandTimeout, onOutput: onOutput)
         } catch {
             throw .transport(error)
+        }
+    }
+
+    /// `run(argv)`, watched: once it has gone on for `enginePatience`, and again each
+    /// `enginePatience` after, `docker version` asks the engine whether it answers. One that gets
+    /// no answer within `engineProbeDeadline` abandons the command (its channel is closed) and
+    /// throws `.engineNotAnswering`. A loaded engine answers that cheap question, so only a stuck
+    /// one is given up on, in seconds instead of the command's whole deadline.
+    func runWatched(_ argv: [String], stdin: [UInt8]? = nil) async throws(DockerError) -> ExecResult {
+        let started = ContinuousClock.now
+        let outcome = await withTaskGroup(of: Result<ExecResult, DockerError>?.self) { group in
+            group.addTask {
+                do throws(DockerError) { return .success(try await self.run(argv, stdin: stdin)) } catch { return .failure(error) }
+            }
+            group.addTask {
+                while (try? await Task.sleep(for: enginePatience)) != nil {
+                    if let silent = await silence(command: argv.first ?? "", since: started) { return .failure(silent) }
+                }
+                return nil  // cancelled: the command ended first
+            }
+            var first: Result<ExecResult, DockerError>?
+            while first == nil, let next = await group.next() { first = next }
+            group.cancelAll()
+            return first!
+        }
+        return try outcome.get()
+    }
+
+    /// Nil when `docker version` answered within `engineProbeDeadline` (or failed otherwise: the
+    /// watched command reports that itself); else who did not answer: the engine, if sshd ran
+    /// the question, or sshd.
+    private func silence(command: String, since started: ContinuousClock.Instant) async -> DockerError? {
+        do {
+            _ = try await pool.execute(on: endpoint, "docker version --format '{{.Server.Version}}'", timeout: engineProbeDeadline)
+            return nil
+        } catch  where error.kind == .timeout {
+            return error.commandStarted ? .engineNotAnswering(command: command, waited: .now - started) : .transport(error)
+        } catch {
+            return nil
         }
     }
 

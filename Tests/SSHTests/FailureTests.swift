@@ -16,7 +16,6 @@ struct FailureTests {
         // The connection breaks behind our back: the next command reconnects, once, and succeeds.
         let logins = try await testbed.acceptedLogins("m3", key: "ed25519")
         try await testbed.control("drop-connections", "m3")
-        try await Task.sleep(for: .milliseconds(200))
         #expect(try await pool.execute(on: endpoint, "echo two").stdoutText == "two\n")
         let loginsAfter = try await testbed.acceptedLogins("m3", key: "ed25519", reaching: logins + 1)
         #expect(loginsAfter == logins + 1)

@@ -17,7 +17,7 @@ public final class Testbed: Sendable {
         public let directory: String
     }
 
-    public static let machineCount = 11
+    public static let machineCount = 12
     public let machines: [Machine]
     /// Authorized keys by type: "ed25519", "ecdsa", "rsa"; "stranger" is an Ed25519 key never
     /// authorized; "reuse-a" and "reuse-b" are authorized keys that only the connection-reuse tests

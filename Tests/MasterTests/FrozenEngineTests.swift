@@ -1,0 +1,69 @@
+import Foundation
+import Testbed
+import Testing
+
+@Suite("A machine whose Docker engine stops answering", .timeLimit(.minutes(4)))
+struct FrozenEngineTests {
+    /// m12: no other suite uses it, because its engine is frozen here.
+    static let frozen = "m12"
+
+    @Test(
+        "dockerd frozen (its sshd answers): six leases at once all run on the other machine within seconds; the machine is out of placement until a pass after the thaw"
+    )
+    func frozenEngine() async throws {
+        let testbed = try await Testbed.shared()
+        let directory = try makeTemporaryDirectory("resalloc-frozen")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let master = MasterProcess(databasePath: "\(directory)/resalloc.db", keyPath: testbed.keys["ed25519"]!)
+        defer { master.kill9() }
+        try await master.start()
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
+        try await cli.setUpAdmin(
+            resource: "box",
+            dockerfile: "FROM busybox\nRUN echo \(UUID().uuidString) > /id",
+            machine: testbed.machine(Self.frozen)
+        )
+        try await cli.ok("machine", "create", "m2", testbed.machine("m2").login, testbed.machine("m2").host)
+        // The image is on both machines (built ahead), so a lease is a `docker run` on either.
+        try await waitUntil(seconds: 120, "the image built on both machines") { try await cli.ok("resources", "list").contains(" 2/2 ") }
+
+        let dockerd = try String(contentsOfFile: "\(testbed.machine(Self.frozen).directory)/dockerd.pid", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let pid = try #require(Int32(dockerd))
+        kill(pid, SIGSTOP)
+        defer { kill(pid, SIGCONT) }
+
+        let started = ContinuousClock.now
+        async let creates = withThrowingTaskGroup(of: (String, CLI.Result, Duration).self) { group in
+            for index in 0..<6 {
+                group.addTask {
+                    let result = try await cli.run(["lease", "create", "box", "f\(index)", "-q"])
+                    return ("f\(index)", result, ContinuousClock.now - started)
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let results = try await creates
+        for (name, result, took) in results.sorted(by: { $0.0 < $1.0 }) {
+            #expect(result.status == 0, "\(name): \(result.stderr)")
+            print("\(name) answered after \(took)")
+            // The engine's silence costs its probe's seconds, not a command's minute-long deadline.
+            #expect(took < .seconds(40), "\(name) took \(took)")
+        }
+        let leases = try await cli.ok("lease", "list")
+        for index in 0..<6 {
+            let line = leases.split(separator: "\n").first { $0.hasPrefix("f\(index) ") } ?? ""
+            #expect(line.contains(" m2 ") && line.contains("running"), "\(leases)")
+        }
+        let machines = try await cli.ok("machine", "list")
+        #expect(machines.contains("the Docker engine does not answer (its sshd does)"), "\(machines)")
+
+        // Thawed, a pass finds the engine answering and puts the machine back.
+        kill(pid, SIGCONT)
+        let pass = try await CLI.master("cleanup", "--db", master.databasePath, "--key", testbed.keys["ed25519"]!)
+        #expect(pass.status == 0, "\(pass.stdout) \(pass.stderr)")
+        let back = try await cli.ok("machine", "list")
+        #expect(back.split(separator: "\n").contains { $0.hasPrefix(Self.frozen) && $0.contains(" ok") }, "\(back)")
+        for index in 0..<6 { try await cli.ok("lease", "delete", "f\(index)") }
+    }
+}
