@@ -321,15 +321,15 @@ public struct RemoteDocker: Sendable {
         return try outcome.get()
     }
 
-    /// Nil when `docker version` answered within `engineProbeDeadline` (or failed otherwise: the
-    /// watched command reports that itself); else who did not answer: the engine, if sshd ran
-    /// the question, or sshd.
+    /// `.engineNotAnswering` when sshd ran `docker version` and the engine gave no answer within
+    /// `engineProbeDeadline`; nil otherwise. A question that never started (every channel busy,
+    /// sshd slow) proves nothing: the watched command keeps its own deadline.
     private func silence(command: String, since started: ContinuousClock.Instant) async -> DockerError? {
         do {
             _ = try await pool.execute(on: endpoint, "docker version --format '{{.Server.Version}}'", timeout: engineProbeDeadline)
             return nil
         } catch  where error.kind == .timeout {
-            return error.commandStarted ? .engineNotAnswering(command: command, waited: .now - started) : .transport(error)
+            return error.commandStarted ? .engineNotAnswering(command: command, waited: .now - started) : nil
         } catch {
             return nil
         }
