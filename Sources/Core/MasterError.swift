@@ -72,8 +72,11 @@ public struct MasterError: Error, Sendable, CustomStringConvertible {
             case .noSuchContainer: return MasterError(.notFound, "the container is gone", detail: error.description)
             case .engineUnavailable(let reason, _): return MasterError(.unreachable, "machine\(on): \(reason)", detail: error.description)
             case .engineNotAnswering: return MasterError(.unreachable, "machine\(on): \(error.description)")
-            case .commandFailed(let command, _, _):
-                return MasterError(.unreachable, "docker \(command) on machine\(on) failed", detail: error.description)
+            case .commandFailed(let command, _, let stderr):
+                // The engine's own reason, in one line: what the user can act on or report.
+                let line = stderr.split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+                let reason = line.isEmpty ? "" : ": " + line.replacingOccurrences(of: "Error response from daemon: ", with: "").prefix(500)
+                return MasterError(.unreachable, "docker \(command) on machine\(on) failed\(reason)", detail: error.description)
             case .unparsable: return MasterError(.unreachable, "docker on machine\(on) failed", detail: error.description)
             }
         default:

@@ -127,14 +127,23 @@ public struct RemoteDocker: Sendable {
     }
 
     /// Removes a container, running or not. Returns false when it did not exist.
+    ///
+    /// An engine under load fails an `rm` now and then ("removal … is already in progress", a
+    /// busy mount) for a container that is gone a moment later: a failed `rm` is tried twice more,
+    /// 0.5 s and 1 s apart, and a container gone meanwhile is success.
     @discardableResult
     public func remove(_ container: String) async throws(DockerError) -> Bool {
         try DockerNames.validateContainer(container)
-        let result = try await run(["rm", "--force", container])
-        // `rm --force` of a missing container exits 0 on some engines and 1 on others; both say so.
-        if result.stderrText.contains("No such container") { return false }
-        if result.succeeded { return true }
-        throw failure("rm", result)
+        var pause: Duration = .milliseconds(500)
+        for attempt in 1...3 {
+            let result = try await run(["rm", "--force", container])
+            // `rm --force` of a missing container exits 0 on some engines and 1 on others; both say so.
+            if result.stderrText.contains("No such container") { return attempt > 1 }
+            if result.succeeded { return true }
+            guard attempt < 3, (try? await Task.sleep(for: pause)) != nil else { throw failure("rm", result) }
+            pause *= 2
+        }
+        return true
     }
 
     /// Removes many containers, running or not, with one `docker rm --force` (the docker CLI

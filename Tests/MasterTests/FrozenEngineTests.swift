@@ -2,9 +2,9 @@ import Foundation
 import Testbed
 import Testing
 
-@Suite("A machine whose Docker engine stops answering", .timeLimit(.minutes(4)))
+@Suite("A machine whose Docker engine stops answering or fails", .serialized, .timeLimit(.minutes(4)))
 struct FrozenEngineTests {
-    /// m12: no other suite uses it, because its engine is frozen here.
+    /// m12: no other suite uses it, because its engine is frozen and made to fail here.
     static let frozen = "m12"
 
     @Test(
@@ -65,5 +65,41 @@ struct FrozenEngineTests {
         let back = try await cli.ok("machine", "list")
         #expect(back.split(separator: "\n").contains { $0.hasPrefix(Self.frozen) && $0.contains(" ok") }, "\(back)")
         for index in 0..<6 { try await cli.ok("lease", "delete", "f\(index)") }
+    }
+
+    @Test("docker rm failing: tried three times, then the engine's reason in one line; the lease stays deleting until a pass finishes it")
+    func failingRemove() async throws {
+        let testbed = try await Testbed.shared()
+        let directory = try makeTemporaryDirectory("resalloc-rm-fails")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let master = MasterProcess(databasePath: "\(directory)/resalloc.db", keyPath: testbed.keys["ed25519"]!)
+        defer { master.kill9() }
+        try await master.start()
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
+        try await cli.setUpAdmin(resource: "box", dockerfile: "FROM busybox", machine: testbed.machine(Self.frozen))
+        try await cli.ok("lease", "create", "box", "stuck", "-q")
+        let container = "resalloc-\(try masterID(master.databasePath).prefix(8))-1"
+        // A file the engine cannot unlink (immutable, set from the host): a real rm failure.
+        try await testbed.docker(Self.frozen, ["exec", container, "touch", "/stuck"])
+        let upper = try await testbed.docker(Self.frozen, ["inspect", "--format", "{{.GraphDriver.Data.UpperDir}}", container])
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try await Testbed.run(["chattr", "+i", "\(upper)/stuck"])
+        defer { _ = try? Subprocess.runBlocking(["chattr", "-i", "\(upper)/stuck"], timeout: .seconds(10)) }
+
+        let refused = try await cli.run(["lease", "delete", "stuck"])
+        #expect(refused.status != 0)
+        let said = refused.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(said.contains("docker rm on machine \(Self.frozen) failed: ") && said.contains("operation not permitted"), "\(said)")
+        #expect(!said.contains("\n"), "one line: \(said)")
+        let rms = try await scrape(master.port).samples.value("resalloc_remote_command_seconds_count", ["machine": Self.frozen, "command": "rm"])
+        #expect(rms == 3)
+        #expect(try await cli.ok("lease", "list").contains("deleting"))
+
+        // The engine can remove it again: the next pass finishes the deletion.
+        try await Testbed.run(["chattr", "-i", "\(upper)/stuck"])
+        let pass = try await CLI.master("cleanup", "--db", master.databasePath, "--key", testbed.keys["ed25519"]!)
+        #expect(pass.status == 0, "\(pass.stdout) \(pass.stderr)")
+        #expect(try await cli.ok("lease", "list").contains("stuck") == false)
+        #expect(try await leaseContainers(testbed, Self.frozen).isEmpty)
     }
 }
