@@ -203,6 +203,7 @@ public struct Reconciler: Sendable {
                 _ = await race(machineDeadline) { try await docker.pruneNetworks(labelled: ["resalloc.master": masterID]) }
             }
             if !dryRun { _ = await race(machineDeadline) { try await docker.pruneHandoffDirectories() } }
+            if !dryRun { summary.actions += await removeStaleImages(machine, docker) }
             // Back up: the images it lacks are built now, not at the next lease's asking.
             if !dryRun, !machine.healthy, summary.machinesOK.contains(machine.name), let resources = try? await master.database.resources() {
                 var up = machine
@@ -211,6 +212,28 @@ public struct Reconciler: Sendable {
             }
             return summary
         }
+    }
+
+    /// Removes this installation's images on `machine` that nothing uses any more: tags of
+    /// resources edited or deleted since, that no lease, warm container or unfinished job names.
+    /// The database is read after the listing, so a tag made current meanwhile is either not
+    /// listed or known to be in use; an image a container still runs stays (no force).
+    private func removeStaleImages(_ machine: Machine, _ docker: RemoteDocker) async -> [String] {
+        guard case .success(let tags)? = await race(machineDeadline, { try await docker.images(labelled: "resalloc.master", master.masterID) }),
+            !tags.isEmpty,
+            let resources = try? await master.database.resources(),
+            let leases = try? await master.database.leaseListings(ownerID: nil, name: nil, machineID: nil),
+            let slots = try? await master.database.poolSlots(machineID: nil),
+            let jobs = try? await master.database.jobListings(ownerID: nil, id: nil, activeOnly: true)
+        else { return [] }
+        var used = Set(resources.map(ResourceCatalog.imageTag(for:)))
+        used.formUnion(leases.map(\.lease.image))
+        used.formUnion(slots.map(\.image))
+        used.formUnion(jobs.map(\.job.image))
+        let stale = tags.filter { !used.contains($0) }
+        guard !stale.isEmpty, case .success(let gone)? = await race(machineDeadline, { try await docker.removeImages(stale) }) else { return [] }
+        for tag in gone { master.fleet.images.forget(tag, on: docker.endpoint) }
+        return gone.sorted().map { "remove image \($0) on \(machine.name) (no resource, lease, warm container or job uses it)" }
     }
 
     /// Marks each expired lease `deleting`, if it is still expired: one its owner extended since

@@ -193,6 +193,28 @@ public struct RemoteDocker: Sendable {
         }
     }
 
+    /// Tags (`repository:tag`) of the images on the machine labelled `key=value`.
+    public func images(labelled key: String, _ value: String) async throws(DockerError) -> [String] {
+        try DockerNames.validateLabel(key: key, value: value)
+        let result = try await run(["images", "--filter", "label=\(key)=\(value)", "--format", "{{.Repository}}:{{.Tag}}"])
+        guard result.succeeded else { throw failure("images", result) }
+        return result.stdoutText.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.hasSuffix(":<none>") }
+    }
+
+    /// Removes images by tag, without force: one that a container still uses stays. Returns the
+    /// tags that are gone.
+    public func removeImages(_ tags: [String]) async throws(DockerError) -> Set<String> {
+        guard !tags.isEmpty else { return [] }
+        for tag in tags { try DockerNames.validateImage(tag) }
+        let result = try await run(["image", "rm"] + tags)
+        let asked = Set(tags)
+        return Set(
+            result.stdoutText.split(whereSeparator: \.isNewline).compactMap { line in
+                line.hasPrefix("Untagged: ") ? String(line.dropFirst("Untagged: ".count)) : nil
+            }
+        ).intersection(asked)
+    }
+
     /// Details of containers by name or id; unknown ones are left out.
     public func inspect(_ containers: [String]) async throws(DockerError) -> [ContainerDetails] {
         guard !containers.isEmpty else { return [] }

@@ -82,4 +82,41 @@ struct BuildOnceTests {
         #expect(try await cli.ok("ssh", "quick", "--", "cat", "/second") == "\(marker)\n")
         await testbed.removeContainers(ofMaster: id)
     }
+
+    @Test("An edited resource's old image leaves the machine at the pass after its last lease is gone; the new one stays")
+    func oldTagsRemoved() async throws {
+        let testbed = try await Testbed.shared()
+        let directory = try makeTemporaryDirectory("resalloc-old-tags")
+        let master = MasterProcess(databasePath: "\(directory)/resalloc.db", keyPath: testbed.keys["ed25519"]!)
+        defer { master.kill9() }
+        try await master.start()
+        let id = try masterID("\(directory)/resalloc.db")
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
+        let marker = UUID().uuidString
+        try await cli.setUpAdmin(resource: "edited", dockerfile: "FROM busybox\nRUN echo \(marker) > /v1", machine: testbed.machine("m11"))
+        try await cli.ok("lease", "create", "edited", "old", "-q")
+        let images = {
+            try await testbed.docker("m11", ["images", "--filter", "label=resalloc.master=\(id)", "--format", "{{.Repository}}:{{.Tag}}"])
+                .split(separator: "\n").map(String.init).sorted()
+        }
+        let first = try await images()
+        #expect(first.count == 1, "\(first)")
+        try await cli.ok("resources", "edit", "edited", "-f", "-", stdin: "FROM busybox\nRUN echo \(marker) > /v2")
+        try await waitUntil(seconds: 60, "the edited resource's image built ahead") { try await images().count == 2 }
+        let cleanup = { try await CLI.master("cleanup", "--db", "\(directory)/resalloc.db", "--key", testbed.keys["ed25519"]!, "--verbose") }
+
+        // The lease still runs on the old image: the pass keeps it.
+        #expect(try await cleanup().status == 0)
+        #expect(try await images().count == 2)
+        // Its last lease gone, the next pass removes it, and only it.
+        try await cli.ok("lease", "delete", "old")
+        let pass = try await cleanup()
+        #expect(pass.status == 0)
+        #expect(pass.stdout.contains("remove image \(first[0]) on m11"), "\(pass.stdout)")
+        let left = try await images()
+        #expect(left.count == 1 && left != first, "\(left)")
+        try await cli.ok("lease", "create", "edited", "new", "-q")
+        #expect(try await cli.ok("ssh", "new", "--", "cat", "/v2") == "\(marker)\n")
+        await testbed.removeContainers(ofMaster: id)
+    }
 }
