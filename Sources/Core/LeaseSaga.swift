@@ -100,12 +100,17 @@ public struct LeaseSaga: Sendable {
         } catch { throw .from(error) }
 
         if !atLimit, resource.poolSize > 0, let machine = await warmPool.take(&lease, resource: resource) {
-            lease.state = .running
-            lease.message = nil
-            do { try await database.updateLease(lease) } catch {
+            let finished: Bool
+            do { finished = try await database.finishCreation(id: lease.id!, running: true, containerID: lease.containerId, message: nil) } catch {
                 _ = try? await fleet.docker(on: machine).remove(lease.containerName(masterID: masterID))
                 throw await fail(&lease, .from(error))
             }
+            guard finished else {
+                _ = try? await fleet.docker(on: machine).remove(lease.containerName(masterID: masterID))
+                throw Self.deletedWhileCreated(lease)
+            }
+            lease.state = .running
+            lease.message = nil
             logger.info("lease handed out from the pool", metadata: ["lease": "\(lease.name)", "machine": "\(machine.name)"])
             MasterMetrics.leaseCreated(served: .pool, since: started)
             return LeaseListing(lease: lease, owner: owner.name, resource: resource.name, machine: machine.name)
@@ -166,7 +171,7 @@ public struct LeaseSaga: Sendable {
                 unreachable.append("\(machine.name): \(error.message)")
                 tried.insert(machine.id!)
                 lease.machineId = nil
-                do { try await database.updateLease(lease) } catch { throw await fail(&lease, .from(error)) }
+                do { try await database.updateLease(lease) } catch { throw await fail(&lease, Self.deletedWhileCreated(lease, error)) }
             } catch {
                 throw await fail(&lease, error)
             }
@@ -179,7 +184,7 @@ public struct LeaseSaga: Sendable {
         guard let jobs else { throw await fail(&lease, MasterError(.noCapacity, "this master has no queue")) }
         if lease.queuedUntil == nil {
             lease.queuedUntil = deadline
-            do { try await database.updateLease(lease) } catch { throw await fail(&lease, .from(error)) }
+            do { try await database.updateLease(lease) } catch { throw await fail(&lease, Self.deletedWhileCreated(lease, error)) }
         }
         jobs.kick()
         var told = 0
@@ -277,12 +282,18 @@ public struct LeaseSaga: Sendable {
                 )
             }
         }
-        lease.state = .running
-        lease.message = nil
-        do { try await database.updateLease(lease) } catch {
+        let finished: Bool
+        do { finished = try await database.finishCreation(id: lease.id!, running: true, containerID: lease.containerId, message: nil) } catch {
             _ = try? await docker.remove(lease.containerName(masterID: masterID))
             throw .from(error)
         }
+        // Deleted while it was being created: its container goes too, and the creator is told.
+        guard finished else {
+            _ = try? await docker.remove(lease.containerName(masterID: masterID))
+            throw Self.deletedWhileCreated(lease)
+        }
+        lease.state = .running
+        lease.message = nil
         return built
     }
 
@@ -296,11 +307,19 @@ public struct LeaseSaga: Sendable {
         return true
     }
 
+    /// What the creator of a lease deleted meanwhile is told (`error`: the store's, when its row
+    /// was found gone; any other store error is said as it is).
+    static func deletedWhileCreated(_ lease: Lease, _ error: (any Error)? = nil) -> MasterError {
+        if let error, (error as? StoreError).map({ if case .notFound = $0 { false } else { true } }) ?? true { return .from(error) }
+        return MasterError(.conflict, "lease \(lease.name) was deleted while it was being created; nothing of it is left")
+    }
+
     /// Marks the lease failed with the error's sentence and returns the error to throw.
     private func fail(_ lease: inout Lease, _ error: MasterError) async -> MasterError {
         lease.state = .failed
         lease.message = error.message
-        do { try await database.updateLease(lease) } catch {
+        // Only a lease still being created: one deleted meanwhile stays deleted.
+        do { _ = try await database.finishCreation(id: lease.id!, running: false, containerID: lease.containerId, message: error.message) } catch {
             logger.error("could not mark a lease failed", metadata: ["lease": "\(lease.id ?? 0)", "error": "\(error)"])
         }
         logger.notice("lease failed", metadata: ["lease": "\(lease.name)", "error": "\(error)"])

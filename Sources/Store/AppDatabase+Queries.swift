@@ -233,8 +233,21 @@ extension AppDatabase {
         }
     }
 
+    /// Writes the whole row; `StoreError.notFound` if it was deleted meanwhile.
     public func updateLease(_ lease: Lease) async throws {
-        try await write { db in try lease.update(db) }
+        do { try await write { db in try lease.update(db) } } catch RecordError.recordNotFound {
+            throw StoreError.notFound("lease \(lease.name) is gone")
+        }
+    }
+
+    public func finishCreation(id: Int64, running: Bool, containerID: String?, message: String?) async throws -> Bool {
+        try await write { db in
+            try db.execute(
+                sql: "UPDATE lease SET state = ?, containerId = ?, message = ? WHERE id = ? AND state = 'creating'",
+                arguments: [running ? "running" : "failed", containerID, message, id]
+            )
+            return db.changesCount > 0
+        }
     }
 
     public func extendLease(id: Int64, to expiresAt: Date) async throws -> Bool {

@@ -314,20 +314,32 @@ extension PostgresStore {
         }
     }
 
+    /// Writes the whole row; `StoreError.notFound` if it was deleted meanwhile.
     public func updateLease(_ lease: Lease) async throws {
-        try await update(lease, on: nil)
+        guard try await changes(Self.updateQuery(lease, returning: true)) > 0 else { throw StoreError.notFound("lease \(lease.name) is gone") }
     }
 
     func update(_ lease: Lease, on connection: PostgresConnection?) async throws {
-        let query: PostgresQuery = """
-            UPDATE lease SET name = \(lease.name), "ownerId" = \(lease.ownerId), "resourceId" = \(lease.resourceId), "machineId" = \(lease.machineId),
-                image = \(lease.image), "containerId" = \(lease.containerId), state = \(lease.state.rawValue), message = \(lease.message),
-                "createdAt" = \(lease.createdAt), "expiresAt" = \(lease.expiresAt), "incarnationId" = \(lease.incarnationId),
-                "memoryBytes" = \(lease.memoryBytes), "milliCPUs" = \(lease.milliCPUs), "idleSeconds" = \(lease.idleSeconds),
-                "activeAt" = \(lease.activeAt), "queuedUntil" = \(lease.queuedUntil)
-            WHERE id = \(lease.id)
-            """
+        let query = Self.updateQuery(lease)
         if let connection { try await connection.query(query, logger: logger) } else { try await self.query(query, logger: logger) }
+    }
+
+    static func updateQuery(_ lease: Lease, returning: Bool = false) -> PostgresQuery {
+        """
+        UPDATE lease SET name = \(lease.name), "ownerId" = \(lease.ownerId), "resourceId" = \(lease.resourceId), "machineId" = \(lease.machineId),
+            image = \(lease.image), "containerId" = \(lease.containerId), state = \(lease.state.rawValue), message = \(lease.message),
+            "createdAt" = \(lease.createdAt), "expiresAt" = \(lease.expiresAt), "incarnationId" = \(lease.incarnationId),
+            "memoryBytes" = \(lease.memoryBytes), "milliCPUs" = \(lease.milliCPUs), "idleSeconds" = \(lease.idleSeconds),
+            "activeAt" = \(lease.activeAt), "queuedUntil" = \(lease.queuedUntil)
+        WHERE id = \(lease.id)\(unescaped: returning ? " RETURNING id" : "")
+        """
+    }
+
+    public func finishCreation(id: Int64, running: Bool, containerID: String?, message: String?) async throws -> Bool {
+        let state = running ? "running" : "failed"
+        return try await changes(
+            #"UPDATE lease SET state = \#(state), "containerId" = \#(containerID), message = \#(message) WHERE id = \#(id) AND state = 'creating' RETURNING id"#
+        ) > 0
     }
 
     public func extendLease(id: Int64, to expiresAt: Date) async throws -> Bool {

@@ -45,6 +45,10 @@ public protocol Store: Sendable {
     /// Sets a `running` lease's expiry; false, changing nothing, when it is not running (being
     /// deleted, failed, gone): an extension never puts a lease back from `deleting`.
     func extendLease(id: Int64, to expiresAt: Date) async throws -> Bool
+    /// Ends a lease's creation, `running` on `containerID` or `failed` with `message`, only if it
+    /// is still `creating`: a lease deleted meanwhile (or claimed by a pass) is left as it is.
+    /// True if written; both engines answer a missing row with false.
+    func finishCreation(id: Int64, running: Bool, containerID: String?, message: String?) async throws -> Bool
     /// Marks a lease `deleting` by `incarnationID` if it is still expired at `now` (not extended
     /// meanwhile) and not being deleted already; false, changing nothing, otherwise.
     func claimExpiredLease(id: Int64, at now: Date, incarnationID: String?) async throws -> Bool

@@ -103,3 +103,33 @@ struct FrozenEngineTests {
         #expect(try await leaseContainers(testbed, Self.frozen).isEmpty)
     }
 }
+
+@Suite("A lease deleted while it is being created", .timeLimit(.minutes(3)))
+struct DeletedWhileCreatedTests {
+    @Test("Deleted mid-build: the creator is told so, and neither the lease nor its container is left")
+    func deletedMidBuild() async throws {
+        let testbed = try await Testbed.shared()
+        let directory = try makeTemporaryDirectory("resalloc-deleted-mid-build")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let master = MasterProcess(databasePath: "\(directory)/resalloc.db", keyPath: testbed.keys["ed25519"]!)
+        defer { master.kill9() }
+        try await master.start()
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
+        // A build of 15 s, on an image new to the machine: the lease is deleted while it runs
+        // (a build cannot see a file the test would make, and has no network to be told by).
+        try await cli.setUpAdmin(
+            resource: "slow",
+            dockerfile: "FROM busybox\nRUN sleep 15 && echo \(UUID().uuidString) > /id",
+            machine: testbed.machine("m2")
+        )
+        let (create, _, errors) = try cli.start("lease", "create", "slow", "doomed")
+        defer { create.kill9() }
+        try await waitUntil(seconds: 60, "the lease being created") { try await cli.ok("lease", "list").contains("creating") }
+        try await cli.ok("lease", "delete", "doomed")
+        #expect(try await create.wait(timeout: .seconds(120)) != 0)
+        let said = (try? String(contentsOfFile: errors, encoding: .utf8)) ?? ""
+        #expect(said.contains("lease doomed was deleted while it was being created"), "\(said)")
+        #expect(try await cli.ok("lease", "list").contains("doomed") == false)
+        #expect(try await leaseContainers(testbed, "m2", master: try masterID(master.databasePath)).isEmpty)
+    }
+}

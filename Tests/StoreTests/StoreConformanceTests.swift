@@ -454,6 +454,38 @@ struct StoreConformanceTests {
     }
 
     @Test(
+        "A lease deleted while being created: its creation is not finished over the deletion, racing or not; a missing row answers alike on both engines",
+        arguments: Engine.allCases
+    )
+    func deleteAgainstCreation(_ engine: Engine) async throws {
+        try await withStore(engine) { store in
+            let owner = try await store.createUser(name: "ann", passwordHash: "h")
+            let resource = try await store.createResource(name: "box", dockerfile: Data("FROM busybox".utf8))
+            let finished = try await store.createLease(Self.lease("finished", owner: owner.id!, resource: resource.id!))
+            #expect(try await store.finishCreation(id: finished.id!, running: true, containerID: "c1", message: nil))
+            #expect(try await store.lease(id: finished.id!)?.state == .running)
+            #expect(try await store.finishCreation(id: finished.id!, running: false, containerID: nil, message: "late") == false, "finished once")
+            let deleted = try await store.createLease(Self.lease("deleted", owner: owner.id!, resource: resource.id!))
+            try await store.deleteLease(id: deleted.id!)
+            #expect(try await store.finishCreation(id: deleted.id!, running: true, containerID: "c2", message: nil) == false)
+            #expect(try await store.lease(id: deleted.id!) == nil, "not brought back")
+            // A whole-row write of a row deleted meanwhile: the same answer from both engines.
+            await #expect(throws: StoreError.notFound("lease deleted is gone")) { try await store.updateLease(deleted) }
+
+            // At once, twenty times: either the lease is gone and its creation was not written, or
+            // it was written first and the deletion removed it after; never a row left behind.
+            for round in 0..<20 {
+                let lease = try await store.createLease(Self.lease("race\(round)", owner: owner.id!, resource: resource.id!))
+                let finishing = Task { try await store.finishCreation(id: lease.id!, running: true, containerID: "c\(round)", message: nil) }
+                let deleting = Task { try await store.deleteLease(id: lease.id!) }
+                _ = try await finishing.value
+                try await deleting.value
+                #expect(try await store.lease(id: lease.id!) == nil, "round \(round)")
+            }
+        }
+    }
+
+    @Test(
         "Jobs: placed once within a machine's room, conditional state changes, logs appended in order, taken over once; users' limits and use",
         arguments: Engine.allCases
     )
