@@ -86,6 +86,26 @@ public struct Master: Sendable {
             limits: limits,
             jobs: jobs
         )
+        let (database, incarnationID) = (database, incarnationID)
+        fleet.builds.shareAcrossProcesses { tag, endpoint in
+            await Self.holdBuild("\(endpoint.host):\(endpoint.port) \(tag)", database: database, incarnationID: incarnationID)
+        }
+    }
+
+    /// Waits until no other live master builds `key` (a machine and a tag), then holds it: one
+    /// build of an image per machine among all the masters on one database. Returns the release.
+    /// A database that does not answer does not hold builds up: the build goes ahead.
+    static func holdBuild(_ key: String, database: any Store, incarnationID: String) async -> @Sendable () async -> Void {
+        while !Task.isCancelled {
+            let rows = (try? await database.incarnations()) ?? []
+            let known = Incarnations(rows: rows, current: incarnationID, now: await database.clock())
+            let gone = rows.map(\.id).filter { known.isGone($0) == true }
+            guard let claimed = try? await database.claimBuild(key: key, incarnationID: incarnationID, at: await database.clock(), replacing: gone),
+                !claimed
+            else { break }
+            try? await Task.sleep(for: .seconds(1))
+        }
+        return { try? await database.releaseBuild(key: key, incarnationID: incarnationID) }
     }
 
     /// The lease `name` as `caller` may see it: their own; an admin may name another owner.

@@ -65,7 +65,29 @@ public final class ImageBuilds: Sendable {
     }
     private let flights = Mutex([Key: Flight]())
 
+    /// Waits until no other process builds `tag` on `endpoint`, then holds that build for this
+    /// one; returns what lets go of it. Set by the master when several share a database.
+    public typealias Gate = @Sendable (_ tag: String, _ endpoint: SSHEndpoint) async -> @Sendable () async -> Void
+    private let gate = Mutex<Gate?>(nil)
+
     public init() {}
+
+    public func shareAcrossProcesses(_ gate: @escaping Gate) { self.gate.withLock { $0 = gate } }
+
+    /// `body` while this process holds the build of `tag` on `endpoint` among all that share
+    /// the gate (at once without one).
+    func holding<T>(_ tag: String, on endpoint: SSHEndpoint, _ body: () async throws(DockerError) -> T) async throws(DockerError) -> T {
+        guard let gate = gate.withLock({ $0 }) else { return try await body() }
+        let release = await gate(tag, endpoint)
+        do {
+            let result = try await body()
+            await release()
+            return result
+        } catch {
+            await release()
+            throw error
+        }
+    }
 
     /// Runs `build` for `tag` on `endpoint` unless one runs already, and then waits for that one
     /// (its output so far first, then the rest as it comes). Returns whether this call built.
@@ -143,7 +165,11 @@ extension RemoteDocker {
         }
         if let builds {
             let led = try await builds.once(tag, on: endpoint, onLine: onLine) { lines throws(DockerError) in
-                try await build(tag: tag, dockerfile: dockerfile, labels: labels, onLine: lines)
+                // Another master may build it on this machine: one at a time, and none again.
+                try await builds.holding(tag, on: endpoint) { () throws(DockerError) in
+                    if try await imageExists(tag) { return }
+                    try await build(tag: tag, dockerfile: dockerfile, labels: labels, onLine: lines)
+                }
             }
             // Waited for another's build: the machine says whether it made the image.
             if !led, try await !imageExists(tag) {

@@ -357,6 +357,23 @@ extension AppDatabase {
     @discardableResult
     public func now() async throws -> Date { ProcessClock.now }
 
+    public func claimBuild(key: String, incarnationID: String, at now: Date, replacing gone: [String]) async throws -> Bool {
+        try await write { db in
+            let holders = gone + [incarnationID]
+            let marks = Array(repeating: "?", count: holders.count).joined(separator: ", ")
+            try db.execute(sql: "DELETE FROM buildLock WHERE key = ? AND incarnationId IN (\(marks))", arguments: StatementArguments([key] + holders))
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO buildLock (key, incarnationId, startedAt) VALUES (?, ?, ?)",
+                arguments: [key, incarnationID, now]
+            )
+            return db.changesCount > 0
+        }
+    }
+
+    public func releaseBuild(key: String, incarnationID: String) async throws {
+        try await write { db in try db.execute(sql: "DELETE FROM buildLock WHERE key = ? AND incarnationId = ?", arguments: [key, incarnationID]) }
+    }
+
     public func heartbeat(incarnationID: String, at now: Date = Date()) async throws -> Bool {
         try await write { db in
             try db.execute(sql: "UPDATE incarnation SET heartbeatAt = ? WHERE id = ?", arguments: [now, incarnationID])

@@ -294,6 +294,18 @@ public enum Schema {
                 }
             }
         ),
+        Migration(
+            version: 11,
+            name: "one build per machine and image across masters",
+            up: { db in
+                try db.create(table: "buildLock") { t in
+                    t.column("key", .text).primaryKey()
+                    t.column("incarnationId", .text).notNull()
+                    t.column("startedAt", .datetime).notNull()
+                }
+            },
+            down: { db in try db.drop(table: "buildLock") }
+        ),
     ]
 
     public static var latestVersion: Int { migrations.last?.version ?? 0 }

@@ -245,5 +245,10 @@ enum PostgresSchema {
                 #"ALTER TABLE "user" DROP COLUMN "milliCPULimit", DROP COLUMN "memoryLimit", DROP COLUMN "jobLimit", DROP COLUMN "leaseLimit""#,
             ]
         ),
+        Version(
+            version: 11,
+            up: [#"CREATE TABLE "buildLock" (key TEXT PRIMARY KEY, "incarnationId" TEXT NOT NULL, "startedAt" TIMESTAMPTZ NOT NULL)"#],
+            down: [#"DROP TABLE "buildLock""#]
+        ),
     ]
 }

@@ -468,6 +468,18 @@ extension PostgresStore {
         )
     }
 
+    public func claimBuild(key: String, incarnationID: String, at now: Date, replacing gone: [String]) async throws -> Bool {
+        let holders = gone + [incarnationID]
+        try await self.query(#"DELETE FROM "buildLock" WHERE key = \#(key) AND "incarnationId" = ANY(\#(holders))"#, logger: logger)
+        return try await changes(
+            #"INSERT INTO "buildLock" (key, "incarnationId", "startedAt") VALUES (\#(key), \#(incarnationID), \#(now)) ON CONFLICT (key) DO NOTHING RETURNING key"#
+        ) > 0
+    }
+
+    public func releaseBuild(key: String, incarnationID: String) async throws {
+        try await self.query(#"DELETE FROM "buildLock" WHERE key = \#(key) AND "incarnationId" = \#(incarnationID)"#, logger: logger)
+    }
+
     public func now() async throws -> Date {
         guard let now = try await all("SELECT statement_timestamp() AS now", { try $0.get("now", Date.self) }).first else {
             throw StoreError.unavailable("PostgreSQL did not say its time")

@@ -107,6 +107,13 @@ public protocol Store: Sendable {
     /// processes share, this process's clock.
     func now() async throws -> Date
 
+    // Builds shared by the masters
+    /// Takes the build named `key` (a machine and an image tag) for `incarnationID` unless
+    /// another incarnation holds it; a hold of one in `gone` (or of `incarnationID` itself,
+    /// left by a release that failed) is taken over. True if taken.
+    func claimBuild(key: String, incarnationID: String, at now: Date, replacing gone: [String]) async throws -> Bool
+    func releaseBuild(key: String, incarnationID: String) async throws
+
     // Incarnations
     func registerIncarnation(_ incarnation: Incarnation) async throws
     func heartbeat(incarnationID: String, at now: Date) async throws -> Bool

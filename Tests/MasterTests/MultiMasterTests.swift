@@ -232,6 +232,43 @@ struct MultiMasterTests {
         try await masters.clean()
     }
 
+    @Test("Leases asked through both masters at once of an image neither machine has: one build per machine among the two masters")
+    func sharedBuilds() async throws {
+        let masters = try await TwoMasters.start()
+        defer { masters.stop() }
+        // Made through a: a builds it ahead on both machines; b's leases wait for those builds.
+        let slow = "FROM busybox\nRUN sleep 3 && echo \(UUID().uuidString) > /id"
+        #expect(try await TwoMasters.call(masters.a.port, .POST, "/resource", masters.token, ["Name": "shared", "File": slow]).status == 201)
+        let (a, b, token) = (masters.a.port, masters.b.port, masters.token)
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<8 {
+                group.addTask {
+                    let reply = try await TwoMasters.call(
+                        index % 2 == 0 ? a : b,
+                        .POST,
+                        "/lease",
+                        token,
+                        ["ResourceName": "shared", "LeaseName": "s\(index)"]
+                    )
+                    return Int(reply.status)
+                }
+            }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(statuses == Array(repeating: 201, count: 8), "\(statuses)")
+        var builds = 0.0
+        for port in [a, b] {
+            let samples = try await scrape(port).samples
+            builds += ["m1", "m2"].map { samples.value("resalloc_remote_command_seconds_count", ["machine": $0, "command": "build"]) ?? 0 }.reduce(
+                0,
+                +
+            )
+        }
+        #expect(builds == 2, "\(builds) builds of one image on two machines")
+        try await masters.checkInvariants()
+        try await masters.clean()
+    }
+
     @Test("A master whose clock is 30 s ahead judges the other's heartbeats by the database's clock: it fails none of its work")
     func skewedClock() async throws {
         // a's process clock runs 30 s ahead (a test-only override); its heartbeats are three
