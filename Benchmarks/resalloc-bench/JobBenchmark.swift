@@ -10,64 +10,18 @@ import Testbed
 // untimed.
 
 func jobBenchmark(testbed: Testbed, runs: Int) async throws {
-    let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    let masterBinary = directory.appendingPathComponent("resalloc-master").path
-    let cliBinary = directory.appendingPathComponent("resalloc").path
-    guard FileManager.default.isExecutableFile(atPath: masterBinary), FileManager.default.isExecutableFile(atPath: cliBinary) else {
-        print("\njob benchmark skipped: no resalloc-master and resalloc beside this benchmark (make bench builds them)")
-        return
-    }
-    let work = try makeTemporaryDirectory("resalloc-bench-jobs")
-    defer { try? FileManager.default.removeItem(atPath: work) }
-    let port = freeLoopbackPort()
-    let master = try Subprocess.start(
-        [
-            masterBinary, "serve", "--port", String(port), "--db", "\(work)/bench.db", "--key", testbed.keys["ed25519"]!, "--log-level", "error",
-            "--reconcile-every", "0", "--ssh-port", "0", "--tenant-networks", "off",
-        ],
-        stdout: .null,
-        stderr: .null
-    )
-    defer { master.kill9() }
-    let server = "http://127.0.0.1:\(port)"
-    var client = ResallocClient(server: server, token: nil)
-    for _ in 0..<200 {
-        if (try? await client.register("bench", password: "bench-password")) != nil { break }
-        try await Task.sleep(for: .milliseconds(50))
-    }
-    client.token = try await client.login("bench", password: "bench-password").token
-    let machine = testbed.machine("m1")
-    _ = try await client.createMachine("m1", login: machine.login, address: machine.host, capacity: 100)
-    _ = try await client.createResource("bb", dockerfile: "FROM busybox\n")
-    _ = try await client.createResource("warm", dockerfile: "FROM busybox\n", pool: 2)
-
-    let environment = ["HOME": work, "RESALLOC_URL": server, "PATH": "/usr/bin:/bin"]
-    let login = try await Subprocess.run(
-        [cliBinary, "login", "bench", "--password-stdin"],
-        environment: environment,
-        input: Data("bench-password\n".utf8),
-        timeout: .seconds(30)
-    )
-    guard login.status == 0 else { throw TestbedError("resalloc login: \(login.errors)") }
-    func run(_ resource: String) async throws {
-        let outcome = try await Subprocess.run([cliBinary, "run", resource, "--", "true"], environment: environment, timeout: .seconds(60))
-        guard outcome.status == 0 else { throw TestbedError("resalloc run \(resource): \(outcome.status) \(outcome.errors)") }
-    }
-
-    // OpenSSH's multiplexing: one master connection to the machine, each command a new channel on it.
-    let control = "\(work)/ssh-control"
-    let ssh = [
-        "ssh", "-q", "-i", testbed.keys["ed25519"]!, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-        "-o", "ControlPath=\(control)", "-p", String(machine.port),
-    ]
-    try await Testbed.run(ssh + ["-o", "ControlMaster=yes", "-o", "ControlPersist=yes", "-fN", "\(machine.login)@\(machine.host)"])
-    defer { _ = try? Testbed.run(ssh + ["-O", "exit", "\(machine.login)@\(machine.host)"]) as String }
-    func raw() async throws { try await Testbed.run(ssh + ["\(machine.login)@\(machine.host)", "docker run --rm busybox true"]) }
+    guard let deployed = try await DeployedMaster.start(testbed, benchmark: "jobs") else { return }
+    defer { deployed.stop() }
+    _ = try await deployed.client.createResource("bb", dockerfile: "FROM busybox\n")
+    _ = try await deployed.client.createResource("warm", dockerfile: "FROM busybox\n", pool: 2)
+    let client = deployed.client
+    func run(_ resource: String) async throws { try await deployed.cli(["run", resource, "--", "true"]) }
+    func raw() async throws { try await deployed.onMachine("docker run --rm busybox true") }
     // The same, with what every resalloc container gets (limits, dropped privileges, --init).
     let limited =
         "docker run --rm --init --security-opt no-new-privileges --cap-drop NET_RAW --memory 1073741824b --memory-swap 1073741824b "
         + "--pids-limit 1024 busybox true"
-    func rawLimited() async throws { try await Testbed.run(ssh + ["\(machine.login)@\(machine.host)", limited]) }
+    func rawLimited() async throws { try await deployed.onMachine(limited) }
 
     func poolReady() async throws -> Bool { try await client.resources().first { $0.name == "warm" }?.poolReady == 2 }
     for _ in 0..<2 {  // builds the image, fills the pool, warms every path

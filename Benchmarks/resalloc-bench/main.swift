@@ -5,7 +5,7 @@ import NIOPosix
 import SSH
 import Testbed
 
-// resalloc's benchmarks (make bench [BENCH=transport|master|shell|cleanup|reach|pool|store|jobs]) on real local test
+// resalloc's benchmarks (make bench [BENCH=transport|master|shell|cleanup|reach|pool|store|jobs|first]) on real local test
 // machines: the SSH transport against one ssh process per call and the machine's own engine;
 // the master's HTTP path; resalloc ssh through the bridge against ssh -t; cleanup at scale.
 // Prints medians and ratios against the targets; it asserts nothing, it reports.
@@ -28,6 +28,7 @@ if only == "all" || only == "pool" { try await poolBenchmark(testbed: testbed, r
 if only == "restart" { try await restartBenchmark(testbed: testbed) }
 if only == "all" || only == "store" { try await storeBenchmark(testbed: testbed, runs: min(runs, 20)) }
 if only == "all" || only == "jobs" { try await jobBenchmark(testbed: testbed, runs: min(runs, 20)) }
+if only == "all" || only == "first" { try await firstLeaseBenchmark(testbed: testbed, runs: min(runs, 10)) }
 
 func transportBenchmark() async throws {
     let machine = testbed.machine("m1")
