@@ -136,12 +136,9 @@ public struct Reconciler: Sendable {
             let message = "the master stopped while creating it"
             summary.actions.append("mark lease \(lease.name) (#\(lease.id!)) failed (never placed)")
             summary.stuckFinished += 1
-            guard !dryRun else { return summary }
+            guard !dryRun, (try? await master.database.setLeaseState(id: lease.id!, expecting: .creating, to: .failed, message: message)) == true
+            else { return summary }
             await master.audit.record(actor, "lease.settled-failed", "#\(lease.id!) \(lease.name)", detail: message)
-            var failed = lease
-            failed.state = .failed
-            failed.message = message
-            try? await master.database.updateLease(failed)
             return summary
         }
         summary.actions.append("delete lease \(lease.name) (#\(lease.id!), \(lease.state.rawValue), never placed)")
@@ -312,19 +309,20 @@ public struct Reconciler: Sendable {
         /// Containers to remove, in order, and the lease row to delete once each is gone.
         var removals: [(name: String, lease: Lease?)] = []
 
+        /// Only from the state the pass read: a lease its owner deleted or extended meanwhile,
+        /// or another pass settled, is left as it is, expiry and all.
         func update(_ lease: Lease, to state: Lease.State, _ message: String) async {
             summary.actions.append("mark lease \(lease.name) (#\(lease.id!)) \(state.rawValue)")
-            guard !dryRun else { return }
+            guard !dryRun,
+                (try? await master.database.setLeaseState(id: lease.id!, expecting: lease.state, to: state, message: message.isEmpty ? nil : message))
+                    == true
+            else { return }
             await master.audit.record(
                 actor,
                 "lease.\(state == .lost ? "lost" : state == .running ? "settled-running" : "settled-failed")",
                 "#\(lease.id!) \(lease.name)",
                 detail: message
             )
-            var lease = lease
-            lease.state = state
-            lease.message = message
-            try? await master.database.updateLease(lease)
         }
         func delete(_ lease: Lease) async {
             summary.actions.append("delete lease \(lease.name) (#\(lease.id!), \(lease.state.rawValue))")

@@ -250,6 +250,16 @@ extension AppDatabase {
         }
     }
 
+    public func setLeaseState(id: Int64, expecting expected: Lease.State, to state: Lease.State, message: String?) async throws -> Bool {
+        try await write { db in
+            try db.execute(
+                sql: "UPDATE lease SET state = ?, message = ? WHERE id = ? AND state = ?",
+                arguments: [state.rawValue, message, id, expected.rawValue]
+            )
+            return db.changesCount > 0
+        }
+    }
+
     public func extendLease(id: Int64, to expiresAt: Date) async throws -> Bool {
         try await write { db in
             try db.execute(sql: "UPDATE lease SET expiresAt = ? WHERE id = ? AND state = 'running'", arguments: [expiresAt, id])

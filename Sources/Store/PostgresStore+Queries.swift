@@ -342,6 +342,12 @@ extension PostgresStore {
         ) > 0
     }
 
+    public func setLeaseState(id: Int64, expecting expected: Lease.State, to state: Lease.State, message: String?) async throws -> Bool {
+        try await changes(
+            #"UPDATE lease SET state = \#(state.rawValue), message = \#(message) WHERE id = \#(id) AND state = \#(expected.rawValue) RETURNING id"#
+        ) > 0
+    }
+
     public func extendLease(id: Int64, to expiresAt: Date) async throws -> Bool {
         try await changes(#"UPDATE lease SET "expiresAt" = \#(expiresAt) WHERE id = \#(id) AND state = 'running' RETURNING id"#) > 0
     }

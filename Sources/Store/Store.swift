@@ -49,6 +49,9 @@ public protocol Store: Sendable {
     /// is still `creating`: a lease deleted meanwhile (or claimed by a pass) is left as it is.
     /// True if written; both engines answer a missing row with false.
     func finishCreation(id: Int64, running: Bool, containerID: String?, message: String?) async throws -> Bool
+    /// Moves a lease from `expected` to `state` with `message`, and nothing else of its row: one
+    /// that changed state meanwhile (or is gone) is left as it is. True if written.
+    func setLeaseState(id: Int64, expecting expected: Lease.State, to state: Lease.State, message: String?) async throws -> Bool
     /// Marks a lease `deleting` by `incarnationID` if it is still expired at `now` (not extended
     /// meanwhile) and not being deleted already; false, changing nothing, otherwise.
     func claimExpiredLease(id: Int64, at now: Date, incarnationID: String?) async throws -> Bool

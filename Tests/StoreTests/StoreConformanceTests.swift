@@ -472,6 +472,18 @@ struct StoreConformanceTests {
             // A whole-row write of a row deleted meanwhile: the same answer from both engines.
             await #expect(throws: StoreError.notFound("lease deleted is gone")) { try await store.updateLease(deleted) }
 
+            // A pass's verdict is written only over the state it read, and nothing else of the row.
+            var running = try await store.createLease(Self.lease("settled", owner: owner.id!, resource: resource.id!))
+            #expect(try await store.finishCreation(id: running.id!, running: true, containerID: "c3", message: nil))
+            running = try #require(try await store.lease(id: running.id!))
+            let later = kept(Date() + 7200)
+            #expect(try await store.extendLease(id: running.id!, to: later))  // its owner, meanwhile
+            #expect(try await store.setLeaseState(id: running.id!, expecting: .running, to: .lost, message: "gone"))
+            let lost = try #require(try await store.lease(id: running.id!))
+            #expect(lost.state == .lost && lost.message == "gone" && same(lost.expiresAt, later), "the owner's extension is kept")
+            #expect(try await store.setLeaseState(id: running.id!, expecting: .running, to: .failed, message: nil) == false, "not running any more")
+            #expect(try await store.setLeaseState(id: deleted.id!, expecting: .creating, to: .failed, message: nil) == false, "gone")
+
             // At once, twenty times: either the lease is gone and its creation was not written, or
             // it was written first and the deletion removed it after; never a row left behind.
             for round in 0..<20 {
