@@ -58,7 +58,9 @@ struct GatewayFixture {
 
 @Suite("The SSH gateway: ssh, scp, sftp and tunnels with stock OpenSSH", .serialized, .timeLimit(.minutes(5)))
 struct GatewayTests {
-    @Test("exec: exit status, stdin through (binary), quoting kept, LANG passed, nothing else from the client's environment")
+    @Test(
+        "exec: exit status, stdin through (binary), quoting kept, LANG, LC_* and a terminal's TERM passed, nothing else from the client's environment, no agent forwarded"
+    )
     func exec() async throws {
         let gateway = try await GatewayFixture.start()
         defer { gateway.stop() }
@@ -74,6 +76,22 @@ struct GatewayTests {
         #expect(piped.stdout == payload)
         let environment = try await gateway.ssh(["-o", "SetEnv=SECRET=x", "box@127.0.0.1", "echo $LANG; echo ${SECRET:-unset}"])
         #expect(environment.output == "C.UTF-8\nunset\n")
+        // On a terminal: the client's TERM and its LC_* pass; an agent is not forwarded, although
+        // the client has one and asks (-A).
+        let agent = "\(gateway.directory)/agent.sock"
+        let started = try await Subprocess.run(["ssh-agent", "-a", agent], environment: ["PATH": "/usr/bin:/bin"], timeout: .seconds(10))
+        #expect(started.status == 0, "\(started.errors)")
+        let agentPID = started.output.firstMatch(of: /SSH_AGENT_PID=(\d+)/).flatMap { Int32($0.1) }
+        defer { if let agentPID { kill(agentPID, SIGTERM) } }
+        let onTerminal = try await Subprocess.run(
+            ["ssh"] + gateway.options() + [
+                "-p", String(gateway.master.sshPort), "-tt", "-A", "-o", "SetEnv=LC_ALL=C.UTF-8", "box@127.0.0.1",
+                "echo \"term=$TERM lc=$LC_ALL agent=${SSH_AUTH_SOCK:-none}\"",
+            ],
+            environment: ["PATH": "/usr/bin:/bin", "HOME": gateway.directory, "TERM": "vt220", "SSH_AUTH_SOCK": agent],
+            timeout: .seconds(60)
+        )
+        #expect(onTerminal.output.contains("term=vt220 lc=C.UTF-8 agent=none"), "\(onTerminal.output) \(onTerminal.errors)")
     }
 
     @Test("Refused with nothing opened: an unknown key, a password, another user's lease, an unknown or deleted lease, one not running")

@@ -122,6 +122,30 @@ struct RecordingTests {
         }
     }
 
+    @Test("serve --record-dir '' records nothing: the session runs, no file is written, none is listed")
+    func off() async throws {
+        let testbed = try await Testbed.shared()
+        let directory = try makeTemporaryDirectory("resalloc-record-off")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let master = MasterProcess(
+            databasePath: "\(directory)/resalloc.db",
+            keyPath: testbed.keys["ed25519"]!,
+            extraArguments: ["--record-dir", ""]
+        )
+        defer { master.kill9() }
+        try await master.start()
+        let cli = try CLI(server: "http://127.0.0.1:\(master.port)")
+        try await cli.setUpAdmin(resource: "box", dockerfile: "FROM busybox", machine: testbed.machine("m1"))
+        try await cli.ok("lease", "create", "box", "untaped", "-q")
+        let (seen, status) = try await Self.session(master.port, lease: "untaped", lines: ["echo not-recorded\r", "exit 5\r"])
+        #expect(status == 5)
+        #expect(String(decoding: seen, as: UTF8.self).contains("not-recorded"))
+        let written = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        #expect(!written.contains("recordings"), "\(written)")
+        #expect(try await CLI.master("sessions", "list", "--db", master.databasePath).stdout.contains("untaped") == false)
+        await testbed.removeContainers(ofMaster: try masterID(master.databasePath))
+    }
+
     @Test("--record-input records what was typed too")
     func input() async throws {
         try await withMaster(configure: { $0.recordInput = true }, Self.typedSession)
