@@ -186,6 +186,32 @@ struct PoolTests {
         }
     }
 
+    @Test("A full machine whose places warm containers hold: a cold lease of another resource takes one's place; the machine stays at its capacity")
+    func warmGivesWay() async throws {
+        try await withMaster { api, testbed, databasePath in
+            let admin = try await api.login("admin")
+            #expect(try await api.addMachine(testbed, "m9", token: admin, capacity: 2).status == .created)
+            let file = "FROM busybox\nRUN echo \(UUID().uuidString) > /id\n"
+            #expect(
+                try await api.call(.post, "/resource", token: admin, body: api.json(["Name": "warm", "File": file, "Pool": 2])).status == .created
+            )
+            #expect(
+                try await api.call(.post, "/resource", token: admin, body: api.json(["Name": "other", "File": "FROM busybox\n"])).status == .created
+            )
+            let id = try masterID(databasePath)
+            _ = try await Self.waitForPool(api, testbed, token: admin, resource: "warm", ready: 2, machines: ["m9"], master: id)
+            // Both places are warm containers': the lease of another resource takes one's place.
+            let cold = try await Self.createLease(api, token: admin, resource: "other", name: "cold")
+            #expect(cold.status == .created, "\(cold.message)")
+            let machines = try await api.call(.get, "/machine", token: admin).list("Machines")
+            // The lease and the warm container left: the machine at its capacity, never over.
+            #expect(machines.first?["ActiveLeases"] as? Int == 2, "\(machines)")
+            // One warm container is left.
+            _ = try await Self.waitForPool(api, testbed, token: admin, resource: "warm", ready: 1, machines: ["m9"], master: id)
+            await testbed.removeContainers(ofMaster: id)
+        }
+    }
+
     @Test("A warm container stopped behind the master's back is never handed out, and is replaced; cleanup keeps the live ones")
     func deadWarmContainer() async throws {
         try await withMaster { api, testbed, databasePath in
