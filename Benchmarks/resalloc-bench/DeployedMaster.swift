@@ -18,7 +18,7 @@ struct DeployedMaster {
     let target: String
 
     /// Nil, said, when the release binaries are not beside the benchmark (make bench builds them).
-    static func start(_ testbed: Testbed, benchmark: String) async throws -> DeployedMaster? {
+    static func start(_ testbed: Testbed, benchmark: String, addingM1: Bool = true) async throws -> DeployedMaster? {
         let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let masterBinary = directory.appendingPathComponent("resalloc-master").path
         let cliBinary = directory.appendingPathComponent("resalloc").path
@@ -44,7 +44,7 @@ struct DeployedMaster {
         }
         client.token = try await client.login("bench", password: "bench-password").token
         let machine = testbed.machine("m1")
-        _ = try await client.createMachine("m1", login: machine.login, address: machine.host, capacity: 100)
+        if addingM1 { _ = try await client.createMachine("m1", login: machine.login, address: machine.host, capacity: 100) }
         let environment = ["HOME": work, "RESALLOC_URL": server, "PATH": "/usr/bin:/bin"]
         let login = try await Subprocess.run(
             [cliBinary, "login", "bench", "--password-stdin"],

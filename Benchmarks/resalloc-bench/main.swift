@@ -5,7 +5,7 @@ import NIOPosix
 import SSH
 import Testbed
 
-// resalloc's benchmarks (make bench [BENCH=transport|master|shell|cleanup|reach|pool|store|jobs|first]) on real local test
+// resalloc's benchmarks (make bench [BENCH=transport|master|shell|cleanup|reach|pool|store|jobs|first|burst]) on real local test
 // machines: the SSH transport against one ssh process per call and the machine's own engine;
 // the master's HTTP path; resalloc ssh through the bridge against ssh -t; cleanup at scale.
 // Prints medians and ratios against the targets; it asserts nothing, it reports.
@@ -29,6 +29,7 @@ if only == "restart" { try await restartBenchmark(testbed: testbed) }
 if only == "all" || only == "store" { try await storeBenchmark(testbed: testbed, runs: min(runs, 20)) }
 if only == "all" || only == "jobs" { try await jobBenchmark(testbed: testbed, runs: min(runs, 20)) }
 if only == "all" || only == "first" { try await firstLeaseBenchmark(testbed: testbed, runs: min(runs, 10)) }
+if only == "all" || only == "burst" { try await burstBenchmark(testbed: testbed, rounds: 3) }
 
 func transportBenchmark() async throws {
     let machine = testbed.machine("m1")
