@@ -1,16 +1,14 @@
 /// Reused connections per machine. Commands from many tasks share one as channels; when every
-/// connection to a machine has as many commands as the machine lets it open channels, more are
-/// opened, side by side as a burst needs them (up to `maxConnections` in all, so well within
-/// sshd's `MaxStartups` of 10 unauthenticated at once), and an extra one idle for `idleAfter`
-/// is closed. A connection found broken is re-opened once
+/// connection to a machine has as many commands as the machine lets it open channels, another
+/// is opened (one at a time, up to `maxConnections`, so well within sshd's `MaxStartups`), and
+/// an extra one idle for `idleAfter` is closed. A connection found broken is re-opened once
 /// before a command fails, but only when the command had not been sent yet, so nothing ever
 /// runs twice.
 public actor SSHConnectionPool {
     private var connections: [SSHEndpoint: Task<SSHConnection, any Error>] = [:]
-    /// Further connections to busy machines, and those being opened.
+    /// Further connections to busy machines, and the one being opened, if any.
     private var extras: [SSHEndpoint: [SSHConnection]] = [:]
-    private var openingExtras: [SSHEndpoint: [Int: Task<SSHConnection, any Error>]] = [:]
-    private var openings = 0
+    private var openingExtra: [SSHEndpoint: Task<SSHConnection, any Error>] = [:]
     private let connectTimeout: Duration
     public let maxConnections: Int
     public let idleAfter: Duration
@@ -74,12 +72,7 @@ public actor SSHConnectionPool {
                 assigned[ObjectIdentifier(quietest), default: 0] += 1
                 return quietest
             }
-            // One more connection for this command, opened beside those already being opened
-            // (a burst of 25 waits for one handshake, not three in a row); with enough on the
-            // way, it waits for the first of them.
-            let opening = openingExtras[endpoint, default: [:]]
-            let attempt = all.count + opening.count < maxConnections ? openExtra(to: endpoint) : opening.values.first!
-            if case .failure = await attempt.result { refused = true }
+            if case .failure = await (openingExtra[endpoint] ?? openExtra(to: endpoint)).result { refused = true }
         }
     }
 
@@ -87,15 +80,13 @@ public actor SSHConnectionPool {
     /// time the task's result is read.
     private func openExtra(to endpoint: SSHEndpoint) -> Task<SSHConnection, any Error> {
         let timeout = connectTimeout
-        openings += 1
-        let id = openings
         let attempt = Task {
-            defer { self.openingExtras[endpoint]?[id] = nil }
+            defer { self.openingExtra[endpoint] = nil }
             let connection = try await SSHConnection.connect(to: endpoint, timeout: timeout)
             self.extras[endpoint, default: []].append(connection)
             return connection
         }
-        openingExtras[endpoint, default: [:]][id] = attempt
+        openingExtra[endpoint] = attempt
         return attempt
     }
 
