@@ -100,17 +100,7 @@ public struct LeaseSaga: Sendable {
         } catch { throw .from(error) }
 
         if !atLimit, resource.poolSize > 0, let machine = await warmPool.take(&lease, resource: resource) {
-            let finished: Bool
-            do { finished = try await database.finishCreation(id: lease.id!, running: true, containerID: lease.containerId, message: nil) } catch {
-                _ = try? await fleet.docker(on: machine).remove(lease.containerName(masterID: masterID))
-                throw await fail(&lease, .from(error))
-            }
-            guard finished else {
-                _ = try? await fleet.docker(on: machine).remove(lease.containerName(masterID: masterID))
-                throw Self.deletedWhileCreated(lease)
-            }
-            lease.state = .running
-            lease.message = nil
+            do { try await markRunning(&lease, docker: fleet.docker(on: machine)) } catch { throw await fail(&lease, error) }
             logger.info("lease handed out from the pool", metadata: ["lease": "\(lease.name)", "machine": "\(machine.name)"])
             MasterMetrics.leaseCreated(served: .pool, since: started)
             return LeaseListing(lease: lease, owner: owner.name, resource: resource.name, machine: machine.name)
@@ -282,19 +272,24 @@ public struct LeaseSaga: Sendable {
                 )
             }
         }
+        try await markRunning(&lease, docker: docker)
+        return built
+    }
+
+    /// The one end of a creation that makes a lease `running`, only if it is still `creating`.
+    /// A lease deleted meanwhile keeps nothing: its container goes, and the creator is told.
+    private func markRunning(_ lease: inout Lease, docker: RemoteDocker) async throws(MasterError) {
         let finished: Bool
         do { finished = try await database.finishCreation(id: lease.id!, running: true, containerID: lease.containerId, message: nil) } catch {
             _ = try? await docker.remove(lease.containerName(masterID: masterID))
             throw .from(error)
         }
-        // Deleted while it was being created: its container goes too, and the creator is told.
         guard finished else {
             _ = try? await docker.remove(lease.containerName(masterID: masterID))
             throw Self.deletedWhileCreated(lease)
         }
         lease.state = .running
         lease.message = nil
-        return built
     }
 
     /// A machine whose engine stopped answering (its sshd still does) takes no lease from now
@@ -310,7 +305,9 @@ public struct LeaseSaga: Sendable {
     /// What the creator of a lease deleted meanwhile is told (`error`: the store's, when its row
     /// was found gone; any other store error is said as it is).
     static func deletedWhileCreated(_ lease: Lease, _ error: (any Error)? = nil) -> MasterError {
-        if let error, (error as? StoreError).map({ if case .notFound = $0 { false } else { true } }) ?? true { return .from(error) }
+        if let error {
+            guard let store = error as? StoreError, case .notFound = store else { return .from(error) }
+        }
         return MasterError(.conflict, "lease \(lease.name) was deleted while it was being created; nothing of it is left")
     }
 
