@@ -22,6 +22,10 @@ public final class WarmPool: Sendable {
     let wakeup = Wakeup()
     /// A resource whose refill failed is not tried again before this has passed.
     private let backoff = Mutex([Int64: ContinuousClock.Instant]())
+    /// When a warm container last gave way to a lease: for `evictionHold` after, refills start
+    /// nothing, so the place it freed goes to that lease and not back to the pool.
+    private let lastEviction = Mutex<ContinuousClock.Instant?>(nil)
+    static let evictionHold: Duration = .seconds(10)
     public static let retryAfter: Duration = .seconds(30)
     /// Containers started at once by one refill.
     static let parallelStarts = 4
@@ -105,6 +109,7 @@ public final class WarmPool: Sendable {
             return false
         }
         logger.info("pool: a warm container gives way to a lease", metadata: ["slot": "\(oldest.id!)"])
+        lastEviction.withLock { $0 = .now }
         return await retire([oldest], machines: healthy) > 0
     }
 
@@ -155,6 +160,7 @@ public final class WarmPool: Sendable {
         }
         summary.retired = await self.retire(retire, machines: machines)
         guard !missing.isEmpty else { return summary }
+        if let evicted = lastEviction.withLock({ $0 }), ContinuousClock.now - evicted < Self.evictionHold { return summary }
 
         // Place what is missing, slot by slot on the least loaded machine with room.
         var plans: [(Resource, Machine, [PoolSlot])] = []
