@@ -352,19 +352,24 @@ public struct RemoteDocker: Sendable {
         return try outcome.get()
     }
 
-    /// `.engineNotAnswering` when sshd ran `docker version` and the engine gave no answer within
-    /// `engineProbeDeadline`; nil otherwise. A question that never started (every channel busy,
-    /// sshd slow) proves nothing: the watched command keeps its own deadline.
+    /// `.engineNotAnswering` when the machine ran `docker version` and the engine gave no answer
+    /// within `engineProbeDeadline`; nil otherwise. The machine times the question itself
+    /// (coreutils `timeout`), so what SSH adds on a loaded master or machine, to start it or to
+    /// bring its answer back, is never taken for the engine's silence; and the question ends on
+    /// the machine at its deadline, so it never keeps one of sshd's sessions (MaxSessions) while
+    /// the engine is frozen. A question that did not come back proves nothing: the watched command
+    /// keeps its own deadline.
     private func silence(command: String, since started: ContinuousClock.Instant) async -> DockerError? {
-        do {
-            _ = try await pool.execute(on: endpoint, "docker version --format '{{.Server.Version}}'", timeout: engineProbeDeadline)
-            return nil
-        } catch  where error.kind == .timeout {
-            return error.commandStarted ? .engineNotAnswering(command: command, waited: .now - started) : nil
-        } catch {
-            return nil
-        }
+        let seconds = max(1, engineProbeDeadline.components.seconds)
+        let probe = "timeout -k 2 \(seconds) docker version --format '{{.Server.Version}}'"
+        guard let result = try? await pool.execute(on: endpoint, probe, timeout: engineProbeDeadline + Self.probeTransport) else { return nil }
+        // `timeout` says 124 when its TERM ended the question, 137 when it took a KILL.
+        return Self.timedOutStatuses.contains(result.exitStatus) ? .engineNotAnswering(command: command, waited: .now - started) : nil
     }
+
+    /// What the probe's round trip may add to its deadline before it is given up as unanswered.
+    static let probeTransport: Duration = .seconds(20)
+    static let timedOutStatuses: Set<Int32> = [124, 137]
 
     private func json<T: Decodable>(_ argv: [String]) async throws(DockerError) -> T {
         let result = try await run(argv)
