@@ -69,6 +69,10 @@ public struct Reconciler: Sendable {
     public var batchSize = 50
     /// Who the audit trail says acted: `cleanup` (cron) or `reconcile` (the server's own pass).
     public var actor = "cleanup"
+    /// Whether a machine found back up has the images it lacks built now, in the background: only
+    /// in a serving master. Cron's `cleanup` exits after its pass, and a build it started would
+    /// be cut off then, or run on beside the serving master's own build of the same tag.
+    public var buildsAhead = false
     /// Events older than this are purged.
     public var keepEvents: Duration = .seconds(90 * 86400)
     /// Recordings last written longer ago than this are removed by the pass (the server's own:
@@ -202,7 +206,9 @@ public struct Reconciler: Sendable {
             if !dryRun { _ = await race(machineDeadline) { try await docker.pruneHandoffDirectories() } }
             if !dryRun { summary.actions += await removeStaleImages(machine, docker) }
             // Back up: the images it lacks are built now, not at the next lease's asking.
-            if !dryRun, !machine.healthy, summary.machinesOK.contains(machine.name), let resources = try? await master.database.resources() {
+            if !dryRun, buildsAhead, !machine.healthy, summary.machinesOK.contains(machine.name),
+                let resources = try? await master.database.resources()
+            {
                 var up = machine
                 up.healthy = true
                 master.buildAhead(resources, on: [up])

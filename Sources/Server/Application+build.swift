@@ -139,6 +139,7 @@ public func buildApplication(_ arguments: some AppArguments) async throws -> som
             reconciler: {
                 var reconciler = Reconciler(master: master)
                 reconciler.actor = "reconcile"
+                reconciler.buildsAhead = true
                 reconciler.keepEvents = arguments.keepEvents
                 reconciler.keepRecordings = arguments.keepRecordings
                 return reconciler

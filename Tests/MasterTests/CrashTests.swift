@@ -258,9 +258,11 @@ struct CrashTests {
         }
         try await cli.ok("resources", "pool", "pooled", "3")
 
+        // A refill that fails (a loaded machine's `docker run` past its deadline) is tried again
+        // after `WarmPool.retryAfter`: the pool may be full only after that.
         let restarted = ContinuousClock.now
         var last = ""
-        while ContinuousClock.now - restarted < .seconds(30) {
+        while ContinuousClock.now - restarted < .seconds(90) {
             let leases = try await store.leaseListings(ownerID: nil).map(\.lease)
             let slots = try await store.poolSlots()
             let expected = Set(leases.filter { $0.state == .running }.map { $0.containerName(masterID: id) }).union(
@@ -283,7 +285,7 @@ struct CrashTests {
                 "leases \(leases.map { "\($0.name):\($0.state)" }), slots \(slots.map { "\($0.id!):\($0.state)" }), expected \(expected.sorted()), on m9 \(all.sorted())"
             try await Task.sleep(for: .milliseconds(250))
         }
-        #expect(last.isEmpty, "30 s after the last restart: \(last)")
+        #expect(last.isEmpty, "90 s after the last restart: \(last)")
         for lease in try await store.leaseListings(ownerID: nil).map(\.lease) where lease.state == .running {
             #expect(try await cli.ok("ssh", lease.name, "--", "cat", "/id").count == 37, "resalloc ssh \(lease.name)")
         }

@@ -295,7 +295,7 @@ struct GatewayTests {
         try await waitUntil(seconds: 15) { try await processes().contains("sleep 999") }
         try await SessionEndTests.waitForGuard(testbed, "m7", container)
         client.kill9()
-        try await waitUntil(seconds: 5, "sleep 999 gone after its ssh was killed") { try await !processes().contains("sleep 999") }
+        try await waitUntil(seconds: 15, "sleep 999 gone after its ssh was killed") { try await !processes().contains("sleep 999") }
         // A session that ends by itself leaves what it detached running, as sshd does.
         let detaching = try await Subprocess.run(
             ["ssh"] + gateway.options() + ["-p", String(gateway.master.sshPort), "box@127.0.0.1", "sleep 994 >/dev/null 2>&1 &"],

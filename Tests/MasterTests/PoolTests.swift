@@ -274,9 +274,10 @@ struct PoolTests {
             let pass = try await cleanup(databasePath, testbed, "--machine-timeout", "5s")
             #expect(pass.stdout.contains("1 down (fragile)"), "\(pass.stdout) \(pass.stderr)")
             _ = try await api.call(.put, "/resource/spread/pool", token: admin, body: api.json(["Size": 4]))  // wakes the refill
+            // Within a refill's retry (`WarmPool.retryAfter`, 30 s) if a loaded machine failed one.
             let start = ContinuousClock.now
             var slots: [String] = []
-            while ContinuousClock.now - start < .seconds(30) {
+            while ContinuousClock.now - start < .seconds(90) {
                 let rows = try await store.poolSlots()
                 slots = rows.map { "\(machines[$0.machineId]!):\($0.state)" }
                 if rows.count == 4 && rows.allSatisfy({ $0.state == .ready && machines[$0.machineId] == "m9" }) { break }

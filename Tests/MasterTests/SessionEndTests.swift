@@ -18,7 +18,7 @@ struct SessionEndTests {
             try await Self.waitForGuard(testbed, "m2", container)
             command.kill9()
             let killedAt = Date()
-            try await waitUntil(seconds: 5, "sleep 999 gone after kill -9") { try await !processes().contains("sleep 999") }
+            try await waitUntil(seconds: 15, "sleep 999 gone after kill -9") { try await !processes().contains("sleep 999") }
             print("a killed resalloc ssh's process was gone after \(String(format: "%.1f", Date().timeIntervalSince(killedAt))) s")
             // A session that ends by itself ends nothing else, as with OpenSSH: what the user
             // detached from it stays, from a quick session (no guard) and from one its lease's
@@ -58,7 +58,7 @@ struct SessionEndTests {
         try await Self.waitForGuard(testbed, "m2", container)
         master.kill9()
         // The guard's SSH connection died with the master: its input ended, so it ended the session.
-        try await waitUntil(seconds: 5, "sleep 998 gone after the master was killed") { try await !processes().contains("sleep 998") }
+        try await waitUntil(seconds: 15, "sleep 998 gone after the master was killed") { try await !processes().contains("sleep 998") }
         try await testbed.docker("m2", ["rm", "-f", container])
     }
 
