@@ -76,6 +76,16 @@ struct DeployedMaster {
         guard outcome.status == 0 else { throw TestbedError("resalloc \(arguments.joined(separator: " ")): \(outcome.status) \(outcome.errors)") }
     }
 
+    /// The sum of the samples of `/metrics` named `name` whose labels include each of `labels`
+    /// (as printed: `command="run"`).
+    func metric(_ name: String, _ labels: [String] = []) async throws -> Double {
+        let text: String = try await Testbed.run(["curl", "-sf", "\(client.server)/metrics"])
+        return text.split(separator: "\n")
+            .filter { line in (line.hasPrefix(name + "{") || line.hasPrefix(name + " ")) && labels.allSatisfy { line.contains($0) } }
+            .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+            .reduce(0, +)
+    }
+
     /// Runs `command` on m1 through the kept connection.
     func onMachine(_ command: String) async throws { try await Testbed.run(ssh + [target, command]) }
 

@@ -57,6 +57,7 @@ struct DatabaseOptions: ParsableArguments {
 extension ResallocMaster {
     struct Serve: AsyncParsableCommand, AppArguments {
         static let configuration = CommandConfiguration(
+            commandName: "serve",
             abstract: "Serve the HTTP API (migrates the database first).",
             discussion: "Example: resalloc-master serve --host 127.0.0.1 --port 8080 --db resalloc.db --key resources/resalloc.pem"
         )
@@ -258,6 +259,7 @@ extension ResallocMaster {
 
     struct Cleanup: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "cleanup",
             abstract: "One pass that makes the fleet and the database agree, then exit; safe from cron every minute.",
             discussion: """
                 Expires leases past their time, removes containers labelled with this master's id that no live lease
@@ -334,13 +336,14 @@ extension ResallocMaster {
 
     struct Migrate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "migrate",
             abstract: "Show or change the database schema version.",
             discussion: "Examples: resalloc-master migrate status; resalloc-master migrate down --to 1; resalloc-master migrate up",
             subcommands: [Status.self, Up.self, Down.self]
         )
 
         struct Status: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "List migrations and which are applied.")
+            static let configuration = CommandConfiguration(commandName: "status", abstract: "List migrations and which are applied.")
             @OptionGroup var database: DatabaseOptions
             func run() async throws {
                 for step in try await database.open().migrationStatus() {
@@ -351,7 +354,7 @@ extension ResallocMaster {
         }
 
         struct Up: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Apply migrations up to --to (default: all).")
+            static let configuration = CommandConfiguration(commandName: "up", abstract: "Apply migrations up to --to (default: all).")
             @OptionGroup var database: DatabaseOptions
             @Option(help: "Stop at this version.") var to: Int?
             func run() async throws {
@@ -361,7 +364,10 @@ extension ResallocMaster {
         }
 
         struct Down: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Revert migrations down to --to (default: one step). Their data is lost.")
+            static let configuration = CommandConfiguration(
+                commandName: "down",
+                abstract: "Revert migrations down to --to (default: one step). Their data is lost."
+            )
             @OptionGroup var database: DatabaseOptions
             @Option(help: "Revert down to this version (0 empties the database).") var to: Int?
             func validate() throws {
@@ -384,6 +390,7 @@ extension ResallocMaster {
 
         struct Limit: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
+                commandName: "limit",
                 abstract: "Set what one user may hold at once; without options, show it.",
                 discussion: """
                     A lease past a limit is refused (403) with a sentence that names it, or waits in the queue with \
@@ -444,7 +451,7 @@ extension ResallocMaster {
         }
 
         struct List: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "List users.")
+            static let configuration = CommandConfiguration(commandName: "list", abstract: "List users.")
             @OptionGroup var database: DatabaseOptions
             func run() async throws {
                 let db = try await database.openCurrent()
@@ -460,6 +467,7 @@ extension ResallocMaster {
 
         struct Disable: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
+                commandName: "disable",
                 abstract: "Switch a user off: their tokens and keys stop working at once, their open sessions end within seconds.",
                 discussion: """
                     Their leases keep running until an admin deletes them or they expire. A running master notices
@@ -485,6 +493,7 @@ extension ResallocMaster {
 
         struct Enable: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
+                commandName: "enable",
                 abstract: "Switch a disabled user on again, as they were before (pending or active).",
                 discussion: "Example: resalloc-master user enable mallory"
             )
@@ -494,7 +503,7 @@ extension ResallocMaster {
         }
 
         struct Approve: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Let a pending user log in.")
+            static let configuration = CommandConfiguration(commandName: "approve", abstract: "Let a pending user log in.")
             @OptionGroup var database: DatabaseOptions
             @Argument(help: "The user's name.") var name: String
             func run() async throws {
@@ -508,7 +517,7 @@ extension ResallocMaster {
         }
 
         struct Admin: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Make a user an admin (and active).")
+            static let configuration = CommandConfiguration(commandName: "admin", abstract: "Make a user an admin (and active).")
             @OptionGroup var database: DatabaseOptions
             @Argument(help: "The user's name.") var name: String
             func run() async throws {
@@ -581,7 +590,7 @@ extension ResallocMaster {
         }
 
         struct List: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "List recordings, oldest first.")
+            static let configuration = CommandConfiguration(commandName: "list", abstract: "List recordings, oldest first.")
             @OptionGroup var place: Place
             @Option(help: "Only this lease's.") var lease: String?
             @Option(help: "Only this user's.") var user: String?
@@ -595,7 +604,7 @@ extension ResallocMaster {
         }
 
         struct Show: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Print a recording, for asciinema play or cat.")
+            static let configuration = CommandConfiguration(commandName: "show", abstract: "Print a recording, for asciinema play or cat.")
             @OptionGroup var place: Place
             @Argument(help: "The recording's id, as sessions list prints it.") var id: String
             func run() async throws {

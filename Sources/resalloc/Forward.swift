@@ -4,6 +4,7 @@ import ResallocClient
 
 struct Forward: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "forward",
         abstract: "Reach ports of one of your leases from this machine, until Ctrl-C.",
         discussion: """
             Each [LOCAL:]PORT listens on 127.0.0.1:LOCAL here (LOCAL defaults to PORT; 0 picks a free port and

@@ -6,6 +6,7 @@ import ResallocClient
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Run a command once in a new container of a resource, and exit with its status.",
         discussion: """
             As docker run --rm would: its stdout and stderr come here as they happen, and its container is \
@@ -267,6 +268,7 @@ struct Jobs: AsyncParsableCommand {
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "list",
             abstract: "List your jobs: those queued or running, and those that ended in the last hour.",
             discussion: "Example: resalloc job list --all"
         )
@@ -293,7 +295,7 @@ struct Jobs: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show one job.", discussion: "Example: resalloc job show 12")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one job.", discussion: "Example: resalloc job show 12")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var output: OutputOptions
         @Argument(help: "The job's id.") var id: Int64
@@ -315,6 +317,7 @@ struct Jobs: AsyncParsableCommand {
 
     struct Logs: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "logs",
             abstract: "Print a job's output (stdout and stderr, in the order it came).",
             discussion: "Example: resalloc job logs 12 -f"
         )
@@ -331,6 +334,7 @@ struct Jobs: AsyncParsableCommand {
 
     struct Wait: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "wait",
             abstract: "Wait for a job to end, and exit with its status (as resalloc run does).",
             discussion: "Example: resalloc job wait 12 && echo it passed"
         )
@@ -352,6 +356,7 @@ struct Jobs: AsyncParsableCommand {
 
     struct Cancel: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "cancel",
             abstract: "Cancel a job: out of the queue, or stopped and its container removed at once.",
             discussion: "Example: resalloc job cancel 12"
         )

@@ -12,7 +12,7 @@ struct Keys: AsyncParsableCommand {
     )
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List your keys.", discussion: "Example: resalloc key list")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List your keys.", discussion: "Example: resalloc key list")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var output: OutputOptions
         func run() async throws {
@@ -26,6 +26,7 @@ struct Keys: AsyncParsableCommand {
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "add",
             abstract: "Register a public key (Ed25519 or ECDSA; RSA cannot log in to the gateway).",
             discussion: """
                 The name defaults to the file's, without .pub. Examples:
@@ -52,7 +53,11 @@ struct Keys: AsyncParsableCommand {
     }
 
     struct Remove: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove one of your keys.", discussion: "Example: resalloc key remove laptop")
+        static let configuration = CommandConfiguration(
+            commandName: "remove",
+            abstract: "Remove one of your keys.",
+            discussion: "Example: resalloc key remove laptop"
+        )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The key's name.") var name: String
         func run() async throws {

@@ -14,6 +14,7 @@ struct Leases: AsyncParsableCommand {
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "list",
             abstract: "List your leases (admins: --all).",
             discussion: "Example: resalloc lease list --json"
         )
@@ -43,6 +44,7 @@ struct Leases: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "create",
             abstract: "Lease a resource: a machine is picked, the image built there if needed, a container started.",
             discussion: """
                 When the machine has to build the image first, the build's output is shown on stderr as it \
@@ -86,6 +88,7 @@ struct Leases: AsyncParsableCommand {
 
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "delete",
             abstract: "Delete a lease and its container.",
             discussion: "Example: resalloc lease delete mylease"
         )
@@ -98,6 +101,7 @@ struct Leases: AsyncParsableCommand {
 
     struct Extend: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "extend",
             abstract: "Let a lease end TTL from now.",
             discussion: "Example: resalloc lease extend mylease --ttl 1h"
         )

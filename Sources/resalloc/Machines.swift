@@ -12,7 +12,7 @@ struct Machines: AsyncParsableCommand {
     )
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List machines.", discussion: "Example: resalloc machine list")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List machines.", discussion: "Example: resalloc machine list")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var output: OutputOptions
         func run() async throws {
@@ -35,6 +35,7 @@ struct Machines: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "create",
             abstract: "Add a machine: the master connects, checks docker and pins its host key.",
             discussion: "The machine must have run resources/setup.sh. Example: resalloc machine create m1 resalloc 203.0.113.7:22"
         )
@@ -52,7 +53,11 @@ struct Machines: AsyncParsableCommand {
     }
 
     struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a machine.", discussion: "Example: resalloc machine delete m1 --force")
+        static let configuration = CommandConfiguration(
+            commandName: "delete",
+            abstract: "Delete a machine.",
+            discussion: "Example: resalloc machine delete m1 --force"
+        )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The machine's name.") var name: String
         @Flag(help: "Also delete its leases and their containers.") var force = false
@@ -72,7 +77,7 @@ struct Users: AsyncParsableCommand {
     )
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List users.", discussion: "Example: resalloc user list")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List users.", discussion: "Example: resalloc user list")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var output: OutputOptions
         func run() async throws {
@@ -85,7 +90,11 @@ struct Users: AsyncParsableCommand {
     }
 
     struct Approve: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Let a pending user log in.", discussion: "Example: resalloc user approve bob")
+        static let configuration = CommandConfiguration(
+            commandName: "approve",
+            abstract: "Let a pending user log in.",
+            discussion: "Example: resalloc user approve bob"
+        )
         @OptionGroup var global: GlobalOptions
         @Argument(help: "The user's name.") var name: String
         func run() async throws {

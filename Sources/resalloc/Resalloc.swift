@@ -73,6 +73,7 @@ struct OutputOptions: ParsableArguments {
 
 struct Register: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "register",
         abstract: "Create an account (the first one is the admin; later ones wait for approval).",
         discussion: """
             The password (8 characters at least) is asked for twice, without echo.
@@ -94,6 +95,7 @@ struct Register: AsyncParsableCommand {
 
 struct Login: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "login",
         abstract: "Log in and keep the token in ~/.config/resalloc/config.json (mode 0600).",
         discussion: """
             The password is asked for without echo.
@@ -117,6 +119,7 @@ struct Login: AsyncParsableCommand {
 
 struct Logout: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "logout",
         abstract: "Revoke your token on the master and forget it here.",
         discussion: "Example: resalloc logout"
     )

@@ -13,7 +13,11 @@ struct Resources: AsyncParsableCommand {
     )
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List resources.", discussion: "Example: resalloc resources list --json")
+        static let configuration = CommandConfiguration(
+            commandName: "list",
+            abstract: "List resources.",
+            discussion: "Example: resalloc resources list --json"
+        )
         @OptionGroup var global: GlobalOptions
         @OptionGroup var output: OutputOptions
         func run() async throws {
@@ -39,6 +43,7 @@ struct Resources: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "create",
             abstract: "Create a resource from a Dockerfile (admins).",
             discussion: """
                 The Dockerfile is an argument in the seed's form, where a literal \\n is a line break, or a file:
@@ -67,6 +72,7 @@ struct Resources: AsyncParsableCommand {
 
     struct Edit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "edit",
             abstract: "Replace a resource's Dockerfile, or its containers' limits (admins).",
             discussion: """
                 New leases and warm containers use the new image and limits; leases already running keep theirs.
@@ -95,6 +101,7 @@ struct Resources: AsyncParsableCommand {
 
     struct Pool: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "pool",
             abstract: "Keep N containers of a resource started, so that a lease is handed out at once (admins).",
             discussion: """
                 The master starts them in the background on machines with room; each counts against its machine's
@@ -112,6 +119,7 @@ struct Resources: AsyncParsableCommand {
 
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "delete",
             abstract: "Delete a resource no lease uses (admins).",
             discussion: "Example: resalloc resources delete busybox"
         )

@@ -7,6 +7,7 @@ import ResallocClient
 
 struct SSH: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "ssh",
         abstract: "Open a shell in one of your leases, or run a command there.",
         discussion: """
             With a terminal: an interactive shell (bash if the image has it, else sh); the window size follows
