@@ -54,7 +54,7 @@ run: build keys ## start a local test machine and the master, ready for resalloc
 	$(SUDO) scripts/run
 
 BENCH ?= all
-bench: deps ## benchmarks on real local machines; prints numbers (BENCH=transport|master|shell|cleanup|reach|pool|store|jobs|first|burst|rungap|shell-deployed)
+bench: deps ## benchmarks on real local machines; prints numbers (BENCH=transport|master|shell|cleanup|reach|pool|store|jobs|first|burst|rungap|shell-deployed|cp-deployed)
 	swift build -c release --product resalloc-master
 	swift build -c release --product resalloc
 	swift build -c release --product resalloc-bench
