@@ -30,6 +30,11 @@ public final class SSHConnection: Sendable {
     /// How many channels the machine lets it open at once, as far as it has learned.
     public var channelLimit: Int { loop.channelsAllowed }
 
+    /// How many commands and processes the connection's thread has taken up so far and tried to
+    /// start: one given to `execute` or `start` is counted once the thread has tried to open its
+    /// channel (or queued it behind the channel limit).
+    public var commandsTaken: Int { loop.operationsTaken }
+
     /// Runs `command` through the login shell and returns its output and exit status.
     /// - Parameters:
     ///   - stdin: bytes written to the command's standard input, followed by EOF.

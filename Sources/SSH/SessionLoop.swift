@@ -47,6 +47,10 @@ final class SessionLoop: @unchecked Sendable {
     /// `channelLimit`, readable from any thread (the pool spreads work by it).
     private let learnedLimit = Atomic<Int>(SessionLoop.maxChannels)
     var channelsAllowed: Int { learnedLimit.load(ordering: .relaxed) }
+    /// Operations the loop has taken from its inbox and tried to start (opened a channel for, or
+    /// queued behind the channel limit), so far.
+    private let taken = Atomic<Int>(0)
+    var operationsTaken: Int { taken.load(ordering: .acquiring) }
     /// The most channels the machine has had open for us at once.
     private var mostOpenAtOnce = 0
 
@@ -170,6 +174,7 @@ final class SessionLoop: @unchecked Sendable {
                 for operation in active {
                     if try operation.step(session, socketDrained: &socketDrained) { progressed = true }
                 }
+                if !submitted.isEmpty { taken.add(submitted.count, ordering: .releasing) }
             } catch {
                 failure = error
                 break loop

@@ -53,8 +53,11 @@ struct CommandTests {
         }
         typing.write(Array("typed".utf8))
         typing.closeInput()
+        let taken = connection.commandsTaken
         async let opened = connection.execute("echo opened", timeout: .seconds(60))
-        try await Task.sleep(for: .milliseconds(500))
+        // Thawed only once the connection's thread has tried to open the command's channel
+        // behind the packet the socket did not take.
+        try await waitUntil(seconds: 30, "the new command taken up by the connection") { connection.commandsTaken > taken }
         variant.thawConnections()
 
         #expect(try await opened.stdoutText == "opened\n")
