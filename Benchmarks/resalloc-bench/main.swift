@@ -30,8 +30,8 @@ if only == "all" || only == "store" { try await storeBenchmark(testbed: testbed,
 if only == "all" || only == "jobs" { try await jobBenchmark(testbed: testbed, runs: min(runs, 20)) }
 if only == "all" || only == "first" { try await firstLeaseBenchmark(testbed: testbed, runs: min(runs, 10)) }
 if only == "all" || only == "burst" { try await burstBenchmark(testbed: testbed, rounds: 3) }
-if only == "shell-deployed" { try await deployedShellBenchmark(testbed: testbed, keystrokes: keystrokes, runs: 10) }
-if only == "cp-deployed" { try await deployedCopyBenchmark(testbed: testbed, rounds: 4) }
+if only == "all" || only == "shell-deployed" { try await deployedShellBenchmark(testbed: testbed, keystrokes: keystrokes, runs: 10) }
+if only == "all" || only == "cp-deployed" { try await deployedCopyBenchmark(testbed: testbed, rounds: 4) }
 if only == "rungap" { try await runGapBenchmark(testbed: testbed, runs: min(runs, 30)) }
 
 func transportBenchmark() async throws {
