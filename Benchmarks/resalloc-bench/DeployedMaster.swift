@@ -37,12 +37,7 @@ struct DeployedMaster {
             stderr: .null
         )
         let server = "http://127.0.0.1:\(port)"
-        var client = ResallocClient(server: server, token: nil)
-        for _ in 0..<200 {
-            if (try? await client.register("bench", password: "bench-password")) != nil { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        client.token = try await client.login("bench", password: "bench-password").token
+        var client = try await benchAdmin(server)
         let machine = testbed.machine("m1")
         if addingM1 { _ = try await client.createMachine("m1", login: machine.login, address: machine.host, capacity: 100) }
         let environment = ["HOME": work, "RESALLOC_URL": server, "PATH": "/usr/bin:/bin"]
@@ -94,4 +89,16 @@ struct DeployedMaster {
         master.kill9()
         try? FileManager.default.removeItem(atPath: work)
     }
+}
+
+/// The benchmarks' admin on a master just started at `server`: registered as soon as the master
+/// answers (within 10 s), then logged in.
+func benchAdmin(_ server: String) async throws -> ResallocClient {
+    var client = ResallocClient(server: server, token: nil)
+    for _ in 0..<200 {
+        if (try? await client.register("bench", password: "bench-password")) != nil { break }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    client.token = try await client.login("bench", password: "bench-password").token
+    return client
 }

@@ -51,12 +51,7 @@ func withBenchMaster(
         group.addTask { try await app.runService() }
         defer { group.cancelAll() }
         let server = "http://127.0.0.1:\(port)"
-        var client = ResallocClient(server: server, token: nil)
-        for _ in 0..<100 {
-            if (try? await client.register("bench", password: "bench-password")) != nil { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        client.token = try await client.login("bench", password: "bench-password").token
+        var client = try await benchAdmin(server)
         _ = try await client.createResource("busybox", dockerfile: "FROM busybox\n")
         for name in machines {
             let machine = testbed.machine(name)

@@ -141,12 +141,7 @@ func restartBenchmark(testbed: Testbed) async throws {
         }
         var process = try start()
         let server = "http://127.0.0.1:\(port)"
-        var client = ResallocClient(server: server, token: nil)
-        for _ in 0..<200 {
-            if (try? await client.register("bench", password: "bench-password")) != nil { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        client.token = try await client.login("bench", password: "bench-password").token
+        let client = try await benchAdmin(server)
         _ = try await client.createResource("busybox", dockerfile: "FROM busybox\n")
         let machine = testbed.machine("m1")
         _ = try await client.createMachine("m1", login: machine.login, address: machine.host, capacity: 100)
