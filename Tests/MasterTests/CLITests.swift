@@ -117,8 +117,12 @@ struct TmuxScreen {
         for attempt in 1...20 {
             try await type("stty size")
             if (try? await waitFor(size, seconds: 1)) != nil { return }
-            if attempt % 5 == 0, case let terminal = try await terminalSize(), terminal != size {
-                notes.append("after \(attempt) looks tmux had not resized its terminal (\(terminal)); resized again")
+            // Every fifth look, the window is resized again: tmux may not have resized its
+            // terminal, or the SIGWINCH of one that it did was lost on the way to the container's
+            // shell (a loaded CI: the kernel said 40 120, the shell kept saying 30 100).
+            if attempt % 5 == 0 {
+                let terminal = try await terminalSize()
+                notes.append("after \(attempt) looks (the terminal said \(terminal)) resized again")
                 try await resize(columns: columns, rows: rows - 1)
                 try await resize(columns: columns, rows: rows)
             }
