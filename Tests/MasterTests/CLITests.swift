@@ -26,8 +26,11 @@ struct CLI {
 
     /// Runs `resalloc arguments…` with `stdin` piped in (not a terminal), on a thread of its own:
     /// the in-process master answering the CLI needs Swift's executor free.
+    /// Two minutes by default: a deadline for a command that hangs, not a measure of its speed (a
+    /// first lease waits for its image's build, which a loaded CI machine makes slow). A test
+    /// about a command's time bounds it itself.
     @discardableResult
-    func run(_ arguments: [String], stdin: String = "", timeout: Duration = .seconds(60)) async throws -> Result {
+    func run(_ arguments: [String], stdin: String = "", timeout: Duration = .seconds(120)) async throws -> Result {
         let outcome = try await Subprocess.run([Self.binary] + arguments, environment: environment, input: Data(stdin.utf8), timeout: timeout)
         if outcome.timedOut { throw TestbedError("resalloc \(arguments.joined(separator: " ")) did not finish within \(timeout): \(outcome.errors)") }
         return Result(status: outcome.status, stdout: outcome.output, stderr: outcome.errors)
@@ -227,9 +230,11 @@ struct CLITests {
 
     @Test("An interactive shell on a real terminal: type, resize, idle through pings, exit 5, terminal restored; another user's lease refused")
     func interactive() async throws {
-        // The master pings every second: a client that did not answer would be cut off while idle.
-        let pingEverySecond: (inout TestArguments) -> Void = { $0.webSocketPingEvery = .seconds(1) }
-        try await withMaster(configure: pingEverySecond) { api, testbed, databasePath in
+        // The master pings every 3 s: a client that did not answer would be cut off while idle. (A
+        // ping is answered before the next one is due, or the session ends: 1 s was shorter than
+        // this in-process master's stalls on a loaded CI machine.)
+        let pingOften: (inout TestArguments) -> Void = { $0.webSocketPingEvery = .seconds(3) }
+        try await withMaster(configure: pingOften) { api, testbed, databasePath in
             let cli = try CLI(server: "http://127.0.0.1:\(api.client.port!)")
             let machine = testbed.machine("m1")
             try await cli.setUpAdmin(resource: "busybox", dockerfile: "FROM busybox", machine: machine)
@@ -243,7 +248,7 @@ struct CLITests {
             try await tmux.type("stty size; echo typed-\("$((6*7))"); touch /typed-here")
             #expect(try await tmux.waitFor("typed-42").contains("30 100"))
             try await tmux.resizeUntilShown(columns: 120, rows: 40)
-            try await Task.sleep(for: .seconds(3))
+            try await Task.sleep(for: .seconds(7))  // idle through two pings
             try await tmux.type("exit 5")
             _ = try await tmux.waitFor("EXIT=5")
             #expect(

@@ -155,6 +155,10 @@ public final class Testbed: Sendable {
         )
         do {
             try await Self.run(["/usr/sbin/sshd", "-f", "\(directory)/sshd_config", "-E", "\(directory)/sshd.log"])
+            // sshd detaches before it listens, and writes its pid file once its socket is bound.
+            try await waitUntil(seconds: 30, "the variant sshd's pid file (its log: \(directory)/sshd.log)") {
+                FileManager.default.fileExists(atPath: "\(directory)/sshd.pid")
+            }
         } catch {
             variant.stop()
             throw error
