@@ -13,11 +13,13 @@ struct ForwardTests {
             container in
             try await testbed.docker("m2", ["exec", "-d", container, "httpd", "-f", "-p", "127.0.0.1:8000", "-h", "/www"])
             try await testbed.docker("m2", ["exec", "-d", container, "httpd", "-f", "-p", "8002", "-h", "/www"])
-            // `exec -d` returns before the servers listen: wait for both sockets in the lease's table.
+            // `exec -d` returns before the servers listen: wait for both sockets in the lease's tables.
             try await waitUntil(seconds: 60, "both httpd servers listening in the lease") {
-                let table = try await testbed.docker("m2", ["exec", container, "cat", "/proc/net/tcp"])
-                let listening = table.split(separator: "\n").map { $0.split(separator: " ") }.filter { $0.count > 3 && $0[3] == "0A" }.map { $0[1] }
-                return listening.contains("0100007F:1F40") && listening.contains("00000000:1F42")
+                let table = try await testbed.docker("m2", ["exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6"])
+                let rows: [[Substring]] = table.split(separator: "\n").map { $0.split(separator: " ") }
+                let listening: [Substring] = rows.filter { $0.count > 3 && $0[3] == "0A" }.map { $0[1] }
+                // 8000 on 127.0.0.1; 8002 on every address, of IPv4 or IPv6 as busybox chose.
+                return listening.contains("0100007F:1F40") && listening.contains { $0.hasSuffix(":1F42") }
             }
 
             let (process, stdout, stderr) = try cli.start("forward", "box", "0:8000", "0:8001", "0:8002")
