@@ -44,8 +44,9 @@ struct PasswordPrompt {
         guard fd >= 0 else { throw Resalloc.failure("there is no terminal to ask for the password: give it with --password-stdin") }
     }
 
+    /// Echo goes off, and Ctrl-C's handler is in place, before the prompt shows: what is typed
+    /// once the prompt is up is never echoed, and Ctrl-C at the prompt always gives echo back.
     func ask(_ prompt: String) throws -> String {
-        write(prompt)
         var saved = termios()
         let hasTerminal = tcgetattr(fd, &saved) == 0
         if hasTerminal {
@@ -54,6 +55,7 @@ struct PasswordPrompt {
             PasswordPrompt.restoreOnInterrupt(fd: fd, saved)
             tcsetattr(fd, TCSAFLUSH, &quiet)
         }
+        write(prompt)
         defer {
             if hasTerminal {
                 tcsetattr(fd, TCSAFLUSH, &saved)

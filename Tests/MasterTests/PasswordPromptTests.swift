@@ -25,9 +25,9 @@ struct PasswordPromptTests {
             #expect(try await CLI.master("user", "list", "--db", databasePath).stdout == "NAME                    ROLE   STATUS\n")
 
             try await tmux.type("clear; resalloc register alice && resalloc login alice; echo EX''IT=$?")
-            _ = try await tmux.waitFor("Password:")
+            _ = try await tmux.waitFor("Password:", without: "EXIT=2")
             try await tmux.type("alice-password")
-            _ = try await tmux.waitFor("Password again:")
+            _ = try await tmux.waitFor("Password again:", without: "EXIT=2")
             try await tmux.type("alice-password")
             // Type only once login's own prompt is up, or the terminal would still echo.
             _ = try await tmux.waitFor("registered alice, the first user, as an admin\nPassword:")
@@ -40,7 +40,7 @@ struct PasswordPromptTests {
 
             // Ctrl-C at the prompt ends the command and gives echo back.
             try await tmux.type("clear; resalloc login alice; st=$?; stty -g > \(cli.home)/after; echo EX''IT=$st")
-            _ = try await tmux.waitFor("Password:")
+            _ = try await tmux.waitFor("Password:", without: "EXIT=0")
             try await tmux.key("C-c")
             _ = try await tmux.waitFor("EXIT=130")
             #expect(
