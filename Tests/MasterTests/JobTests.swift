@@ -37,8 +37,20 @@ struct JobTests {
         }
 
         /// Lets a job that waits for `/tmp/go` (see `gated`) go on.
+        /// Lets job `job`'s gated command finish. A job is `running` once its attached `docker run`
+        /// is under way, which on a loaded machine can be before the engine has started its
+        /// container: the touch is tried again until the container runs.
         func release(_ job: Int) async throws {
-            try await testbed.docker(JobTests.machine, ["exec", container(job), "touch", "/tmp/go"])
+            try await waitUntil(seconds: 60, "job \(job)'s container running, to be released") {
+                do {
+                    try await testbed.docker(JobTests.machine, ["exec", container(job), "touch", "/tmp/go"])
+                    return true
+                } catch {
+                    let said = "\(error)"
+                    if said.contains("is not running") || said.contains("No such container") { return false }
+                    throw error
+                }
+            }
         }
 
         func job(_ id: Int, as user: CLI? = nil) async throws -> [String: Any] {
