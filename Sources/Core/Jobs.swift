@@ -777,7 +777,19 @@ public final class Jobs: Sendable {
             if previous == .queued { return try await fresh(listing) }
         }
         if let machine, !job.containerRemoved {
-            do { try await fleet.docker(on: machine).remove(job.containerName(masterID: masterID)) } catch {
+            let docker = fleet.docker(on: machine)
+            let name = job.containerName(masterID: masterID)
+            do {
+                // A job is running once its attached `docker run` is under way, and a loaded
+                // engine may make the container only after this first remove found none: while
+                // this master still follows that run, remove again until it has ended.
+                var removed = try await docker.remove(name)
+                let deadline = ContinuousClock.now + .seconds(30)
+                while !removed, collecting.withLock({ $0.contains(job.id!) }), ContinuousClock.now < deadline {
+                    try? await Task.sleep(for: .milliseconds(200))
+                    removed = try await docker.remove(name)
+                }
+            } catch {
                 throw .from(error, machine: machine.name)
             }
             job.containerRemoved = true
