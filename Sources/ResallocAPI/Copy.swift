@@ -4,6 +4,8 @@
 /// stream of `Path` in binary frames, then a `CopyEvent`. Into the lease: the client sends a
 /// tar stream in binary frames and a text `CopyEvent` of type `eof`; the master extracts it
 /// into the directory `Path` once all of it has arrived, and answers with a `CopyEvent`.
+/// The CLI sends files in with `PUT /lease/{name}/files?path=DIR` instead (a streamed body,
+/// answered with `Copied`): a client must mask every WebSocket frame, byte by byte.
 public struct CopyStart: Codable, Sendable {
     public enum Direction: String, Codable, Sendable { case `in`, out }
     public var direction: Direction
@@ -39,6 +41,26 @@ public struct CopyEvent: Codable, Sendable {
         case bytes = "Bytes"
         case message = "Message"
         case status = "Status"
+    }
+}
+
+/// The answer to `PUT /lease/{name}/files?path=DIR` (and `/job/{id}/files`): the tar stream of the
+/// request's body is unpacked in the directory.
+public struct Copied: Codable, Sendable {
+    public var success: Bool
+    public var message: String
+    /// Bytes of tar stream received.
+    public var bytes: Int
+
+    public init(message: String, bytes: Int) {
+        self.success = true
+        self.message = message
+        self.bytes = bytes
+    }
+    enum CodingKeys: String, CodingKey {
+        case success = "Success"
+        case message = "Message"
+        case bytes = "Bytes"
     }
 }
 

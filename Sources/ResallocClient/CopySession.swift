@@ -13,17 +13,14 @@ public struct CopySession: Sendable {
     public init(client: ResallocClient) { self.client = client }
 
     /// Sends the tar stream that `produce` writes (through the function it is given) into
-    /// `directory`; returns the bytes sent once the master has extracted them.
+    /// `directory`; returns the bytes sent once the master has extracted them. A streamed
+    /// `PUT …/files` (`ResallocClient.upload`), not WebSocket frames, which a client must mask.
     public func upload(
         lease: String,
         directory: String,
         produce: @escaping @Sendable (_ send: @Sendable ([UInt8]) async throws -> Void) async throws -> Void
     ) async throws -> Int {
-        try await session(lease: lease, start: CopyStart(direction: .in, path: directory)) { _, outbound in
-            try await produce { bytes in try await outbound.write(.binary(ByteBuffer(bytes: bytes))) }
-            try await outbound.write(.text(Self.encode(CopyEvent(type: .eof))))
-        } onData: { _ in
-        }
+        try await client.upload(lease: lease, directory: directory, produce: produce)
     }
 
     /// Receives the tar stream of `path` a piece at a time into `receive`; returns its size.
@@ -40,11 +37,7 @@ public struct CopySession: Sendable {
         directory: String,
         produce: @escaping @Sendable (_ send: @Sendable ([UInt8]) async throws -> Void) async throws -> Void
     ) async throws -> Int {
-        try await session(path: "/job/\(job)/copy", lease: nil, start: CopyStart(direction: .in, path: directory)) { _, outbound in
-            try await produce { bytes in try await outbound.write(.binary(ByteBuffer(bytes: bytes))) }
-            try await outbound.write(.text(Self.encode(CopyEvent(type: .eof))))
-        } onData: { _ in
-        }
+        try await client.upload(job: job, directory: directory, produce: produce)
     }
 
     /// `download` from the container job `job` kept after its end.

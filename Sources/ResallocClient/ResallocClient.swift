@@ -134,6 +134,51 @@ public struct ResallocClient: Sendable {
         return info.kind
     }
 
+    /// `PUT /lease/{name}/files?path=DIR` (`job` set: `/job/{id}/files`): the tar stream that
+    /// `produce` writes, as the request's streamed body, unpacked by the master into the
+    /// directory; returns the bytes sent once it is there. A failure of `produce` breaks the
+    /// request off, so nothing of a stream cut short is written.
+    public func upload(
+        lease: String? = nil,
+        job: Int64? = nil,
+        directory: String,
+        produce: @escaping @Sendable (_ send: @Sendable ([UInt8]) async throws -> Void) async throws -> Void
+    ) async throws -> Int {
+        guard let token else { throw ClientError.notLoggedIn }
+        let query = directory.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_./"))) ?? directory
+        let place = job.map { "/job/\($0)" } ?? "/lease/\(escape(lease ?? ""))"
+        var request = HTTPClientRequest(url: server + place + "/files?path=" + query)
+        request.method = .PUT
+        request.headers.add(name: "Content-Type", value: "application/octet-stream")
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        let pipe = BodyPipe()
+        request.body = .stream(pipe, length: .unknown)
+        try ClientTLS.check(server)
+        let exchange = Task { () -> Result<HTTPClientResponse, any Error> in
+            // Once the master has answered, nothing more of the body is wanted.
+            defer { pipe.abandon() }
+            do { return .success(try await Self.http.execute(request, deadline: .distantFuture)) } catch { return .failure(error) }
+        }
+        var localFailure: (any Error)?
+        do {
+            try await produce { bytes in try await pipe.send(ByteBuffer(bytes: bytes)) }
+            pipe.finish()
+        } catch {
+            pipe.fail(error)
+            if !(error is BodyPipe.Abandoned) { localFailure = error }
+        }
+        let response: HTTPClientResponse
+        switch await exchange.value {
+        case .success(let answered): response = answered
+        case .failure(let error):
+            if let localFailure { throw localFailure }
+            throw ClientError.connecting(to: server, failedWith: error)
+        }
+        let copied: Copied = try await decode(response)
+        if let localFailure { throw localFailure }
+        return copied.bytes
+    }
+
     // MARK: - Jobs
 
     public func submitJob(_ request: JobRequest) async throws -> Payload<JobInfo> { try await call(.POST, "/job", body: request) }

@@ -104,6 +104,31 @@ struct CopyTests {
         }
     }
 
+    @Test("PUT /lease/{name}/files takes a tar stream from curl; a body that is not one is refused with a sentence and writes nothing")
+    func plainHTTP() async throws {
+        try await withLeasedBox(dockerfile: "FROM busybox\nRUN mkdir /data") { api, cli, testbed, container in
+            let token = try await api.login("admin", password: "admin-password", register: false)
+            try FileManager.default.createDirectory(atPath: "\(cli.home)/s", withIntermediateDirectories: true)
+            try Data("by curl\n".utf8).write(to: URL(fileURLWithPath: "\(cli.home)/s/curled.txt"))
+            let put = { (body: String) in
+                try await Subprocess.run(
+                    [
+                        "sh", "-c",
+                        "\(body) | curl -sS -X PUT -T - -H 'Authorization: Bearer \(token)' '\(cli.server)/lease/box/files?path=/data'",
+                    ],
+                    timeout: .seconds(60)
+                )
+            }
+            let sent = try await put("tar -C \(cli.home)/s -cf - curled.txt")
+            #expect(sent.status == 0 && sent.output.contains(#""Success":true"#), "\(sent.output) \(sent.errors)")
+            #expect(try await testbed.docker("m2", ["exec", container, "cat", "/data/curled.txt"]) == "by curl\n")
+
+            let garbage = try await put("head -c 100000 /dev/urandom")
+            #expect(garbage.output.contains(#""Success":false"#), "\(garbage.output)")
+            #expect(try await testbed.docker("m2", ["exec", container, "ls", "-a", "/data"]) == ".\n..\ncurled.txt\n")
+        }
+    }
+
     @Test("Errors name the path; a copy cut short leaves nothing in the lease or on the machine; another user's lease is not found")
     func errors() async throws {
         try await withLeasedBox(dockerfile: "FROM busybox") { api, cli, testbed, container in
