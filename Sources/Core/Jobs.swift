@@ -369,7 +369,7 @@ public final class Jobs: Sendable {
         var attached: RemoteProcess?
         var fromWarm = false
         if let slot {
-            defer { warmPool?.wake() }
+            defer { warmPool?.wakeAfterJobHandout() }
             guard let process = await startInWarm(&job, slot: slot, on: machine) else { return }
             attached = process
             fromWarm = true
