@@ -1,11 +1,9 @@
-/// The `resalloc cp` protocol on the WebSocket `GET /lease/{name}/copy`.
+/// The `resalloc cp` protocol out of a lease, on the WebSocket `GET /lease/{name}/copy`: the
+/// client's first frame is a text `CopyStart` (direction `out`); the master sends the tar stream
+/// of `Path` in binary frames, then a `CopyEvent`.
 ///
-/// The client's first frame is a text `CopyStart`. Out of the lease: the master sends the tar
-/// stream of `Path` in binary frames, then a `CopyEvent`. Into the lease: the client sends a
-/// tar stream in binary frames and a text `CopyEvent` of type `eof`; the master extracts it
-/// into the directory `Path` once all of it has arrived, and answers with a `CopyEvent`.
-/// The CLI sends files in with `PUT /lease/{name}/files?path=DIR` instead (a streamed body,
-/// answered with `Copied`): a client must mask every WebSocket frame, byte by byte.
+/// Files go in as the streamed body of `PUT /lease/{name}/files?path=DIR`, answered with
+/// `Copied`, not over the WebSocket: a client must mask every frame it sends, byte by byte.
 public struct CopyStart: Codable, Sendable {
     public enum Direction: String, Codable, Sendable { case `in`, out }
     public var direction: Direction

@@ -5,8 +5,8 @@ import Logging
 import NIOCore
 import ResallocAPI
 
-/// One `resalloc cp` transfer over the master's WebSocket `GET /lease/{name}/copy`: a tar
-/// stream into a directory of the lease, or out of a path in it.
+/// One `resalloc cp` transfer: a tar stream into a directory of the lease (a streamed
+/// `PUT /lease/{name}/files`), or out of a path in it (the WebSocket `GET /lease/{name}/copy`).
 public struct CopySession: Sendable {
     public let client: ResallocClient
 
@@ -25,10 +25,7 @@ public struct CopySession: Sendable {
 
     /// Receives the tar stream of `path` a piece at a time into `receive`; returns its size.
     public func download(lease: String, path: String, receive: @escaping @Sendable (ByteBuffer) async throws -> Void) async throws -> Int {
-        try await session(lease: lease, start: CopyStart(direction: .out, path: path)) { _, _ in
-        } onData: {
-            try await receive($0)
-        }
+        try await download(from: "/lease/\(lease)/copy", lease: lease, path: path, receive: receive)
     }
 
     /// `upload` into the container of job `job` that waits for its inputs.
@@ -42,65 +39,39 @@ public struct CopySession: Sendable {
 
     /// `download` from the container job `job` kept after its end.
     public func download(job: Int64, path: String, receive: @escaping @Sendable (ByteBuffer) async throws -> Void) async throws -> Int {
-        try await session(path: "/job/\(job)/copy", lease: nil, start: CopyStart(direction: .out, path: path)) { _, _ in
-        } onData: {
-            try await receive($0)
-        }
+        try await download(from: "/job/\(job)/copy", lease: nil, path: path, receive: receive)
     }
 
-    private func session(
-        lease: String,
-        start: CopyStart,
-        send: @escaping @Sendable (WebSocketInboundStream, WebSocketOutboundWriter) async throws -> Void,
-        onData: @escaping @Sendable (ByteBuffer) async throws -> Void
-    ) async throws -> Int {
-        try await session(path: "/lease/\(lease)/copy", lease: lease, start: start, send: send, onData: onData)
-    }
-
-    private func session(
-        path: String,
+    /// The WebSocket copy out: a `CopyStart`, then the tar stream's binary frames into `receive`
+    /// until the master's closing `CopyEvent`.
+    private func download(
+        from endpoint: String,
         lease: String?,
-        start: CopyStart,
-        send: @escaping @Sendable (WebSocketInboundStream, WebSocketOutboundWriter) async throws -> Void,
-        onData: @escaping @Sendable (ByteBuffer) async throws -> Void
+        path: String,
+        receive: @escaping @Sendable (ByteBuffer) async throws -> Void
     ) async throws -> Int {
-        let target = try WebSocketTarget(client, path: path, label: "resalloc.cp")
+        let target = try WebSocketTarget(client, path: endpoint, label: "resalloc.cp")
         let outcome = CopyOutcome()
         do {
             try await target.connect { inbound, outbound, _ in
-                try await outbound.write(.text(Self.encode(start)))
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        do {
-                            try await send(inbound, outbound)
-                        } catch {
-                            // Our side failed (a file that vanished, a cancelled copy): end the
-                            // connection, so the master drops what it staged.
-                            outcome.fail(error)
-                            try? await outbound.close(.goingAway, reason: "the copy was stopped")
-                        }
+                try await outbound.write(.text(Self.encode(CopyStart(direction: .out, path: path))))
+                for try await message in inbound.messages(maxSize: 1 << 22) {
+                    switch message {
+                    case .binary(let buffer): try await receive(buffer)
+                    case .text(let text):
+                        if let event = try? JSONDecoder().decode(CopyEvent.self, from: Data(text.utf8)) { outcome.set(event) }
                     }
-                    for try await message in inbound.messages(maxSize: 1 << 22) {
-                        switch message {
-                        case .binary(let buffer): try await onData(buffer)
-                        case .text(let text):
-                            if let event = try? JSONDecoder().decode(CopyEvent.self, from: Data(text.utf8)) { outcome.set(event) }
-                        }
-                    }
-                    group.cancelAll()
                 }
             }
         } catch let error as ClientError {
             throw error
         } catch {
-            if let local = outcome.localFailure { throw local }
             if let refused = error as? UpgradeRefused {
                 if let lease { throw await client.refusal(of: "copy", lease: lease, status: refused.status) }
                 throw ClientError.server(status: refused.status ?? 400, message: "the master refused the copy (HTTP \(refused.status ?? 400))")
             }
             if outcome.event == nil { throw ClientError.unreachable(url: client.server, detail: "the copy's connection failed: \(error)") }
         }
-        if let local = outcome.localFailure { throw local }
         guard let event = outcome.event else {
             throw ClientError.unreachable(url: client.server, detail: "the connection to the master closed before the copy finished")
         }
@@ -118,9 +89,6 @@ public struct CopySession: Sendable {
 private final class CopyOutcome: @unchecked Sendable {
     private let lock = NSLock()
     private var stored: CopyEvent?
-    private var failure: (any Error)?
     func set(_ event: CopyEvent) { lock.withLock { stored = event } }
-    func fail(_ error: any Error) { lock.withLock { failure = error } }
     var event: CopyEvent? { lock.withLock { stored } }
-    var localFailure: (any Error)? { lock.withLock { failure } }
 }

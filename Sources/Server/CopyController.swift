@@ -7,9 +7,10 @@ import NIOCore
 import ResallocAPI
 import SSH
 
-/// `resalloc cp`: `GET /lease/{name}/path` says what a path in a lease is, and the WebSocket
-/// `GET /lease/{name}/copy` carries a tar stream in or out. The master never holds a whole
-/// file: it relays frames as they come, at most a window (1 MiB) ahead of the slower side.
+/// `resalloc cp`: `GET /lease/{name}/path` says what a path in a lease is, `PUT
+/// /lease/{name}/files` takes a tar stream in as its body, and the WebSocket `GET
+/// /lease/{name}/copy` carries one out. The master never holds a whole file: it relays bytes as
+/// they come, at most a window (1 MiB) ahead of the slower side.
 struct CopyController {
     let master: Master
 
@@ -27,17 +28,15 @@ struct CopyController {
                 return try Body.reply(try await receive(request, into: target))
             },
             .user(.put, "/job/:id/files") { request, context, caller in
-                let text = try context.parameters.require("id")
-                guard let id = Int64(text), id > 0 else { throw MasterError(.notFound, "no job \(text)") }
+                let id = try Self.jobID(try context.parameters.require("id"))
                 return try Body.reply(try await receive(request, into: try await master.reach(job: id, for: caller.user, copyingIn: true)))
             },
         ]
     }
 
     /// `PUT …/files?path=DIR`: the request's body, a tar stream, unpacked into the directory
-    /// `DIR` (as `copyIn` over the WebSocket, which it replaces for the CLI). A plain streamed
-    /// body, because a client must mask every WebSocket frame it sends, byte by byte on both
-    /// sides, which cost 1.3 CPU-seconds per 512 MB. The stream is whole only when its last chunk
+    /// `DIR`. A plain streamed body, not WebSocket frames, which a client must mask and the master
+    /// unmask byte by byte: 1.3 CPU-seconds per 512 MB. The stream is whole only when its last chunk
     /// came: a client that goes away first leaves nothing in the lease.
     private func receive(_ request: Request, into target: LeaseTarget) async throws -> Copied {
         guard let directory = request.uri.queryParameters["path"].map(String.init), !directory.isEmpty else {
@@ -79,10 +78,10 @@ struct CopyController {
                 else {
                     throw MasterError(.invalid, "the first message must be a CopyStart")
                 }
-                switch start.direction {
-                case .out: event = try await copyOut(target, start.path, outbound)
-                case .in: event = try await copyIn(target, start.path, &messages)
+                guard start.direction == .out else {
+                    throw MasterError(.invalid, "files go into a lease as the body of PUT /lease/{name}/files?path=DIR; this WebSocket copies out")
                 }
+                event = try await copyOut(target, start.path, outbound)
                 context.logger.info(
                     "copy done",
                     metadata: ["lease": "\(target.name)", "direction": "\(start.direction)", "bytes": "\(event.bytes ?? 0)"]
@@ -101,15 +100,17 @@ struct CopyController {
         }
     }
 
-    /// A lease's container, or a job's (waiting for its inputs, or kept for its results).
+    /// A lease's container, or the one a job keeps for its results.
     private func target(_ request: Request, _ parameters: Parameters) async throws -> LeaseTarget {
         let caller = try await Endpoint.authenticate(request, accounts: master.accounts)
-        if let text = parameters.get("id") {
-            guard let id = Int64(text), id > 0 else { throw MasterError(.notFound, "no job \(text)") }
-            let job = try await master.job(id, for: caller.user).job
-            return try await master.reach(job: id, for: caller.user, copyingIn: !job.state.ended)
-        }
+        if let text = parameters.get("id") { return try await master.reach(job: try Self.jobID(text), for: caller.user, copyingIn: false) }
         return try await master.reach(try parameters.require("name"), for: caller.user)
+    }
+
+    /// A job's id from the path; anything else is no job.
+    private static func jobID(_ text: String) throws -> Int64 {
+        guard let id = Int64(text), id > 0 else { throw MasterError(.notFound, "no job \(text)") }
+        return id
     }
 
     /// Relays `docker cp C:PATH -` to the client; each chunk is acknowledged once written, so
@@ -140,35 +141,6 @@ struct CopyController {
             if line.contains("Could not find the file") { throw MasterError(.notFound, "no such path in lease \(target.name): \(path)") }
             throw MasterError(.unreachable, "copying \(path) out of lease \(target.name) failed: \(line)")
         }
-        return CopyEvent(type: .done, bytes: bytes)
-    }
-
-    /// Unpacks the client's tar stream into the lease, where it takes its place only once the
-    /// client says it sent all of it (`RemoteDocker.copyIn`); a client that goes away first
-    /// leaves nothing in the lease.
-    private func copyIn(
-        _ target: LeaseTarget,
-        _ directory: String,
-        _ messages: inout WebSocketInboundMessageStream.AsyncIterator
-    ) async throws -> CopyEvent {
-        guard try await master.pathKind(target, directory) == .directory else {
-            throw MasterError(.invalid, "\(directory) in lease \(target.name) is not a directory")
-        }
-        var bytes = 0
-        var iterator = messages
-        try await master.copyIn(target, directory: directory) { process in
-            while let message = try await iterator.next() {
-                switch message {
-                case .binary(let buffer):
-                    bytes += buffer.readableBytes
-                    await process.send(Array(buffer: buffer))
-                case .text(let text):
-                    if let event = try? JSONDecoder().decode(CopyEvent.self, from: Data(text.utf8)), event.type == .eof { return bytes }
-                }
-            }
-            return nil
-        }
-        messages = iterator
         return CopyEvent(type: .done, bytes: bytes)
     }
 }
