@@ -37,7 +37,7 @@ struct DeployedMaster {
             stderr: .null
         )
         let server = "http://127.0.0.1:\(port)"
-        var client = try await benchAdmin(server)
+        let client = try await benchAdmin(server)
         let machine = testbed.machine("m1")
         if addingM1 { _ = try await client.createMachine("m1", login: machine.login, address: machine.host, capacity: 100) }
         let environment = ["HOME": work, "RESALLOC_URL": server, "PATH": "/usr/bin:/bin"]

@@ -51,7 +51,7 @@ func withBenchMaster(
         group.addTask { try await app.runService() }
         defer { group.cancelAll() }
         let server = "http://127.0.0.1:\(port)"
-        var client = try await benchAdmin(server)
+        let client = try await benchAdmin(server)
         _ = try await client.createResource("busybox", dockerfile: "FROM busybox\n")
         for name in machines {
             let machine = testbed.machine(name)

@@ -129,7 +129,7 @@ public struct ResallocClient: Sendable {
 
     /// What `path` is in the lease: `directory`, `file` or `symlink` (404 when nothing is there).
     public func pathKind(lease: String, path: String) async throws -> String {
-        let query = path.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_./"))) ?? path
+        let query = queryValue(path)
         let info: PathInfo = try await call(.GET, "/lease/\(escape(lease))/path?path=\(query)")
         return info.kind
     }
@@ -145,7 +145,7 @@ public struct ResallocClient: Sendable {
         produce: @escaping @Sendable (_ send: @Sendable ([UInt8]) async throws -> Void) async throws -> Void
     ) async throws -> Int {
         guard let token else { throw ClientError.notLoggedIn }
-        let query = directory.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_./"))) ?? directory
+        let query = queryValue(directory)
         let place = job.map { "/job/\($0)" } ?? "/lease/\(escape(lease ?? ""))"
         var request = HTTPClientRequest(url: server + place + "/files?path=" + query)
         request.method = .PUT
@@ -195,7 +195,7 @@ public struct ResallocClient: Sendable {
 
     /// What `path` is in the job's container (waiting for inputs, or kept for results).
     public func pathKind(job: Int64, path: String) async throws -> String {
-        let query = path.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_./"))) ?? path
+        let query = queryValue(path)
         let info: PathInfo = try await call(.GET, "/job/\(job)/path?path=\(query)")
         return info.kind
     }
@@ -303,6 +303,11 @@ public struct ResallocClient: Sendable {
         configuration.connectionPool.retryConnectionEstablishment = false
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
+
+    /// A path in a container as a query parameter's value (`/` kept).
+    private func queryValue(_ path: String) -> String {
+        path.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_./"))) ?? path
+    }
 
     private func escape(_ segment: String) -> String {
         segment.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_"))) ?? segment
