@@ -130,21 +130,23 @@ extension RemoteDocker {
             + "t=$(mktemp) || exit 254; docker " + ShellQuote.join(["wait", id]) + " >\"$t\" 2>/dev/null & w=$!; "
             + "printf '%s\\n' " + ShellQuote.quote(script)
             + " | timeout 10 sh -c 'cat > \"$1/go\"' sh \"$d\" 2>/dev/null || { kill $w; rm -f \"$t\"; exit 254; }; "
-            + "rm -rf \"$d\"; docker " + ShellQuote.join(["logs", "--follow", id]) + "; wait $w; s=$(cat \"$t\"); rm -f \"$t\"; wait; "
+            + "docker " + ShellQuote.join(["logs", "--follow", id]) + "; wait $w; s=$(cat \"$t\"); rm -f \"$t\"; wait; "
             + "exit ${s:-255}"
         do { return try await pool.start(on: endpoint, command, flowControlled: true) } catch { throw .transport(error) }
     }
 
-    /// Removes the FIFO directories of warm containers that are gone or were handed out: those
-    /// older than two minutes (a container being started has its directory before it exists)
-    /// whose container is not on the machine. Several masters share a machine's directory.
+    /// Removes the FIFO directories of warm containers that are gone: those older than two
+    /// minutes (a container being started has its directory before it exists) that no container
+    /// on the machine mounts. A handed-out container keeps its directory under its new name, as
+    /// `docker cp` needs every bind mount's source. Several masters share a machine's directory.
     public func pruneHandoffDirectories() async throws(DockerError) {
         let command = """
             root="\(handoffRoot)"
             [ -d "$root" ] || exit 0
-            names=" $(docker ps --all --format '{{.Names}}' | tr '\\n' ' ') " || exit 1
+            ids=$(docker ps --all --quiet) || exit 1
+            sources=" $( [ -z "$ids" ] || docker inspect --format '{{range .Mounts}}{{.Source}} {{end}}' $ids | tr '\\n' ' ') " || exit 1
             find "$root" -mindepth 1 -maxdepth 1 -type d -mmin +2 | while read -r d; do
-                case "$names" in *" ${d##*/} "*) ;; *) rm -rf "$d" ;; esac
+                case "$sources" in *" $d "*) ;; *) rm -rf "$d" ;; esac
             done
             """
         let result: ExecResult

@@ -13,9 +13,10 @@ extension RemoteDocker {
         try DockerNames.validateContainer(from)
         try DockerNames.validateContainer(to)
         guard id.wholeMatch(of: /[0-9a-f]{64}/) != nil else { throw .invalidArgument("'\(id)' is not a container id") }
-        // The warm container's FIFO goes (its main process waits on it for good, as a lease's).
+        // The warm container's FIFO stays (its main process waits on it for good, as a lease's):
+        // its directory is the source of a bind mount, without which `docker cp` fails.
         var command =
-            "rm -rf \(handoffDirectory(from)) 2>/dev/null; docker " + ShellQuote.join(["rename", from, to]) + " & renamed=$!; docker "
+            "docker " + ShellQuote.join(["rename", from, to]) + " & renamed=$!; docker "
             + ShellQuote.join(["inspect", "--format", "{{.State.Running}}", id]) + " 2>/dev/null; wait $renamed"
         if let joining {
             try DockerNames.validateContainer(joining)

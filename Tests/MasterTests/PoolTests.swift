@@ -105,6 +105,12 @@ struct PoolTests {
             let leased = try await Self.leaseContainerID(testbed, "m8", databasePath: databasePath, lease: "hot")
             #expect(warm.map(\.id).contains(leased.id), "the lease did not get a warm container")
             #expect(try await cli.ok("ssh", "hot", "--", "cat", "/id").count == 37)
+            // Files go in and out of a warm container as of any other (its handoff directory,
+            // the source of a bind mount, must still be there for `docker cp`).
+            try Data("into the warm one\n".utf8).write(to: URL(fileURLWithPath: "\(cli.home)/note.txt"))
+            try await cli.ok("cp", "-q", "\(cli.home)/note.txt", "hot:/tmp")
+            try await cli.ok("cp", "-q", "hot:/tmp/note.txt", "\(cli.home)/back.txt")
+            #expect(try String(contentsOfFile: "\(cli.home)/back.txt", encoding: .utf8) == "into the warm one\n")
 
             // Refilled to 2, and the leased one is the lease's, not the pool's.
             let refilled = try await Self.waitForPool(api, testbed, token: admin, resource: "warm", ready: 2, machines: ["m8"], master: id)
