@@ -413,6 +413,7 @@ public final class Jobs: Sendable {
                     id: containerID,
                     as: name,
                     command: job.arguments,
+                    marker: JobEndMarker(jobID: job.id!),
                     joining: joining,
                     leaving: leaving
                 )
@@ -553,7 +554,29 @@ public final class Jobs: Sendable {
                     return  // the passes try again
                 }
             }
-            await record(process, of: id, skippingDockerWarnings: fromRun && !fromWarm)
+            if let said = await record(process, of: id, skippingDockerWarnings: fromRun && !fromWarm) {
+                // Its command said how it ended, after all its output (a warm container's job),
+                // and its container waits: stopped when kept, else removed, as a cold job's would
+                // be (a success said first, the container removed just after), without waiting
+                // for the engine to see an exit.
+                process.close()
+                if said == 0 {
+                    await self.end(&job, .succeeded, status: 0, message: nil, removing: docker, stopping: true)
+                } else {
+                    // Killed (137): the engine tells whether its memory limit did it only once
+                    // the container has exited.
+                    let container = job.containerId ?? name
+                    var outOfMemory = false
+                    if said == 137 {
+                        _ = try? await docker.run(["kill", container])
+                        _ = try? await docker.run(["wait", container])
+                        outOfMemory = (try? await docker.end(of: container))?.oomKilled == true
+                    }
+                    let message = Self.failure(said, outOfMemory: outOfMemory, of: job)
+                    await self.end(&job, .failed, status: said, message: message, removing: docker, stopping: job.keepsContainer)
+                }
+                return
+            }
             let exited = try? await process.exitStatus()
             if fromRun, fromWarm, exited == 254, (try? await database.job(id: id))?.logBytes == 0 {
                 // The warm container did not take the command (it had stopped): a cold start.
@@ -563,7 +586,7 @@ public final class Jobs: Sendable {
                 await requeue(&job)
                 return
             }
-            if fromRun, exited == 0, !job.keepsContainer {
+            if fromRun, !fromWarm, exited == 0, !job.keepsContainer {
                 // It exited 0: said at once, its container removed just after (as docker run --rm).
                 await self.end(&job, .succeeded, status: 0, message: nil, removing: docker, stopping: true)
                 return
@@ -594,19 +617,24 @@ public final class Jobs: Sendable {
             if end.exitCode == 0 && !end.oomKilled {
                 await self.end(&job, .succeeded, status: 0, message: nil, removing: docker)
             } else {
-                let memory = job.memoryBytes > 0 ? " (its limit is \(ByteSize.format(job.memoryBytes)))" : ""
-                let message =
-                    end.oomKilled
-                    ? "killed: it ran out of memory\(memory)"
-                    : !end.error.isEmpty ? "could not start: \(end.error)" : "exited with status \(end.exitCode)"
+                let message = !end.error.isEmpty ? "could not start: \(end.error)" : Self.failure(end.exitCode, outOfMemory: end.oomKilled, of: job)
                 await self.end(&job, .failed, status: end.exitCode, message: message, removing: docker)
             }
             return
         }
     }
 
-    /// Writes the process's output to the job's log, a batch at least every 100 ms.
-    private func record(_ process: RemoteProcess, of id: Int64, skippingDockerWarnings: Bool = false) async {
+    /// Why a job failed, as its state's message.
+    static func failure(_ status: Int, outOfMemory: Bool, of job: Job) -> String {
+        guard outOfMemory else { return "exited with status \(status)" }
+        return "killed: it ran out of memory" + (job.memoryBytes > 0 ? " (its limit is \(ByteSize.format(job.memoryBytes)))" : "")
+    }
+
+    /// Writes the process's output to the job's log, a batch at least every 100 ms, until it
+    /// ends, or until both its streams have said the command's status with a `JobEndMarker`
+    /// (taken off the log): then returns that status, without waiting for the process's end.
+    private func record(_ process: RemoteProcess, of id: Int64, skippingDockerWarnings: Bool = false) async -> Int? {
+        var scanners = [JobEndScanner(JobEndMarker(jobID: id)), JobEndScanner(JobEndMarker(jobID: id))]
         var warnings = skippingDockerWarnings ? [UInt8]() : nil  // stderr held while it may be docker's warnings
         enum Event: Sendable {
             case output(OutputChunk)
@@ -642,56 +670,71 @@ public final class Jobs: Sendable {
             pendingBytes = 0
             changes.fire()
         }
+        var said: Int? {
+            guard let out = scanners[0].status, scanners[1].status != nil else { return nil }
+            return out
+        }
+        func keep(_ stream: Int, _ given: [UInt8]) {
+            var bytes = given
+            guard !bytes.isEmpty else { return }
+            // `docker run` prints its warnings (`WARNING: …` lines) on stderr before any of
+            // the container's output: whole such lines at the start are left out.
+            if var held = warnings {
+                if stream == 2 {
+                    held += bytes
+                    let rest = Self.dropDockerWarnings(&held)
+                    guard !rest.isEmpty else {
+                        warnings = held  // warnings dropped, or not yet known to be one
+                        return
+                    }
+                    warnings = nil
+                    bytes = rest
+                } else {
+                    // The container's stdout: what stderr held was its own.
+                    warnings = nil
+                    if !held.isEmpty { pending.append(JobLogChunk(jobId: id, stream: 2, data: Data(held))) }
+                }
+            }
+            guard !cut else { return }
+            let room = Int(max(0, logMax - kept))
+            let taken = bytes.prefix(room)
+            if !taken.isEmpty {
+                if let last = pending.last, last.stream == stream, last.data.count < 64 * 1024 {
+                    pending[pending.count - 1].data.append(contentsOf: taken)
+                } else {
+                    pending.append(JobLogChunk(jobId: id, stream: stream, data: Data(taken)))
+                }
+                kept += Int64(taken.count)
+            }
+            if taken.count < bytes.count {
+                cut = true
+                let note = "\n[resalloc: the output was cut at \(ByteSize.format(logMax)) (serve --job-log-max); the rest is not kept]\n"
+                pending.append(JobLogChunk(jobId: id, stream: 2, data: Data(note.utf8)))
+            }
+        }
         for await event in events {
             switch event {
             case .tick:
                 await flush()
             case .output(let chunk):
-                var (stream, bytes): (Int, [UInt8]) =
+                let (stream, bytes): (Int, [UInt8]) =
                     switch chunk {
                     case .stdout(let bytes): (1, bytes)
                     case .stderr(let bytes): (2, bytes)
                     }
                 pendingBytes += bytes.count
-                // `docker run` prints its warnings (`WARNING: …` lines) on stderr before any of
-                // the container's output: whole such lines at the start are left out.
-                if var held = warnings {
-                    if stream == 2 {
-                        held += bytes
-                        let rest = Self.dropDockerWarnings(&held)
-                        guard !rest.isEmpty else {
-                            warnings = held  // warnings dropped, or not yet known to be one
-                            continue
-                        }
-                        warnings = nil
-                        bytes = rest
-                    } else {
-                        // The container's stdout: what stderr held was its own.
-                        warnings = nil
-                        if !held.isEmpty { pending.append(JobLogChunk(jobId: id, stream: 2, data: Data(held))) }
-                    }
-                }
-                if !cut {
-                    let room = Int(max(0, logMax - kept))
-                    let taken = bytes.prefix(room)
-                    if !taken.isEmpty {
-                        if let last = pending.last, last.stream == stream, last.data.count < 64 * 1024 {
-                            pending[pending.count - 1].data.append(contentsOf: taken)
-                        } else {
-                            pending.append(JobLogChunk(jobId: id, stream: stream, data: Data(taken)))
-                        }
-                        kept += Int64(taken.count)
-                    }
-                    if taken.count < bytes.count {
-                        cut = true
-                        let note = "\n[resalloc: the output was cut at \(ByteSize.format(logMax)) (serve --job-log-max); the rest is not kept]\n"
-                        pending.append(JobLogChunk(jobId: id, stream: 2, data: Data(note.utf8)))
-                    }
+                keep(stream, scanners[stream - 1].feed(bytes))
+                if let said {
+                    await flush()
+                    return said
                 }
                 if pendingBytes >= 256 * 1024 { await flush() }
             }
         }
+        keep(1, scanners[0].finish())
+        keep(2, scanners[1].finish())
         await flush()
+        return said
     }
 
     /// Takes whole `WARNING: ` lines off the front of `held` and returns what follows them once
@@ -732,10 +775,12 @@ public final class Jobs: Sendable {
         job.awaitingInput = false
         let keep = job.keepsContainer && state != .lost && docker != nil
         if docker == nil { job.containerRemoved = true }
+        // By its engine id when known: a warm container's rename to the job's name may still be
+        // under way when a short command has ended.
+        let name = job.containerId ?? job.containerName(masterID: masterID)
         // A job that ended by itself is over for its client once its container is gone too, as
         // with docker run --rm; one stopped from outside is marked first, so that its collector,
         // seeing the container go, does not end it otherwise.
-        let name = job.containerName(masterID: masterID)
         if let docker, !keep, !stopping, (try? await docker.remove(name)) != nil { job.containerRemoved = true }
         guard (try? await database.updateJob(job, expecting: [.starting, .running])) == true else { return }
         Counter(label: "resalloc_jobs_ended_total", dimensions: [("state", state.rawValue)]).increment()
@@ -854,7 +899,7 @@ public final class Jobs: Sendable {
             } else if !job.containerRemoved, job.containerId != nil, let ended = job.endedAt,
                 now.timeIntervalSince(ended) > (job.keepsContainer ? Double(settings.keptFor.components.seconds) : 5)
             {
-                if (try? await docker.remove(job.containerName(masterID: masterID))) != nil {
+                if (try? await docker.remove(job.containerId ?? job.containerName(masterID: masterID))) != nil {
                     job.containerRemoved = true
                     _ = try? await database.updateJob(job, expecting: [job.state])
                 }

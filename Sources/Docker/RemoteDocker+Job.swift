@@ -60,7 +60,7 @@ extension RemoteDocker {
 
 /// A warm container's main process is `sh` reading its script from a FIFO on the machine
 /// (`~/.resalloc-pool/NAME/go`, mounted read-only): it waits there, costing nothing, until the
-/// master writes a command into it, which then runs as the container's own process (its output
+/// master writes a script into it, which then runs the command as that shell's child (its output
 /// in the engine's log, its status the container's), with no `docker exec`. A lease handed a
 /// warm container leaves it waiting, as `sleep infinity` would.
 extension RemoteDocker {
@@ -70,6 +70,9 @@ extension RemoteDocker {
         let place = "\(endpoint.host)-\(endpoint.port)".map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" }
         return "$HOME/.resalloc-pool/" + String(place)
     }
+
+    /// Where a warm container sees its FIFO's directory.
+    static let handoffMount = "/.resalloc"
 
     /// Where a warm container's FIFO lives on the machine, in shell syntax.
     func handoffDirectory(_ container: String) -> String { "\"\(handoffRoot)/\(container)\"" }
@@ -83,7 +86,7 @@ extension RemoteDocker {
         let directory = handoffDirectory(spec.name)
         let command =
             "d=\(directory) && rm -rf \"$d\" && mkdir -p \"$d\" && mkfifo \"$d/go\" && docker " + ShellQuote.join(argv)
-            + " --mount \"type=bind,source=$d,target=/.resalloc,readonly\" " + ShellQuote.join([image, "sh", "/.resalloc/go"])
+            + " --mount \"type=bind,source=$d,target=\(Self.handoffMount),readonly\" " + ShellQuote.join([image, "sh", Self.handoffMount + "/go"])
         let result: ExecResult
         let started = ContinuousClock.now
         do { result = try await pool.execute(on: endpoint, command, timeout: commandTimeout) } catch { throw .transport(error) }
@@ -99,8 +102,13 @@ extension RemoteDocker {
     /// Hands the warm container `from` (engine id `id`) `argv` as its command, renamed `to`
     /// (after moving it from network `leaving` to `joining`, if given), and returns at once with
     /// the command's output arriving as it runs (`docker logs --follow`, stdout and stderr
-    /// apart, flow-controlled) and its exit status as the process's: all in one round trip,
-    /// with one docker call in the way of the command's start (none, without networks).
+    /// apart, flow-controlled), each stream ending with `marker` and the command's status once
+    /// it has exited: all in one round trip, with one docker call in the way of the command's
+    /// start (none, without networks). After the marker the container waits, to be removed (or
+    /// stopped, when kept) by the master: so the engine is not busy with its exit (about 35 ms,
+    /// in which it answers nothing about the container, `docker logs` included) while the
+    /// output is on its way. The process ends only when the container does; without the
+    /// marker (the command's shell was killed), the engine's exit code is the status.
     ///
     /// Status 254: the container did not take its command (it was not waiting any more).
     public func handOff(
@@ -108,6 +116,7 @@ extension RemoteDocker {
         id: String,
         as to: String,
         command argv: [String],
+        marker: JobEndMarker,
         joining: String? = nil,
         leaving: String? = nil
     ) async throws(DockerError) -> RemoteProcess {
@@ -124,14 +133,15 @@ extension RemoteDocker {
                 "docker " + ShellQuote.join(["network", "connect", joining, id]) + " >/dev/null && docker "
                 + ShellQuote.join(["network", "disconnect", "--force", leaving, id]) + " >/dev/null || exit 254; "
         }
-        let script = "exec " + ShellQuote.join(argv)
+        // The container's shell runs the command as its child, says its status on both streams
+        // after it (so no `docker wait` beside the command is needed either), then waits on the
+        // FIFO, which nothing opens again, without needing any program in the image.
+        let script = ShellQuote.join(argv) + "; s=$?; " + marker.shell + "; read -r s < \(Self.handoffMount)/go; exit $s"
         let command =
             "d=\(handoffDirectory(from)); docker " + ShellQuote.join(["rename", from, to]) + " >/dev/null 2>&1 & " + moves
-            + "t=$(mktemp) || exit 254; docker " + ShellQuote.join(["wait", id]) + " >\"$t\" 2>/dev/null & w=$!; "
             + "printf '%s\\n' " + ShellQuote.quote(script)
-            + " | timeout 10 sh -c 'cat > \"$1/go\"' sh \"$d\" 2>/dev/null || { kill $w; rm -f \"$t\"; exit 254; }; "
-            + "docker " + ShellQuote.join(["logs", "--follow", id]) + "; wait $w; s=$(cat \"$t\"); rm -f \"$t\"; wait; "
-            + "exit ${s:-255}"
+            + " | timeout 10 sh -c 'cat > \"$1/go\"' sh \"$d\" 2>/dev/null || exit 254; "
+            + "docker " + ShellQuote.join(["logs", "--follow", id]) + "; wait; exit 0"
         do { return try await pool.start(on: endpoint, command, flowControlled: true) } catch { throw .transport(error) }
     }
 

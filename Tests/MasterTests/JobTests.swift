@@ -53,6 +53,15 @@ struct JobTests {
             }
         }
 
+        /// Waits until `ready` warm containers of `resource` are ready to be handed out.
+        func waitForPool(_ resource: String, ready: Int) async throws {
+            try await waitUntil(seconds: 60, "\(ready) warm containers of \(resource) ready") {
+                let text = try await cli.ok("resources", "list", "--json")
+                let resources = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]] ?? []
+                return resources.first { $0["Name"] as? String == resource }?["PoolReady"] as? Int == ready
+            }
+        }
+
         func job(_ id: Int, as user: CLI? = nil) async throws -> [String: Any] {
             let text = try await (user ?? cli).ok("job", "show", String(id), "--json")
             return try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] ?? [:]
@@ -138,7 +147,7 @@ struct JobTests {
         }
     }
 
-    @Test("A resource with a warm pool runs each job in a warm container: output, status, inputs and no container left")
+    @Test("A resource with a warm pool runs each job in a warm container: output, status, inputs, its memory limit, no container left")
     func pooled() async throws {
         try await withMaster { fixture in
             let cli = fixture.cli
@@ -171,6 +180,12 @@ struct JobTests {
             try await waitUntil(seconds: 60, "the pool is full again") { try await warm().count == 2 }
             let carried = try await cli.run(["run", "warm", "--in", "\(work)/note.txt:/data/note.txt", "--", "cat", "/data/note.txt"])
             #expect(carried.status == 0 && carried.stdout == "from here\n", "\(carried.status) \(carried.stdout) \(carried.stderr)")
+
+            // A command its memory limit killed says so, as a cold job's does.
+            try await cli.ok("resources", "create", "tight", "-f", "-", "--pool", "1", "--memory", "64m", stdin: "FROM busybox")
+            try await fixture.waitForPool("tight", ready: 1)
+            let greedy = try await cli.run(["run", "tight", "--", "sh", "-c", "head -c 500m /dev/zero | tail >/dev/null"])
+            #expect(greedy.status == 137 && greedy.stderr.contains("ran out of memory (its limit is 64m)"), "\(greedy.status) \(greedy.stderr)")
             try await waitUntil(seconds: 60, "every job's container is gone") { try await fixture.jobContainers().isEmpty }
         }
     }
@@ -260,6 +275,36 @@ struct JobTests {
             try await fixture.master.start()
             let waited = try await cli.run(["job", "wait", id])
             #expect(waited.status == 3, "\(waited.stderr)")
+            #expect(try await cli.ok("job", "logs", id) == "before\nafter\n")
+            try await waitUntil(seconds: 60, "its container is removed") { try await fixture.jobContainers().isEmpty }
+        }
+    }
+
+    @Test("kill -9 of the master while a job from the warm pool runs: after a restart it ends with its status and its whole output")
+    func warmJobOutlivesItsMaster() async throws {
+        try await withMaster { fixture in
+            let cli = fixture.cli
+            try await cli.ok("resources", "create", "warm", "-f", "-", "--pool", "1", stdin: "FROM busybox")
+            try await fixture.waitForPool("warm", ready: 1)
+            let id = try await cli.ok(["run", "warm", "--detach"] + Self.gated(status: 4)).trimmingCharacters(in: .whitespacesAndNewlines)
+            let container = fixture.container(Int(id)!)
+            try await waitUntil(seconds: 60, "the job printed before") { try await cli.ok("job", "logs", id) == "before\n" }
+            let pool = try await fixture.testbed.docker(
+                Self.machine,
+                ["inspect", "--format", "{{index .Config.Labels \"resalloc.pool\"}}", container]
+            )
+            #expect(pool.trimmingCharacters(in: .whitespacesAndNewlines) == "warm", "the job ran in a warm container")
+            fixture.master.kill9()
+            _ = try await fixture.master.wait(timeout: .seconds(30))
+            // The command ends without any master; its status is in the engine's log.
+            try await fixture.release(Int(id)!)
+            try await waitUntil(seconds: 60, "the command said its status in the engine's log") {
+                try await fixture.testbed.docker(Self.machine, ["logs", container]).contains("resalloc-job-\(id)-end 4")
+            }
+            try await fixture.master.start()
+            let waited = try await cli.run(["job", "wait", id])
+            #expect(waited.status == 4, "\(waited.stderr)")
+            // Both streams, with the markers taken off.
             #expect(try await cli.ok("job", "logs", id) == "before\nafter\n")
             try await waitUntil(seconds: 60, "its container is removed") { try await fixture.jobContainers().isEmpty }
         }
