@@ -180,6 +180,13 @@ struct JobTests {
             try await waitUntil(seconds: 60, "the pool is full again") { try await warm().count == 2 }
             let carried = try await cli.run(["run", "warm", "--in", "\(work)/note.txt:/data/note.txt", "--", "cat", "/data/note.txt"])
             #expect(carried.status == 0 && carried.stdout == "from here\n", "\(carried.status) \(carried.stdout) \(carried.stderr)")
+            // Results come out of a warm container too, whatever the status.
+            try await fixture.waitForPool("warm", ready: 2)
+            let results = try await cli.run([
+                "run", "warm", "--out", "/tmp/x:\(work)/results", "--", "sh", "-c", "mkdir /tmp/x; echo hi > /tmp/x/f; exit 2",
+            ])
+            #expect(results.status == 2, "\(results.stderr)")
+            #expect((try? String(contentsOfFile: "\(work)/results/f", encoding: .utf8)) == "hi\n")
 
             // A command its memory limit killed says so, as a cold job's does.
             try await cli.ok("resources", "create", "tight", "-f", "-", "--pool", "1", "--memory", "64m", stdin: "FROM busybox")
