@@ -34,7 +34,13 @@ let package = Package(
             pkgConfig: "libssh2",
             providers: [.apt(["libssh2-1-dev"])]
         ),
-        .target(name: "SSH", dependencies: ["CLibSSH2"]),
+        .target(
+            name: "SSH",
+            dependencies: [
+                "CLibSSH2", .product(name: "NIOSSH", package: "swift-nio-ssh"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .target(
             name: "Docker",
             dependencies: ["SSH", .product(name: "Metrics", package: "swift-metrics"), .product(name: "Logging", package: "swift-log")]
@@ -128,7 +134,7 @@ let package = Package(
             ],
             path: "Benchmarks/resalloc-bench"
         ),
-        .testTarget(name: "SSHTests", dependencies: ["SSH", "Testbed"]),
+        .testTarget(name: "SSHTests", dependencies: ["SSH", "Testbed", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "DockerTests", dependencies: ["Docker", "SSH", "Testbed"]),
         .testTarget(
             name: "StoreTests",

@@ -72,7 +72,11 @@ extension Master {
                 return try await write(process)
             }
         } catch .invalidArgument(let message) {
-            throw MasterError(.invalid, "\(directory) in lease \(target.name): \(message)")
+            switch message {
+            case RemoteDocker.noSuchDirectory: throw MasterError(.notFound, "no such path in lease \(target.name): \(directory)")
+            case RemoteDocker.notADirectory: throw MasterError(.invalid, "\(directory) in lease \(target.name) is not a directory")
+            default: throw MasterError(.invalid, "\(directory) in lease \(target.name): \(message)")
+            }
         } catch { throw .from(error, machine: target.machine.name) }
     }
 

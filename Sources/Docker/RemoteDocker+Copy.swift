@@ -32,7 +32,7 @@ extension RemoteDocker {
     public func copyOut(_ container: String, _ path: String) async throws(DockerError) -> RemoteProcess {
         try Self.validateCopy(container, path)
         do {
-            return try await pool.start(on: endpoint, "docker cp \(ShellQuote.quote("\(container):\(path)")) -", flowControlled: true)
+            return try await pool.startBulk(on: endpoint, "docker cp \(ShellQuote.quote("\(container):\(path)")) -")
         } catch {
             throw .transport(error)
         }
@@ -59,22 +59,46 @@ extension RemoteDocker {
         if let relay, relay.runs(on: endpoint), let staging = try await prepareStreamedCopy(container, directory: directory, relay: relay) {
             try await streamedCopyIn(container, directory: directory, staging: staging, write: write)
         } else {
+            try await requireDirectory(container, directory)
             try await stagedCopyIn(container, directory: directory, write: write)
         }
     }
 
-    /// Makes `DIRECTORY/.resalloc-cp-<random>/` holding `busybox` and an empty `data/`, and checks
-    /// that the busybox runs there; returns that directory, or nil when it does not run. Nothing
-    /// can remove the directory then: it stays (its path is in the log), and this machine's
-    /// copies are staged from then on.
+    /// What `copyIn` throws (as `.invalidArgument`) when its directory is missing, or is not one.
+    public static let noSuchDirectory = "no such directory"
+    public static let notADirectory = "not a directory"
+
+    /// Throws `noSuchDirectory` or `notADirectory` unless `directory` is a directory in the container.
+    private func requireDirectory(_ container: String, _ directory: String) async throws(DockerError) {
+        switch try await pathKind(container, directory) {
+        case .directory?: return
+        case nil: throw .invalidArgument(Self.noSuchDirectory)
+        case _?: throw .invalidArgument(Self.notADirectory)
+        }
+    }
+
+    /// Makes `DIRECTORY/.resalloc-cp-<random>/` holding `busybox` and an empty `data/` (one
+    /// `docker cp`, which is also the check that DIRECTORY is one), and checks that the busybox
+    /// runs there (once per container and directory); returns that directory, or nil when it
+    /// does not run. Nothing can remove the directory then: it stays (its path is in the log),
+    /// and this machine's copies are staged from then on.
     private func prepareStreamedCopy(_ container: String, directory: String, relay: RelayImage) async throws(DockerError) -> String? {
         let name = ".resalloc-cp-" + String(UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF_FFFF, radix: 16)
         let base = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
         let staging = "\(base)/\(name)"
-        let skeleton = TarHeader.directory(name + "/") + TarHeader.directory(name + "/data/") + [UInt8](repeating: 0, count: 1024)
-        try await extract(container, into: directory, skeleton)
-        try await extract(container, into: staging, relay.archive)
+        guard let tool = TarHeader.moving(relay.archive, under: name + "/") else { return nil }
+        do {
+            try await extract(container, into: directory, TarHeader.directory(name + "/") + TarHeader.directory(name + "/data/") + tool)
+        } catch .noSuchContainer(let name) {
+            throw .noSuchContainer(name)
+        } catch {
+            try await requireDirectory(container, directory)  // the sentence, where it is that
+            throw error
+        }
+        let place = "\(endpoint) \(container) \(directory)"
+        if relay.ran(at: place) { return staging }
         let probe = try await run(["exec", "--user", "0", container, "\(staging)/busybox", "true"], timeout: commandTimeout)
+        if probe.succeeded { relay.remember(ranAt: place) }
         guard probe.succeeded else {
             relay.markUnrunnable(on: endpoint)
             Logger(label: "resalloc.docker").warning(
@@ -98,10 +122,18 @@ extension RemoteDocker {
         var status: Int32?
         var errors = ""
         do {
-            let process = try await pool.start(on: endpoint, "docker cp - \(ShellQuote.quote("\(container):\(staging)/data"))")
+            let process = try await pool.startBulk(on: endpoint, "docker cp - \(ShellQuote.quote("\(container):\(staging)/data"))")
             let stderr = Task {
                 var text: [UInt8] = []
-                for await chunk in process.output { if case .stderr(let bytes) = chunk { text += bytes.prefix(4096 - text.count) } }
+                for await chunk in process.output {
+                    switch chunk {
+                    case .stderr(let bytes):
+                        text += bytes.prefix(4096 - text.count)
+                        process.consumed(bytes.count)
+                    case .stdout(let bytes):
+                        process.consumed(bytes.count)
+                    }
+                }
                 return String(decoding: text, as: UTF8.self)
             }
             sent = try? await write(process)
@@ -177,7 +209,7 @@ extension RemoteDocker {
         let file = ShellQuote.quote(staging)
         let sent: Int?
         do {
-            let process = try await pool.start(on: endpoint, "cat > \(file)")
+            let process = try await pool.startBulk(on: endpoint, "cat > \(file)")
             sent = try? await write(process)
             if sent == nil { process.close() } else { process.closeInput() }
             let status = try? await process.exitStatus()
@@ -250,6 +282,20 @@ enum TarHeader {
         let sum = block.reduce(0) { $0 + Int($1) }
         put(String(format: "%06o", sum) + "\u{0} ", at: 148)
         return block
+    }
+
+    /// `archive`, a tar whose first entry has a plain header, with that entry renamed to
+    /// `directory` + its name (`directory` ending in `/`); nil when that would not fit.
+    static func moving(_ archive: [UInt8], under directory: String) -> [UInt8]? {
+        guard archive.count >= 512 else { return nil }
+        var block = Array(archive[0..<512])
+        let name = Array(directory.utf8) + block[0..<100].prefix(while: { $0 != 0 })
+        guard name.count < 100, block[156] == UInt8(ascii: "0") || block[156] == 0 else { return nil }
+        block.replaceSubrange(0..<100, with: name + [UInt8](repeating: 0, count: 100 - name.count))
+        block.replaceSubrange(148..<156, with: Array("        ".utf8))
+        let sum = block.reduce(0) { $0 + Int($1) }
+        block.replaceSubrange(148..<156, with: Array((String(format: "%06o", sum) + "\u{0} ").utf8))
+        return block + archive[512...]
     }
 
     static func firstEntryKind(_ bytes: [UInt8]) -> PathKind? {

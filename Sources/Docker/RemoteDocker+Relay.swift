@@ -28,6 +28,18 @@ public final class RelayImage: Sendable {
 
     func runs(on endpoint: SSHEndpoint) -> Bool { !unrunnable.has(tag, on: endpoint) }
     func markUnrunnable(on endpoint: SSHEndpoint) { unrunnable.remember(tag, on: endpoint) }
+
+    /// Places (machine, container, directory) where the busybox was seen to run: a copy there
+    /// needs no `docker exec` to check again (a container's mounts do not change). Forgotten
+    /// all at once past 4096.
+    private let ranAt = Mutex<Set<String>>([])
+    func ran(at place: String) -> Bool { ranAt.withLock { $0.contains(place) } }
+    func remember(ranAt place: String) {
+        ranAt.withLock { places in
+            if places.count >= 4096 { places.removeAll() }
+            places.insert(place)
+        }
+    }
 }
 
 extension RemoteDocker {

@@ -2,7 +2,7 @@ import Foundation
 
 /// A machine's SSH host key as we pin it: its algorithm and the SHA-256 fingerprint of its blob,
 /// written the way OpenSSH prints it (`SHA256:` + unpadded base64), so an operator can compare it
-/// with `ssh-keygen -lf /etc/ssh/ssh_host_ecdsa_key.pub` on the machine.
+/// with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the machine.
 public struct HostKey: Sendable, Hashable, Codable, CustomStringConvertible {
     /// The SSH algorithm name, e.g. `ecdsa-sha2-nistp256` or `ssh-ed25519`.
     public var type: String

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Reused connections per machine. Commands from many tasks share one as channels; when every
 /// connection to a machine has as many commands as the machine lets it open channels, another
 /// is opened (one at a time, up to `maxConnections`, so well within sshd's `MaxStartups`), and
@@ -184,6 +186,32 @@ public actor SSHConnectionPool {
         }
         return started
     }
+
+    /// Starts a command that moves a bulk stream (a copy's tar stream): on a swift-nio-ssh
+    /// connection of its own where `BulkSSH` can reach the machine (several times faster
+    /// crypto than libssh2's), else as `start` does, flow-controlled. Its connection counts as a
+    /// long-lived session of the machine's, as a channel of a shared connection would.
+    public func startBulk(on endpoint: SSHEndpoint, _ command: String) async throws(SSHError) -> RemoteProcess {
+        guard Self.bulkEnabled else { return try await start(on: endpoint, command, flowControlled: true) }
+        holding[endpoint, default: 0] += 1
+        let process: RemoteProcess?
+        do { process = try await BulkSSH.start(on: endpoint, command, timeout: connectTimeout) } catch {
+            stopHolding(endpoint)
+            throw error
+        }
+        guard let process else {
+            stopHolding(endpoint)
+            return try await start(on: endpoint, command, flowControlled: true)
+        }
+        Task {
+            _ = try? await process.exitStatus()
+            self.stopHolding(endpoint)
+        }
+        return process
+    }
+
+    /// `RESALLOC_BULK_SSH=libssh2` keeps bulk streams on libssh2 (for comparing the two).
+    static let bulkEnabled = ProcessInfo.processInfo.environment["RESALLOC_BULK_SSH"] != "libssh2"
 
     private func stopHolding(_ endpoint: SSHEndpoint) {
         holding[endpoint, default: 1] -= 1

@@ -11,6 +11,8 @@ struct EstablishedSession {
 }
 
 enum SessionSetup {
+    static let firstContactHostKeys = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521"
+
     static func establish(_ endpoint: SSHEndpoint, deadline: ContinuousClock.Instant) throws(SSHError) -> EstablishedSession {
         LibSSH2.ensureInitialised()
         let socket = try connectSocket(host: endpoint.host, port: endpoint.port, deadline: deadline)
@@ -20,10 +22,10 @@ enum SessionSetup {
         }
         do throws(SSHError) {
             libssh2_session_set_blocking(session, 0)
-            if let expected = endpoint.expectedHostKey {
-                // Ask for the pinned key's type, or the server may offer another type we never saw.
-                _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_HOSTKEY, expected.type)
-            }
+            // Ask for the pinned key's type, or the server may offer another type we never saw.
+            // At first contact Ed25519 comes first, as swift-nio-ssh (copies' own connections,
+            // `BulkSSH`) asks for it first and can check only a key of the pinned type.
+            _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_HOSTKEY, endpoint.expectedHostKey?.type ?? SessionSetup.firstContactHostKeys)
             try retry(session, socket, deadline, what: "the SSH handshake with \(endpoint.host):\(endpoint.port)", kind: .handshake) {
                 libssh2_session_handshake(session, libssh2_socket_t(socket))
             }

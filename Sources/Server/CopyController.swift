@@ -42,9 +42,6 @@ struct CopyController {
         guard let directory = request.uri.queryParameters["path"].map(String.init), !directory.isEmpty else {
             throw MasterError(.invalid, "say which directory, as ?path=/some/where")
         }
-        guard try await master.pathKind(target, directory) == .directory else {
-            throw MasterError(.invalid, "\(directory) in lease \(target.name) is not a directory")
-        }
         let body = request.body
         var bytes = 0
         try await master.copyIn(target, directory: directory) { process in

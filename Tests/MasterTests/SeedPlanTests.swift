@@ -34,7 +34,7 @@ struct SeedPlanTests {
             let machine = try await api.addMachine(testbed, "m1", token: token)
             #expect(machine.status == .created)
             #expect(machine.success)
-            #expect(machine.object("Machine")["HostKey"] as? String == "ecdsa-sha2-nistp256 \(try await testbed.hostKeyFingerprint("m1"))")
+            #expect(machine.object("Machine")["HostKey"] as? String == "ssh-ed25519 \(try await testbed.hostKeyFingerprint("m1"))")
             // CPUs and memory as the machine's own engine reports them.
             let engine = try await testbed.docker("m1", ["info", "--format", "{{.NCPU}} {{.MemTotal}}"])
             #expect("\(machine.object("Machine")["CPUs"] ?? "-") \(machine.object("Machine")["MemoryBytes"] ?? "-")\n" == engine)

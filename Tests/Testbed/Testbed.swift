@@ -230,8 +230,9 @@ public final class Testbed: Sendable {
         return String(line.split(separator: " ")[1])
     }
 
-    /// SHA-256 fingerprint of the machine's ECDSA host key as `ssh-keygen -l` prints it.
-    public func hostKeyFingerprint(_ machine: String, type: String = "ecdsa") async throws -> String {
+    /// SHA-256 fingerprint of the machine's host key of `type` (`ed25519`, the one the master
+    /// pins, or `ecdsa`) as `ssh-keygen -l` prints it.
+    public func hostKeyFingerprint(_ machine: String, type: String = "ed25519") async throws -> String {
         let line = try await Self.run(["ssh-keygen", "-l", "-E", "sha256", "-f", "\(self.machine(machine).directory)/ssh_host_\(type)_key.pub"])
         return String(line.split(separator: " ")[1])
     }
