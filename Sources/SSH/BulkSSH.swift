@@ -61,6 +61,11 @@ enum BulkSSH {
         let finished = OneShot<Result<ExecResult, SSHError>>()
         let started = parent.eventLoop.makePromise(of: Void.self)
         let exec = BulkExecHandler(command: command, sink: sink, finished: finished, started: started)
+        // The whole start (handshake, login, channel, exec) within `timeout`, as libssh2's.
+        let deadline = parent.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000)) {
+            parent.close(promise: nil)
+        }
+        started.futureResult.whenComplete { _ in deadline.cancel() }
         do {
             let child = try await parent.eventLoop.flatSubmit { () -> EventLoopFuture<Channel> in
                 let promise = parent.eventLoop.makePromise(of: Channel.self)

@@ -197,7 +197,10 @@ public actor SSHConnectionPool {
         let process: RemoteProcess?
         do { process = try await BulkSSH.start(on: endpoint, command, timeout: connectTimeout) } catch {
             stopHolding(endpoint)
-            throw error
+            // A connection that could not be made (sshd's MaxStartups dropping it in a burst, say)
+            // leaves the stream to the shared connection; another host key never does.
+            guard error.kind != .hostKeyMismatch else { throw error }
+            return try await start(on: endpoint, command, flowControlled: true)
         }
         guard let process else {
             stopHolding(endpoint)
