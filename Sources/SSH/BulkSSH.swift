@@ -356,14 +356,15 @@ private final class PinnedHostKey: NIOSSHClientServerAuthenticationDelegate, Sen
     }
 }
 
-/// Reads an unencrypted OpenSSH private key file (`-----BEGIN OPENSSH PRIVATE KEY-----`) holding
+/// Reads an unencrypted private key file in OpenSSH's own format (`ssh-keygen`'s default) holding
 /// an Ed25519 or ECDSA key, for swift-nio-ssh, which reads no key files; nil for anything else
 /// (a passphrase, RSA, another format).
 enum OpenSSHKeyFile {
     static func privateKey(at path: String) -> NIOSSHPrivateKey? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
         let body = text.split(whereSeparator: \.isNewline).filter { !$0.hasPrefix("-----") }.joined()
-        guard text.contains("-----BEGIN OPENSSH PRIVATE KEY-----"), let data = Data(base64Encoded: body) else { return nil }
+        // The format is known by the magic at the start of the armored bytes, checked below.
+        guard let data = Data(base64Encoded: body) else { return nil }
         var reader = Reader(bytes: Array(data))
         guard reader.take(15) == Array("openssh-key-v1\0".utf8),
             reader.string() == Array("none".utf8), reader.string() == Array("none".utf8), reader.string() != nil,
