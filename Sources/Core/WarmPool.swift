@@ -43,9 +43,9 @@ public final class WarmPool: Sendable {
     public func wake() { wakeup.signal() }
 
     /// How long the refill waits after a warm container was handed to a job. Its `docker run`
-    /// on the same engine would otherwise run beside the job's first moments, and the engine saw
-    /// a short job's exit about 20 ms later (`make bench BENCH=jobs`: 95–129 ms a pooled job
-    /// with the refill at once, 76–88 ms with it held).
+    /// on the same engine would otherwise run beside the job's first moments (`make bench
+    /// BENCH=jobs`: a pooled job 0.55× `docker run --rm` with the refill at once, 0.47× with
+    /// it held).
     static let jobHandoutHold: Duration = .milliseconds(500)
 
     /// Asks the refill to run once a job's handout has had `jobHandoutHold` to itself.

@@ -89,10 +89,10 @@ extension RemoteDocker {
         guard let tool = TarHeader.moving(relay.archive, under: name + "/") else { return nil }
         do {
             try await extract(container, into: directory, TarHeader.directory(name + "/") + TarHeader.directory(name + "/data/") + tool)
-        } catch .noSuchContainer(let name) {
-            throw .noSuchContainer(name)
         } catch {
-            try await requireDirectory(container, directory)  // the sentence, where it is that
+            // The directory missing or not one: that sentence rather than docker's.
+            if case .noSuchContainer = error { throw error }
+            try await requireDirectory(container, directory)
             throw error
         }
         let place = "\(endpoint) \(container) \(directory)"

@@ -194,15 +194,14 @@ public actor SSHConnectionPool {
     public func startBulk(on endpoint: SSHEndpoint, _ command: String) async throws(SSHError) -> RemoteProcess {
         guard Self.bulkEnabled else { return try await start(on: endpoint, command, flowControlled: true) }
         holding[endpoint, default: 0] += 1
-        let process: RemoteProcess?
-        do { process = try await BulkSSH.start(on: endpoint, command, timeout: connectTimeout) } catch {
+        let bulk: RemoteProcess?
+        do { bulk = try await BulkSSH.start(on: endpoint, command, timeout: connectTimeout) } catch  where error.kind != .hostKeyMismatch {
+            bulk = nil  // not made (sshd's MaxStartups dropping it in a burst, say): the shared connection takes it
+        } catch {
             stopHolding(endpoint)
-            // A connection that could not be made (sshd's MaxStartups dropping it in a burst, say)
-            // leaves the stream to the shared connection; another host key never does.
-            guard error.kind != .hostKeyMismatch else { throw error }
-            return try await start(on: endpoint, command, flowControlled: true)
+            throw error  // another host key: never past it
         }
-        guard let process else {
+        guard let process = bulk else {
             stopHolding(endpoint)
             return try await start(on: endpoint, command, flowControlled: true)
         }

@@ -10,7 +10,7 @@ import SSH
 /// `resalloc cp`: `GET /lease/{name}/path` says what a path in a lease is, `PUT
 /// /lease/{name}/files` takes a tar stream in as its body, and the WebSocket `GET
 /// /lease/{name}/copy` carries one out. The master never holds a whole file: it relays bytes as
-/// they come, at most a window (1 MiB) ahead of the slower side.
+/// they come, a few MiB at most ahead of the slower side (its own window and the SSH channel's).
 struct CopyController {
     let master: Master
 
